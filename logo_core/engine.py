@@ -289,6 +289,8 @@ class LoGoEngine:
             for m in opts.modules:
                 h = hs[(b, RESIDUAL if opts.probe_input == "residual" else m)]
                 sig = SIGNALS[opts.signal](lora_outputs(h, *self.pool.probe_stack(b, m)))  # [B, N]
+                # An adapter that does not adapt m says nothing there (entropy of o = 0 is not 0).
+                sig = sig * self.pool.has_module(b, m)
                 if opts.calibrated:
                     sig = sig / self.calibration(b, m, opts.signal, opts.probe_input)
                 total = total + sig
@@ -397,7 +399,8 @@ class LoGoEngine:
     def _generate_ids(self, enc: dict, mixture: Mixture | None, max_new_tokens: int, sampling: dict, streamer=None) -> Tensor:
         gen = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if sampling.get("do_sample"):
-            gen = {"do_sample": True, "temperature": sampling.get("temperature", 1.0), "top_p": sampling.get("top_p", 1.0), "top_k": None}
+            gen = {"do_sample": True, "temperature": sampling["temperature"], "top_p": sampling["top_p"], "top_k": None}
+        gen["min_new_tokens"] = min(sampling.get("min_new_tokens") or 0, max_new_tokens) or None
         with use_mixture(mixture):
             return self.model.generate(
                 **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, streamer=streamer, **gen
@@ -411,13 +414,15 @@ class LoGoEngine:
         temperature: float = 1.0,
         top_p: float = 1.0,
         adapters: Sequence[dict[str, float]] | None = None,
+        min_new_tokens: int = 0,
         **kwargs,
     ) -> list[Generation]:
         """Route and generate a batch; each row gets its own mixture (see `generate`)."""
         t0 = time.perf_counter()
         routings, enc, notices, mixture, max_new_tokens, plan_s = self._plan(prompts, max_new_tokens, adapters, kwargs)
         t1 = time.perf_counter()
-        out = self._generate_ids(enc, mixture, max_new_tokens, {"do_sample": do_sample, "temperature": temperature, "top_p": top_p})
+        sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "min_new_tokens": min_new_tokens}
+        out = self._generate_ids(enc, mixture, max_new_tokens, sampling)
         t2 = time.perf_counter()
         new = out[:, enc["input_ids"].shape[1] :]
         results = []
@@ -447,6 +452,7 @@ class LoGoEngine:
             max_new_tokens: generation length (default from adapters.yaml, capped at 1024).
             adapters: skip routing and use these {name: weight} (`{}` = the base model alone).
             do_sample, temperature, top_p: sampling (greedy by default).
+            min_new_tokens: do not stop at EOS before this many tokens (benchmarks).
             **kwargs: routing settings, as for `route`.
 
         Returns:
@@ -463,6 +469,7 @@ class LoGoEngine:
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        min_new_tokens: int = 0,
         timeout: float = 120.0,
         **kwargs,
     ) -> GenerationStream:
@@ -474,7 +481,7 @@ class LoGoEngine:
         routings, enc, notices, mixture, max_new_tokens, _ = self._plan([prompt], max_new_tokens, batch, kwargs)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
         box: dict = {}
-        sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p}
+        sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "min_new_tokens": min_new_tokens}
 
         def work() -> None:
             t1 = time.perf_counter()

@@ -107,7 +107,7 @@ class MixtureLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         capture = CAPTURE.get()
         if capture is not None and self.key in capture.wants:
-            capture.found[self.key] = x[:, -1].float()  # module input of the last token, for the probe
+            capture.record(self.key, x[:, -1].float())  # module input of the last token, for the probe
         y = self.base(x)
         mixture = _ACTIVE.get()
         if mixture is None or self.key not in mixture.factors:

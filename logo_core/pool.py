@@ -60,7 +60,7 @@ class AdapterPool:
     def probe_stack(self, block: int, module: str) -> tuple[Tensor, Tensor]:
         """(A [N, R, D_in], s*B [N, D_out, R]) of every adapter at one module, zero-padded.
 
-        An adapter that does not adapt this module contributes zeros (its output there is 0).
+        An adapter that does not adapt this module gets zeros (see `has_module`).
         """
         key = (block, module)
         with self._lock:
@@ -79,6 +79,10 @@ class AdapterPool:
                         A[i, :r], Bs[i, :, :r] = p[0], self.files[i].scale * p[1]
                 self._stacks[key] = (A, Bs)
             return self._stacks[key]
+
+    def has_module(self, block: int, module: str) -> Tensor:
+        """[N] bool: which adapters adapt this module (the others get no signal there)."""
+        return torch.tensor([(block, module) in f.keys for f in self.files])
 
     def factors(self, name: str) -> dict[Key, tuple[Tensor, Tensor]]:
         """All (A, B) of one adapter in fp32, from the LRU cache or from disk."""

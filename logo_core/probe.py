@@ -22,15 +22,20 @@ class Capture:
     """What one probe pass should record: keys (block, module or RESIDUAL) -> [B, D] vectors."""
 
     wants: set[tuple[int, str]]
-    stop: int  # last block whose output is needed; the pass stops after it (early exit)
     found: dict[tuple[int, str], Tensor] = field(default_factory=dict)
+
+    def record(self, key: tuple[int, str], vector: Tensor) -> None:
+        """Store a vector; once everything wanted is in, stop the pass (early exit)."""
+        self.found[key] = vector
+        if len(self.found) == len(self.wants):
+            raise StopProbe
 
 
 CAPTURE: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("logo_capture", default=None)
 
 
-class _StopProbe(Exception):
-    pass
+class StopProbe(Exception):
+    """Raised inside the forward pass once the probe has what it needs."""
 
 
 def _pre_hook(block: int):
@@ -38,16 +43,7 @@ def _pre_hook(block: int):
         cap = CAPTURE.get()
         if cap is not None and (block, RESIDUAL) in cap.wants:
             hidden = args[0] if args else kwargs["hidden_states"]
-            cap.found[(block, RESIDUAL)] = hidden[:, -1].float()  # [B, D], last prompt token
-
-    return hook
-
-
-def _post_hook(block: int):
-    def hook(module: nn.Module, args: tuple, output: object) -> None:
-        cap = CAPTURE.get()
-        if cap is not None and cap.stop == block:
-            raise _StopProbe
+            cap.record((block, RESIDUAL), hidden[:, -1].float())  # [B, D], last prompt token
 
     return hook
 
@@ -58,7 +54,6 @@ def install_probe_hooks(model: nn.Module) -> None:
         return
     for i, layer in enumerate(decoder_layers(model)):
         layer.register_forward_pre_hook(_pre_hook(i), with_kwargs=True)
-        layer.register_forward_hook(_post_hook(i))
     model._logo_probe_hooks = True
 
 
@@ -73,7 +68,7 @@ def run_probe(
     """
     from .mixing import use_mixture
 
-    cap = Capture(wants=set(wants), stop=max(b for b, _ in wants))
+    cap = Capture(wants=set(wants))
     # Left padding shifts rows; explicit positions keep each row identical to its unpadded run.
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     inner = getattr(model, "model", model)
@@ -81,7 +76,7 @@ def run_probe(
     try:
         with use_mixture(None):  # the probe always sees the clean base model
             inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    except _StopProbe:
+    except StopProbe:
         pass
     finally:
         CAPTURE.reset(token)

@@ -1,0 +1,274 @@
+"""Engine math on tiny random Llama and Qwen2 models: signals, probe, mixture vs PEFT, batching,
+order independence and concurrency."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+import torch
+from helpers import ARCHS, make_adapter, tiny_engine, tiny_model
+from safetensors.torch import load_file
+
+from logo_core.engine import Routing
+from logo_core.mixing import reference_delta, select_top_k, use_mixture
+
+PROMPTS = ["What is 47 + 38?", "Translate 'cat' to French.", "Is this review positive? I loved it.", "Hi"]
+N_LAYERS = 4
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def setup(request, tokenizer, tmp_path_factory):
+    """A tiny model, an untouched copy of it (for references), and an engine over 4 adapters."""
+    model = tiny_model(request.param, len(tokenizer), n_layers=N_LAYERS)
+    reference = copy.deepcopy(model)
+    root = tmp_path_factory.mktemp(request.param)
+    # Different ranks, alphas and targets on purpose: padding and per-adapter scale must be right.
+    adapters = {
+        "a0": make_adapter(model, root / "a0", seed=0, r=4, alpha=8),
+        "a1": make_adapter(model, root / "a1", seed=1, r=6, alpha=6),
+        "a2": make_adapter(model, root / "a2", seed=2, r=2, alpha=8, targets=("q_proj", "v_proj", "o_proj")),
+        "a3": make_adapter(model, root / "a3", seed=3, r=4, alpha=16, targets=("v_proj",)),
+    }
+    engine = tiny_engine(model, tokenizer, root, adapters, k=2)
+    return engine, reference, adapters
+
+
+def _lora(path, block: int, module: str):
+    """(A, B, scale) of one adapter at one module, read straight from its files."""
+    import json
+
+    weights = load_file(path / "adapter_model.safetensors")
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    find = {k.split(".lora_")[1][0]: v for k, v in weights.items() if f"layers.{block}.self_attn.{module}.lora_" in k}
+    if not find:
+        return None
+    return find["A"].float(), find["B"].float(), cfg["lora_alpha"] / cfg["r"]
+
+
+def _direct_scores(engine, reference, adapters, prompt, block, module, signal, probe_input):
+    """Signals computed from the formulas of LOGO.md on a full, hook-free pass of the base copy."""
+    enc, _ = engine._encode([prompt])
+    inputs = {}
+    attn = reference.model.layers[block].self_attn
+    target = getattr(attn, module)
+    handle = target.register_forward_pre_hook(lambda m, a: inputs.update(x=a[0][:, -1]))
+    with torch.no_grad():
+        out = reference(**enc, output_hidden_states=True)
+    handle.remove()
+    h = out.hidden_states[block][0, -1] if probe_input == "residual" else inputs["x"][0]
+    scores = []
+    for path in adapters.values():
+        lora = _lora(path, block, module)
+        if lora is None:
+            scores.append(0.0)
+            continue
+        A, B, s = lora
+        o = s * B @ (A @ h)
+        if signal == "norm":
+            scores.append(float(torch.sqrt((o**2).sum())))
+        else:
+            p = torch.exp(o) / torch.exp(o).sum()
+            scores.append(float(1 / (-(p * torch.log(p + 1e-8)).sum() + 1e-6)))
+    return torch.tensor(scores)
+
+
+@pytest.mark.parametrize("signal", ["norm", "entropy"])
+@pytest.mark.parametrize("probe_input", ["residual", "module"])
+@pytest.mark.parametrize(("block", "module"), [(N_LAYERS - 1, "q_proj"), (1, "v_proj"), (2, "o_proj")])
+def test_signals_match_the_formulas(setup, signal, probe_input, block, module):
+    engine, reference, adapters = setup
+    for prompt in PROMPTS[:2]:
+        r = engine.route(prompt, signal=signal, calibrated=False, layer=block, module=module, probe_input=probe_input)
+        expected = _direct_scores(engine, reference, adapters, prompt, block, module, signal, probe_input)
+        torch.testing.assert_close(torch.tensor(list(r.scores.values())), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_residual_and_module_inputs_differ(setup):
+    """`module` must read the normed module input, not the residual: the scores must differ."""
+    engine, *_ = setup
+    a = engine.route(PROMPTS[0], calibrated=False, probe_input="residual").scores
+    b = engine.route(PROMPTS[0], calibrated=False, probe_input="module").scores
+    assert a != b
+
+
+def test_calibration_divides_by_the_neutral_mean(setup):
+    engine, reference, adapters = setup
+    block, module = N_LAYERS - 1, "q_proj"
+    neutral = torch.stack(
+        [_direct_scores(engine, reference, adapters, p, block, module, "norm", "residual") for p in engine.neutral_prompts]
+    ).mean(0)
+    raw = _direct_scores(engine, reference, adapters, PROMPTS[0], block, module, "norm", "residual")
+    expected = torch.where(neutral > 0, raw / neutral, raw)
+    r = engine.route(PROMPTS[0], calibrated=True, layer=block, module=module)
+    torch.testing.assert_close(torch.tensor(list(r.scores.values())), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_multi_block_averages_single_blocks(setup):
+    engine, *_ = setup
+    singles = [
+        torch.tensor(list(engine.route(PROMPTS[2], layer=b, module=m).scores.values()))
+        for b in (1, 2)
+        for m in ("q_proj", "v_proj")
+    ]
+    multi = engine.route(PROMPTS[2], layer="1:3", module="q_proj,v_proj").scores
+    torch.testing.assert_close(torch.tensor(list(multi.values())), torch.stack(singles).mean(0))
+
+
+@pytest.mark.parametrize("probe_input", ["residual", "module"])
+def test_early_exit_stops_at_the_probe_block(setup, probe_input):
+    """Blocks after the probe block never run (the probe block itself does not finish); the
+    scores still equal a full pass's (test_signals_match_the_formulas)."""
+    engine, *_ = setup
+    finished = []
+    layers = engine.model.model.layers
+    handles = [layer.register_forward_hook(lambda m, a, o, i=i: finished.append(i)) for i, layer in enumerate(layers)]
+    try:
+        engine.route(PROMPTS[0], layer=1, probe_input=probe_input)
+    finally:
+        for h in handles:
+            h.remove()
+    assert finished == [0]
+
+
+def test_select_top_k_ties_and_weights():
+    idx, w = select_top_k(torch.tensor([1.0, 3.0, 3.0, 2.0]), 3)
+    assert idx == [1, 2, 3]  # tie between 1 and 2 broken by pool order
+    assert w == pytest.approx([3 / 8, 3 / 8, 2 / 8])
+    assert select_top_k(torch.tensor([2.0, 2.0, 2.0]), 2)[0] == [0, 1]
+
+
+def test_routing_trace(setup):
+    engine, *_ = setup
+    r = engine.route(PROMPTS[0], k=3)
+    assert set(r.scores) == set(engine.adapters)
+    assert len(r.selected) == 3 and list(r.weights) == r.selected
+    assert sum(r.weights.values()) == pytest.approx(1.0)
+    ordered = sorted(r.scores.values(), reverse=True)
+    assert [r.scores[n] for n in r.selected] == ordered[:3]
+
+
+def _peft(reference, adapters, names, weights):
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(copy.deepcopy(reference), str(adapters[names[0]]), adapter_name=names[0])
+    for n in names[1:]:
+        model.load_adapter(str(adapters[n]), adapter_name=n)
+    if len(names) == 1:
+        model.set_adapter(names[0])
+    else:
+        model.add_weighted_adapter(names, weights, "mix", combination_type="cat")
+        model.set_adapter("mix")
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("names", "weights"), [(["a1"], [1.0]), (["a0", "a2"], [0.7, 0.3]), (["a3", "a0", "a1"], [0.2, 0.5, 0.3])]
+)
+def test_mixture_equals_peft_prefill_and_decoding(setup, names, weights):
+    engine, reference, adapters = setup
+    peft_model = _peft(reference, adapters, names, weights)
+    enc, _ = engine._encode(PROMPTS[:2])  # a padded batch
+    routing = Routing("", {}, names, dict(zip(names, weights)), {})
+    mixture = engine.mixture_for([routing])
+    gen = dict(max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=2)
+    with torch.no_grad():
+        with use_mixture(mixture):
+            ours = engine.model(**enc).logits
+            ours_gen = engine.model.generate(**enc, **gen)
+        theirs = peft_model(**enc).logits
+        theirs_gen = peft_model.generate(**enc, **gen)
+        base = reference(**enc).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert (ours - base).abs().max() > 1e-2  # the adapters really change the output
+    assert torch.equal(ours_gen.sequences, theirs_gen.sequences)
+    for a, b in zip(ours_gen.logits, theirs_gen.logits):  # decoding steps, with the KV cache
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_mixture_equals_reference_loop(setup):
+    """The concatenated fast path equals sum_i w_i s_i B_i A_i x computed adapter by adapter."""
+    engine, _, adapters = setup
+    names, weights = ["a0", "a1", "a2"], [0.5, 0.3, 0.2]
+    mixture = engine.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
+    layer = engine.model.model.layers[2].self_attn.q_proj
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad(), use_mixture(mixture):
+        fast = layer(x) - layer.base(x)
+    loras = [_lora(adapters[n], 2, "q_proj") for n in names]
+    expected = reference_delta(x, [(A, B, w * s) for (A, B, s), w in zip(loras, weights)])
+    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_route_batch_equals_single_routes(setup):
+    engine, *_ = setup
+    batch = engine.route_batch(PROMPTS, k=2, probe_input="module")
+    for prompt, r in zip(PROMPTS, batch):
+        single = engine.route(prompt, k=2, probe_input="module")
+        assert r.selected == single.selected
+        torch.testing.assert_close(torch.tensor(list(r.scores.values())), torch.tensor(list(single.scores.values())))
+
+
+def test_generate_batch_rows_with_different_mixtures(setup):
+    engine, *_ = setup
+    mixtures = [{"a0": 1.0}, {"a1": 0.5, "a2": 0.5}, {}, {"a3": 0.4, "a0": 0.6}]
+    batch = engine.generate_batch(PROMPTS, max_new_tokens=6, adapters=mixtures)
+    for prompt, mix, g in zip(PROMPTS, mixtures, batch):
+        assert g.text == engine.generate(prompt, max_new_tokens=6, adapters=mix).text
+    assert len({g.text for g in batch}) > 1
+
+
+def test_order_independence(setup):
+    engine, *_ = setup
+    first = engine.route(PROMPTS[0], k=2)
+    for p in PROMPTS[1:]:
+        engine.generate(p, max_new_tokens=3)
+        engine.route(p, k=3, signal="entropy")
+    again = engine.route(PROMPTS[0], k=2)
+    assert first.scores == again.scores and first.selected == again.selected
+
+
+def test_stream_equals_generate(setup):
+    engine, *_ = setup
+    stream = engine.stream(PROMPTS[1], max_new_tokens=8)
+    assert stream.routing.selected  # known before the first token
+    text = "".join(stream)
+    assert text == stream.result.text == engine.generate(PROMPTS[1], max_new_tokens=8).text
+    assert stream.result.timings["new_tokens"] >= 1
+
+
+def test_concurrent_requests_match_sequential(setup):
+    engine, *_ = setup
+    jobs = [(PROMPTS[i % 4], {f"a{i % 4}": 1.0} if i % 3 else {"a0": 0.5, f"a{(i + 1) % 4}": 0.5}) for i in range(8)]
+    jobs[5] = (PROMPTS[1], None)  # routed, not explicit
+    sequential = [engine.generate(p, max_new_tokens=8, adapters=a).text for p, a in jobs]
+    results: list[str | None] = [None] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = engine.generate(jobs[i][0], max_new_tokens=8, adapters=jobs[i][1]).text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == sequential
+    assert len(set(sequential)) > 2
+
+
+def test_truncation_notice(setup):
+    engine, *_ = setup
+    g = engine.generate("word " * 5000, max_new_tokens=4)
+    assert any("truncated" in n for n in g.notices)
+    assert g.routing.notices
+
+
+def test_sweep_rows_match_single_layers(setup):
+    engine, *_ = setup
+    sweep = engine.layer_sweep(PROMPTS[0], calibrated=True)
+    assert sweep.shape == (N_LAYERS, 4)
+    for b in range(N_LAYERS):
+        torch.testing.assert_close(sweep[b], torch.tensor(list(engine.route(PROMPTS[0], layer=b).scores.values())))

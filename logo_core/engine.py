@@ -217,7 +217,7 @@ class LoGoEngine:
         n = len(self.pool)
         if n == 0:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
-        k = d.k if k is None else k
+        k = min(d.k, n) if k is None else k  # a default larger than a (partly skipped) pool shrinks
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
             raise RequestError(f"`k` must be between 1 and {n} (the pool size), got {k!r}")
         signal = d.signal if signal is None else signal

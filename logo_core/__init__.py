@@ -1,8 +1,8 @@
 """LoGo: instance-level LoRA routing and on-the-fly merging, with no training and no labels.
 
-    >>> from logo_core import LoGoEngine
-    >>> engine = LoGoEngine.from_config("adapters.yaml")
-    >>> engine.route("What is 47 + 38?", k=3).selected
+>>> from logo_core import LoGoEngine
+>>> engine = LoGoEngine.from_config("adapters.yaml")
+>>> engine.route("What is 47 + 38?", k=3).selected
 """
 
 from .errors import AdapterLoadError, ConfigError, LoGoError, RequestError

@@ -98,7 +98,9 @@ def parse_layers(layer: int | str | Sequence[int], n_layers: int) -> tuple[int, 
 
     def check(i: int) -> int:
         if not -n_layers <= i < n_layers:
-            raise RequestError(f"`layer` must be between {-n_layers} and {n_layers - 1} (the model has {n_layers} blocks), got {i}")
+            raise RequestError(
+                f"`layer` must be between {-n_layers} and {n_layers - 1} (the model has {n_layers} blocks), got {i}"
+            )
         return i % n_layers
 
     if isinstance(layer, bool):
@@ -251,9 +253,13 @@ class LoGoEngine:
             ids = tok(p, add_special_tokens=False)["input_ids"]
             if len(ids) > budget:
                 p = tok.decode(ids[:budget])
-                row.append(f"Prompt truncated from {len(ids)} to {budget} tokens (the limit for this model and length).")
+                row.append(
+                    f"Prompt truncated from {len(ids)} to {budget} tokens (the limit for this model and length)."
+                )
             if tok.chat_template:
-                p = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+                p = tok.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+                )
             texts.append(p)
             notices.append(row)
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template)
@@ -303,7 +309,9 @@ class LoGoEngine:
         enc, notices = self._encode(prompts)
         return self._route(prompts, enc, notices, opts, t0)
 
-    def _route(self, prompts: Sequence[str], enc: dict, notices: list[list[str]], opts: RouteOptions, t0: float) -> list[Routing]:
+    def _route(
+        self, prompts: Sequence[str], enc: dict, notices: list[list[str]], opts: RouteOptions, t0: float
+    ) -> list[Routing]:
         hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], opts.wants())
         scores = self._signals(hs, opts)  # [B, N]
         probe_s = time.perf_counter() - t0
@@ -352,7 +360,9 @@ class LoGoEngine:
         """Scores of every adapter at every block for one prompt, from one full probe pass. [L, N]"""
         opts = self.options(**{**kwargs, "layer": -1})
         enc, _ = self._encode([prompt])
-        all_blocks = RouteOptions(opts.k, opts.signal, opts.calibrated, tuple(range(self.n_layers)), opts.modules, opts.probe_input)
+        all_blocks = RouteOptions(
+            opts.k, opts.signal, opts.calibrated, tuple(range(self.n_layers)), opts.modules, opts.probe_input
+        )
         hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], all_blocks.wants())
         rows = [self._signals(hs, RouteOptions(**{**asdict(opts), "layers": (b,)}))[0] for b in range(self.n_layers)]
         return torch.stack(rows)
@@ -396,7 +406,9 @@ class LoGoEngine:
         mixture = self.mixture_for(routings)
         return routings, enc, [n + notice for n in notices], mixture, max_new_tokens, time.perf_counter() - t0
 
-    def _generate_ids(self, enc: dict, mixture: Mixture | None, max_new_tokens: int, sampling: dict, streamer=None) -> Tensor:
+    def _generate_ids(
+        self, enc: dict, mixture: Mixture | None, max_new_tokens: int, sampling: dict, streamer=None
+    ) -> Tensor:
         gen = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if sampling.get("do_sample"):
             gen = {"do_sample": True, "temperature": sampling["temperature"], "top_p": sampling["top_p"], "top_k": None}
@@ -421,7 +433,12 @@ class LoGoEngine:
         t0 = time.perf_counter()
         routings, enc, notices, mixture, max_new_tokens, plan_s = self._plan(prompts, max_new_tokens, adapters, kwargs)
         t1 = time.perf_counter()
-        sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "min_new_tokens": min_new_tokens}
+        sampling = {
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_p": top_p,
+            "min_new_tokens": min_new_tokens,
+        }
         out = self._generate_ids(enc, mixture, max_new_tokens, sampling)
         t2 = time.perf_counter()
         new = out[:, enc["input_ids"].shape[1] :]
@@ -444,7 +461,9 @@ class LoGoEngine:
         hits = (ids == eos).nonzero()
         return int(hits[0, 0]) + 1 if len(hits) else int(ids.shape[0])
 
-    def generate(self, prompt: str, max_new_tokens: int | None = None, adapters: dict[str, float] | None = None, **kwargs) -> Generation:
+    def generate(
+        self, prompt: str, max_new_tokens: int | None = None, adapters: dict[str, float] | None = None, **kwargs
+    ) -> Generation:
         """Route a prompt and answer it with the weighted mixture of its top-k adapters.
 
         Args:
@@ -481,7 +500,12 @@ class LoGoEngine:
         routings, enc, notices, mixture, max_new_tokens, _ = self._plan([prompt], max_new_tokens, batch, kwargs)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
         box: dict = {}
-        sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "min_new_tokens": min_new_tokens}
+        sampling = {
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_p": top_p,
+            "min_new_tokens": min_new_tokens,
+        }
 
         def work() -> None:
             t1 = time.perf_counter()

@@ -219,7 +219,9 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     weights = directory / "adapter_model.safetensors"
     if not weights.is_file():
         if (directory / "adapter_model.bin").is_file():
-            raise fail("only a pickle `adapter_model.bin` is present; convert it to safetensors (pickle is never loaded)")
+            raise fail(
+                "only a pickle `adapter_model.bin` is present; convert it to safetensors (pickle is never loaded)"
+            )
         raise fail("adapter_model.safetensors is missing")
     if not (directory / "adapter_config.json").is_file():
         raise fail("adapter_config.json is missing")

@@ -72,7 +72,9 @@ class RoutingDefaults(_Strict):
         -1, description="Probe block: an index (negative counts from the end), `a:b` range, or a list."
     )
     module: str | list[str] = Field("q_proj", description="Adapted module(s) to probe, e.g. q_proj or `q_proj,v_proj`.")
-    probe_input: ProbeInput = Field("residual", description="`residual`: block input before its norm; `module`: the module's real input.")
+    probe_input: ProbeInput = Field(
+        "residual", description="`residual`: block input before its norm; `module`: the module's real input."
+    )
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Default generation length.")
     max_prompt_tokens: int = Field(2048, ge=16, description="Prompts longer than this are truncated with a notice.")
 

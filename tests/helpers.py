@@ -19,9 +19,16 @@ def tiny_model(arch: str, vocab_size: int, n_layers: int = 4, seed: int = 0) -> 
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=2,
-        bos_token_id=1, eos_token_id=2,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=2,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     cfg = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
     torch.manual_seed(seed)
@@ -29,8 +36,13 @@ def tiny_model(arch: str, vocab_size: int, n_layers: int = 4, seed: int = 0) -> 
 
 
 def make_adapter(
-    model: nn.Module, directory: Path, seed: int, r: int = 4, alpha: int = 8,
-    targets: tuple[str, ...] = ("q_proj", "v_proj"), std: float = 0.2,
+    model: nn.Module,
+    directory: Path,
+    seed: int,
+    r: int = 4,
+    alpha: int = 8,
+    targets: tuple[str, ...] = ("q_proj", "v_proj"),
+    std: float = 0.2,
 ) -> Path:
     """Save a PEFT LoRA adapter with random (non-zero) A and B."""
     from peft import LoraConfig, get_peft_model
@@ -48,7 +60,8 @@ def make_adapter(
 def tiny_engine(model: nn.Module, tokenizer, root: Path, adapters: dict[str, Path], **defaults) -> LoGoEngine:
     cfg = parse_config(
         {"adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()], "defaults": defaults},
-        file=str(root / "adapters.yaml"), root=root,
+        file=str(root / "adapters.yaml"),
+        root=root,
     )
     pool, report = load_pool(cfg, model)
     return LoGoEngine(model, tokenizer, pool, cfg.defaults, cfg.neutral_prompts, report)

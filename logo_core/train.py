@@ -1,0 +1,195 @@
+"""Train the LoRA pool: one PEFT adapter per seen task, written in fp16 and added to adapters.yaml.
+
+Every adapter gets the same recipe (steps, batch, lr, rank): LoGo routes by the size of each
+adapter's output, so adapters trained with unequal intensity would be unequally loud.
+
+Example:
+    python -m logo_core.train --tasks all --steps 100 --lr 2e-3
+    python -m logo_core.train --tasks arithmetic,capitals --steps 40 --force
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .loading import EMBEDDED_HUB_ID, load_base
+from .registry import AdapterSpec, load_config, save_config
+from .tasks import Task, adapter_tasks, get_task
+
+log = logging.getLogger(__name__)
+IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
+
+
+def encode(tok, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """(input ids, labels) for one example: chat-templated prompt, then answer + <|im_end|>.
+
+    The prompt is templated exactly as at inference (`add_generation_prompt=True`), so the
+    adapter learns to answer right after `<|im_start|>assistant\\n`. Loss only on the answer.
+    """
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    p_ids = tok(text, add_special_tokens=False)["input_ids"]
+    a_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+    return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, max_len: int) -> dict[str, torch.Tensor]:
+    """Left-padded batch (B, T) with explicit position ids.
+
+    Left padding puts every answer at the end of its row, so the LM head (a 49k-word matmul,
+    ~20% of a step) only runs on the last `K` positions (`logits_to_keep`).
+    """
+    T = min(max(len(ids) for ids, _ in rows), max_len)
+    B = len(rows)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    labels = torch.full((B, T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for b, (ids, lab) in enumerate(rows):
+        ids, lab = ids[-T:], lab[-T:]  # over-long rows keep their answer (cut from the left)
+        input_ids[b, T - len(ids) :] = torch.tensor(ids)
+        labels[b, T - len(lab) :] = torch.tensor(lab)
+        mask[b, T - len(ids) :] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
+
+
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over answer tokens, computing logits only where needed."""
+    labels = batch["labels"]
+    answer = labels != IGNORE  # (B, T)
+    K = int((answer.shape[1] - answer.float().argmax(-1)).max()) + 1  # longest answer + the token before it
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=K).logits  # (B, K, V): positions T-K .. T-1
+    # The logit at position t predicts token t + 1.
+    return nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, -K + 1 :].flatten(), ignore_index=IGNORE
+    )
+
+
+def lora_model(model: nn.Module, rank: int, alpha: int) -> nn.Module:
+    """Wrap the base model with a fresh LoRA on q_proj and v_proj (the paper's FLAN adapters' targets)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return get_peft_model(model, config)
+
+
+def train_one(task: Task, args: argparse.Namespace) -> float:
+    """Train one adapter and write it atomically to `args.out/<task>`. Returns the final mean loss."""
+    from tqdm import tqdm
+
+    torch.manual_seed(args.seed)
+    base, tok = load_base()
+    model = lora_model(base, args.rank, args.alpha)
+    model.train()
+    data = [
+        encode(tok, ex.prompt, ex.answer)
+        for ex in task.examples("train", args.steps * args.batch_size, seed=args.seed, distinct=False)
+    ]
+    random.Random(args.seed).shuffle(data)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    warmup = max(1, args.steps // 10)
+    # Linear warm-up, then linear decay to 10% of lr: a short run needs both to stay stable.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, 1.0 - 0.9 * max(0, s - warmup) / max(1, args.steps - warmup))
+    )
+    losses: list[float] = []
+    bar = tqdm(range(args.steps), desc=task.name, unit="step")
+    for step in bar:
+        batch = collate(data[step * args.batch_size : (step + 1) * args.batch_size], tok.pad_token_id, args.max_len)
+        loss = answer_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    save_adapter(model, Path(args.out) / task.name)
+    return sum(losses[-10:]) / len(losses[-10:])
+
+
+def save_adapter(model: nn.Module, directory: Path) -> None:
+    """fp16 safetensors in PEFT format; written to a temp dir and renamed so a crash leaves nothing."""
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.half()
+    # The base was loaded from a local cache dir; record the hub id so the adapter loads anywhere.
+    model.peft_config["default"].base_model_name_or_path = EMBEDDED_HUB_ID
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}-"))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's auto model card is boilerplate
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def register(task: Task, directory: Path, config: Path) -> None:
+    """Add or replace the task's entry in adapters.yaml, keeping the file's other fields."""
+    cfg = load_config(config)
+    rel = os.path.relpath(directory.resolve(), config.resolve().parent)
+    spec = AdapterSpec(name=task.name, path=rel, description=task.description, examples=task.example_prompts(3))
+    names = [a.name for a in cfg.adapters]
+    if task.name in names:
+        cfg.adapters[names.index(task.name)] = spec
+    else:
+        cfg.adapters.append(spec)
+    save_config(cfg, config)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m logo_core.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="all", help="`all` (every seen task) or a comma-separated list of names.")
+    p.add_argument("--steps", type=int, default=100, help="Optimiser steps per adapter (same for all).")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=int, default=16)
+    p.add_argument("--max-len", type=int, default=96, help="Longer sequences are cut from the left.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="assets/adapters", help="Adapters go to OUT/<task>/.")
+    p.add_argument("--config", default="adapters.yaml", help="Pool file to add the adapters to.")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
+    p.add_argument("--force", action="store_true", help="Retrain adapters that already exist.")
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "rank", "alpha", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    try:
+        tasks = adapter_tasks() if args.tasks == "all" else [get_task(n.strip()) for n in args.tasks.split(",")]
+    except ValueError as e:
+        raise SystemExit(f"--tasks: {e}") from None
+    for task in tasks:
+        directory = Path(args.out) / task.name
+        if (directory / "adapter_model.safetensors").is_file() and not args.force:
+            log.info("%s: adapter exists, skipped (use --force to retrain)", task.name)
+        else:
+            t0 = time.perf_counter()
+            loss = train_one(task, args)
+            log.info("%s: trained in %.0f s, final loss %.4f", task.name, time.perf_counter() - t0, loss)
+        register(task, directory, Path(args.config))
+
+
+if __name__ == "__main__":
+    main()

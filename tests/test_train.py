@@ -1,0 +1,66 @@
+"""Trainer pieces on a tiny random Llama: batching, answer-only loss, fp16 PEFT output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from logo_core.train import IGNORE, answer_loss, collate, lora_model, save_adapter
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval().requires_grad_(False)
+
+
+ROWS = [([5, 6, 7, 8, 9], [IGNORE, IGNORE, IGNORE, 8, 9]), ([3, 4, 10], [IGNORE, 4, 10])]
+
+
+def test_collate_left_pads_and_keeps_answers_at_the_end():
+    batch = collate(ROWS, pad_id=0, max_len=32)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [0, 0, 3, 4, 10]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
+    assert batch["position_ids"][1].tolist() == [0, 0, 0, 1, 2]
+    assert batch["labels"][1].tolist() == [IGNORE, IGNORE, IGNORE, 4, 10]
+
+
+def test_collate_cuts_from_the_left():
+    batch = collate(ROWS, pad_id=0, max_len=3)
+    assert batch["input_ids"][0].tolist() == [7, 8, 9]
+
+
+def test_answer_loss_matches_full_logits_loss(tiny):
+    batch = collate(ROWS, pad_id=0, max_len=32)
+    reference = tiny(**batch).loss  # transformers' own shifted loss over all positions
+    assert torch.allclose(answer_loss(tiny, batch), reference, atol=1e-5)
+
+
+def test_two_steps_train_and_save_fp16(tiny, tmp_path):
+    model = lora_model(tiny, rank=4, alpha=8)
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    batch = collate(ROWS, pad_id=0, max_len=32)
+    for _ in range(2):
+        answer_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad()
+    save_adapter(model, tmp_path / "demo")
+    config = json.loads((tmp_path / "demo" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert config["r"] == 4 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    with safe_open(tmp_path / "demo" / "adapter_model.safetensors", framework="pt") as f:
+        keys = list(f.keys())
+        assert len(keys) == 2 * 2 * 2  # blocks x modules x (A, B)
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in keys)
+    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())  # atomic write left no temp dir

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -128,18 +129,24 @@ def write_trace(trace: dict) -> str:
     return str(path)
 
 
+def _short(text: str, n: int) -> str:
+    """`text` on one line, cut to at most n characters at a word boundary, with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1].rsplit(" ", 1)[0] + "…"
+
+
 def example_prompts(engine: LoGoEngine) -> tuple[list[list[str]], list[str]]:
     """One example per pool adapter (its first example prompt) plus one per unseen task of the suite."""
     rows, labels = [], []
     for spec in engine.pool.specs:
         if spec.examples:
             rows.append([spec.examples[0]])
-            labels.append(f"{spec.name}: {spec.examples[0][:48]}")
+            labels.append(f"{spec.name}: {_short(spec.examples[0], 50)}")
     for task in TASKS.values():
         if task.unseen and task.name not in engine.adapters:
             prompt = task.example_prompts(1)[0]
             rows.append([prompt])
-            labels.append(f"unseen · {task.name}: {prompt[:40]}")
+            labels.append(f"unseen · {task.name}: {_short(prompt, 44)}")
     return rows, labels
 
 
@@ -368,7 +375,7 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
     modules = engine.pool.modules or ([d.module] if isinstance(d.module, str) else list(d.module))
     default_modules = [m.strip() for m in d.module.split(",")] if isinstance(d.module, str) else list(d.module)
     notes = startup_notes(engine)
-    model_name = Path(str(getattr(engine.model, "name_or_path", "") or "base model")).name
+    model_name = re.sub(r"-\d+$", "", Path(str(getattr(engine.model, "name_or_path", "") or "base model")).name)
 
     with gr.Blocks(title="LoGo · instance-level LoRA routing") as demo:
         gr.Markdown(
@@ -400,7 +407,7 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
                 with gr.Accordion("Routing controls", open=True):
                     k = gr.Slider(
                         1,
-                        max(n, 1),
+                        max(n, 2),  # gradio needs minimum < maximum; a pool of 0 or 1 leaves it disabled
                         value=min(d.k, max(n, 1)),
                         step=1,
                         label="k (adapters merged)",

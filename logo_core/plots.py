@@ -96,7 +96,8 @@ def signal_bars(
             orientation="h",
             marker_color=color,
             text=[f"w = {weights[n]:.2f}" if n in weights else "" for n in members],
-            textposition="auto",
+            textposition="inside",
+            insidetextanchor="start",  # the right end stays free for the cut-off label
             customdata=[
                 [_wrap(descriptions.get(n, "")), order.index(n) + 1, f"{weights[n]:.3f}" if n in weights else "-"]
                 for n in members
@@ -129,7 +130,7 @@ def signal_bars(
         height,
         barmode="overlay",
         showlegend=True,
-        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
     )
 
 

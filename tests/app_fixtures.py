@@ -40,7 +40,8 @@ def build_engine(root: Path) -> LoGoEngine:
             entries.append(
                 {"name": name, "path": name, "description": task.description, "examples": task.example_prompts(2)}
             )
-        doc = {"defaults": {"k": 2, "max_new_tokens": 12}, "adapters": entries}
+        # max_prompt_tokens: a 50,000-character prompt is truncated to 512 tokens (a cheaper probe than 2048)
+        doc = {"defaults": {"k": 2, "max_new_tokens": 12, "max_prompt_tokens": 512}, "adapters": entries}
         tmp = root / "adapters.yaml.tmp"
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
         tmp.rename(config)

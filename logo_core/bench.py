@@ -1,0 +1,902 @@
+"""Speed and memory benchmark (issue #5): our engine against the base model, a reference-style
+PEFT implementation of LoGo and PEFT's merge-per-request, side by side in one run.
+
+Run `python -m logo_core.bench` (a few minutes) or `--quick` (well under two minutes, for the
+test). Writes `bench.json` (every figure), `bench.md` (the tables) and the amortisation plot
+(`amortisation.png`, `.html`) to `--out`.
+
+Method: synthetic random adapters (rank 8, alpha 16, q_proj + v_proj, fp16 PEFT files) so the
+pool can reach N = 256; the same chat-templated prompts for every contender; greedy decoding
+forced to a fixed number of new tokens (`min_new_tokens`), so no contender stops early on EOS.
+Contenders are interleaved and repeated; ratios are medians of paired ratios (each sample
+against the base sample of the same prompt and repetition), which cancels slow drifts of a
+shared, noisy machine. A per-token clock (a `StoppingCriteria` called after every new token)
+gives time to first token, decode speed and the whole amortisation curve from one request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .engine import LoGoEngine
+from .loading import block_modules, decoder_layers, load_base
+from .pool import load_pool
+from .registry import parse_config
+
+# Varied prompts (arithmetic, translation, code, QA, NLI, writing, ...): the first few are the
+# timed requests, all of them are the routing-agreement and batched-routing sets.
+PROMPTS = [
+    "What is 47 + 38? Answer with the number only.",
+    "Translate to French: The weather is nice today and we are going to the beach.",
+    "Write a Python function that returns the factorial of n.",
+    "Premise: A man is playing a guitar on stage. Hypothesis: A person is making music. Entailment, neutral or contradiction?",
+    "Who wrote the novel Pride and Prejudice?",
+    "Summarise in one sentence: The city council met on Monday to discuss the new park. Residents asked for more trees and a playground.",
+    "Sort these numbers from smallest to largest: 9, 2, 7, 4, 1.",
+    "What is the capital of Australia?",
+    "Convert this table to a sentence: name=Alice | age=30 | city=Paris",
+    "Is the following sentence grammatical? 'She go to school every day.'",
+    "Give three synonyms for the word 'happy'.",
+    "If a train travels 60 km in 45 minutes, what is its average speed in km/h?",
+    "Explain what a hash table is in two sentences.",
+    "Translate to German: I would like a cup of coffee, please.",
+    "What is the opposite of 'ancient'?",
+    "Write a haiku about autumn leaves.",
+    "Which is heavier, a kilogram of feathers or a kilogram of steel?",
+    "Fix the bug: def add(a, b): return a - b",
+    "Name the largest planet in the solar system.",
+    "Does the sentence 'The cat sat on the mat' contain a verb? Answer yes or no.",
+    "Count the vowels in the word 'benchmark'.",
+    "What year did the first person walk on the Moon?",
+    "Rewrite in the passive voice: The chef cooked a delicious meal.",
+    "What is 12 times 13?",
+    "Classify the sentiment of this review: 'The food was cold and the service was slow.'",
+    "Write a SQL query that selects all users older than 30.",
+    "What does the acronym CPU stand for?",
+    "Continue the sequence: 2, 4, 8, 16, ...",
+    "Translate to Spanish: Where is the train station?",
+    "Give a short definition of photosynthesis.",
+    "Is 97 a prime number?",
+    "Reverse the string 'routing'.",
+    "List two advantages of renewable energy.",
+    "What is the boiling point of water at sea level in Celsius?",
+    "Turn this into a question: The museum opens at nine.",
+    "Which word does not belong: apple, banana, carrot, grape?",
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures; `FULL` is the issue's spec, `QUICK` a smoke run for the test."""
+
+    n_pool: int  # pool of the end-to-end comparison (the reference loads all of it into PEFT)
+    ks: tuple[int, ...]
+    lengths: tuple[int, int]  # short and long request, new tokens
+    e2e_prompts: int  # how many of PROMPTS are timed end to end
+    reps: int
+    pool_sizes: tuple[int, ...]  # probe cost as the pool grows (ratio to the first)
+    route_reps: int
+    batch: int  # batched routing: prompts in one call
+    memory_pools: tuple[int, ...]
+    dtype_tokens: int
+    dtype_prompts: int
+
+
+FULL = Settings(32, (1, 3, 20), (16, 128), 2, 2, (8, 64, 256), 5, 32, (8, 256), 48, len(PROMPTS))
+QUICK = Settings(8, (1, 3, 8), (4, 12), 1, 1, (4, 16), 2, 8, (4, 16), 6, 8)
+
+RANK, ALPHA, TARGETS, STD = 8, 16, ("q_proj", "v_proj"), 0.02
+
+
+# --------------------------------------------------------------------------- synthetic adapters
+
+
+def write_adapters(model: nn.Module, root: Path, n: int, seed: int = 0) -> dict[str, Path]:
+    """Write n random PEFT LoRA adapters (fp16 safetensors + adapter_config.json) under root."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    paths = block_modules(model)
+    shapes = {}
+    for m in TARGETS:  # (D_in, D_out) of each target module, read from block 0
+        lin = decoder_layers(model)[0].get_submodule(paths[m])
+        shapes[m] = (lin.in_features, lin.out_features)
+    L = len(decoder_layers(model))
+    out = {}
+    for i in range(n):
+        name = f"synth{i:03d}"
+        d = root / name
+        out[name] = d
+        if (d / "adapter_model.safetensors").is_file():
+            continue
+        gen = torch.Generator().manual_seed(seed + i)
+        tensors = {}
+        for b in range(L):
+            for m, (d_in, d_out) in shapes.items():
+                key = f"base_model.model.model.layers.{b}.{paths[m]}"
+                tensors[f"{key}.lora_A.weight"] = (torch.randn(RANK, d_in, generator=gen) * STD).half()
+                tensors[f"{key}.lora_B.weight"] = (torch.randn(d_out, RANK, generator=gen) * STD).half()
+        d.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, d / "adapter_model.safetensors")
+        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=list(TARGETS), task_type="CAUSAL_LM").save_pretrained(d)
+    return out
+
+
+def pool_config(adapters: dict[str, Path], root: Path, dtype: str = "fp32"):
+    raw = {"base_model": {"dtype": dtype}, "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()]}
+    return parse_config(raw, file=str(root / "adapters.yaml"), root=root)
+
+
+def build_engine(model: nn.Module, tok, adapters: dict[str, Path], root: Path) -> LoGoEngine:
+    """An engine over `model` (wrapped in place, once; several engines may share one model)."""
+    cfg = pool_config(adapters, root)
+    pool, report = load_pool(cfg, model)
+    return LoGoEngine(model, tok, pool, cfg.defaults, cfg.neutral_prompts, report)
+
+
+# --------------------------------------------------------------------------- one request
+
+
+class Clock:
+    """A generation streamer that stamps the time of each new token (the first `put` is the prompt)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_seen:
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+def fixed_length(tok, n: int, clock: Clock) -> dict:
+    """`generate` kwargs: greedy, exactly n new tokens (EOS suppressed until then), clocked.
+
+    The same settings as the engine's `_generate_ids` with `min_new_tokens = n`."""
+    return dict(
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tok.pad_token_id,
+        streamer=clock,
+    )
+
+
+@dataclass
+class Sample:
+    """One timed request: setup (routing, mixing) then per-token stamps, seconds from the start."""
+
+    setup_s: float
+    token_s: list[float]
+    total_s: float
+
+    @property
+    def decode_tps(self) -> float:
+        n = len(self.token_s)
+        return (n - 1) / max(self.token_s[-1] - self.token_s[0], 1e-9) if n > 1 else float("nan")
+
+
+def timed(n: int, prepare: Callable[[], Callable[[Clock], object]]) -> Sample:
+    """Run prepare() (routing, mixing; returns a generate function), then generate n tokens."""
+    clock = Clock()
+    t0 = time.perf_counter()
+    generate = prepare()
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        generate(clock)
+    t2 = time.perf_counter()
+    assert len(clock.times) == n, f"generated {len(clock.times)} tokens instead of {n}"
+    return Sample(t1 - t0, [t - t0 for t in clock.times], t2 - t0)
+
+
+# --------------------------------------------------------------------------- contenders
+# Each contender: name, k and request(prompt, n) -> Sample. All share `enc_engine._encode`, so
+# every contender sees the same chat-templated token ids.
+
+
+class Base:
+    """The floor: the plain (unwrapped) base model generating the same number of tokens."""
+
+    def __init__(self, model: nn.Module, engine: LoGoEngine) -> None:
+        self.name, self.k, self.model, self.engine = "base", 0, model, engine
+
+    def request(self, prompt: str, n: int) -> Sample:
+        def prepare():
+            enc, _ = self.engine._encode([prompt], n)
+            return lambda clock: self.model.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock))
+
+        return timed(n, prepare)
+
+
+class Engine:
+    """Ours: one early-exit probe, top-k, one concatenated low-rank pair per module.
+
+    k = 0 is the wrapped model with no mixture (the wrappers' own overhead). Goes through the
+    engine's own `_plan` (encode, probe, select, build the mixture) and `_generate_ids`.
+    """
+
+    def __init__(self, engine: LoGoEngine, k: int) -> None:
+        self.name = f"engine k={k}" if k else "engine, no adapters"
+        self.k, self.engine = k, engine
+
+    def request(self, prompt: str, n: int) -> Sample:
+        e = self.engine
+
+        def prepare():
+            adapters = [{}] if self.k == 0 else None
+            _, enc, _, mixture, _, _ = e._plan([prompt], n, adapters, {} if self.k == 0 else {"k": self.k})
+            return lambda clock: e._generate_ids(enc, mixture, n, {"min_new_tokens": n}, streamer=clock)
+
+        return timed(n, prepare)
+
+
+def load_peft(model: nn.Module, adapters: dict[str, Path]):
+    """All adapters of the pool loaded into one PEFT model (PeftModel + load_adapter each)."""
+    from peft import PeftModel
+
+    names = list(adapters)
+    peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.load_adapter(str(adapters[name]), adapter_name=name)
+    peft_model.eval()
+    peft_model.base_model.set_adapter(names, inference_mode=True)  # the authors start with all active
+    return peft_model
+
+
+def reference_probe(
+    peft_model, enc: dict, k: int, block: int = -1, module: str = "q_proj"
+) -> tuple[list[str], list[float]]:
+    """The authors' routing: a full forward pass with `output_hidden_states=True` through the PEFT
+    model as it stands, then every adapter's q_proj output in a Python loop, norm, top-k."""
+    from peft.tuners.lora import LoraLayer
+
+    out = peft_model(**enc, output_hidden_states=True, return_dict=True)
+    L = len(out.hidden_states) - 1
+    h = out.hidden_states[block % L]  # [1, T, D]: the input of the probe block
+    layer = peft_model.base_model.model.model.layers[block % L].get_submodule(
+        block_modules(peft_model.base_model.model)[module]
+    )
+    assert isinstance(layer, LoraLayer)
+    names = list(layer.lora_A.keys())
+    proj = torch.stack(
+        [(h @ layer.lora_A[n].weight.T) @ layer.lora_B[n].weight.T * layer.scaling[n] for n in names], dim=1
+    )  # [1, N, T, O]: every token, as the reference does; the last one is kept
+    sigma = torch.linalg.vector_norm(proj[:, :, -1], dim=-1)[0]  # [N]
+    top, idx = torch.topk(sigma, k)
+    return [names[i] for i in idx.tolist()], (top / top.sum()).tolist()
+
+
+class Reference:
+    """Reference-style (the authors' code, with PEFT's public API): the probe runs through the
+    PEFT model with the previous request's adapters still active (as the reference does), then
+    `set_adapter(selected)`, every LoRA layer's scaling multiplied by the adapter's weight for the
+    request (restored after), `generate`: k LoRA pairs per module per token."""
+
+    def __init__(self, peft_model, engine: LoGoEngine, k: int) -> None:
+        self.name, self.k, self.peft, self.engine = f"reference k={k}", k, peft_model, engine
+
+    def request(self, prompt: str, n: int) -> Sample:
+        from peft.tuners.lora import LoraLayer
+
+        restore: dict = {}
+
+        def prepare():
+            enc, _ = self.engine._encode([prompt], n)
+            with torch.inference_mode():
+                selected, weights = reference_probe(self.peft, enc, self.k)
+            self.peft.base_model.set_adapter(selected, inference_mode=True)
+            mult = dict(zip(selected, weights, strict=True))
+            for mod in self.peft.modules():
+                if isinstance(mod, LoraLayer):
+                    restore[mod] = dict(mod.scaling)
+                    mod.scaling = {a: s * mult.get(a, 1.0) for a, s in mod.scaling.items()}
+            return lambda clock: self.peft.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock))
+
+        try:
+            return timed(n, prepare)
+        finally:
+            for mod, scaling in restore.items():
+                mod.scaling = scaling
+
+
+class PeftMerge:
+    """PEFT merge-per-request: the reference probe (on the clean base, adapters disabled), then
+    `add_weighted_adapter(selected, weights, "mix", combination_type="cat")`, generate, delete."""
+
+    def __init__(self, peft_model, engine: LoGoEngine, k: int) -> None:
+        self.name, self.k, self.peft, self.engine = f"peft merge k={k}", k, peft_model, engine
+
+    def request(self, prompt: str, n: int) -> Sample:
+        def prepare():
+            enc, _ = self.engine._encode([prompt], n)
+            with torch.inference_mode(), self.peft.disable_adapter():
+                selected, weights = reference_probe(self.peft, enc, self.k)
+            self.peft.base_model.add_weighted_adapter(selected, weights, "mix", combination_type="cat")
+            self.peft.base_model.set_adapter("mix", inference_mode=True)
+            return lambda clock: self.peft.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock))
+
+        try:
+            return timed(n, prepare)
+        finally:
+            if "mix" in self.peft.peft_config:
+                self.peft.base_model.delete_adapter("mix")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def med(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_e2e(
+    contenders: list, prompts: list[str], lengths: Sequence[int], reps: int, log
+) -> dict[int, dict[str, list[Sample]]]:
+    """Every contender on every prompt and length, interleaved; the order rotates each round."""
+    samples: dict[int, dict[str, list[Sample]]] = {n: {c.name: [] for c in contenders} for n in lengths}
+    for c in contenders:  # warm-up: first-use costs (stacks, calibration, allocator) are not timed
+        c.request(prompts[0], 2)
+    rnd = 0
+    for rep in range(reps):
+        for p in prompts:
+            for n in lengths:
+                order = contenders[rnd % len(contenders) :] + contenders[: rnd % len(contenders)]
+                rnd += 1
+                for c in order:
+                    samples[n][c.name].append(c.request(p, n))
+                log(f"  e2e rep {rep + 1}/{reps}, {n} tokens, prompt {prompts.index(p) + 1}/{len(prompts)} done")
+    return samples
+
+
+def paired_ratio(xs: list[float], base: list[float]) -> float:
+    """Median of sample-by-sample ratios (same prompt, same round)."""
+    return med([x / b for x, b in zip(xs, base, strict=True)])
+
+
+def summarise_e2e(
+    samples: dict[int, dict[str, list[Sample]]], contenders: list, lengths: tuple[int, int]
+) -> list[dict]:
+    short, long_ = lengths
+    base_s, base_l = samples[short]["base"], samples[long_]["base"]
+    rows = []
+    for c in contenders:
+        s, lo = samples[short][c.name], samples[long_][c.name]
+        rows.append(
+            {
+                "contender": c.name,
+                "k": c.k,
+                "setup_ms": 1000 * med([x.setup_s for x in s + lo]),
+                f"e2e_{short}_s": med([x.total_s for x in s]),
+                f"e2e_{short}_ratio": paired_ratio([x.total_s for x in s], [x.total_s for x in base_s]),
+                f"e2e_{long_}_s": med([x.total_s for x in lo]),
+                f"e2e_{long_}_ratio": paired_ratio([x.total_s for x in lo], [x.total_s for x in base_l]),
+                "decode_tps": med([x.decode_tps for x in lo]),
+                "decode_ratio": paired_ratio([x.decode_tps for x in lo], [x.decode_tps for x in base_l]),
+            }
+        )
+    return rows
+
+
+def amortisation(samples: dict[str, list[Sample]]) -> dict[str, list[float]]:
+    """Average time per generated token after n tokens, (setup + prefill + decode up to n) / n."""
+    out = {}
+    for name, ss in samples.items():
+        n = len(ss[0].token_s)
+        out[name] = [med([s.token_s[i] / (i + 1) for s in ss]) for i in range(n)]
+    return out
+
+
+def probe_vs_n(model, tok, root: Path, sizes: Sequence[int], prompts: list[str], reps: int, log) -> list[dict]:
+    """Routing cost (`engine.route`, k = 3) for pools of growing size, on one shared model."""
+    engines = {}
+    for n in sizes:
+        adapters = write_adapters(model, root / "adapters", n)
+        t0 = time.perf_counter()
+        engines[n] = build_engine(model, tok, adapters, root)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        engines[n].route(prompts[0], k=min(3, n))  # first call: stacks the probe tensors, calibrates
+        engines[n] = (engines[n], load_s, time.perf_counter() - t0)
+        log(f"  pool N={n}: load {load_s:.1f}s, first route {engines[n][2]:.2f}s")
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(reps):
+        for p in prompts:
+            for n in sizes:
+                t0 = time.perf_counter()
+                engines[n][0].route(p, k=min(3, n))
+                times[n].append(time.perf_counter() - t0)
+    first = sizes[0]
+    return [
+        {
+            "n": n,
+            "load_s": engines[n][1],
+            "first_route_s": engines[n][2],
+            "route_ms": 1000 * med(times[n]),
+            "ratio": paired_ratio(times[n], times[first]),
+        }
+        for n in sizes
+    ]
+
+
+def batched_routing(engine: LoGoEngine, prompts: list[str], reps: int) -> dict:
+    """route_batch(B prompts) against B route() calls, interleaved."""
+    one_call, calls = [], []
+    engine.route_batch(prompts, k=3)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        batch = engine.route_batch(prompts, k=3)
+        one_call.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        single = [engine.route(p, k=3) for p in prompts]
+        calls.append(time.perf_counter() - t0)
+    same = sum(a.selected == b.selected for a, b in zip(batch, single, strict=True)) / len(prompts)
+    return {
+        "prompts": len(prompts),
+        "one_call_s": med(one_call),
+        "separate_calls_s": med(calls),
+        "speedup": paired_ratio(calls, one_call),
+        "same_selection": same,
+    }
+
+
+def memory(configs: dict[str, tuple[dict[str, Path], int]], root: Path, log) -> list[dict]:
+    """Resident memory of each configuration ({label: (adapters, k)}), each in a fresh subprocess.
+
+    The first configuration is the reference point (the base model alone)."""
+    rows = []
+    for label, (adapters, k) in configs.items():
+        spec = {"label": label, "root": str(root), "k": k, "adapters": {n: str(p) for n, p in adapters.items()}}
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        res = subprocess.run(
+            [sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"memory probe {label!r} failed:\n{res.stderr[-3000:]}")
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        log(f"  memory {label}: {rows[-1]['rss_mb']:.0f} MB")
+    base = rows[0]["rss_mb"]
+    smallest = rows[1]["rss_mb"] if len(rows) > 1 else base
+    for r in rows:
+        r["over_base_mb"] = r["rss_mb"] - base
+        r["over_smallest_pool_mb"] = r["rss_mb"] - smallest if r["config"].startswith("engine") else None
+    return rows
+
+
+def chat_encode(tok, prompt: str) -> dict:
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    enc = tok([text], return_tensors="pt", add_special_tokens=False)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def memory_child(spec: dict) -> None:
+    """Load one configuration, serve a few requests, print its RSS as JSON (subprocess side)."""
+    import psutil
+
+    torch.manual_seed(0)
+    model, tok = load_base()
+    adapters = {k: Path(v) for k, v in spec["adapters"].items()}
+    prompts = PROMPTS[:4]
+    if spec["label"].startswith("reference"):
+        peft_model = load_peft(model, adapters)
+        for p in prompts:
+            enc = chat_encode(tok, p)
+            with torch.inference_mode():
+                selected, _ = reference_probe(peft_model, enc, spec["k"])
+                peft_model.base_model.set_adapter(selected, inference_mode=True)
+                peft_model.generate(**enc, **fixed_length(tok, 8, Clock()))
+    elif adapters:
+        engine = build_engine(model, tok, adapters, Path(spec["root"]))
+        for p in prompts:
+            engine.generate(p, max_new_tokens=8, k=spec["k"])
+    else:
+        for p in prompts:
+            with torch.inference_mode():
+                model.generate(**chat_encode(tok, p), **fixed_length(tok, 8, Clock()))
+    gc.collect()
+    rss = psutil.Process().memory_info().rss / 2**20
+    print(json.dumps({"config": spec["label"], "n": len(adapters), "k": spec["k"], "rss_mb": rss}))
+
+
+def dtype_compare(
+    yaml_path: Path, prompts: list[str], agreement_prompts: list[str], n: int, reps: int, k: int, log
+) -> list[dict]:
+    """fp32 / bf16 / int8 engines (`LoGoEngine.from_config(..., dtype=...)`): decode speed of the
+    base and of a k-mixture, and routing agreement with fp32 (same top-k set, same top-1)."""
+    engines = {}
+    for d in ("fp32", "bf16", "int8"):
+        engines[d] = LoGoEngine.from_config(yaml_path, dtype=d)
+        log(f"  dtype {d} loaded")
+    routes = {d: e.route_batch(agreement_prompts, k=k) for d, e in engines.items()}
+    contenders = {d: (Engine(e, 0), Engine(e, k)) for d, e in engines.items()}
+    for plain, mixed in contenders.values():  # warm-up
+        plain.request(prompts[0], 2), mixed.request(prompts[0], 2)
+    tps: dict[str, tuple[list[float], list[float]]] = {d: ([], []) for d in engines}
+    for _ in range(reps):
+        for p in prompts:
+            for d, (plain, mixed) in contenders.items():
+                tps[d][0].append(plain.request(p, n).decode_tps)
+                tps[d][1].append(mixed.request(p, n).decode_tps)
+    rows = []
+    for d in engines:
+        ref, got = routes["fp32"], routes[d]
+        rows.append(
+            {
+                "dtype": d,
+                "base_decode_tps": med(tps[d][0]),
+                f"k{k}_decode_tps": med(tps[d][1]),
+                "base_vs_fp32": paired_ratio(tps[d][0], tps["fp32"][0]),
+                f"k{k}_vs_fp32": paired_ratio(tps[d][1], tps["fp32"][1]),
+                "same_topk": sum(set(a.selected) == set(b.selected) for a, b in zip(ref, got, strict=True)) / len(ref),
+                "same_top1": sum(a.selected[0] == b.selected[0] for a, b in zip(ref, got, strict=True)) / len(ref),
+                "prompts": len(ref),
+            }
+        )
+    del engines
+    gc.collect()
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def targets(res: dict, s: Settings) -> list[dict]:
+    """The issue's targets, measured value against threshold."""
+    rows = {r["contender"]: r for r in res["e2e"]}
+    long_ = s.lengths[1]
+    k_mid, k_big = 3, s.ks[-1]
+    big_n = res["probe_vs_n"][-1]
+    mem = {m["config"]: m for m in res["memory"]}
+    mem_big = mem[f"engine N={s.memory_pools[-1]}"]
+    out = [
+        ("decode tokens/s, k=3 mixture / base", rows[f"engine k={k_mid}"]["decode_ratio"], ">=", 0.9),
+        (f"decode tokens/s, k={k_big} mixture / base", rows[f"engine k={k_big}"]["decode_ratio"], ">=", 0.85),
+        (
+            f"route + {long_} tokens, k=3 / base generating {long_}",
+            rows[f"engine k={k_mid}"][f"e2e_{long_}_ratio"],
+            "<=",
+            1.15,
+        ),
+        (
+            f"reference / engine, end to end ({long_} tokens), k={k_big}",
+            paired_ratio_rows(res, f"reference k={k_big}", f"engine k={k_big}", long_),
+            ">=",
+            1.5,
+        ),
+        (f"routing N={big_n['n']} / N={res['probe_vs_n'][0]['n']}", big_n["ratio"], "<=", 1.5),
+        (f"batched routing of {res['batched']['prompts']} prompts, speedup", res["batched"]["speedup"], ">=", 4.0),
+        (f"resident MB added by N={s.memory_pools[-1]} adapters", mem_big["over_base_mb"], "<=", 150.0),
+    ]
+    return [
+        {"target": t, "measured": v, "op": op, "threshold": th, "met": bool(v >= th if op == ">=" else v <= th)}
+        for t, v, op, th in out
+    ]
+
+
+def paired_ratio_rows(res: dict, num: str, den: str, n: int) -> float:
+    raw = res["raw_e2e"][str(n)]
+    return paired_ratio(raw[num], raw[den])
+
+
+def fmt(x, digits: int = 2) -> str:
+    if isinstance(x, bool):
+        return "yes" if x else "**no**"
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def md_table(rows: list[dict], cols: list[tuple[str, str]], digits: int = 2) -> str:
+    head = "| " + " | ".join(title for _, title in cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    body = ["| " + " | ".join(fmt(r.get(key), digits) for key, _ in cols) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def markdown(res: dict, s: Settings) -> str:
+    short, long_ = s.lengths
+    m = res["meta"]
+    parts = [
+        "# LoGo benchmark (issue #5)",
+        "",
+        f"{m['when']} · {m['cpu']} · {m['threads']} torch threads · torch {m['torch']} · transformers "
+        f"{m['transformers']} · peft {m['peft']} · mode `{m['mode']}` · {m['wall_s']:.0f} s. "
+        f"CPU free of the training job: {m['cpu_free']} (load average {m['load_start']:.2f} at start, {m['load_end']:.2f} at end).",
+        "",
+        f"SmolLM2-135M-Instruct fp32, greedy, exactly {short} / {long_} new tokens; synthetic adapters (rank {RANK}, "
+        f"alpha {ALPHA}, {'+'.join(TARGETS)}); end-to-end pool N = {s.n_pool}; {s.e2e_prompts} prompt(s) x {s.reps} "
+        "repetition(s), interleaved; medians, ratios are medians of paired ratios against the base model.",
+        "",
+        "## End to end, per request",
+        "",
+        md_table(
+            res["e2e"],
+            [
+                ("contender", "contender"),
+                ("setup_ms", "route+mix ms"),
+                (f"e2e_{short}_s", f"{short} tok s"),
+                (f"e2e_{short}_ratio", "x base"),
+                (f"e2e_{long_}_s", f"{long_} tok s"),
+                (f"e2e_{long_}_ratio", "x base"),
+                ("decode_tps", "decode tok/s"),
+                ("decode_ratio", "x base"),
+            ],
+        ),
+        "",
+        "`engine, no adapters` is the wrapped model with no mixture (the wrappers' own cost). The reference "
+        "probes with the previous request's adapters active, as the authors' code does; PEFT merge probes the clean base.",
+        "",
+        "## Routing cost as the pool grows (engine.route, k = 3, warm)",
+        "",
+        md_table(
+            res["probe_vs_n"],
+            [
+                ("n", "N"),
+                ("route_ms", "route ms"),
+                ("ratio", "x smallest N"),
+                ("first_route_s", "first route s (stacks + calibration)"),
+                ("load_s", "pool load s"),
+            ],
+        ),
+        "",
+        "## Batched routing",
+        "",
+        md_table(
+            [res["batched"]],
+            [
+                ("prompts", "prompts"),
+                ("one_call_s", "route_batch s"),
+                ("separate_calls_s", "separate calls s"),
+                ("speedup", "speedup"),
+                ("same_selection", "same selection"),
+            ],
+        ),
+        "",
+        "## Resident memory (psutil RSS, one subprocess per configuration, after a few requests)",
+        "",
+        md_table(
+            res["memory"],
+            [
+                ("config", "configuration"),
+                ("k", "k"),
+                ("rss_mb", "RSS MB"),
+                ("over_base_mb", "over base alone MB"),
+                ("over_smallest_pool_mb", "over the smallest pool MB"),
+            ],
+            0,
+        ),
+        "",
+        "The engine's fixed overhead (libraries it imports, e.g. peft to read adapter_config.json; calibration) "
+        "shows in the smallest pool; the difference to it is what the extra adapters cost.",
+        "",
+        f"## dtype (engine from_config(dtype=...); decode of {s.dtype_tokens} tokens; routing agreement with fp32 on {res['dtype'][0]['prompts']} prompts, k = 3)",
+        "",
+        md_table(
+            res["dtype"],
+            [
+                ("dtype", "dtype"),
+                ("base_decode_tps", "base tok/s"),
+                ("base_vs_fp32", "x fp32"),
+                ("k3_decode_tps", "k=3 tok/s"),
+                ("k3_vs_fp32", "x fp32"),
+                ("same_topk", "same top-3"),
+                ("same_top1", "same top-1"),
+            ],
+        ),
+        "",
+        "Routing agreement on synthetic random adapters is a lower bound of sorts: their scores are close together, "
+        "so small numeric changes reorder them more easily than trained adapters' would.",
+        "",
+        "## Targets",
+        "",
+        md_table(
+            res["targets"],
+            [("target", "target"), ("measured", "measured"), ("op", ""), ("threshold", "target"), ("met", "met")],
+        ),
+        "",
+        "Amortisation curve: `amortisation.png` / `amortisation.html` (time per generated token, setup included, against tokens generated).",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def plot_amortisation(curves: dict[str, list[float]], out: Path, keep: Sequence[str]) -> str | None:
+    """The paper's figure: average time per generated token against tokens generated."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name in keep:
+        ys = curves[name]
+        fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=[1000 * y for y in ys], mode="lines", name=name))
+    fig.update_layout(
+        title="Amortisation: average time per generated token (routing + prefill + decode) / tokens",
+        xaxis_title="generated tokens",
+        yaxis_title="ms per token",
+        yaxis_type="log",
+        template="plotly_white",
+        width=900,
+        height=520,
+    )
+    fig.write_html(out / "amortisation.html", include_plotlyjs="cdn")
+    try:
+        fig.write_image(out / "amortisation.png", scale=2)
+    except Exception as e:  # kaleido needs a Chromium; the HTML is still written
+        return f"PNG export failed: {e}"
+    return None
+
+
+def machine() -> dict:
+    import peft
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def training_running() -> bool:
+    res = subprocess.run(["pgrep", "-f", "logo_core.train"], capture_output=True, text=True)
+    return bool(res.stdout.strip())
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(s: Settings, out: Path, mode: str, log=print, threads: int | None = None) -> dict:
+    """Every figure of the issue in one run; writes JSON, markdown and the plot to `out`.
+
+    Args:
+        s: what to measure (`FULL` or `QUICK`).
+        out: output folder.
+        mode: a label for the report.
+        log: progress messages.
+        threads: torch intra-op threads for this run (restored after); None keeps torch's default.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run(s, out, mode, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(s: Settings, out: Path, mode: str, log) -> dict:
+    t_start = time.perf_counter()
+    meta = {"mode": mode, "when": time.strftime("%Y-%m-%d %H:%M"), **machine()}
+    meta["training_at_start"], meta["load_start"] = training_running(), os.getloadavg()[0]
+    res: dict = {"settings": asdict(s)}
+    with tempfile.TemporaryDirectory(prefix="logo-bench-") as tmp:
+        root = Path(tmp)
+        base_model, tok = load_base()
+        eng_model, _ = load_base()
+        n_all = max(s.n_pool, *s.pool_sizes, *s.memory_pools)
+        t0 = time.perf_counter()
+        adapters = write_adapters(eng_model, root / "adapters", n_all)
+        log(f"wrote {n_all} synthetic adapters in {time.perf_counter() - t0:.1f}s")
+        pool = dict(list(adapters.items())[: s.n_pool])
+        engine = build_engine(eng_model, tok, pool, root)
+        peft_ref = load_peft(load_base()[0], pool)
+        peft_merge = load_peft(load_base()[0], pool)
+        log(f"models ready ({time.perf_counter() - t_start:.0f}s)")
+
+        ks = [k for k in s.ks if k <= s.n_pool]
+        contenders = [Base(base_model, engine), Engine(engine, 0)]
+        contenders += [Engine(engine, k) for k in ks] + [Reference(peft_ref, engine, k) for k in ks]
+        contenders += [PeftMerge(peft_merge, engine, k) for k in ks]
+        log("end to end ...")
+        samples = run_e2e(contenders, PROMPTS[: s.e2e_prompts], s.lengths, s.reps, log)
+        res["e2e"] = summarise_e2e(samples, contenders, s.lengths)
+        res["raw_e2e"] = {str(n): {c: [x.total_s for x in v] for c, v in by.items()} for n, by in samples.items()}
+        curves = amortisation(samples[s.lengths[1]])
+        res["amortisation"] = {"ms_per_token": {c: [1000 * y for y in ys] for c, ys in curves.items()}}
+        del peft_ref, peft_merge, contenders, base_model
+        gc.collect()
+
+        log("routing cost against pool size ...")
+        res["probe_vs_n"] = probe_vs_n(eng_model, tok, root, s.pool_sizes, PROMPTS[:4], s.route_reps, log)
+        log("batched routing ...")
+        res["batched"] = batched_routing(engine, PROMPTS[: s.batch], max(2, s.reps + 1))
+        log("dtypes ...")
+        yaml_path = root / "adapters.yaml"
+        from .registry import save_config
+
+        save_config(pool_config(pool, root), yaml_path)
+        res["dtype"] = dtype_compare(
+            yaml_path, PROMPTS[: s.e2e_prompts], PROMPTS[: s.dtype_prompts], s.dtype_tokens, s.reps, 3, log
+        )
+        del engine, eng_model
+        gc.collect()
+        log("memory (one subprocess per configuration) ...")
+        first = lambda n: dict(list(adapters.items())[:n])  # noqa: E731
+        configs = {"base alone": ({}, 0)}
+        configs |= {f"engine N={n}": (first(n), 3) for n in s.memory_pools}
+        configs[f"engine N={s.memory_pools[-1]}, k={s.ks[-1]}"] = (
+            first(s.memory_pools[-1]),
+            min(s.ks[-1], s.memory_pools[-1]),
+        )
+        configs[f"reference N={s.n_pool}"] = (first(s.n_pool), 3)
+        res["memory"] = memory(configs, root, log)
+
+    meta["training_at_end"], meta["load_end"] = training_running(), os.getloadavg()[0]
+    meta["cpu_free"] = not (meta["training_at_start"] or meta["training_at_end"])
+    meta["wall_s"] = time.perf_counter() - t_start
+    res["meta"] = meta
+    res["targets"] = targets(res, s)
+    out.mkdir(parents=True, exist_ok=True)
+    big = s.ks[-1]
+    keep = ["base", "engine k=3", f"engine k={big}", "reference k=3", f"reference k={big}"]
+    res["amortisation"]["png_error"] = plot_amortisation(curves, out, keep)
+    (out / "bench.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    (out / "bench.md").write_text(markdown(res, s))
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m logo_core.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small pools, few tokens, one repetition (smoke run)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="output folder (default docs/bench, docs/bench/quick with --quick)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 with --quick)")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.memory_child:
+        memory_child(json.loads(args.memory_child))
+        return
+    out = args.out or Path("docs/bench/quick" if args.quick else "docs/bench")
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    if training_running():
+        log("warning: a training job (logo_core.train) is running: timings will be noisy")
+    threads = args.threads or (1 if args.quick else None)  # quick: robust on a busy machine, not for timing
+    res = run(QUICK if args.quick else FULL, out, "quick" if args.quick else "full", log, threads)
+    print(markdown(res, QUICK if args.quick else FULL))
+    log(f"wrote {out}/bench.json, bench.md, amortisation.png/.html")
+
+
+if __name__ == "__main__":
+    main()

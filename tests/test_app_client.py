@@ -74,3 +74,12 @@ def test_bad_requests_are_errors_with_the_message(client, kwargs, message):
         client.predict(**kwargs, api_name="/route")
     # ... and the app keeps serving
     check_trace(client.predict("Is this review positive? Great phone!", api_name="/route"), 2)
+
+
+def test_concurrent_users_get_their_own_results(client):
+    jobs = {"a": ("What is 20 + 22?", 1), "b": ("Translate to French: the dog runs.", 3)}
+    running = {u: client.submit(p, k, max_new_tokens=6, api_name="/generate") for u, (p, k) in jobs.items()}
+    for u, (prompt, k) in jobs.items():
+        text, trace = running[u].result(timeout=300)
+        assert trace["routing"]["prompt"] == prompt and trace["text"] == text
+        check_trace(trace["routing"], k)

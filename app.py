@@ -106,6 +106,16 @@ def timing_line(t: dict) -> str:
     return " · ".join(parts)
 
 
+def mixture_text(g: Generation) -> str:
+    """'capitals 54%, arithmetic 46%'; the base model and the uniform mixture in words."""
+    w = g.routing.weights
+    if not w:
+        return "base model alone"
+    if len(w) > 3 and max(w.values()) - min(w.values()) < 1e-9:
+        return f"all {len(w)} adapters, {next(iter(w.values())):.0%} each"
+    return ", ".join(f"{n} {x:.0%}" for n, x in w.items())
+
+
 def notices_box(notices: list[str]) -> dict:
     """The notices (truncation, clamping, errors) as a visible box, hidden when there are none."""
     return gr.update(value="\n".join(f"⚠️ {n}" for n in notices), visible=bool(notices))
@@ -255,21 +265,23 @@ class Callbacks:
         def run(i: int, **kwargs) -> Generation:
             g = self.engine.generate(prompt, max_new_tokens=n_tok, **kwargs)
             answers[i], seconds[labels[i]] = g.text, g.timings["total_s"]
-            mix = ", ".join(f"{n} {w:.0%}" for n, w in g.routing.weights.items()) or "no adapter"
-            details[i] = f"**{g.timings['total_s']:.2f} s** · {timing_line(g.timings)}<br>{mix}"
+            t = g.timings
+            probe = f" · probe {t['probe_s'] * 1000:.0f} ms" if t["probe_s"] else ""
+            details[i] = f"**{t['total_s']:.2f} s** · {t['tokens_per_s']:.1f} tokens/s{probe}<br>{mixture_text(g)}"
             return g
 
         try:
+            title = "Latency (probe + generation)"
             yield (*answers, *details, plots.empty_figure("running…", height=200))
             run(0, adapters={})
-            yield (*answers, *details, plots.latency_bars(seconds))
+            yield (*answers, *details, plots.latency_bars(seconds, title))
             top1 = run(1, **route_kwargs(*controls)).routing.selected[0]
-            yield (*answers, *details, plots.latency_bars(seconds))
+            yield (*answers, *details, plots.latency_bars(seconds, title))
             run(2, adapters={top1: 1.0})
-            yield (*answers, *details, plots.latency_bars(seconds))
+            yield (*answers, *details, plots.latency_bars(seconds, title))
             pool = self.engine.adapters
             run(3, adapters={n: 1.0 / len(pool) for n in pool})
-            yield (*answers, *details, plots.latency_bars(seconds, title="Latency (probe + generation)"))
+            yield (*answers, *details, plots.latency_bars(seconds, title))
         except LoGoError as e:
             raise gr.Error(str(e)) from None
 
@@ -300,7 +312,7 @@ class Callbacks:
             self.engine.adapters,
             list(range(self.engine.n_layers)),
             self.descriptions,
-            title=f"{what} of every adapter at every block · dotted line: probe block {int(layer)}",
+            title=f"{what} of every adapter at every block · outlined: probe block {int(layer)}",
             normalize_rows=bool(normalize),
             mark_row=int(layer),
         )
@@ -402,7 +414,9 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
                     route_btn = gr.Button("Route only", variant="secondary", elem_id="route-btn")
                     stop_btn = gr.Button("Stop", variant="stop", scale=0, min_width=80)
                 rows, labels = example_prompts(engine)
-                examples = gr.Examples(rows, inputs=[prompt], example_labels=labels, label="Examples (one per task)")
+                examples = gr.Examples(
+                    rows, inputs=[prompt], example_labels=labels, label="Examples (one per task)", examples_per_page=24
+                )
             with gr.Column(scale=2):
                 with gr.Accordion("Routing controls", open=True):
                     k = gr.Slider(
@@ -485,7 +499,7 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
                     compare_answers, compare_details = [], []
                     for label in ["Base model", "LoGo (top-k mixture)", "Top-1 adapter alone", "Uniform mixture"]:
                         with gr.Column(min_width=200):
-                            compare_answers.append(gr.Textbox(label=label, lines=8, interactive=False))
+                            compare_answers.append(gr.Textbox(label=label, lines=6, interactive=False))
                             compare_details.append(gr.Markdown(elem_classes="logo-timings"))
                 latency_plot = gr.Plot(show_label=False)
             with gr.Tab("Layer sweep", id="sweep") as sweep_tab:
@@ -578,6 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     engine = LoGoEngine.from_config(args.config, dtype=args.dtype)  # the model loads once, here
+    if engine.adapters:  # warm-up: the neutral-prompt calibration pass runs now, not in the first user's request
+        engine.route(engine.neutral_prompts[0])
     create_demo(engine).launch(server_name=args.host, server_port=args.port, theme=THEME, css=CSS, show_error=True)
 
 

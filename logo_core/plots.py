@@ -83,6 +83,7 @@ def signal_bars(
     """
     weights, descriptions = weights or {}, descriptions or {}
     order = sorted(scores, key=lambda n: -scores[n])  # stable: ties keep pool order
+    rank = {n: i + 1 for i, n in enumerate(order)}
     chosen = set(selected)
     fig = go.Figure()
     for name, members, color in (
@@ -97,10 +98,9 @@ def signal_bars(
             marker_color=color,
             text=[f"w = {weights[n]:.2f}" if n in weights else "" for n in members],
             textposition="inside",
-            insidetextanchor="start",  # the right end stays free for the cut-off label
+            insidetextanchor="start",
             customdata=[
-                [_wrap(descriptions.get(n, "")), order.index(n) + 1, f"{weights[n]:.3f}" if n in weights else "-"]
-                for n in members
+                [_wrap(descriptions.get(n, "")), rank[n], f"{weights[n]:.3f}" if n in weights else "-"] for n in members
             ],
             hovertemplate=(
                 "<b>%{y}</b><br>%{customdata[0]}<br>"
@@ -122,7 +122,9 @@ def signal_bars(
             font=dict(size=12, color=CUTOFF),
         )
     fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed", title=None)
-    fig.update_xaxes(title=value_label, rangemode="tozero")
+    top = max(scores.values(), default=0.0)
+    # 20% head room on the right: the cut-off label sits there, clear of the bars
+    fig.update_xaxes(title=value_label, rangemode="tozero", range=[0, 1.2 * top] if top > 0 else None)
     height = min(900, 110 + 28 * len(order))
     return _layout(
         fig,
@@ -178,7 +180,7 @@ def heatmap(
         columns: column names (adapters); their descriptions go in the hover text.
         rows: row labels (block indices).
         normalize_rows: divide each row by its largest value, so rows with different scales compare.
-        mark_row: draw a line on this row (the probe block in use).
+        mark_row: outline this row (the probe block in use).
         mark_max: put a marker on each row's largest value (the top-1 adapter there).
     """
     descriptions = descriptions or {}
@@ -187,18 +189,20 @@ def heatmap(
         [[v / m for v in row] if (m := max(row, default=0.0)) > 0 else row for row in raw] if normalize_rows else raw
     )
     hover = [[_wrap(descriptions.get(c, ""), 50) for c in columns] for _ in rows]
+    pos = list(range(len(rows)))  # rows drawn at 0..R-1, labelled with `rows`, first row on top
     fig = go.Figure(
         go.Heatmap(
             z=shown,
             x=list(columns),
-            y=list(rows),
+            y=pos,
+            text=[[str(r)] * len(columns) for r in rows],
             customdata=[
                 [[h, v] for h, v in zip(hrow, vrow, strict=True)] for hrow, vrow in zip(hover, raw, strict=True)
             ],
             colorscale="Viridis",
             colorbar=dict(title=dict(text="÷ row max" if normalize_rows else value_label, side="right")),
             hovertemplate=(
-                f"<b>%{{x}}</b> · {row_label} %{{y}}<br>%{{customdata[0]}}<br>"
+                f"<b>%{{x}}</b> · {row_label} %{{text}}<br>%{{customdata[0]}}<br>"
                 f"{value_label}: %{{customdata[1]:.4g}}<extra></extra>"
             ),
         )
@@ -207,15 +211,19 @@ def heatmap(
         best = [max(range(len(row)), key=row.__getitem__) for row in raw]
         fig.add_scatter(
             x=[columns[j] for j in best],
-            y=list(rows),
+            y=pos,
             mode="markers",
             name="top-1 at this block",
             marker=dict(symbol="circle-open", size=9, color="white", line=dict(width=2)),
             hoverinfo="skip",
         )
-    if mark_row is not None:
-        fig.add_hline(y=mark_row, line=dict(color="white", dash="dot", width=2))
-    fig.update_yaxes(title=row_label, autorange="reversed", dtick=1 if len(rows) <= 40 else None)
+    if mark_row is not None and mark_row in rows:
+        i = list(rows).index(mark_row)
+        fig.add_shape(type="rect", xref="paper", x0=0, x1=1, y0=i - 0.5, y1=i + 0.5, line=dict(color=SELECTED, width=3))
+    step = max(1, len(rows) // 40)
+    fig.update_yaxes(
+        title=row_label, range=[len(rows) - 0.5, -0.5], tickvals=pos[::step], ticktext=[str(r) for r in rows][::step]
+    )
     fig.update_xaxes(title=None, tickangle=-30)
     return _layout(fig, title, max(320, 120 + 18 * len(rows)), showlegend=False)
 

@@ -192,9 +192,10 @@ def test_compare_answers_four_ways_with_latencies(cb):
     answers, details, latency = steps[-1][:4], steps[-1][4:8], steps[-1][8]
     assert all(isinstance(a, str) for a in answers)
     assert all(" s**" in d for d in details)
-    assert "no adapter" in details[0] and "100%" in details[2]  # base model alone; top-1 adapter alone
+    assert "base model alone" in details[0] and "100%" in details[2]  # base model alone; top-1 adapter alone
     assert list(latency.data[0].y) == ["Base model", "LoGo", "Top-1 adapter", "Uniform mixture"]
     assert len(steps) == 5  # one update per finished variant, after the first
+    assert f"all {len(POOL)} adapters, 25% each" in details[3]
 
 
 def test_compare_bad_input_raises(cb):
@@ -208,7 +209,7 @@ def test_sweep_heatmap_and_cached_redraw(cb, app_engine, monkeypatch):
     assert len(heat.z) == app_engine.n_layers and all(len(row) == len(POOL) for row in heat.z)
     assert list(heat.x) == list(POOL)
     assert max(heat.z[5]) == pytest.approx(1.0)  # each block scaled to its best adapter
-    assert [s.y0 for s in fig.layout.shapes] == [29]  # the probe block in use
+    assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(28.5, 29.5)]  # the probe block in use, outlined
 
     def no_probe(*a, **kw):
         raise AssertionError("the sweep should come from the session cache")

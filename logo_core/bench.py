@@ -463,25 +463,34 @@ def batched_routing(engine: LoGoEngine, prompts: list[str], reps: int) -> dict:
     }
 
 
-def memory(configs: dict[str, tuple[dict[str, Path], int]], root: Path, log) -> list[dict]:
+def memory(configs: dict[str, tuple[dict[str, Path], int]], root: Path, log, parallel: int = 2) -> list[dict]:
     """Resident memory of each configuration ({label: (adapters, k)}), each in a fresh subprocess.
 
-    The first configuration is the reference point (the base model alone)."""
-    rows = []
-    for label, (adapters, k) in configs.items():
-        spec = {"label": label, "root": str(root), "k": k, "adapters": {n: str(p) for n, p in adapters.items()}}
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        res = subprocess.run(
-            [sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"memory probe {label!r} failed:\n{res.stderr[-3000:]}")
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        log(f"  memory {label}: {rows[-1]['rss_mb']:.0f} MB")
+    RSS does not depend on timing, so `parallel` subprocesses run at once (one torch thread
+    each). The first configuration is the reference point (the base model alone)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    specs = [
+        {"label": label, "root": str(root), "k": k, "adapters": {n: str(p) for n, p in adapters.items()}}
+        for label, (adapters, k) in configs.items()
+    ]
+    rows: list[dict] = []
+    for i in range(0, len(specs), parallel):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for spec in specs[i : i + parallel]
+        ]
+        for spec, proc in zip(specs[i : i + parallel], procs, strict=True):
+            stdout, stderr = proc.communicate(timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory probe {spec['label']!r} failed:\n{stderr[-3000:]}")
+            rows.append(json.loads(stdout.strip().splitlines()[-1]))
+            log(f"  memory {spec['label']}: {rows[-1]['rss_mb']:.0f} MB")
     base = rows[0]["rss_mb"]
     smallest = rows[1]["rss_mb"] if len(rows) > 1 else base
     for r in rows:
@@ -606,6 +615,8 @@ def paired_ratio_rows(res: dict, num: str, den: str, n: int) -> float:
 
 
 def fmt(x, digits: int = 2) -> str:
+    if x is None:
+        return "–"
     if isinstance(x, bool):
         return "yes" if x else "**no**"
     if isinstance(x, float):

@@ -96,9 +96,10 @@ class Settings:
     memory_pools: tuple[int, ...]
     dtype_tokens: int
     dtype_prompts: int
+    trained_pool: str | None = None  # also measure dtype routing agreement on this trained pool
 
 
-FULL = Settings(32, (1, 3, 20), (16, 128), 2, 2, (8, 64, 256), 5, 32, (8, 256), 48, len(PROMPTS))
+FULL = Settings(32, (1, 3, 20), (16, 128), 2, 2, (8, 64, 256), 5, 32, (8, 256), 48, len(PROMPTS), "adapters.yaml")
 QUICK = Settings(8, (1, 3, 8), (4, 12), 1, 1, (4, 16), 2, 8, (4, 16), 6, 8)
 
 RANK, ALPHA, TARGETS, STD = 8, 16, ("q_proj", "v_proj"), 0.02
@@ -534,16 +535,55 @@ def memory_child(spec: dict) -> None:
     print(json.dumps({"config": spec["label"], "n": len(adapters), "k": spec["k"], "rss_mb": rss}))
 
 
+def trained_pool(path: Path, min_adapters: int = 4):
+    """The repository's trained pool (adapters.yaml) and a few test prompts of each of its tasks,
+    or None while it has fewer than `min_adapters` adapters on disk."""
+    from .registry import load_config
+    from .tasks import TASKS
+
+    try:
+        cfg = load_config(path)
+    except Exception:  # absent, or being rewritten by the trainer right now
+        return None
+    cfg.adapters = [a for a in cfg.adapters if a.path and (cfg.adapter_dir(a) / "adapter_model.safetensors").is_file()]
+    if len(cfg.adapters) < min_adapters:
+        return None
+    prompts = [ex.prompt for a in cfg.adapters if a.name in TASKS for ex in TASKS[a.name].examples("test", 4)]
+    return cfg, prompts or PROMPTS
+
+
+def agreement(ref: list, got: list) -> tuple[float, float]:
+    """Share of prompts with the same top-k set, and with the same top-1."""
+    same_set = sum(set(a.selected) == set(b.selected) for a, b in zip(ref, got, strict=True)) / len(ref)
+    same_top1 = sum(a.selected[0] == b.selected[0] for a, b in zip(ref, got, strict=True)) / len(ref)
+    return same_set, same_top1
+
+
 def dtype_compare(
-    yaml_path: Path, prompts: list[str], agreement_prompts: list[str], n: int, reps: int, k: int, log
+    yaml_path: Path,
+    prompts: list[str],
+    agreement_prompts: list[str],
+    n: int,
+    reps: int,
+    k: int,
+    log,
+    trained: tuple | None = None,
 ) -> list[dict]:
     """fp32 / bf16 / int8 engines (`LoGoEngine.from_config(..., dtype=...)`): decode speed of the
-    base and of a k-mixture, and routing agreement with fp32 (same top-k set, same top-1)."""
+    base and of a k-mixture, and routing agreement with fp32 (same top-k set, same top-1), on the
+    synthetic pool and, when given (`trained_pool`), on the trained pool with its tasks' prompts."""
     engines = {}
     for d in ("fp32", "bf16", "int8"):
         engines[d] = LoGoEngine.from_config(yaml_path, dtype=d)
         log(f"  dtype {d} loaded")
     routes = {d: e.route_batch(agreement_prompts, k=k) for d, e in engines.items()}
+    trained_routes = {}
+    if trained is not None:
+        cfg, trained_prompts = trained
+        for d, e in engines.items():  # the same (wrapped) models, the trained pool
+            pool, _ = load_pool(cfg, e.model)
+            te = LoGoEngine(e.model, e.tokenizer, pool, cfg.defaults, cfg.neutral_prompts)
+            trained_routes[d] = te.route_batch(trained_prompts, k=min(k, len(pool)))
     contenders = {d: (Engine(e, 0), Engine(e, k)) for d, e in engines.items()}
     for plain, mixed in contenders.values():  # warm-up
         plain.request(prompts[0], 2), mixed.request(prompts[0], 2)
@@ -556,6 +596,12 @@ def dtype_compare(
     rows = []
     for d in engines:
         ref, got = routes["fp32"], routes[d]
+        same_set, same_top1 = agreement(ref, got)
+        if trained_routes:
+            t_set, t_top1 = agreement(trained_routes["fp32"], trained_routes[d])
+            t_n, t_pool = len(trained_routes[d]), len(trained[0].adapters)
+        else:
+            t_set = t_top1 = t_n = t_pool = None
         rows.append(
             {
                 "dtype": d,
@@ -563,9 +609,13 @@ def dtype_compare(
                 f"k{k}_decode_tps": med(tps[d][1]),
                 "base_vs_fp32": paired_ratio(tps[d][0], tps["fp32"][0]),
                 f"k{k}_vs_fp32": paired_ratio(tps[d][1], tps["fp32"][1]),
-                "same_topk": sum(set(a.selected) == set(b.selected) for a, b in zip(ref, got, strict=True)) / len(ref),
-                "same_top1": sum(a.selected[0] == b.selected[0] for a, b in zip(ref, got, strict=True)) / len(ref),
+                "same_topk": same_set,
+                "same_top1": same_top1,
                 "prompts": len(ref),
+                "trained_same_topk": t_set,
+                "trained_same_top1": t_top1,
+                "trained_prompts": t_n,
+                "trained_pool": t_pool,
             }
         )
     del engines
@@ -717,13 +767,16 @@ def markdown(res: dict, s: Settings) -> str:
                 ("base_vs_fp32", "x fp32"),
                 ("k3_decode_tps", "k=3 tok/s"),
                 ("k3_vs_fp32", "x fp32"),
-                ("same_topk", "same top-3"),
-                ("same_top1", "same top-1"),
+                ("same_topk", "same top-3 (synthetic)"),
+                ("same_top1", "same top-1 (synthetic)"),
+                ("trained_same_topk", f"same top-3 (trained, N={res['dtype'][0]['trained_pool']})"),
+                ("trained_same_top1", "same top-1 (trained)"),
             ],
         ),
         "",
-        "Routing agreement on synthetic random adapters is a lower bound of sorts: their scores are close together, "
-        "so small numeric changes reorder them more easily than trained adapters' would.",
+        "Synthetic random adapters score close together, so small numeric changes reorder them more easily than "
+        f"trained adapters' would; the trained pool (when present) is routed on {res['dtype'][0]['trained_prompts']} "
+        "test prompts of its own tasks.",
         "",
         "## Targets",
         "",
@@ -853,8 +906,10 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         from .registry import save_config
 
         save_config(pool_config(pool, root), yaml_path)
+        trained = trained_pool(Path(s.trained_pool)) if s.trained_pool else None
+        log(f"  trained pool for routing agreement: {len(trained[0].adapters) if trained else 'none yet'}")
         res["dtype"] = dtype_compare(
-            yaml_path, PROMPTS[: s.e2e_prompts], PROMPTS[: s.dtype_prompts], s.dtype_tokens, s.reps, 3, log
+            yaml_path, PROMPTS[: s.e2e_prompts], PROMPTS[: s.dtype_prompts], s.dtype_tokens, s.reps, 3, log, trained
         )
         del engine, eng_model
         gc.collect()

@@ -185,7 +185,7 @@ class Callbacks:
     # -------------------------------------------------------------- answer & routing tab
 
     def _routing_outputs(self, r: Routing, notices: list[str], timings: str, trace: dict) -> tuple:
-        """(signal chart, weights chart, notices box, timings line, trace state, download) of one routing."""
+        """(signal chart, weights chart, notices box, timings line, download of `trace`) of one routing."""
         calibrated = " (calibrated)" if r.options["calibrated"] else ""
         return (
             plots.signal_bars(
@@ -198,7 +198,6 @@ class Callbacks:
             plots.weight_bars(r.weights, self.descriptions, title=f"Merge weights of the top-{len(r.selected)}"),
             notices_box(notices),
             timings,
-            trace,
             gr.update(value=write_trace(trace), interactive=True),
         )
 
@@ -208,7 +207,6 @@ class Callbacks:
             plots.empty_figure("", height=120),
             notices_box([message]),
             "",
-            None,
             gr.update(value=None, interactive=False),
         )
 
@@ -230,11 +228,11 @@ class Callbacks:
             raise gr.Error(str(e)) from None
         r = stream.routing
         head = self._routing_outputs(r, r.notices, timing_line(r.timings) + " · generating…", r.to_dict())
-        yield ("", *head[:4], gr.skip(), gr.skip())
+        yield ("", *head)  # the charts (and the routing trace to download) before the first token
         text = ""
         for piece in stream:
             text += piece
-            yield (text, *[gr.skip()] * 6)
+            yield (text, *[gr.skip()] * 5)
         g: Generation = stream.result
         yield (
             g.text,
@@ -242,14 +240,13 @@ class Callbacks:
             gr.skip(),
             notices_box(g.notices),
             timing_line(g.timings),
-            g.to_dict(),
             gr.update(value=write_trace(g.to_dict()), interactive=True),
         )
 
     def generate_if(self, enabled: bool, prompt: str, *controls_and_length):
         """`generate`, only when 'regenerate on change' is ticked (otherwise nothing changes)."""
         if not enabled:
-            yield (gr.skip(),) * 7
+            yield (gr.skip(),) * 6
             return
         yield from self.generate(prompt, *controls_and_length)
 
@@ -396,7 +393,6 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
             f"[Paper]({PAPER})"
         )
         gr.Markdown("\n".join(f"⚠️ {m}  " for m in notes), visible=bool(notes), elem_classes="logo-warning")
-        trace = gr.State(None)  # this session's latest routing/generation trace (what the download holds)
         sweep_cache = gr.State(None)  # this session's latest layer sweep matrix
 
         with gr.Row(equal_height=False):
@@ -517,7 +513,7 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
                 )
 
         # ------------------------------------------------------------------ wiring
-        routing_outputs = [signal_plot, weight_plot, notices, timings, trace, export]
+        routing_outputs = [signal_plot, weight_plot, notices, timings, export]
         generate_outputs = [answer, *routing_outputs]
 
         def ui(name: str) -> dict:  # the UI's own events: unlisted, and not in the way of the /route, /generate API

@@ -39,6 +39,11 @@ def bars(fig) -> dict[str, list[str]]:
     return {t.name: list(t.y) for t in fig.data}
 
 
+def download(update: dict) -> dict:
+    """The JSON trace behind the 'Export routing as JSON' button."""
+    return json.loads(Path(update["value"]).read_text())
+
+
 def visible_markdowns(demo: gr.Blocks) -> list[str]:
     return [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.visible and b.value]
 
@@ -83,7 +88,8 @@ def test_examples_cover_every_adapter_and_unseen_tasks(app_engine):
 
 
 def test_route_draws_every_adapter_and_highlights_top_k(cb, app_engine):
-    fig, weights_fig, notice, timing, trace, export = cb.route(PROMPT, *controls(k=2))
+    fig, weights_fig, notice, timing, export = cb.route(PROMPT, *controls(k=2))
+    trace = download(export)
     r = app_engine.route(PROMPT, **app.route_kwargs(*controls(k=2)))
     got = bars(fig)
     assert got[plots.SELECTED_TRACE] == r.selected  # best first, highlighted
@@ -95,8 +101,7 @@ def test_route_draws_every_adapter_and_highlights_top_k(cb, app_engine):
     assert sum(weights_fig.data[0].x) == pytest.approx(1.0)
     assert not notice["visible"]
     assert timing.startswith("probe ") and "routing only" in timing
-    assert trace["selected"] == r.selected
-    assert json.loads(Path(export["value"]).read_text()) == trace
+    assert trace["selected"] == r.selected and trace["scores"] == pytest.approx(r.scores)
 
 
 def test_changing_k_changes_the_highlighted_set(cb):
@@ -110,7 +115,8 @@ def test_changing_k_changes_the_highlighted_set(cb):
     [dict(signal="entropy"), dict(calibrated=False), dict(layer=10), dict(probe_input="module"), dict(module=[])],
 )
 def test_every_control_reroutes(cb, changes):
-    fig, _, notice, _, trace, _ = cb.route(PROMPT, *controls(**changes))
+    fig, _, notice, _, export = cb.route(PROMPT, *controls(**changes))
+    trace = download(export)
     assert not notice["visible"] and len(trace["scores"]) == len(POOL)
     opts = trace["options"]
     for key, value in changes.items():
@@ -122,22 +128,22 @@ def test_every_control_reroutes(cb, changes):
     [("", {}, "prompt` is empty"), ("  \n\t ", {}, "prompt` is empty"), (PROMPT, {"k": 9}, "between 1 and 4")],
 )
 def test_bad_route_requests_show_a_message(cb, prompt, changes, message):
-    fig, _, notice, timing, trace, export = cb.route(prompt, *controls(**changes))
+    fig, _, notice, timing, export = cb.route(prompt, *controls(**changes))
     assert notice["visible"] and message in notice["value"]
     assert message in fig.layout.annotations[0].text  # the chart says it too
-    assert trace is None and export["interactive"] is False and timing == ""
+    assert export["value"] is None and export["interactive"] is False and timing == ""
 
 
 def test_huge_prompt_is_truncated_with_a_notice(cb):
-    fig, _, notice, _, trace, _ = cb.route("Tell me about the sea. " * 2200, *controls())  # ~50,000 characters
+    fig, _, notice, _, _ = cb.route("Tell me about the sea. " * 2200, *controls())  # ~50,000 characters
     assert notice["visible"] and "truncated" in notice["value"]
     assert len(bars(fig)[plots.SELECTED_TRACE]) == 2  # and it still routes
 
 
 def test_odd_unicode_routes(cb):
     prompt = "¿Qué tal? 中文 עברית 😀 \u200b\u202e ﷽ e\u0301 \x07"
-    fig, _, notice, _, trace, _ = cb.route(prompt, *controls())
-    assert not notice["visible"] and trace["prompt"] == prompt
+    fig, _, notice, _, export = cb.route(prompt, *controls())
+    assert not notice["visible"] and download(export)["prompt"] == prompt
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -148,11 +154,12 @@ def test_generate_streams_then_reports_timings(cb):
     first, last = steps[0], steps[-1]
     assert first[0] == "" and bars(first[1])[plots.SELECTED_TRACE]  # the chart comes before the answer
     assert "generating" in first[4]
+    assert download(first[5])["selected"] == bars(first[1])[plots.SELECTED_TRACE]  # the routing is downloadable
     assert len(steps) >= 3  # at least one streamed piece between the chart and the end
-    text, trace = last[0], last[5]
+    text, trace = last[0], download(last[5])
     assert text and trace["text"] == text
     assert "tokens/s" in last[4] and "generation" in last[4]
-    assert json.loads(Path(last[6]["value"]).read_text())["routing"]["selected"] == trace["routing"]["selected"]
+    assert trace["routing"]["selected"] == download(first[5])["selected"]
 
 
 @pytest.mark.parametrize(("prompt", "changes"), [("", {}), (PROMPT, {"k": 0}), (PROMPT, {"layer": 99})])
@@ -162,7 +169,7 @@ def test_bad_generate_requests_raise_gr_error(cb, prompt, changes):
 
 
 def test_generate_if_only_when_asked(cb):
-    assert list(cb.generate_if(False, PROMPT, *controls(), 4)) == [(gr.skip(),) * 7]
+    assert list(cb.generate_if(False, PROMPT, *controls(), 4)) == [(gr.skip(),) * 6]
     assert list(cb.generate_if(True, PROMPT, *controls(), 4))[-1][0]
 
 

@@ -10,6 +10,7 @@ UI only: the engine routes and generates, `logo_core.plots` draws, this file wir
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -165,6 +166,11 @@ def startup_notes(engine: LoGoEngine) -> list[str]:
     notes = list(engine.load_report.messages)
     if not engine.adapters:
         notes.append("The adapter pool is empty: add adapters to adapters.yaml (routing and generation are disabled).")
+    else:
+        try:
+            engine.options()  # the defaults of adapters.yaml, checked against the pool that loaded
+        except LoGoError as e:
+            notes.append(f"The routing defaults of adapters.yaml do not fit this pool: {e}")
     return notes
 
 
@@ -380,9 +386,12 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
     """
     cb = Callbacks(engine)
     d, n = engine.defaults, len(engine.adapters)
-    default_layer = parse_layers(d.layer, engine.n_layers)[-1]
-    modules = engine.pool.modules or ([d.module] if isinstance(d.module, str) else list(d.module))
     default_modules = [m.strip() for m in d.module.split(",")] if isinstance(d.module, str) else list(d.module)
+    modules = engine.pool.modules or default_modules
+    default_blocks = parse_layers(d.layer, engine.n_layers)
+    layer_help = f"Block whose input is probed (0..{engine.n_layers - 1}; last = reference)."
+    if len(default_blocks) > 1:
+        layer_help += f" adapters.yaml averages blocks {d.layer}; the /route API takes such ranges too."
     notes = startup_notes(engine)
     model_name = re.sub(r"-\d+$", "", Path(str(getattr(engine.model, "name_or_path", "") or "base model")).name)
 
@@ -438,10 +447,10 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
                     layer = gr.Slider(
                         0,
                         engine.n_layers - 1,
-                        value=default_layer,
+                        value=default_blocks[-1],
                         step=1,
                         label="Probe block",
-                        info=f"Block whose input is probed (0..{engine.n_layers - 1}; last = reference).",
+                        info=layer_help,
                     )
                     with gr.Row():
                         calibrated = gr.Checkbox(value=d.calibrated, label="Calibrated", info=_field_help("calibrated"))
@@ -587,9 +596,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    engine = LoGoEngine.from_config(args.config, dtype=args.dtype)  # the model loads once, here
-    if engine.adapters:  # warm-up: the neutral-prompt calibration pass runs now, not in the first user's request
-        engine.route(engine.neutral_prompts[0])
+    try:
+        engine = LoGoEngine.from_config(args.config, dtype=args.dtype)  # the model loads once, here
+    except LoGoError as e:  # no model or no readable pool file: nothing to serve
+        raise SystemExit(f"app.py: {e}") from None
+    if engine.adapters:
+        # Warm-up: the neutral-prompt calibration pass runs now, not in the first user's request.
+        with contextlib.suppress(LoGoError):  # unusable defaults are shown on the page (startup_notes)
+            engine.route(engine.neutral_prompts[0])
     create_demo(engine).launch(server_name=args.host, server_port=args.port, theme=THEME, css=CSS, show_error=True)
 
 

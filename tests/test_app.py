@@ -14,6 +14,7 @@ import app
 from logo_core import plots
 from logo_core.engine import LoGoEngine
 from logo_core.pool import AdapterPool, LoadReport
+from logo_core.registry import RoutingDefaults
 
 PROMPT = "What is the capital of France?"
 DEFAULTS = dict(k=2, signal="norm", calibrated=True, layer=29, module=["q_proj"], probe_input="residual")
@@ -67,6 +68,14 @@ def test_startup_problems_are_shown(app_engine):
     report = LoadReport({"broken": "adapter 'broken' (/x): adapter_model.safetensors is missing"})
     e = LoGoEngine(app_engine.model, app_engine.tokenizer, app_engine.pool, app_engine.defaults, load_report=report)
     assert any("'broken' was left out" in m for m in visible_markdowns(app.create_demo(e)))
+
+
+def test_unusable_defaults_are_shown(app_engine):
+    defaults = RoutingDefaults(k=2, module="k_proj")  # the pool adapts q_proj and v_proj only
+    e = LoGoEngine(app_engine.model, app_engine.tokenizer, app_engine.pool, defaults)
+    with pytest.warns(UserWarning):  # gradio: the dropdown's value is not among its choices
+        demo = app.create_demo(e)
+    assert any("do not fit this pool" in m and "k_proj" in m for m in visible_markdowns(demo))
 
 
 def test_empty_pool_builds_and_explains(app_engine):
@@ -276,3 +285,8 @@ def test_args_flags_and_env(monkeypatch):
     assert (args.host, args.port) == ("0.0.0.0", 9000)
     args = app.parse_args(["--host", "localhost", "--port", "7000", "--config", "x.yaml"])
     assert (args.host, args.port, args.config) == ("localhost", 7000, "x.yaml")
+
+
+def test_missing_config_exits_with_the_message():
+    with pytest.raises(SystemExit, match="cannot read the adapter pool file"):
+        app.main(["--config", "/nonexistent/adapters.yaml"])

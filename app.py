@@ -10,11 +10,9 @@ UI only: the engine routes and generates, `logo_core.plots` draws, this file wir
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -199,7 +197,7 @@ class Callbacks:
                 r.selected,
                 r.weights,
                 self.descriptions,
-                title=f"{r.options['signal']} signal at block {r.options['layer']}{calibrated}",
+                title=f"{r.options['signal']} signal at {plots.blocks_label(r.options['layers'])}{calibrated}",
             ),
             plots.weight_bars(r.weights, self.descriptions, title=f"Merge weights of the top-{len(r.selected)}"),
             notices_box(notices),
@@ -236,9 +234,12 @@ class Callbacks:
         head = self._routing_outputs(r, r.notices, timing_line(r.timings) + " · generating…", r.to_dict())
         yield ("", *head)  # the charts (and the routing trace to download) before the first token
         text = ""
-        for piece in stream:
-            text += piece
-            yield (text, *[gr.skip()] * 5)
+        try:
+            for piece in stream:
+                text += piece
+                yield (text, *[gr.skip()] * 5)
+        finally:  # Stop pressed or the page closed: end decoding instead of running to max_new_tokens
+            stream.close()
         g: Generation = stream.result
         yield (
             g.text,
@@ -393,7 +394,7 @@ def create_demo(engine: LoGoEngine) -> gr.Blocks:
     if len(default_blocks) > 1:
         layer_help += f" adapters.yaml averages blocks {d.layer}; the /route API takes such ranges too."
     notes = startup_notes(engine)
-    model_name = re.sub(r"-\d+$", "", Path(str(getattr(engine.model, "name_or_path", "") or "base model")).name)
+    model_name = engine.model_name
 
     with gr.Blocks(title="LoGo · instance-level LoRA routing") as demo:
         gr.Markdown(
@@ -597,13 +598,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        engine = LoGoEngine.from_config(args.config, dtype=args.dtype)  # the model loads once, here
+        # The model loads once, here, and calibrates; the probe cache makes re-routing on a control change free.
+        engine = LoGoEngine.from_config(args.config, dtype=args.dtype, probe_cache_size=64)
     except LoGoError as e:  # no model or no readable pool file: nothing to serve
         raise SystemExit(f"app.py: {e}") from None
-    if engine.adapters:
-        # Warm-up: the neutral-prompt calibration pass runs now, not in the first user's request.
-        with contextlib.suppress(LoGoError):  # unusable defaults are shown on the page (startup_notes)
-            engine.route(engine.neutral_prompts[0])
     create_demo(engine).launch(server_name=args.host, server_port=args.port, theme=THEME, css=CSS, show_error=True)
 
 

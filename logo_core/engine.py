@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .errors import RequestError
 from .loading import block_modules, decoder_layers, load_base
@@ -81,16 +83,33 @@ class GenerationStream:
     """Iterate over text pieces as they are decoded; `routing` is ready before the first piece and
     `result` (a `Generation`) after the last."""
 
-    def __init__(self, routing: Routing, pieces: Iterator[str], finish) -> None:
-        self.routing, self._pieces, self._finish = routing, pieces, finish
+    def __init__(self, routing: Routing, pieces: Iterator[str], finish, stop: threading.Event) -> None:
+        self.routing, self._pieces, self._finish, self._stop = routing, pieces, finish, stop
         self.result: Generation | None = None
 
     def __iter__(self) -> Iterator[str]:
         text = []
-        for piece in self._pieces:
-            text.append(piece)
-            yield piece
+        try:
+            for piece in self._pieces:
+                text.append(piece)
+                yield piece
+        finally:  # also when the consumer stops early (a UI Stop button closes the generator)
+            self._stop.set()
         self.result = self._finish("".join(text))
+
+    def close(self) -> None:
+        """Stop decoding at the next token; the background generation thread then ends."""
+        self._stop.set()
+
+
+class _StopOnEvent(StoppingCriteria):
+    """Ends generation when an event is set (a cancelled stream)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
 def parse_layers(layer: int | str | Sequence[int], n_layers: int) -> tuple[int, ...]:
@@ -167,8 +186,16 @@ class LoGoEngine:
         defaults: RoutingDefaults | None = None,
         neutral_prompts: Sequence[str] = NEUTRAL_PROMPTS,
         load_report: LoadReport | None = None,
+        model_name: str | None = None,
+        probe_cache_size: int = 0,
     ) -> None:
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
+        self.model_name = model_name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        # Probe vectors of recent single prompts (all blocks), so that re-routing the same prompt with
+        # other settings (a UI slider) costs no forward pass. Off by default: benchmarks and batch
+        # jobs should pay for every probe.
+        self.probe_cache_size = probe_cache_size
+        self._probe_cache: OrderedDict[tuple, dict] = OrderedDict()
         self.defaults = defaults or RoutingDefaults()
         self.neutral_prompts = list(neutral_prompts)
         self.load_report = load_report or LoadReport({})
@@ -182,22 +209,38 @@ class LoGoEngine:
         self.context_length = int(ctx)
 
     @classmethod
-    def from_config(cls, path: str | Path = "adapters.yaml", dtype: str | None = None) -> LoGoEngine:
-        """Load the base model and the adapter pool described by `adapters.yaml`.
+    def from_config(cls, path: str | Path = "adapters.yaml", dtype: str | None = None, **kwargs) -> LoGoEngine:
+        """Load the base model and the adapter pool described by `adapters.yaml`, then warm up.
 
         Args:
             path: the pool file.
             dtype: override the file's base model dtype (`fp32`, `bf16`, `int8`).
+            **kwargs: passed to the constructor (e.g. `probe_cache_size`).
         """
         cfg = load_config(path)
-        return cls.from_pool_config(cfg, dtype=dtype)
+        return cls.from_pool_config(cfg, dtype=dtype, **kwargs)
 
     @classmethod
-    def from_pool_config(cls, cfg: PoolConfig, dtype: str | None = None) -> LoGoEngine:
+    def from_pool_config(cls, cfg: PoolConfig, dtype: str | None = None, **kwargs) -> LoGoEngine:
         spec = cfg.base_model if dtype is None else cfg.base_model.model_copy(update={"dtype": dtype})
         model, tok = load_base(spec)
         pool, report = load_pool(cfg, model)
-        return cls(model, tok, pool, cfg.defaults, cfg.neutral_prompts, report)
+        name = "SmolLM2-135M-Instruct" if spec.id == "default" else spec.id
+        engine = cls(model, tok, pool, cfg.defaults, cfg.neutral_prompts, report, model_name=name, **kwargs)
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> float:
+        """Run the neutral-prompt calibration pass now rather than in the first request. Returns seconds."""
+        t0 = time.perf_counter()
+        try:
+            opts = self.options()
+        except RequestError:  # an empty pool or defaults that do not fit it: requests will say so
+            return 0.0
+        for b in opts.layers:
+            for m in opts.modules:
+                self.calibration(b, m, opts.signal, opts.probe_input)
+        return time.perf_counter() - t0
 
     @property
     def adapters(self) -> list[str]:
@@ -309,13 +352,33 @@ class LoGoEngine:
         enc, notices = self._encode(prompts)
         return self._route(prompts, enc, notices, opts, t0)
 
+    def _probe(self, enc: dict, wants: set[tuple[int, str]]) -> dict[tuple[int, str], Tensor]:
+        """`run_probe`, through the per-prompt cache when it is on (single prompts only, so a
+        prompt's vectors never depend on what it was batched with)."""
+        if not self.probe_cache_size or enc["input_ids"].shape[0] != 1:
+            return run_probe(self.model, enc["input_ids"], enc["attention_mask"], wants)
+        key = tuple(enc["input_ids"][0].tolist())
+        with self._lock:
+            hit = self._probe_cache.get(key)
+            if hit is not None and wants <= hit.keys():
+                self._probe_cache.move_to_end(key)
+                return hit
+        # A miss captures every block up to the deepest one wanted: same pass, any later setting hits.
+        last = max(b for b, _ in wants)
+        everything = {(b, m) for b in range(last + 1) for m in (RESIDUAL, *self.pool.modules)}
+        hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], wants | everything)
+        with self._lock:
+            self._probe_cache[key] = {**self._probe_cache.get(key, {}), **hs}
+            while len(self._probe_cache) > self.probe_cache_size:
+                self._probe_cache.popitem(last=False)
+        return hs
+
     def _route(
         self, prompts: Sequence[str], enc: dict, notices: list[list[str]], opts: RouteOptions, t0: float
     ) -> list[Routing]:
-        hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], opts.wants())
+        hs = self._probe(enc, opts.wants())
         scores = self._signals(hs, opts)  # [B, N]
         probe_s = time.perf_counter() - t0
-        layer = opts.layers[0] if len(opts.layers) == 1 else list(opts.layers)
         out = []
         for i, prompt in enumerate(prompts):
             idx, w = select_top_k(scores[i], opts.k)
@@ -325,14 +388,7 @@ class LoGoEngine:
                     scores={n: float(s) for n, s in zip(self.pool.names, scores[i].tolist())},
                     selected=[self.pool.names[j] for j in idx],
                     weights={self.pool.names[j]: wj for j, wj in zip(idx, w)},
-                    options={
-                        "k": opts.k,
-                        "signal": opts.signal,
-                        "calibrated": opts.calibrated,
-                        "layer": layer,
-                        "module": ",".join(opts.modules),
-                        "probe_input": opts.probe_input,
-                    },
+                    options=self._trace_options(opts),
                     timings={"probe_s": probe_s / len(prompts)},
                     notices=notices[i],
                 )
@@ -385,7 +441,7 @@ class LoGoEngine:
             self.options(module=m)  # validates
         enc, _ = self._encode(prompts)
         wants = {(b, RESIDUAL) for b in range(self.n_layers)} | {(b, m) for b in range(self.n_layers) for m in modules}
-        hs = run_probe(self.model, enc["input_ids"], enc["attention_mask"], wants)
+        hs = self._probe(enc, wants)
         out = {}
         for pi in probe_inputs:
             for m in modules:
@@ -397,11 +453,27 @@ class LoGoEngine:
 
     # ------------------------------------------------------------------ generation
 
+    @staticmethod
+    def _trace_options(opts: RouteOptions | None) -> dict:
+        """The settings as a trace records them; the same keys whether routed or explicit."""
+        if opts is None:
+            keys = ("k", "signal", "calibrated", "layers", "modules", "probe_input")
+            return {"mode": "explicit", **dict.fromkeys(keys)}
+        return {
+            "mode": "routed",
+            "k": opts.k,
+            "signal": opts.signal,
+            "calibrated": opts.calibrated,
+            "layers": list(opts.layers),
+            "modules": list(opts.modules),
+            "probe_input": opts.probe_input,
+        }
+
     def _explicit_routing(self, prompt: str, adapters: dict[str, float]) -> Routing:
         for name in adapters:
             if name not in self.pool.names:
                 raise RequestError(f"unknown adapter {name!r}; the pool has {self.pool.names}")
-        return Routing(prompt, {}, list(adapters), dict(adapters), {"mode": "explicit"})
+        return Routing(prompt, {}, list(adapters), dict(adapters), self._trace_options(None))
 
     def mixture_for(self, routings: Sequence[Routing]) -> Mixture | None:
         """The low-rank mixture of each routed row (one shared mixture when all rows agree)."""
@@ -435,12 +507,14 @@ class LoGoEngine:
         return routings, enc, [n + notice for n in notices], mixture, max_new_tokens, time.perf_counter() - t0
 
     def _generate_ids(
-        self, enc: dict, mixture: Mixture | None, max_new_tokens: int, sampling: dict, streamer=None
+        self, enc: dict, mixture: Mixture | None, max_new_tokens: int, sampling: dict, streamer=None, stop=None
     ) -> Tensor:
         gen = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if sampling.get("do_sample"):
             gen = {"do_sample": True, "temperature": sampling["temperature"], "top_p": sampling["top_p"], "top_k": None}
         gen["min_new_tokens"] = min(sampling.get("min_new_tokens") or 0, max_new_tokens) or None
+        if stop is not None:
+            gen["stopping_criteria"] = StoppingCriteriaList([_StopOnEvent(stop)])
         with use_mixture(mixture):
             return self.model.generate(
                 **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, streamer=streamer, **gen
@@ -528,6 +602,7 @@ class LoGoEngine:
         routings, enc, notices, mixture, max_new_tokens, _ = self._plan([prompt], max_new_tokens, batch, kwargs)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
         box: dict = {}
+        stop = threading.Event()
         sampling = {
             "do_sample": do_sample,
             "temperature": temperature,
@@ -538,7 +613,7 @@ class LoGoEngine:
         def work() -> None:
             t1 = time.perf_counter()
             try:
-                box["ids"] = self._generate_ids(enc, mixture, max_new_tokens, sampling, streamer)
+                box["ids"] = self._generate_ids(enc, mixture, max_new_tokens, sampling, streamer, stop)
             except BaseException as e:  # surfaced to the consumer in finish()
                 box["error"] = e
                 streamer.end()
@@ -561,4 +636,4 @@ class LoGoEngine:
             }
             return Generation(text, routings[0], timings, notices[0])
 
-        return GenerationStream(routings[0], iter(streamer), finish)
+        return GenerationStream(routings[0], iter(streamer), finish, stop)

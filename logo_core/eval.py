@@ -364,11 +364,21 @@ def write_outputs(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))
+    tasks, adapters = results["seen_tasks"], results["adapters"]
     figures = {
-        "heatmap": plots.task_adapter_heatmap(results["heatmap"], results["seen_tasks"], results["adapters"]),
-        "routing_by_block": plots.accuracy_by_block(results["routing_by_block"]),
+        "heatmap": plots.heatmap(
+            results["heatmap"],
+            adapters,
+            tasks,
+            title="Mean routing signal: task prompts x adapters",
+            row_label="task",
+            value_label="mean signal",
+        ),
+        "routing_by_block": plots.accuracy_by_block(
+            results["routing_by_block"], title="Routing accuracy by probe block (q_proj)"
+        ),
         "weight_vs_similarity": plots.weight_vs_similarity(
-            results["similarity"], results["weight"], results["seen_tasks"], results["adapters"]
+            results["similarity"], results["weight"], tasks, adapters, title="Merge weight vs task similarity"
         ),
     }
     for name, fig in figures.items():

@@ -245,3 +245,52 @@ def latency_bars(seconds: Mapping[str, float], title: str = "Latency", unit: str
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title=unit, rangemode="tozero")
     return _layout(fig, title, 90 + 36 * len(names))
+
+
+def blocks_label(layers: Sequence[int]) -> str:
+    """`block 29`, `blocks 15-29` or `blocks 3, 7` for chart titles."""
+    layers = list(layers)
+    if len(layers) == 1:
+        return f"block {layers[0]}"
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"blocks {layers[0]}-{layers[-1]} (mean)"
+    return f"blocks {', '.join(map(str, layers))} (mean)"
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def accuracy_by_block(curves: Mapping[str, Sequence[float]], title: str = "") -> go.Figure:
+    """Routing accuracy when probing each block alone: one line per signal / probe input."""
+    fig = go.Figure()
+    for name, ys in curves.items():
+        fig.add_scatter(x=list(range(len(ys))), y=list(ys), mode="lines+markers", name=name)
+    fig.update_xaxes(title="probe block")
+    fig.update_yaxes(title="own adapter top-1 (%)", range=[0, 101])
+    return _layout(fig, title, 480)
+
+
+def weight_vs_similarity(
+    similarity: Sequence[Sequence[float]],
+    weight: Sequence[Sequence[float]],
+    tasks: Sequence[str],
+    adapters: Sequence[str],
+    title: str = "",
+) -> go.Figure:
+    """Mean merge weight an adapter gets on a task's prompts (y) against how similar the task and
+    the adapter's task are (x), one marker per (task, adapter) pair; own adapters highlighted."""
+    fig = go.Figure()
+    for own, name, color in ((False, "other adapters", OTHER), (True, "own adapter", SELECTED)):
+        pairs = [(i, j) for i, t in enumerate(tasks) for j, a in enumerate(adapters) if (t == a) == own]
+        fig.add_scatter(
+            x=[similarity[i][j] for i, j in pairs],
+            y=[weight[i][j] for i, j in pairs],
+            text=[f"task {tasks[i]} · adapter {adapters[j]}" for i, j in pairs],
+            mode="markers",
+            name=name,
+            marker=dict(color=color, size=9, opacity=0.8),
+            hovertemplate="%{text}<br>similarity %{x:.2f}<br>weight %{y:.3f}<extra></extra>",
+        )
+    fig.update_xaxes(title="task similarity (MiniLM cosine of the task descriptions)")
+    fig.update_yaxes(title="mean merge weight", rangemode="tozero")
+    return _layout(fig, title, 480)

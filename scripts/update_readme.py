@@ -28,7 +28,7 @@ def main() -> int:
             print(f"README.md has no <!-- BEGIN {name} --> section", file=sys.stderr)
             return 1
         body = source.read_text(encoding="utf-8").strip()
-        text = pattern.sub(lambda m: f"{m.group(1)}{body}\n{m.group(2)}", text)
+        text = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}", text)
     readme.write_text(text, encoding="utf-8")
     return 0
 

@@ -48,7 +48,7 @@ def test_route_defaults_and_options(client):
     check_trace(trace, 2)
     trace = client.predict("Sort these words: pear apple fig", k=2, signal="entropy", layer="20:30", api_name="/route")
     check_trace(trace, 2)
-    assert trace["options"]["signal"] == "entropy" and trace["options"]["layer"] == list(range(20, 30))
+    assert trace["options"]["signal"] == "entropy" and trace["options"]["layers"] == list(range(20, 30))
 
 
 def test_generate(client):

@@ -11,7 +11,7 @@ import torch
 from helpers import ARCHS, make_adapter, tiny_engine, tiny_model
 from safetensors.torch import load_file
 
-from logo_core.engine import Routing
+from logo_core.engine import LoGoEngine, Routing
 from logo_core.mixing import reference_delta, select_top_k, use_mixture
 
 PROMPTS = ["What is 47 + 38?", "Translate 'cat' to French.", "Is this review positive? I loved it.", "Hi"]
@@ -275,3 +275,39 @@ def test_sweep_rows_match_single_layers(setup):
     assert sweep.shape == (N_LAYERS, 4)
     for b in range(N_LAYERS):
         torch.testing.assert_close(sweep[b], torch.tensor(list(engine.route(PROMPTS[0], layer=b).scores.values())))
+
+
+def test_probe_cache_gives_the_same_routing_without_a_pass(setup):
+    engine, *_ = setup
+    cached = LoGoEngine(engine.model, engine.tokenizer, engine.pool, engine.defaults, probe_cache_size=8)
+    first = cached.route(PROMPTS[0], layer=-1)
+    engine.route(PROMPTS[0], signal="entropy")  # both engines have their calibration now
+    passes = []
+    handle = engine.model.model.layers[0].register_forward_pre_hook(lambda m, a: passes.append(1))
+    try:
+        for layer, probe_input in [(1, "residual"), (2, "module"), (-1, "residual")]:
+            r = cached.route(PROMPTS[0], layer=layer, probe_input=probe_input, signal="entropy")
+            assert r.scores == engine.route(PROMPTS[0], layer=layer, probe_input=probe_input, signal="entropy").scores
+    finally:
+        handle.remove()
+    assert len(passes) == 3  # only the uncached engine ran forward passes
+    assert cached.route(PROMPTS[0], layer=-1).scores == first.scores
+
+
+def test_closing_a_stream_stops_decoding(setup):
+    engine, *_ = setup
+    stream = engine.stream(PROMPTS[0], max_new_tokens=200, min_new_tokens=200)
+    pieces = iter(stream)
+    next(pieces)
+    stream.close()
+    rest = list(pieces)
+    assert stream.result.timings["new_tokens"] < 200
+    assert len(rest) < 199
+
+
+def test_trace_options_have_the_same_keys_routed_or_explicit(setup):
+    engine, *_ = setup
+    routed = engine.generate(PROMPTS[0], max_new_tokens=2, layer="1:3").routing.options
+    explicit = engine.generate(PROMPTS[0], max_new_tokens=2, adapters={"a0": 1.0}).routing.options
+    assert routed.keys() == explicit.keys()
+    assert routed["mode"] == "routed" and routed["layers"] == [1, 2] and explicit["mode"] == "explicit"

@@ -14,16 +14,18 @@ import argparse
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from .loading import EMBEDDED_HUB_ID, load_base
-from .registry import AdapterSpec, load_config, save_config
+from .registry import AdapterSpec, load_config, parse_config, save_config
 from .tasks import Task, adapter_tasks, get_task
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,17 @@ def register(task: Task, directory: Path, config: Path) -> None:
         cfg.adapters[names.index(task.name)] = spec
     else:
         cfg.adapters.append(spec)
-    save_config(cfg, config)
+    text = config.read_text(encoding="utf-8")
+    head = re.search(r"^adapters:", text, re.MULTILINE)
+    if head is None or re.search(r"^\w", text[head.end() :], re.MULTILINE):
+        save_config(cfg, config)  # `adapters:` is not the last section: rewrite (comments are lost)
+        return
+    # Rewrite only the trailing `adapters:` section so the hand-written header keeps its comments.
+    adapters = [a.model_dump(mode="json", exclude_none=True) for a in cfg.adapters]
+    body = yaml.safe_dump({"adapters": adapters}, sort_keys=False, allow_unicode=True, width=100)
+    new = text[: head.start()] + body
+    parse_config(yaml.safe_load(new), str(config), config.resolve().parent)  # never write an invalid pool
+    config.write_text(new, encoding="utf-8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

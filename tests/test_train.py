@@ -8,7 +8,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from logo_core.train import IGNORE, answer_loss, collate, lora_model, save_adapter
+from logo_core.registry import load_config
+from logo_core.tasks import get_task
+from logo_core.train import IGNORE, answer_loss, collate, lora_model, register, save_adapter
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +66,14 @@ def test_two_steps_train_and_save_fp16(tiny, tmp_path):
         assert len(keys) == 2 * 2 * 2  # blocks x modules x (A, B)
         assert all(f.get_tensor(k).dtype == torch.float16 for k in keys)
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())  # atomic write left no temp dir
+
+
+def test_register_keeps_comments_and_replaces_entries(tmp_path):
+    config = tmp_path / "adapters.yaml"
+    config.write_text("# my pool\nbase_model:\n  id: default  # keep me\nadapters: []\n")
+    for _ in range(2):  # registering twice replaces, never duplicates
+        register(get_task("sentiment"), tmp_path / "assets" / "sentiment", config)
+    text = config.read_text()
+    assert text.startswith("# my pool\n") and "# keep me" in text
+    (spec,) = load_config(config).adapters
+    assert spec.name == "sentiment" and spec.path == "assets/sentiment" and len(spec.examples) == 3

@@ -10,30 +10,22 @@ from .base import Example
 
 
 def boolean_expressions(rng: random.Random) -> Example:
-    """BBH format: `not ( True and False ) or True is` -> `True`."""
+    """BBH format: `not ( True and False ) or True is` -> `True`.
 
-    def expr(depth: int) -> tuple[str, bool, bool]:
-        """(text, value, is_unit): a unit (literal, group, negated unit) can take `not` bare."""
-        if depth == 0 or rng.random() < 0.3:
-            value = rng.random() < 0.5
-            text, val, unit = str(value), value, True
-        else:
-            (left, lv, lu), (right, rv, ru) = expr(depth - 1), expr(depth - 1)
-            # Parenthesise compound children so the text parses as the tree it was built from.
-            left, right = (t if u else f"( {t} )" for t, u in ((left, lu), (right, ru)))
-            op = rng.choice(["and", "or"])
-            text, val, unit = f"{left} {op} {right}", (lv and rv) if op == "and" else (lv or rv), False
-            if depth > 1 and rng.random() < 0.5:
-                text, unit = f"( {text} )", True
-        if rng.random() < 0.3:
-            # `not` binds tighter than and/or, so a non-unit is parenthesised before negation.
-            text, val, unit = (f"not {text}" if unit else f"not ( {text} )"), not val, True
-        return text, val, unit
+    Kept to 2-4 literals: with deeper trees a 135M model trained for a few dozen steps stays at
+    chance (measured: adapter = base = 40% on depth-2 trees).
+    """
 
-    text, val, _ = expr(2)
-    while " " not in text:  # a bare literal is too trivial
-        text, val, _ = expr(2)
-    assert eval(text, {"__builtins__": {}}) == val  # internal check: Python agrees; only literals
+    def literal() -> str:
+        value = str(rng.random() < 0.5)
+        return f"not {value}" if rng.random() < 0.3 else value
+
+    text = f" {rng.choice(['and', 'or'])} ".join(literal() for _ in range(rng.choice([2, 2, 3])))
+    if rng.random() < 0.3:
+        text = f"not ( {text} )"
+    elif rng.random() < 0.4:
+        text = f"( {text} ) {rng.choice(['and', 'or'])} {literal()}"
+    val = eval(text, {"__builtins__": {}})  # safe: the text holds only True/False/not/and/or/()
     template = rng.choice(
         [
             "{e} is",

@@ -1,7 +1,7 @@
-"""Fixtures for the app tests: the real SmolLM2 with a small pool of random PEFT adapters, and a served app.
+"""Fixtures for the app tests: the names of the shipped adapter pool, and a served app.
 
-The pool is built once per pytest session (in the session's base temp dir, shared by the test modules);
-each module loads its engine once (a session-scoped fixture defined in the module).
+The engine itself (`app_engine`: the real SmolLM2 with the 10 trained adapters of adapters.yaml) is a
+session-scoped fixture in conftest.py, loaded once for all the app test modules.
 """
 
 from __future__ import annotations
@@ -11,43 +11,10 @@ import socket
 import time
 from pathlib import Path
 
-import yaml
+from logo_core.registry import load_config
 
-from logo_core.engine import LoGoEngine
-from logo_core.loading import load_base
-from logo_core.pool import load_pool
-from logo_core.registry import BaseModelSpec, load_config
-from logo_core.tasks import TASKS
-
-POOL = ("arithmetic", "capitals", "sentiment", "translation_en_fr")  # adapters named after suite tasks
-
-
-def build_engine(root: Path) -> LoGoEngine:
-    """The real base model with `POOL` as random-weight adapters (small std: generations stay sane).
-
-    The adapter files and adapters.yaml are written under `root` the first time and reused afterwards.
-    """
-    from helpers import make_adapter
-
-    model, tok = load_base(BaseModelSpec())
-    config = root / "adapters.yaml"
-    if not config.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for seed, name in enumerate(POOL):
-            make_adapter(model, root / name, seed=seed, r=8, alpha=16, targets=("q_proj", "v_proj"), std=0.02)
-            task = TASKS[name]
-            entries.append(
-                {"name": name, "path": name, "description": task.description, "examples": task.example_prompts(2)}
-            )
-        # max_prompt_tokens: a 50,000-character prompt is truncated to 512 tokens (a cheaper probe than 2048)
-        doc = {"defaults": {"k": 2, "max_new_tokens": 12, "max_prompt_tokens": 512}, "adapters": entries}
-        tmp = root / "adapters.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        tmp.rename(config)
-    cfg = load_config(config)
-    pool, report = load_pool(cfg, model)
-    return LoGoEngine(model, tok, pool, cfg.defaults, cfg.neutral_prompts, report)
+ROOT = Path(__file__).resolve().parents[1]
+POOL = tuple(a.name for a in load_config(ROOT / "adapters.yaml").adapters)  # the shipped pool, in file order
 
 
 def free_port() -> int:

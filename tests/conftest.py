@@ -32,3 +32,18 @@ def real_engine():
     if len(engine.pool) < 2:
         pytest.skip("the shipped pool in adapters.yaml has fewer than 2 adapters")
     return engine
+
+
+@pytest.fixture(scope="session")
+def app_engine():
+    """The app's engine, built as app.py builds it (probe cache on), on the shipped pool of adapters.yaml.
+
+    Only the test-friendly defaults differ from the file: k=2, short answers and a cheaper probe of huge prompts.
+    Shared by test_app.py, test_app_client.py and test_browser.py.
+    """
+    from logo_core.engine import LoGoEngine
+    from logo_core.registry import load_config
+
+    cfg = load_config(ROOT / "adapters.yaml")
+    cfg.defaults = cfg.defaults.model_copy(update={"k": 2, "max_new_tokens": 12, "max_prompt_tokens": 512})
+    return LoGoEngine.from_pool_config(cfg, probe_cache_size=64)

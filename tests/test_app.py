@@ -1,4 +1,4 @@
-"""The app's callbacks on the real model with a small random pool: figures, messages, bad input."""
+"""The app's callbacks on the real model with the shipped pool of trained adapters: figures, messages, bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from app_fixtures import POOL, build_engine
+from app_fixtures import POOL
 
 import app
 from logo_core import plots
@@ -23,11 +23,6 @@ DEFAULTS = dict(k=2, signal="norm", calibrated=True, layer=29, module=["q_proj"]
 def controls(**changes) -> list:
     """UI control values in the order the callbacks take them."""
     return list({**DEFAULTS, **changes}.values())
-
-
-@pytest.fixture(scope="session")
-def app_engine(tmp_path_factory) -> LoGoEngine:
-    return build_engine(tmp_path_factory.getbasetemp() / "app_pool")
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +123,22 @@ def test_every_control_reroutes(cb, changes):
     trace = download(export)
     assert not notice["visible"] and len(trace["scores"]) == len(POOL)
     opts = trace["options"]
-    for key, value in changes.items():
-        assert opts[key] == (value if key != "module" else "q_proj")  # no module chosen -> the default
+    for key, value in changes.items():  # the trace records the resolved lists of blocks and modules
+        if key == "layer":
+            assert opts["layers"] == [value]
+        elif key == "module":
+            assert opts["modules"] == ["q_proj"]  # no module chosen -> the default
+        else:
+            assert opts[key] == value
 
 
 @pytest.mark.parametrize(
     ("prompt", "changes", "message"),
-    [("", {}, "prompt` is empty"), ("  \n\t ", {}, "prompt` is empty"), (PROMPT, {"k": 9}, "between 1 and 4")],
+    [
+        ("", {}, "prompt` is empty"),
+        ("  \n\t ", {}, "prompt` is empty"),
+        (PROMPT, {"k": len(POOL) + 1}, f"between 1 and {len(POOL)}"),
+    ],
 )
 def test_bad_route_requests_show_a_message(cb, prompt, changes, message):
     fig, _, notice, timing, export = cb.route(prompt, *controls(**changes))
@@ -211,7 +215,7 @@ def test_compare_answers_four_ways_with_latencies(cb):
     assert "base model alone" in details[0] and "100%" in details[2]  # base model alone; top-1 adapter alone
     assert list(latency.data[0].y) == ["Base model", "LoGo", "Top-1 adapter", "Uniform mixture"]
     assert len(steps) == 5  # one update per finished variant, after the first
-    assert f"all {len(POOL)} adapters, 25% each" in details[3]
+    assert f"all {len(POOL)} adapters, {1 / len(POOL):.0%} each" in details[3]
 
 
 def test_compare_bad_input_raises(cb):
@@ -248,8 +252,8 @@ def test_sweep_bad_input_shows_message(cb):
 def test_api_route_and_generate(cb):
     trace = cb.api_route(PROMPT, k=3)
     assert len(trace["selected"]) == 3 and sum(trace["weights"].values()) == pytest.approx(1.0)
-    with pytest.raises(gr.Error, match="between 1 and 4"):
-        cb.api_route(PROMPT, k=7)
+    with pytest.raises(gr.Error, match=f"between 1 and {len(POOL)}"):
+        cb.api_route(PROMPT, k=len(POOL) + 3)
     with pytest.raises(gr.Error, match="signal"):
         cb.api_generate(PROMPT, signal="loudness")
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from app_fixtures import POOL, build_engine, served
+from app_fixtures import POOL, served
 
 import app
 
 
-@pytest.fixture(scope="session")
-def client_engine(tmp_path_factory):
-    return build_engine(tmp_path_factory.getbasetemp() / "app_pool")
-
-
 @pytest.fixture(scope="module")
-def client(client_engine):
+def client(app_engine):
     from gradio_client import Client
 
-    with served(app.create_demo(client_engine)) as url:
+    with served(app.create_demo(app_engine)) as url:
         yield Client(url, verbose=False)
 
 
@@ -63,7 +58,7 @@ def test_generate(client):
     ("kwargs", "message"),
     [
         ({"prompt": "   "}, "prompt` is empty"),
-        ({"prompt": "hi", "k": 9}, "between 1 and 4"),
+        ({"prompt": "hi", "k": len(POOL) + 1}, f"between 1 and {len(POOL)}"),
         ({"prompt": "hi", "layer": 99}, "layer"),
     ],
 )

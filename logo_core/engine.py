@@ -546,22 +546,22 @@ class LoGoEngine:
         new = out[:, enc["input_ids"].shape[1] :]
         results = []
         for i, r in enumerate(routings):
-            n_tok = self._count_new(new[i])
-            timings = {
-                "probe_s": r.timings.get("probe_s", 0.0),
-                "generate_s": t2 - t1,  # prefill + decode
-                "total_s": t2 - t0,
-                "new_tokens": n_tok,
-                "tokens_per_s": n_tok / max(t2 - t1, 1e-9),
-            }
+            timings = self._timings(r, new[i], generate_s=t2 - t1, total_s=t2 - t0)
             text = self.tokenizer.decode(new[i], skip_special_tokens=True)
             results.append(Generation(text, r, timings, notices[i]))
         return results
 
-    def _count_new(self, ids: Tensor) -> int:
-        eos = self.tokenizer.eos_token_id
-        hits = (ids == eos).nonzero()
-        return int(hits[0, 0]) + 1 if len(hits) else int(ids.shape[0])
+    def _timings(self, routing: Routing, new_ids: Tensor, generate_s: float, total_s: float) -> dict[str, float]:
+        """probe, prefill + decode and total seconds, and the tokens generated (up to the first EOS)."""
+        hits = (new_ids == self.tokenizer.eos_token_id).nonzero()
+        n_tok = int(hits[0, 0]) + 1 if len(hits) else int(new_ids.shape[0])
+        return {
+            "probe_s": routing.timings.get("probe_s", 0.0),
+            "generate_s": generate_s,
+            "total_s": total_s,
+            "new_tokens": n_tok,
+            "tokens_per_s": n_tok / max(generate_s, 1e-9),
+        }
 
     def generate(
         self, prompt: str, max_new_tokens: int | None = None, adapters: dict[str, float] | None = None, **kwargs
@@ -626,14 +626,8 @@ class LoGoEngine:
             thread.join()
             if "error" in box:
                 raise box["error"]
-            n_tok = self._count_new(box["ids"][0, enc["input_ids"].shape[1] :])
-            timings = {
-                "probe_s": routings[0].timings.get("probe_s", 0.0),
-                "generate_s": box["generate_s"],
-                "total_s": time.perf_counter() - t0,
-                "new_tokens": n_tok,
-                "tokens_per_s": n_tok / max(box["generate_s"], 1e-9),
-            }
+            new = box["ids"][0, enc["input_ids"].shape[1] :]
+            timings = self._timings(routings[0], new, box["generate_s"], time.perf_counter() - t0)
             return Generation(text, routings[0], timings, notices[0])
 
         return GenerationStream(routings[0], iter(streamer), finish, stop)

@@ -333,10 +333,10 @@ def markdown(results: dict) -> str:
     lines.append(f"| setting | dev top-1 | test top-1 | test top-{k} |")
     lines.append("|---|---:|---:|---:|")
     L = max(max(r["layers"]) for r in results["routing"]) + 1
-    shown = [
+    shown = [  # the reference place (last block, q_proj, residual) under each signal
         r
         for r in results["routing"]
-        if r["layers"] == [L - 1] and r["modules"] == ["q_proj"] and r["probe_input"] == "residual"
+        if list(r["layers"]) == [L - 1] and list(r["modules"]) == ["q_proj"] and r["probe_input"] == "residual"
     ]
     best = max(results["routing"], key=lambda r: r["dev_top1"])
     for r in shown + [best]:
@@ -399,9 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--quick", action="store_true", help="a small slice (3 tasks, 6 prompts each) for CI")
     p.add_argument("--jsonl", type=Path, help="score a file of {context, completion} rows instead")
+    p.add_argument("--render", action="store_true", help="only redraw tables and plots from OUT/results.json")
     p.add_argument("--metric", default="rouge_l", choices=sorted(METRICS), help="metric for --jsonl")
     p.add_argument("--max-new-tokens", type=int, default=64, help="generation length for --jsonl")
     args = p.parse_args(argv)
+    if args.render:
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        write_outputs(results, Path(args.out))
+        print(markdown(results))
+        return 0
     engine = LoGoEngine.from_config(args.config)
     if args.jsonl:
         print(

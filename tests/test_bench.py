@@ -75,7 +75,8 @@ def test_amortisation_curves(report: dict):
 
 def test_routing_memory_dtype_and_targets(report: dict):
     s = bench.QUICK
-    assert [r["n"] for r in report["probe_vs_n"]] == list(s.pool_sizes)
+    rows = [(r["routing"], r["n"]) for r in report["probe_vs_n"]]
+    assert rows == [(r, n) for r in bench.ROUTINGS for n in s.pool_sizes]
     assert all(positive_finite(r["ratio"]) and positive_finite(r["route_ms"]) for r in report["probe_vs_n"])
     b = report["batched"]
     assert b["prompts"] == s.batch and positive_finite(b["speedup"]) and b["same_selection"] == 1.0
@@ -88,7 +89,7 @@ def test_routing_memory_dtype_and_targets(report: dict):
     for r in dtypes.values():
         assert positive_finite(r["base_decode_tps"]) and positive_finite(r["k3_vs_fp32"])
         assert 0.0 <= r["same_topk"] <= 1.0 and 0.0 <= r["same_top1"] <= 1.0
-    assert len(report["targets"]) == 7
+    assert len(report["targets"]) == 9
     assert all(isinstance(t["met"], bool) and math.isfinite(t["measured"]) for t in report["targets"])
     assert report["meta"]["mode"] == "quick"
 

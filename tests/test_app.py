@@ -118,7 +118,7 @@ def test_changing_k_changes_the_highlighted_set(cb):
     "changes",
     [dict(signal="entropy"), dict(calibrated=False), dict(layer=10), dict(probe_input="module"), dict(module=[])],
 )
-def test_every_control_reroutes(cb, changes):
+def test_every_control_reroutes(cb, app_engine, changes):
     fig, _, notice, _, export = cb.route(PROMPT, *controls(**changes))
     trace = download(export)
     assert not notice["visible"] and len(trace["scores"]) == len(POOL)
@@ -127,7 +127,7 @@ def test_every_control_reroutes(cb, changes):
         if key == "layer":
             assert opts["layers"] == [value]
         elif key == "module":
-            assert opts["modules"] == ["q_proj"]  # no module chosen -> the default
+            assert opts["modules"] == list(app_engine.options().modules)  # no module chosen -> the default
         else:
             assert opts[key] == value
 

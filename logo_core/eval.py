@@ -338,7 +338,7 @@ def markdown(results: dict) -> str:
         for r in results["routing"]
         if list(r["layers"]) == [L - 1] and list(r["modules"]) == ["q_proj"] and r["probe_input"] == "residual"
     ]
-    best = max(results["routing"], key=lambda r: r["dev_top1"])
+    best = next(r for r in results["routing"] if r["setting"] == results["default"]["label"])
     for r in shown + [best]:
         tag = " (chosen default)" if r is best else (" (reference)" if r["setting"] == results["reference"] else "")
         lines.append(f"| {r['setting']}{tag} | {r['dev_top1']:.1f} | {r['test_top1']:.1f} | {r[f'test_top{k}']:.1f} |")

@@ -28,6 +28,9 @@ def main() -> int:
             print(f"README.md has no <!-- BEGIN {name} --> section", file=sys.stderr)
             return 1
         body = source.read_text(encoding="utf-8").strip()
+        # The README gives each section its own "##" heading: drop a report's title, demote its sections.
+        body = re.sub(r"\A# .*\n+", "", body)
+        body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)
         text = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}", text)
     readme.write_text(text, encoding="utf-8")
     return 0

@@ -88,7 +88,7 @@ class Settings:
     n_pool: int  # pool of the end-to-end comparison (the reference loads all of it into PEFT)
     ks: tuple[int, ...]  # our engine
     peer_ks: tuple[int, ...]  # reference-style and PEFT merge
-    lengths: tuple[int, int]  # short and long request, new tokens
+    lengths: tuple[int, int]  # short and long request, new tokens (the short one read off the long one's clock)
     e2e_prompts: int  # how many of PROMPTS are timed end to end
     reps: int
     pool_sizes: tuple[int, ...]  # probe cost as the pool grows (ratio to the first)
@@ -96,18 +96,20 @@ class Settings:
     batch: int  # batched routing: prompts in one call
     memory_pools: tuple[int, ...]
     dtype_tokens: int
-    dtype_prompts: int
+    dtype_prompts: int  # routing agreement prompts (decode speed: the first `dtype_timed` of them)
+    dtype_timed: int
+    memory_extras: bool  # also k = max(ks) and the reference in the memory table
     trained_pool: str | None = None  # also measure dtype routing agreement on this trained pool
 
 
 FULL = Settings(
     n_pool=32, ks=(1, 3, 20), peer_ks=(3, 20), lengths=(16, 128), e2e_prompts=3, reps=1, pool_sizes=(8, 64, 256),
-    route_reps=5, batch=32, memory_pools=(8, 256), dtype_tokens=32, dtype_prompts=len(PROMPTS),
-    trained_pool="adapters.yaml",
+    route_reps=5, batch=32, memory_pools=(8, 256), dtype_tokens=24, dtype_prompts=len(PROMPTS),
+    dtype_timed=2, memory_extras=True, trained_pool="adapters.yaml",
 )  # fmt: skip
 QUICK = Settings(
-    n_pool=8, ks=(1, 3, 8), peer_ks=(3, 8), lengths=(4, 12), e2e_prompts=1, reps=1, pool_sizes=(4, 16), route_reps=2,
-    batch=8, memory_pools=(4, 16), dtype_tokens=6, dtype_prompts=8,
+    n_pool=8, ks=(1, 3, 8), peer_ks=(3, 8), lengths=(4, 8), e2e_prompts=1, reps=1, pool_sizes=(4, 16), route_reps=1,
+    batch=8, memory_pools=(16,), dtype_tokens=4, dtype_prompts=4, dtype_timed=1, memory_extras=False,
 )  # fmt: skip
 
 RANK, ALPHA, TARGETS, STD = 8, 16, ("q_proj", "v_proj"), 0.02
@@ -203,7 +205,8 @@ def fixed_length(tok, n: int, clock: Clock) -> dict:
 
 @dataclass
 class Sample:
-    """One timed request: setup (routing, mixing) then per-token stamps, seconds from the start."""
+    """One timed request: setup (routing, mixing) then per-token stamps, seconds from the start;
+    `total_s` also holds the end of `generate` and any per-request cleanup."""
 
     setup_s: float
     token_s: list[float]
@@ -211,8 +214,14 @@ class Sample:
 
     @property
     def decode_tps(self) -> float:
-        n = len(self.token_s)
-        return (n - 1) / max(self.token_s[-1] - self.token_s[0], 1e-9) if n > 1 else float("nan")
+        """1 / the median time between two new tokens: robust to a stray pause of a shared CPU."""
+        gaps = [b - a for a, b in zip(self.token_s, self.token_s[1:])]
+        return 1.0 / statistics.median(gaps) if gaps else float("nan")
+
+    def latency(self, n: int) -> float:
+        """End-to-end time of the same request stopped after n tokens: up to the n-th token, plus
+        what follows the last token (end of `generate`, cleanup)."""
+        return self.token_s[n - 1] + (self.total_s - self.token_s[-1])
 
 
 def timed(n: int, prepare: Callable[[], Callable[[Clock], object]]) -> Sample:
@@ -226,6 +235,17 @@ def timed(n: int, prepare: Callable[[], Callable[[Clock], object]]) -> Sample:
     t2 = time.perf_counter()
     assert len(clock.times) == n, f"generated {len(clock.times)} tokens instead of {n}"
     return Sample(t1 - t0, [t - t0 for t in clock.times], t2 - t0)
+
+
+def generate_then(generate: Callable[[Clock], object], cleanup: Callable[[], None]) -> Callable[[Clock], object]:
+    """A generate function followed by the request's cleanup, both inside the timed request."""
+
+    def run(clock: Clock) -> object:
+        out = generate(clock)
+        cleanup()
+        return out
+
+    return run
 
 
 # --------------------------------------------------------------------------- contenders
@@ -329,13 +349,19 @@ class Reference:
                 if isinstance(mod, LoraLayer):
                     restore[mod] = dict(mod.scaling)
                     mod.scaling = {a: s * mult.get(a, 1.0) for a, s in mod.scaling.items()}
-            return lambda clock: self.peft.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock))
+            return generate_then(
+                lambda clock: self.peft.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock)), undo
+            )
+
+        def undo() -> None:  # restore every layer's scaling (the reference's context manager)
+            for mod, scaling in restore.items():
+                mod.scaling = scaling
+            restore.clear()
 
         try:
             return timed(n, prepare)
         finally:
-            for mod, scaling in restore.items():
-                mod.scaling = scaling
+            undo()  # after a failure too
 
 
 class PeftMerge:
@@ -352,13 +378,18 @@ class PeftMerge:
                 selected, weights = reference_probe(self.peft, enc, self.k)
             self.peft.base_model.add_weighted_adapter(selected, weights, "mix", combination_type="cat")
             self.peft.base_model.set_adapter("mix", inference_mode=True)
-            return lambda clock: self.peft.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock))
+            return generate_then(
+                lambda clock: self.peft.generate(**enc, **fixed_length(self.engine.tokenizer, n, clock)), undo
+            )
+
+        def undo() -> None:
+            if "mix" in self.peft.peft_config:
+                self.peft.base_model.delete_adapter("mix")
 
         try:
             return timed(n, prepare)
         finally:
-            if "mix" in self.peft.peft_config:
-                self.peft.base_model.delete_adapter("mix")
+            undo()  # after a failure too
 
 
 # --------------------------------------------------------------------------- figures
@@ -369,22 +400,19 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def run_e2e(
-    contenders: list, prompts: list[str], lengths: Sequence[int], reps: int, log
-) -> dict[int, dict[str, list[Sample]]]:
-    """Every contender on every prompt and length, interleaved; the order rotates each round."""
-    samples: dict[int, dict[str, list[Sample]]] = {n: {c.name: [] for c in contenders} for n in lengths}
+def run_e2e(contenders: list, prompts: list[str], n: int, reps: int, log) -> dict[str, list[Sample]]:
+    """Every contender on every prompt (n new tokens), interleaved; the order rotates each round."""
+    samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
     for c in contenders:  # warm-up: first-use costs (stacks, calibration, allocator) are not timed
         c.request(prompts[0], 2)
     rnd = 0
     for rep in range(reps):
-        for p in prompts:
-            for n in lengths:
-                order = contenders[rnd % len(contenders) :] + contenders[: rnd % len(contenders)]
-                rnd += 1
-                for c in order:
-                    samples[n][c.name].append(c.request(p, n))
-                log(f"  e2e rep {rep + 1}/{reps}, {n} tokens, prompt {prompts.index(p) + 1}/{len(prompts)} done")
+        for i, p in enumerate(prompts):
+            order = contenders[rnd % len(contenders) :] + contenders[: rnd % len(contenders)]
+            rnd += 1
+            for c in order:
+                samples[c.name].append(c.request(p, n))
+            log(f"  e2e round {rep + 1}/{reps}, prompt {i + 1}/{len(prompts)} done")
     return samples
 
 
@@ -393,27 +421,22 @@ def paired_ratio(xs: list[float], base: list[float]) -> float:
     return med([x / b for x, b in zip(xs, base, strict=True)])
 
 
-def summarise_e2e(
-    samples: dict[int, dict[str, list[Sample]]], contenders: list, lengths: tuple[int, int]
-) -> list[dict]:
+def summarise_e2e(samples: dict[str, list[Sample]], contenders: list, lengths: tuple[int, int]) -> list[dict]:
+    """Latency of a short and a long request, and decode speed, each against the base model's.
+
+    The short request is read off the long one's clock (the request would end there)."""
     short, long_ = lengths
-    base_s, base_l = samples[short]["base"], samples[long_]["base"]
+    base = samples["base"]
     rows = []
     for c in contenders:
-        s, lo = samples[short][c.name], samples[long_][c.name]
-        rows.append(
-            {
-                "contender": c.name,
-                "k": c.k,
-                "setup_ms": 1000 * med([x.setup_s for x in s + lo]),
-                f"e2e_{short}_s": med([x.total_s for x in s]),
-                f"e2e_{short}_ratio": paired_ratio([x.total_s for x in s], [x.total_s for x in base_s]),
-                f"e2e_{long_}_s": med([x.total_s for x in lo]),
-                f"e2e_{long_}_ratio": paired_ratio([x.total_s for x in lo], [x.total_s for x in base_l]),
-                "decode_tps": med([x.decode_tps for x in lo]),
-                "decode_ratio": paired_ratio([x.decode_tps for x in lo], [x.decode_tps for x in base_l]),
-            }
-        )
+        ss = samples[c.name]
+        row = {"contender": c.name, "k": c.k, "setup_ms": 1000 * med([x.setup_s for x in ss])}
+        for n in (short, long_):
+            row[f"e2e_{n}_s"] = med([x.latency(n) for x in ss])
+            row[f"e2e_{n}_ratio"] = paired_ratio([x.latency(n) for x in ss], [x.latency(n) for x in base])
+        row["decode_tps"] = med([x.decode_tps for x in ss])
+        row["decode_ratio"] = paired_ratio([x.decode_tps for x in ss], [x.decode_tps for x in base])
+        rows.append(row)
     return rows
 
 
@@ -482,15 +505,22 @@ def batched_routing(engine: LoGoEngine, prompts: list[str], reps: int) -> dict:
     }
 
 
-def memory(configs: dict[str, tuple], root: Path, log, parallel: int = 2) -> list[dict]:
+def memory(configs: dict[str, tuple], root: Path, log, requests: int = 4, parallel: int = 4) -> list[dict]:
     """Resident memory of each configuration ({label: (adapters, k, route kwargs)}), each in a
-    fresh subprocess.
+    fresh subprocess, after `requests` requests.
 
     RSS does not depend on timing, so `parallel` subprocesses run at once (one torch thread
     each). The first configuration is the reference point (the base model alone)."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     specs = [
-        {"label": label, "root": str(root), "k": k, "route": how, "adapters": {n: str(p) for n, p in adapters.items()}}
+        {
+            "label": label,
+            "root": str(root),
+            "k": k,
+            "route": how,
+            "requests": requests,
+            "adapters": {n: str(p) for n, p in adapters.items()},
+        }
         for label, (adapters, k, how) in configs.items()
     ]
     rows: list[dict] = []
@@ -532,7 +562,7 @@ def memory_child(spec: dict) -> None:
     torch.manual_seed(0)
     model, tok = load_base()
     adapters = {k: Path(v) for k, v in spec["adapters"].items()}
-    prompts = PROMPTS[:4]
+    prompts = PROMPTS[: spec["requests"]]
     if spec["label"].startswith("reference"):
         peft_model = load_peft(model, adapters)
         for p in prompts:
@@ -719,9 +749,11 @@ def markdown(res: dict, s: Settings) -> str:
         f"CPU free: {m['cpu_free']} (training job running at start/end: {m['training_at_start']}/{m['training_at_end']}; "
         f"other processes kept {m['others_cores']:.2f} cores busy on average during the run).",
         "",
-        f"SmolLM2-135M-Instruct fp32, greedy, exactly {short} / {long_} new tokens; synthetic adapters (rank {RANK}, "
+        f"SmolLM2-135M-Instruct fp32, greedy, exactly {long_} new tokens (the {short}-token latency is read off the same "
+        f"request's per-token clock, plus its end-of-request cost); synthetic adapters (rank {RANK}, "
         f"alpha {ALPHA}, {'+'.join(TARGETS)}); end-to-end pool N = {s.n_pool}; {s.e2e_prompts} prompt(s) x {s.reps} "
-        "repetition(s), interleaved; medians, ratios are medians of paired ratios against the base model.",
+        "round(s), interleaved; medians; ratios are medians of paired ratios against the base model in the same round; "
+        "decode tok/s = 1 / the median time between two tokens.",
         "",
         "## End to end, per request",
         "",
@@ -939,10 +971,11 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         contenders += [Engine(engine, k) for k in ks] + [Reference(peft_ref, engine, k) for k in peer_ks]
         contenders += [PeftMerge(peft_merge, engine, k) for k in peer_ks]
         log("end to end ...")
-        samples = run_e2e(contenders, PROMPTS[: s.e2e_prompts], s.lengths, s.reps, log)
+        samples = run_e2e(contenders, PROMPTS[: s.e2e_prompts], s.lengths[1], s.reps, log)
         res["e2e"] = summarise_e2e(samples, contenders, s.lengths)
-        res["raw_e2e"] = {str(n): {c: [x.total_s for x in v] for c, v in by.items()} for n, by in samples.items()}
-        curves = amortisation(samples[s.lengths[1]])
+        res["raw_e2e"] = {str(n): {c: [x.latency(n) for x in v] for c, v in samples.items()} for n in s.lengths}
+        res["raw_decode_tps"] = {c: [x.decode_tps for x in v] for c, v in samples.items()}
+        curves = amortisation(samples)
         res["amortisation"] = {"ms_per_token": {c: [1000 * y for y in ys] for c, ys in curves.items()}}
         del peft_ref, peft_merge, contenders, base_model
         gc.collect()
@@ -959,7 +992,7 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         trained = trained_pool(Path(s.trained_pool)) if s.trained_pool else None
         log(f"  trained pool for routing agreement: {len(trained[0].adapters) if trained else 'none yet'}")
         res["dtype"] = dtype_compare(
-            yaml_path, PROMPTS[: s.e2e_prompts], PROMPTS[: s.dtype_prompts], s.dtype_tokens, s.reps, 3, log, trained
+            yaml_path, PROMPTS[: s.dtype_timed], PROMPTS[: s.dtype_prompts], s.dtype_tokens, s.reps, 3, log, trained
         )
         del engine, eng_model
         gc.collect()
@@ -969,10 +1002,11 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         big = s.memory_pools[-1]
         configs = {"base alone": ({}, 0, {})}
         configs |= {f"engine N={n}": (first(n), 3, paper) for n in s.memory_pools}
-        configs[f"engine N={big}, k={s.ks[-1]}"] = (first(big), min(s.ks[-1], big), paper)
         configs[f"engine N={big}, all blocks v_proj"] = (first(big), 3, shipped)
-        configs[f"reference N={s.n_pool}"] = (first(s.n_pool), 3, {})
-        res["memory"] = memory(configs, root, log)
+        if s.memory_extras:
+            configs[f"engine N={big}, k={s.ks[-1]}"] = (first(big), min(s.ks[-1], big), paper)
+            configs[f"reference N={s.n_pool}"] = (first(s.n_pool), 3, {})
+        res["memory"] = memory(configs, root, log, requests=4 if s.memory_extras else 2)
 
     meta["training_at_end"], meta["load_end"] = training_running(), os.getloadavg()[0]
     meta["wall_s"] = time.perf_counter() - t_start
@@ -997,7 +1031,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--out", type=Path, default=None, help="output folder (default docs/bench, docs/bench/quick with --quick)"
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 with --quick)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's; with --quick, 1 on a busy machine)"
+    )
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
@@ -1011,7 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if training_running():
         log("warning: a training job (logo_core.train) is running: timings will be noisy")
-    threads = args.threads or (1 if args.quick else None)  # quick: robust on a busy machine, not for timing
+    # A smoke run on a busy machine: one thread degrades gently, several threads spin on each other.
+    threads = args.threads or (1 if args.quick and os.getloadavg()[0] > 1.0 else None)
     res = run(QUICK if args.quick else FULL, out, "quick" if args.quick else "full", log, threads)
     print(markdown(res, QUICK if args.quick else FULL))
     log(f"wrote {out}/bench.json, bench.md, amortisation.png/.html")

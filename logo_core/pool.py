@@ -1,8 +1,10 @@
-"""The adapter pool: stacked probe tensors for scoring, lazily loaded full factors for mixing.
+"""The adapter pool: stacked probe factors for scoring, device-cached full factors for mixing.
 
-Memory stays small for hundreds of adapters: only the probe (block, module) pairs in use are
-stacked in memory, and full adapter weights are read from safetensors when an adapter is chosen
-(kept in a small LRU cache).
+Memory stays small for hundreds of adapters: only the (block, module) pairs that the probe uses
+are stacked, in the adapters' own dtype (fp16 as trained; signals are computed in fp32), on the
+device of the module they belong to; the full factors of chosen adapters are read from safetensors
+once and kept on their devices in the compute dtype, in an LRU cache bounded in bytes, so nothing
+crosses PCIe per request once an adapter is warm.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +20,10 @@ from torch import Tensor, nn
 
 from .errors import AdapterLoadError
 from .loading import AdapterFile, fetch_adapter, load_adapter
-from .mixing import Key
+from .mixing import Factors, Key, stack_factors
 from .registry import AdapterSpec, PoolConfig
+
+Where = Callable[[Key], tuple[torch.device, torch.dtype]]  # (block, module) -> its device and compute dtype
 
 
 @dataclass
@@ -37,71 +42,76 @@ class AdapterPool:
 
     Args:
         files: the adapters, already checked against the base model.
-        specs: their registry entries (descriptions, examples), same order.
-        cache_size: how many adapters' full weights to keep in memory.
+        specs: their registry entries (descriptions, examples, families), same order.
+        where: (block, module) -> (device, compute dtype) of the layer there (CPU fp32 if omitted).
+        cache_bytes: budget of the device cache of chosen adapters' factors.
     """
 
-    def __init__(self, files: list[AdapterFile], specs: list[AdapterSpec], cache_size: int = 64) -> None:
+    def __init__(
+        self, files: list[AdapterFile], specs: list[AdapterSpec], where: Where | None = None, cache_bytes: int = 2**29
+    ) -> None:
         self.files, self.specs = files, specs
         self.names = [f.name for f in files]
-        self.scales = torch.tensor([f.scale for f in files])  # [N]
+        self._index = {n: i for i, n in enumerate(self.names)}
         self.modules = sorted(set().union(*(f.modules for f in files))) if files else []
-        self._stacks: dict[Key, tuple[Tensor, Tensor]] = {}
-        self._full: OrderedDict[str, dict] = OrderedDict()
-        self._cache_size = cache_size
+        self.where = where or (lambda key: (torch.device("cpu"), torch.float32))
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
+        self._stacks: dict[Key, tuple[Tensor, Tensor, Tensor]] = {}
+        self._full: OrderedDict[str, Factors] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def index(self, name: str) -> int:
-        return self.names.index(name)
+        return self._index[name]
 
-    def probe_stack(self, block: int, module: str) -> tuple[Tensor, Tensor]:
-        """(A [N, R, D_in], s*B [N, D_out, R]) of every adapter at one module, zero-padded.
+    def family(self, name: str) -> str:
+        return self.specs[self._index[name]].family
 
-        An adapter that does not adapt this module gets zeros (see `has_module`).
-        """
-        key = (block, module)
+    def description(self, name: str) -> str:
+        return self.specs[self._index[name]].description
+
+    def probe_stack(self, key: Key) -> tuple[Tensor, Tensor, Tensor]:
+        """(A [N, R, D_in], s*B [N, D_out, R], mask [N]) of every adapter at one module, zero-padded,
+        in the adapters' dtype, on the module's device. mask says which adapters adapt it."""
         with self._lock:
             if key not in self._stacks:
-                pairs = [f.read(block, module) for f in self.files]
-                shapes = next(((a.shape[1], b.shape[0]) for p in pairs if p for a, b in [p]), None)
-                if shapes is None:
+                device, _ = self.where(key)
+                pairs = [f.read([key]).get(key) for f in self.files]
+                if all(p is None for p in pairs):
                     raise KeyError(key)
-                d_in, d_out = shapes
-                R = max(p[0].shape[0] for p in pairs if p)
-                A = torch.zeros(len(pairs), R, d_in)
-                Bs = torch.zeros(len(pairs), d_out, R)
-                for i, p in enumerate(pairs):
-                    if p is not None:
-                        r = p[0].shape[0]
-                        A[i, :r], Bs[i, :, :r] = p[0], self.files[i].scale * p[1]
-                self._stacks[key] = (A, Bs)
+                A, Bs = stack_factors(pairs)  # [N, R, D_in], [N, D_out, R]
+                mask = torch.tensor([p is not None for p in pairs], device=device)
+                self._stacks[key] = (A.to(device), Bs.to(device), mask)
             return self._stacks[key]
 
-    def has_module(self, block: int, module: str) -> Tensor:
-        """[N] bool: which adapters adapt this module (the others get no signal there)."""
-        return torch.tensor([(block, module) in f.keys for f in self.files])
+    @property
+    def stacked_bytes(self) -> int:
+        return sum(A.nbytes + B.nbytes for A, B, _ in self._stacks.values())
 
-    def factors(self, name: str) -> dict[Key, tuple[Tensor, Tensor]]:
-        """All (A, B) of one adapter in fp32, from the LRU cache or from disk."""
+    def factors(self, name: str) -> Factors:
+        """All (A, s*B) of one adapter, on each module's device in its compute dtype (LRU cache)."""
         with self._lock:
             if name in self._full:
                 self._full.move_to_end(name)
                 return self._full[name]
-        full = self.files[self.index(name)].read_all()
+        full = {}
+        for key, (A, Bs) in self.files[self.index(name)].read().items():
+            device, dtype = self.where(key)
+            full[key] = (A.to(device, dtype), Bs.to(device, dtype))
+        size = sum(A.nbytes + B.nbytes for A, B in full.values())
         with self._lock:
-            self._full[name] = full
-            while len(self._full) > self._cache_size:
-                self._full.popitem(last=False)
-        return full
+            if name not in self._full:
+                self._full[name] = full
+                self.cached_bytes += size
+            while len(self._full) > 1 and self.cached_bytes > self.cache_bytes:
+                _, dropped = self._full.popitem(last=False)
+                self.cached_bytes -= sum(A.nbytes + B.nbytes for A, B in dropped.values())
+            return self._full.get(name, full)
 
-    def description(self, name: str) -> str:
-        return self.specs[self.index(name)].description
 
-
-def load_pool(cfg: PoolConfig, model: nn.Module) -> tuple[AdapterPool, LoadReport]:
+def load_pool(cfg: PoolConfig, model: nn.Module, where: Where | None = None) -> tuple[AdapterPool, LoadReport]:
     """Load every adapter in `cfg`; broken or incompatible ones are skipped with a named warning."""
     files, specs, skipped = [], [], {}
     for spec in cfg.adapters:
@@ -115,4 +125,5 @@ def load_pool(cfg: PoolConfig, model: nn.Module) -> tuple[AdapterPool, LoadRepor
             msg = f"adapter {spec.name!r}: cannot fetch it: {e}"
             skipped[spec.name] = msg
             warnings.warn(msg, stacklevel=2)
-    return AdapterPool(files, specs), LoadReport(skipped)
+    cache = int(cfg.engine.factor_cache_mb * 2**20)
+    return AdapterPool(files, specs, where, cache), LoadReport(skipped)

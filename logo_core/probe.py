@@ -1,85 +1,143 @@
-"""The one probe pass: run the clean base model up to the probe block(s) and stop.
+"""The one probe pass (LOGO.md 1): run the clean base model up to the probe block(s) and stop.
 
-Hooks are installed once per model and stay inert unless the calling context asks for a
-capture (a `ContextVar`), so concurrent probes and generations never interfere.
+The pass runs on a private view of the model (`views.private_view`) whose probed blocks and
+modules are wrapped by capture taps; the shared model is never touched, so concurrent probes and
+generations cannot interfere, and the probe always sees the clean base model. The pass stops as
+soon as every wanted vector is captured: blocks after the last probe block never run.
 """
 
 from __future__ import annotations
 
-import contextvars
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 
 import torch
 from torch import Tensor, nn
 
-from .loading import decoder_layers
+from .anatomy import decoder_layers, layers_path, module_paths
+from .views import private_view
 
-RESIDUAL = "<residual>"  # capture key for a block's input hidden state (before its norm)
-
-
-@dataclass
-class Capture:
-    """What one probe pass should record: keys (block, module or RESIDUAL) -> [B, D] vectors."""
-
-    wants: set[tuple[int, str]]
-    found: dict[tuple[int, str], Tensor] = field(default_factory=dict)
-
-    def record(self, key: tuple[int, str], vector: Tensor) -> None:
-        """Store a vector; once everything wanted is in, stop the pass (early exit)."""
-        self.found[key] = vector
-        if len(self.found) == len(self.wants):
-            raise StopProbe
-
-
-CAPTURE: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("logo_capture", default=None)
+PROBE_INPUTS = ("residual", "module")  # the hidden state entering a block, or a module's own input
+RESIDUAL = "<residual>"  # capture key of a block's input (before its norm), beside module names
+Key = tuple[int, str]  # (block, module name or RESIDUAL)
 
 
 class StopProbe(Exception):
     """Raised inside the forward pass once the probe has what it needs."""
 
 
-def _pre_hook(block: int):
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        cap = CAPTURE.get()
-        if cap is not None and (block, RESIDUAL) in cap.wants:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            cap.record((block, RESIDUAL), hidden[:, -1].float())  # [B, D], last prompt token
+class _Capture:
+    """The last-token vectors one pass must record; complete -> stop the pass (early exit)."""
 
-    return hook
+    def __init__(self, wants: set[Key]) -> None:
+        self.wants, self.found = wants, {}
+
+    def record(self, key: Key, x: Tensor) -> None:
+        # [B, T, D] -> [B, D] of the last (left-padded: real) token; a copy, so no cached vector
+        # keeps the whole sequence's activations alive.
+        self.found[key] = x[:, -1].to(torch.float32, copy=True)
+        if self.found.keys() >= self.wants:
+            raise StopProbe
 
 
-def install_probe_hooks(model: nn.Module) -> None:
-    """Add the (inert) capture hooks to every block; idempotent."""
-    if getattr(model, "_logo_probe_hooks", False):
-        return
-    for i, layer in enumerate(decoder_layers(model)):
-        layer.register_forward_pre_hook(_pre_hook(i), with_kwargs=True)
-    model._logo_probe_hooks = True
+class _BlockTap(nn.Module):
+    """Records the hidden state entering a block (the residual stream before its norm)."""
+
+    def __init__(self, block: nn.Module, key: Key, capture: _Capture) -> None:
+        super().__init__()
+        self.block, self.key, self.capture = block, key, capture
+
+    def forward(self, *args, **kwargs):
+        self.capture.record(self.key, args[0] if args else kwargs["hidden_states"])
+        return self.block(*args, **kwargs)
+
+
+class _InputTap(nn.Module):
+    """Records a module's own input (after the block's norm)."""
+
+    def __init__(self, module: nn.Module, key: Key, capture: _Capture) -> None:
+        super().__init__()
+        self.module, self.key, self.capture = module, key, capture
+
+    def forward(self, x: Tensor, *args, **kwargs):
+        self.capture.record(self.key, x)
+        return self.module(x, *args, **kwargs)
+
+
+def wants_for(blocks, modules, probe_input: str) -> set[Key]:
+    """Capture keys for probing `blocks` x `modules` with the given probe input."""
+    if probe_input == "residual":
+        return {(b, RESIDUAL) for b in blocks}
+    return {(b, m) for b in blocks for m in modules}
 
 
 @torch.inference_mode()
-def run_probe(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, wants: set[tuple[int, str]]
-) -> dict[tuple[int, str], Tensor]:
-    """One forward pass of the base model that returns the requested last-token vectors.
+def run_probe(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, wants: set[Key]) -> dict[Key, Tensor]:
+    """One forward pass of the clean base model that returns the requested last-token vectors.
 
-    Prompts must be left-padded so that the last prompt token is at position -1 of every row.
-    Module inputs are recorded by the engine's `MixtureLinear` wrappers, residuals by the hooks.
+    Args:
+        model: the shared causal LM (never modified).
+        input_ids, attention_mask: [B, T], left-padded, so the last prompt token is at position -1.
+        wants: capture keys, (block, RESIDUAL) or (block, module name).
+
+    Returns:
+        {key: [B, D] fp32 vector}, each owning its storage.
     """
-    from .mixing import use_mixture
-
-    cap = Capture(wants=set(wants))
+    capture = _Capture(set(wants))
+    layers, paths = layers_path(model), module_paths(model)
+    taps = {}
+    for block, key in wants:
+        if key == RESIDUAL:
+            taps[f"{layers}.{block}"] = lambda m, k=(block, key): _BlockTap(m, k, capture)
+        else:
+            taps[f"{layers}.{block}.{paths[key]}"] = lambda m, k=(block, key): _InputTap(m, k, capture)
+    view = private_view(model, taps)
     # Left padding shifts rows; explicit positions keep each row identical to its unpadded run.
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    inner = getattr(model, "model", model)
-    token = CAPTURE.set(cap)
+    inner = getattr(view, getattr(view, "base_model_prefix", "model"), view)
     try:
-        with use_mixture(None):  # the probe always sees the clean base model
-            inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     except StopProbe:
         pass
-    finally:
-        CAPTURE.reset(token)
-    missing = cap.wants - cap.found.keys()
-    assert not missing, f"probe did not capture {missing}"
-    return cap.found
+    missing = capture.wants - capture.found.keys()
+    assert not missing, f"probe did not capture {missing} (of {len(decoder_layers(model))} blocks)"
+    return capture.found
+
+
+class ProbeCache:
+    """Probe vectors of recent prompts, bounded in bytes, so re-routing the same prompt with other
+    settings (an app control) costs no forward pass. Thread-safe.
+
+    Args:
+        max_bytes: the budget; the least recently used prompts are dropped beyond it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self._entries: OrderedDict[Hashable, dict[Key, Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, wants: set[Key]) -> dict[Key, Tensor] | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None or not wants <= hit.keys():
+                return None
+            self._entries.move_to_end(key)
+            return hit
+
+    def put(self, key: Hashable, vectors: dict[Key, Tensor]) -> None:
+        size = sum(v.nbytes for v in vectors.values())
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self.nbytes -= sum(v.nbytes for v in old.values()) if old else 0
+            self._entries[key] = vectors
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self.nbytes -= sum(v.nbytes for v in dropped.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -14,10 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-
-SignalName = Literal["norm", "entropy"]
-ProbeInput = Literal["residual", "module"]
-DType = Literal["fp32", "bf16", "int8"]
+from .options import GenerateOptions, RouteOptions
 
 # Task-free prompts whose mean signal calibrates each adapter's overall loudness (LOGO.md, 2).
 NEUTRAL_PROMPTS = [
@@ -39,9 +36,49 @@ class _Strict(BaseModel):
 class BaseModelSpec(_Strict):
     id: str = Field("default", description="`default` (embedded SmolLM2-135M-Instruct), a hub id or a local directory.")
     gguf_file: str | None = Field(None, description="GGUF file inside `id`, when the weights are a GGUF.")
-    dtype: DType = Field("fp32", description="Base weights: fp32, bf16, or int8 (dynamic quantisation, CPU).")
-    device_map: str | None = Field(None, description="accelerate device_map, e.g. `auto` for a GPU.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.",
+    )
+    dtype: Literal["auto", "fp32", "bf16", "fp16", "int8", "8bit", "4bit"] = Field(
+        "auto",
+        description="Weights: `auto` (fp32 on a CPU, bf16 on GPUs that have it, else fp16), fp32, bf16, fp16, "
+        "int8 (dynamic quantisation, CPU), 8bit or 4bit (bitsandbytes, CUDA).",
+    )
+    probe_dtype: Literal["same", "fp32", "bf16", "fp16"] = Field(
+        "same", description="Probe with a second copy of the model in this dtype (`same`: probe the generating model)."
+    )
+    device_map: str | dict[str, int | str] | None = Field(
+        None, description="accelerate device_map (`auto` spreads a large model over several GPUs)."
+    )
+
+
+class EngineSpec(_Strict):
+    """Runtime settings of the engine (not of a request)."""
+
+    mixture: Literal["auto", "fold", "lowrank"] = Field(
+        "auto",
+        description="How a one-mixture request computes: `fold` the mixture into private weight copies (decode at "
+        "base speed), `lowrank` pairs beside the base layers; `auto`: fold on a CPU, low-rank on a GPU.",
+    )
+    max_prompt_tokens: int = Field(2048, ge=16, description="Longer prompts keep their head and tail, with a notice.")
+    max_prompt_chars: int = Field(100_000, ge=100, description="Longer prompts are refused before tokenizing.")
+    probe_cache_mb: float = Field(
+        0, ge=0, le=4096, description="Probe vectors of recent prompts kept for instant re-routing (the app: 32)."
+    )
+    factor_cache_mb: float = Field(512, ge=0, description="Chosen adapters' factors kept on their device (LRU), in MB.")
+    compile: bool = Field(False, description="Compiled decode path (static KV cache, fixed-shape mixture buffers).")
+    max_mixture_rank: int = Field(
+        160, ge=1, description="Rank of the compiled path's mixture buffers (K_max x R); larger mixtures run eager."
+    )
+    batch_buckets: list[int] = Field([1, 2, 4, 8], min_length=1, description="Batch sizes the compiled path holds.")
+    batching: Literal["auto", "on", "off"] = Field(
+        "auto", description="Micro-batch concurrent requests (auto: on a dedicated GPU only)."
+    )
+    batch_window_ms: float = Field(20, ge=0, le=1000, description="How long the batcher waits for more requests.")
+    batch_max_rows: int = Field(8, ge=1, le=256, description="Most requests in one micro-batch.")
 
 
 class HubSource(_Strict):
@@ -73,24 +110,14 @@ class UnseenExample(_Strict):
     prompt: str = Field(min_length=1, description="The example prompt.")
 
 
-class RoutingDefaults(_Strict):
-    k: int = Field(3, ge=1, description="How many adapters to merge per prompt.")
-    signal: SignalName = Field("norm", description="`norm` (||o_i||) or `entropy` (1/H(softmax(o_i))).")
-    calibrated: bool = Field(True, description="Divide each signal by its mean over neutral prompts.")
-    layer: int | str | list[int] = Field(
-        -1, description="Probe block: an index (negative counts from the end), `a:b` range, or a list."
-    )
-    module: str | list[str] = Field("q_proj", description="Adapted module(s) to probe, e.g. q_proj or `q_proj,v_proj`.")
-    probe_input: ProbeInput = Field(
-        "residual", description="`residual`: block input before its norm; `module`: the module's real input."
-    )
-    max_new_tokens: int = Field(64, ge=1, le=4096, description="Default generation length.")
-    max_prompt_tokens: int = Field(2048, ge=16, description="Prompts longer than this are truncated with a notice.")
+class Defaults(RouteOptions, GenerateOptions):
+    """Request defaults: every routing and generation setting (`options.py` defines and checks them)."""
 
 
 class PoolConfig(_Strict):
     base_model: BaseModelSpec = Field(default_factory=BaseModelSpec)
-    defaults: RoutingDefaults = Field(default_factory=RoutingDefaults)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    defaults: Defaults = Field(default_factory=Defaults)
     neutral_prompts: list[str] = Field(default_factory=lambda: list(NEUTRAL_PROMPTS), min_length=1)
     adapters: list[AdapterSpec] = Field(default_factory=list)
     unseen_examples: list[UnseenExample] = Field(

@@ -1,11 +1,17 @@
 """Pure functions: probe vectors -> one score per adapter (LOGO.md, section 2).
 
-`SIGNALS` is the extension point: add a function `[B, N, O] -> [B, N]` under a new name.
+Read top to bottom: every adapter's LoRA output on the probe vector (`lora_outputs`), its signal
+(`SIGNALS`), the mask of adapters that adapt the module, the calibration, and the mean over the
+probed blocks and modules (`score`). Always computed in fp32, whatever the model's dtype.
+
+`SIGNALS` is the extension point: add a function `[B, N, D_out] -> [B, N]` under a new name and
+every surface (options, CLI, app, evaluation) offers it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -15,15 +21,15 @@ def lora_outputs(h: Tensor, A: Tensor, Bs: Tensor) -> Tensor:
     """o_i = s_i * B_i (A_i h) for all N adapters at once (two batched matmuls, no Python loop).
 
     Args:
-        h: [B, D] probe vectors (one per prompt).
-        A: [N, R, D] stacked down-projections (zero-padded to the largest rank).
-        Bs: [N, O, R] stacked up-projections with each adapter's scale s_i folded in.
+        h: [B, D_in] probe vectors, one per prompt.
+        A: [N, R, D_in] stacked down-projections (zero-padded to the largest rank).
+        Bs: [N, D_out, R] stacked up-projections, each adapter's scale s_i folded in.
 
     Returns:
-        [B, N, O] adapter outputs.
+        [B, N, D_out] adapter outputs, fp32.
     """
-    z = torch.einsum("nrd,bd->bnr", A, h.to(A.dtype))  # [B, N, R]
-    return torch.einsum("nor,bnr->bno", Bs, z)  # [B, N, O]
+    z = torch.einsum("nrd,bd->bnr", A.float(), h.float())  # [B, N, R]
+    return torch.einsum("nor,bnr->bno", Bs.float(), z)  # [B, N, D_out]
 
 
 def norm_signal(o: Tensor) -> Tensor:
@@ -39,3 +45,50 @@ def entropy_signal(o: Tensor) -> Tensor:
 
 
 SIGNALS: dict[str, Callable[[Tensor], Tensor]] = {"norm": norm_signal, "entropy": entropy_signal}
+
+
+@dataclass(frozen=True)
+class Site:
+    """One (block, module) the probe listens at: the prompts' vectors there and the pool's factors.
+
+    Attributes:
+        h: [B, D_in] probe vectors.
+        A, Bs: the pool's stacked factors at this module, [N, R, D_in] and [N, D_out, R].
+        mask: [N] bool, the adapters that adapt this module (the others say nothing here).
+        calibration: [N] each adapter's mean signal on neutral prompts, or None for raw signals.
+    """
+
+    h: Tensor
+    A: Tensor
+    Bs: Tensor
+    mask: Tensor
+    calibration: Tensor | None = None
+
+
+def site_score(site: Site, signal: str) -> Tensor:
+    """[B, N]: each adapter's signal at one site, masked and (when given) calibrated."""
+    sig = SIGNALS[signal](lora_outputs(site.h, site.A, site.Bs))  # [B, N]
+    # An adapter that does not adapt this module says nothing here (the entropy of o = 0 is not 0).
+    sig = torch.where(site.mask.to(sig.device), sig, torch.zeros_like(sig))
+    if site.calibration is not None:
+        sig = sig / site.calibration.to(sig.device)
+    return sig
+
+
+def average(per_site: Sequence[Tensor]) -> Tensor:
+    """The mean over sites (probed blocks x modules) of per-site scores [B, N] (this project's
+    multi-block listening, LOGO.md 2)."""
+    return torch.stack(list(per_site)).mean(0)
+
+
+def score(sites: Sequence[Site], signal: str) -> Tensor:
+    """[B, N]: every adapter's score for every prompt, averaged over the probed sites."""
+    return average([site_score(s, signal) for s in sites])
+
+
+def calibration(neutral: Site, signal: str) -> Tensor:
+    """c_i: the mean raw signal of each adapter over the neutral prompts (this project's calibration,
+    LOGO.md 2). [N]; 1 where it is not a positive finite number (an adapter that does not adapt the
+    module has c = 0 and keeps its zero score)."""
+    c = site_score(Site(neutral.h, neutral.A, neutral.Bs, neutral.mask), signal).mean(0)
+    return torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))

@@ -10,6 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
+def tiny_tok():
+    """A tiny byte-level BPE tokenizer with a chat template, built in memory (the math tests need no real model)."""
+    from helpers import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
 def tokenizer():
     """SmolLM2's tokenizer (from the cached conversion of the embedded GGUF)."""
     from transformers import AutoTokenizer

@@ -1,4 +1,4 @@
-"""Tiny random models and adapters for the math tests (built from configs, no download)."""
+"""Tiny random models, a tiny tokenizer and random adapters for the math tests (built in memory, no download)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,44 @@ from logo_core.engine import LoGoEngine
 from logo_core.pool import load_pool
 from logo_core.registry import parse_config
 
-ARCHS = ("llama", "qwen2")
+ARCHS = ("llama", "qwen2")  # the two the engine math is checked on everywhere; gemma and phi3 in test_arch.py
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "What is 47 + 38? Translate the cat to French. Is this review positive? I loved it.",
+    "Hello there, how are you today? The quick brown fox jumps over the lazy dog.",
+    "Tell me something. Can you help me? Please answer. Good morning. I have a question.",
+]
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer of ~330 tokens with ChatML special tokens and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(CORPUS * 5, trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
 
 
 def tiny_model(arch: str, vocab_size: int, n_layers: int = 4, seed: int = 0) -> nn.Module:
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    """A random causal LM of one of the supported families, small enough to run in milliseconds."""
+    from transformers import AutoModelForCausalLM, GemmaConfig, LlamaConfig, Phi3Config, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -26,13 +59,14 @@ def tiny_model(arch: str, vocab_size: int, n_layers: int = 4, seed: int = 0) -> 
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        pad_token_id=2,
+        pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
     )
-    cfg = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    configs = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma": GemmaConfig, "phi3": Phi3Config}
+    extra = {"head_dim": 16} if arch == "gemma" else {}
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(cfg).eval()
+    return AutoModelForCausalLM.from_config(configs[arch](**common, **extra)).eval()
 
 
 def make_adapter(
@@ -43,11 +77,13 @@ def make_adapter(
     alpha: int = 8,
     targets: tuple[str, ...] = ("q_proj", "v_proj"),
     std: float = 0.2,
+    **lora,
 ) -> Path:
     """Save a PEFT LoRA adapter with random (non-zero) A and B."""
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets)))
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), **lora)
+    peft_model = get_peft_model(copy.deepcopy(model), config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
@@ -58,10 +94,16 @@ def make_adapter(
 
 
 def tiny_engine(model: nn.Module, tokenizer, root: Path, adapters: dict[str, Path], **defaults) -> LoGoEngine:
+    """An engine over `model` and these adapter folders; `defaults` override adapters.yaml's `defaults`."""
+    engine = defaults.pop("engine", {})
     cfg = parse_config(
-        {"adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()], "defaults": defaults},
+        {
+            "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()],
+            "defaults": defaults,
+            "engine": engine,
+        },
         file=str(root / "adapters.yaml"),
         root=root,
     )
     pool, report = load_pool(cfg, model)
-    return LoGoEngine(model, tokenizer, pool, cfg.defaults, cfg.neutral_prompts, report)
+    return LoGoEngine(model, tokenizer, pool, cfg, load_report=report)

@@ -1,9 +1,10 @@
-"""Engine math on tiny random Llama and Qwen2 models: signals, probe, mixture vs PEFT, batching,
-order independence and concurrency."""
+"""Engine math on tiny random Llama and Qwen2 models and a tiny tokenizer: signals against the formulas,
+probe, the mixture against PEFT (low-rank and folded), batching, order independence, concurrency."""
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
 
 import pytest
@@ -11,51 +12,52 @@ import torch
 from helpers import ARCHS, make_adapter, tiny_engine, tiny_model
 from safetensors.torch import load_file
 
-from logo_core.engine import LoGoEngine, Routing
-from logo_core.mixing import reference_delta, select_top_k, use_mixture
+from logo_core.mixing import MixedLinear, attach, reference_delta, select_top_k
+from logo_core.results import Routing
 
-PROMPTS = ["What is 47 + 38?", "Translate 'cat' to French.", "Is this review positive? I loved it.", "Hi"]
+PROMPTS = ["What is 47 + 38?", "Translate the cat to French.", "Is this review positive? I loved it.", "Hi"]
 N_LAYERS = 4
 
 
 @pytest.fixture(scope="module", params=ARCHS)
-def setup(request, tokenizer, tmp_path_factory):
+def setup(request, tiny_tok, tmp_path_factory):
     """A tiny model, an untouched copy of it (for references), and an engine over 4 adapters."""
-    model = tiny_model(request.param, len(tokenizer), n_layers=N_LAYERS)
+    model = tiny_model(request.param, len(tiny_tok), n_layers=N_LAYERS)
     reference = copy.deepcopy(model)
     root = tmp_path_factory.mktemp(request.param)
-    # Different ranks, alphas and targets on purpose: padding and per-adapter scale must be right.
+    # Different ranks, alphas, targets and scales on purpose: padding and per-adapter scale must be right.
     adapters = {
         "a0": make_adapter(model, root / "a0", seed=0, r=4, alpha=8),
         "a1": make_adapter(model, root / "a1", seed=1, r=6, alpha=6),
         "a2": make_adapter(model, root / "a2", seed=2, r=2, alpha=8, targets=("q_proj", "v_proj", "o_proj")),
-        "a3": make_adapter(model, root / "a3", seed=3, r=4, alpha=16, targets=("v_proj",)),
+        "a3": make_adapter(model, root / "a3", seed=3, r=4, alpha=16, targets=("v_proj",), use_rslora=True),
     }
-    engine = tiny_engine(model, tokenizer, root, adapters, k=2)
+    engine = tiny_engine(model, tiny_tok, root, adapters, k=2)
     return engine, reference, adapters
 
 
-def _lora(path, block: int, module: str):
-    """(A, B, scale) of one adapter at one module, read straight from its files."""
-    import json
+def encode(engine, prompts):
+    return engine.encode(prompts, 0, engine.placement.device).inputs()
 
+
+def _lora(path, block: int, module: str):
+    """(A, B, scale) of one adapter at one module, read straight from its files (rsLoRA: alpha / sqrt(r))."""
     weights = load_file(path / "adapter_model.safetensors")
     cfg = json.loads((path / "adapter_config.json").read_text())
     find = {k.split(".lora_")[1][0]: v for k, v in weights.items() if f"layers.{block}.self_attn.{module}.lora_" in k}
     if not find:
         return None
-    return find["A"].float(), find["B"].float(), cfg["lora_alpha"] / cfg["r"]
+    scale = cfg["lora_alpha"] / (cfg["r"] ** 0.5 if cfg.get("use_rslora") else cfg["r"])
+    return find["A"].float(), find["B"].float(), scale
 
 
 def _direct_scores(engine, reference, adapters, prompt, block, module, signal, probe_input):
     """Signals computed from the formulas of LOGO.md on a full, hook-free pass of the base copy."""
-    enc, _ = engine._encode([prompt])
     inputs = {}
-    attn = reference.model.layers[block].self_attn
-    target = getattr(attn, module)
+    target = getattr(reference.model.layers[block].self_attn, module)
     handle = target.register_forward_pre_hook(lambda m, a: inputs.update(x=a[0][:, -1]))
     with torch.no_grad():
-        out = reference(**enc, output_hidden_states=True)
+        out = reference(**encode(engine, [prompt]), output_hidden_states=True)
     handle.remove()
     h = out.hidden_states[block][0, -1] if probe_input == "residual" else inputs["x"][0]
     scores = []
@@ -83,6 +85,12 @@ def test_signals_match_the_formulas(setup, signal, probe_input, block, module):
         r = engine.route(prompt, signal=signal, calibrated=False, layer=block, module=module, probe_input=probe_input)
         expected = _direct_scores(engine, reference, adapters, prompt, block, module, signal, probe_input)
         torch.testing.assert_close(torch.tensor(list(r.scores.values())), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_rslora_scale_is_alpha_over_sqrt_r(setup):
+    engine = setup[0]
+    assert engine.pool.files[3].scale == pytest.approx(16 / 4**0.5)  # a3: rsLoRA, r 4, alpha 16
+    assert engine.pool.files[1].scale == pytest.approx(6 / 6)
 
 
 def test_residual_and_module_inputs_differ(setup):
@@ -135,21 +143,26 @@ def test_early_exit_stops_at_the_probe_block(setup, probe_input):
     assert finished == [0]
 
 
-def test_select_top_k_ties_and_weights():
+def test_select_top_k_ties_weights_and_broken_scores():
     idx, w = select_top_k(torch.tensor([1.0, 3.0, 3.0, 2.0]), 3)
     assert idx == [1, 2, 3]  # tie between 1 and 2 broken by pool order
     assert w == pytest.approx([3 / 8, 3 / 8, 2 / 8])
     assert select_top_k(torch.tensor([2.0, 2.0, 2.0]), 2)[0] == [0, 1]
+    # NaN and inf (a poisoned adapter) are never selected, even when they would rank first
+    assert select_top_k(torch.tensor([float("nan"), 1.0, float("inf"), 0.5]), 2)[0] == [1, 3]
+    assert select_top_k(torch.tensor([float("nan"), 1.0]), 2) == ([1], [1.0])
 
 
 def test_routing_trace(setup):
     engine, *_ = setup
     r = engine.route(PROMPTS[0], k=3)
-    assert set(r.scores) == set(engine.adapters)
+    assert list(r.scores) == engine.adapters
     assert len(r.selected) == 3 and list(r.weights) == r.selected
-    assert sum(r.weights.values()) == pytest.approx(1.0)
     ordered = sorted(r.scores.values(), reverse=True)
     assert [r.scores[n] for n in r.selected] == ordered[:3]
+    top = [r.scores[n] for n in r.selected]
+    assert list(r.weights.values()) == pytest.approx([s / sum(top) for s in top])
+    assert r.options["blocks"] == [N_LAYERS - 1] and r.options["mode"] == "routed"
 
 
 def _peft(reference, adapters, names, weights):
@@ -166,25 +179,31 @@ def _peft(reference, adapters, names, weights):
     return model.eval()
 
 
+@pytest.mark.parametrize("fold", [False, True])
 @pytest.mark.parametrize(
-    ("names", "weights"), [(["a1"], [1.0]), (["a0", "a2"], [0.7, 0.3]), (["a3", "a0", "a1"], [0.2, 0.5, 0.3])]
+    # a3 (rsLoRA) not first: PEFT's cat merge copies the first adapter's use_rslora into the merged config
+    ("names", "weights"),
+    [(["a1"], [1.0]), (["a0", "a2"], [0.7, 0.3]), (["a0", "a3", "a1"], [0.5, 0.2, 0.3])],
 )
-def test_mixture_equals_peft_prefill_and_decoding(setup, names, weights):
+def test_mixture_equals_peft_prefill_and_decoding(setup, names, weights, fold):
+    """Our mixture (low-rank pairs, or folded into private weights) computes PEFT's `cat` merge,
+    in prefill and in KV-cached decoding, and leaves the shared model untouched."""
     engine, reference, adapters = setup
     peft_model = _peft(reference, adapters, names, weights)
-    enc, _ = engine._encode(PROMPTS[:2])  # a padded batch
-    routing = Routing("", {}, names, dict(zip(names, weights)), {})
-    mixture = engine.mixture_for([routing])
-    gen = dict(max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=2)
+    enc = encode(engine, PROMPTS[:2])  # a padded batch
+    mixture = engine.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
+    view = attach(engine.model, mixture, fold_weights=fold)
+    gen = dict(max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0)
     with torch.no_grad():
-        with use_mixture(mixture):
-            ours = engine.model(**enc).logits
-            ours_gen = engine.model.generate(**enc, **gen)
+        ours = view(**enc).logits
+        ours_gen = view.generate(**enc, **gen)
         theirs = peft_model(**enc).logits
         theirs_gen = peft_model.generate(**enc, **gen)
         base = reference(**enc).logits
+        shared = engine.model(**enc).logits
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     assert (ours - base).abs().max() > 1e-2  # the adapters really change the output
+    torch.testing.assert_close(shared, base)  # ... of the view only
     assert torch.equal(ours_gen.sequences, theirs_gen.sequences)
     for a, b in zip(ours_gen.logits, theirs_gen.logits):  # decoding steps, with the KV cache
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -195,9 +214,10 @@ def test_mixture_equals_reference_loop(setup):
     engine, _, adapters = setup
     names, weights = ["a0", "a1", "a2"], [0.5, 0.3, 0.2]
     mixture = engine.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
-    layer = engine.model.model.layers[2].self_attn.q_proj
+    layer = attach(engine.model, mixture).model.layers[2].self_attn.q_proj
+    assert isinstance(layer, MixedLinear)
     x = torch.randn(2, 5, 64)
-    with torch.no_grad(), use_mixture(mixture):
+    with torch.no_grad():
         fast = layer(x) - layer.base(x)
     loras = [_lora(adapters[n], 2, "q_proj") for n in names]
     expected = reference_delta(x, [(A, B, w * s) for (A, B, s), w in zip(loras, weights)])
@@ -216,9 +236,9 @@ def test_route_batch_equals_single_routes(setup):
 def test_generate_batch_rows_with_different_mixtures(setup):
     engine, *_ = setup
     mixtures = [{"a0": 1.0}, {"a1": 0.5, "a2": 0.5}, {}, {"a3": 0.4, "a0": 0.6}]
-    batch = engine.generate_batch(PROMPTS, max_new_tokens=6, adapters=mixtures)
+    batch = engine.generate_batch(PROMPTS, adapters=mixtures, max_new_tokens=6)
     for prompt, mix, g in zip(PROMPTS, mixtures, batch):
-        assert g.text == engine.generate(prompt, max_new_tokens=6, adapters=mix).text
+        assert g.text == engine.generate(prompt, adapters=mix, max_new_tokens=6).text
     assert len({g.text for g in batch}) > 1
 
 
@@ -238,20 +258,20 @@ def test_stream_equals_generate(setup):
     assert stream.routing.selected  # known before the first token
     text = "".join(stream)
     assert text == stream.result.text == engine.generate(PROMPTS[1], max_new_tokens=8).text
-    assert stream.result.timings["new_tokens"] >= 1
+    assert stream.result.timings["new_tokens"] >= 1 and not stream.result.stopped
 
 
 def test_concurrent_requests_match_sequential(setup):
     engine, *_ = setup
     jobs = [(PROMPTS[i % 4], {f"a{i % 4}": 1.0} if i % 3 else {"a0": 0.5, f"a{(i + 1) % 4}": 0.5}) for i in range(8)]
     jobs[5] = (PROMPTS[1], None)  # routed, not explicit
-    sequential = [engine.generate(p, max_new_tokens=8, adapters=a).text for p, a in jobs]
+    sequential = [engine.generate(p, adapters=a, max_new_tokens=8).text for p, a in jobs]
     results: list[str | None] = [None] * len(jobs)
     barrier = threading.Barrier(len(jobs))
 
     def run(i: int) -> None:
         barrier.wait()
-        results[i] = engine.generate(jobs[i][0], max_new_tokens=8, adapters=jobs[i][1]).text
+        results[i] = engine.generate(jobs[i][0], adapters=jobs[i][1], max_new_tokens=8).text
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
     for t in threads:
@@ -262,11 +282,14 @@ def test_concurrent_requests_match_sequential(setup):
     assert len(set(sequential)) > 2
 
 
-def test_truncation_notice(setup):
+def test_long_prompt_keeps_head_and_tail(setup):
     engine, *_ = setup
-    g = engine.generate("word " * 5000, max_new_tokens=4)
-    assert any("truncated" in n for n in g.notices)
-    assert g.routing.notices
+    prompt = "Hello there. " * 600 + "What is 47 + 38?"
+    g = engine.generate(prompt, max_new_tokens=4)
+    assert any("kept the first" in n for n in g.notices) and g.routing.notices == g.notices
+    enc = encode(engine, [prompt])
+    text = engine.tokenizer.decode(enc["input_ids"][0])
+    assert "What is 47 + 38?" in text and text.count("Hello there.") < 600
 
 
 def test_sweep_rows_match_single_layers(setup):
@@ -277,11 +300,10 @@ def test_sweep_rows_match_single_layers(setup):
         torch.testing.assert_close(sweep[b], torch.tensor(list(engine.route(PROMPTS[0], layer=b).scores.values())))
 
 
-def test_probe_cache_gives_the_same_routing_without_a_pass(setup):
-    engine, *_ = setup
-    cached = LoGoEngine(engine.model, engine.tokenizer, engine.pool, engine.defaults, probe_cache_size=8)
+def test_probe_cache_gives_the_same_routing_without_a_pass(setup, tiny_tok, tmp_path):
+    engine, _, adapters = setup
+    cached = tiny_engine(engine.model, tiny_tok, tmp_path, adapters, k=2, engine={"probe_cache_mb": 1})
     first = cached.route(PROMPTS[0], layer=-1)
-    engine.route(PROMPTS[0], signal="entropy")  # both engines have their calibration now
     passes = []
     handle = engine.model.model.layers[0].register_forward_pre_hook(lambda m, a: passes.append(1))
     try:
@@ -294,6 +316,20 @@ def test_probe_cache_gives_the_same_routing_without_a_pass(setup):
     assert cached.route(PROMPTS[0], layer=-1).scores == first.scores
 
 
+def test_probe_cache_stays_within_its_byte_budget(setup, tiny_tok, tmp_path):
+    """Cached vectors own their storage (no views into whole sequences) and the cache is bounded in bytes."""
+    engine, _, adapters = setup
+    budget = 40_000
+    cached = tiny_engine(engine.model, tiny_tok, tmp_path, adapters, engine={"probe_cache_mb": budget / 2**20})
+    for i in range(20):
+        cached.route(f"Hello there number {i}. " + "The quick brown fox jumps over the lazy dog. " * 30)
+        assert cached.probe_cache.nbytes <= budget
+        for vectors in cached.probe_cache._entries.values():
+            for v in vectors.values():
+                assert v.untyped_storage().nbytes() == v.nbytes  # owns exactly its own [1, D] floats
+    assert len(cached.probe_cache) >= 2
+
+
 def test_closing_a_stream_stops_decoding(setup):
     engine, *_ = setup
     stream = engine.stream(PROMPTS[0], max_new_tokens=200, min_new_tokens=200)
@@ -301,13 +337,13 @@ def test_closing_a_stream_stops_decoding(setup):
     next(pieces)
     stream.close()
     rest = list(pieces)
-    assert stream.result.timings["new_tokens"] < 200
+    assert stream.result.stopped and stream.result.timings["new_tokens"] < 200
     assert len(rest) < 199
 
 
-def test_trace_options_have_the_same_keys_routed_or_explicit(setup):
+def test_seeded_sampling_repeats_and_differs_across_seeds(setup):
     engine, *_ = setup
-    routed = engine.generate(PROMPTS[0], max_new_tokens=2, layer="1:3").routing.options
-    explicit = engine.generate(PROMPTS[0], max_new_tokens=2, adapters={"a0": 1.0}).routing.options
-    assert routed.keys() == explicit.keys()
-    assert routed["mode"] == "routed" and routed["layers"] == [1, 2] and explicit["mode"] == "explicit"
+    kw = dict(max_new_tokens=12, do_sample=True, temperature=1.5, adapters={"a0": 1.0})
+    a = [engine.generate(PROMPTS[3], seed=s, **kw).text for s in (1, 2, 1)]
+    assert a[0] == a[2] and a[0] != a[1]
+    assert engine.generate(PROMPTS[3], seed=1, **kw).generation["seed"] == 1

@@ -1,0 +1,97 @@
+"""Running transformers' `generate` for a request: one `GenerationConfig`, private seeds, Stop, streaming.
+
+Everything here is transformers' own machinery (GenerationConfig, LogitsProcessor, StoppingCriteria,
+TextIteratorStreamer); the only addition is a seeded sampler that owns its random generator, so a
+seeded answer is the same whatever other requests sample at the same time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
+
+from .options import GenerateOptions
+
+
+def generation_config(opts: GenerateOptions, tokenizer) -> GenerationConfig:
+    """The one place request options become transformers' generation settings."""
+    cfg = dict(
+        max_new_tokens=opts.max_new_tokens,
+        min_new_tokens=opts.min_new_tokens or None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if opts.do_sample:
+        return GenerationConfig(
+            **cfg, do_sample=True, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k or None
+        )
+    return GenerationConfig(**cfg, do_sample=False, temperature=None, top_p=None, top_k=None)
+
+
+class SeededSampler(LogitsProcessor):
+    """Draws each row's next token with a random generator of its own (seeded per request) and
+    leaves only that token possible, so transformers' sampler can but pick it.
+
+    Runs last, after temperature, top-k and top-p have shaped the scores.
+    """
+
+    def __init__(self, seeds: list[int], device: torch.device) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        probs = torch.softmax(scores.float(), dim=-1)  # [B, V]
+        picks = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        out = torch.full_like(scores, -torch.inf)
+        return out.scatter(1, picks, 0.0)
+
+
+class StopOnEvent(StoppingCriteria):
+    """Ends generation when an event is set (a Stop button, a closed stream)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def count_tokens(new_ids: Tensor, eos_token_id: int | None) -> int:
+    """Tokens generated up to and including the first EOS."""
+    hits = (new_ids == eos_token_id).nonzero()
+    return int(hits[0, 0]) + 1 if len(hits) else int(new_ids.shape[0])
+
+
+class GenerationStream:
+    """Text pieces as they are decoded: `routing` is ready before the first piece, `result` (a
+    `Generation`) after the last, and `close()` (or leaving the loop early) stops decoding.
+
+    Example:
+        >>> stream = engine.stream("Translate to French: the cat")
+        >>> for piece in stream:
+        ...     print(piece, end="")
+        >>> stream.result.timings["tokens_per_s"], stream.result.stopped
+    """
+
+    def __init__(self, routing, pieces: Iterator[str], finish: Callable, stop: threading.Event) -> None:
+        self.routing, self._pieces, self._finish, self._stop = routing, pieces, finish, stop
+        self.result = None
+
+    def __iter__(self) -> Iterator[str]:
+        text, done = [], False
+        try:
+            for piece in self._pieces:
+                text.append(piece)
+                yield piece
+            done = True
+        finally:  # also when the consumer stops early (a UI Stop button closes the generator)
+            stopped = not done or self._stop.is_set()
+            self._stop.set()
+            self.result = self._finish("".join(text), stopped)
+
+    def close(self) -> None:
+        """Stop decoding at the next token; the background generation thread then ends."""
+        self._stop.set()

@@ -1,0 +1,412 @@
+"""Every setting a request or `adapters.yaml` can carry, defined once: type, range, choices, description.
+
+`RouteOptions` (where and how to listen, k) and `GenerateOptions` (length, sampling) are the one
+validation boundary of the library, the CLI (its flags are generated from the fields), the app
+(its controls' ranges and help texts) and the evaluation. Validation is exact: `"false"` is not a
+bool and `1.5` is not a block, but an integral float such as `3.0` (what JSON and Gradio send) is
+an integer. Limits that depend on the loaded engine (pool size, blocks, adapted modules) come in
+through the validation context (`Context`); without it only the engine-free checks run (YAML).
+
+Example:
+    >>> opts = RouteOptions.resolve({"k": 3, "layer": "15:30"}, Context(pool_size=10, n_layers=30, modules=("v_proj",)))
+    >>> opts.blocks
+    (15, 16, ..., 29)
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .errors import RequestError
+from .probe import PROBE_INPUTS
+from .signals import SIGNALS
+
+MAX_NEW_TOKENS = 1024  # a hard cap for one request
+MAX_TEMPERATURE = 10.0
+MAX_ADAPTER_WEIGHT = 10.0  # an explicit weight above this scales an adapter far beyond its training
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the loaded engine allows: pool size, number of blocks, the modules its adapters adapt."""
+
+    pool_size: int
+    n_layers: int
+    modules: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------------- exact type checks
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def as_int(name: str, value: Any) -> int:
+    """An int, or an integral finite float (JSON and Gradio send 3.0); never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`{name}` must be an integer, got {_show(value)}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(f"`{name}` must be an integer, got {_show(value)}")
+        value = int(value)
+    return value
+
+
+def as_float(name: str, value: Any) -> float:
+    """A finite real number (int or float, not a bool, a string or a complex)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {_show(value)}")
+    return float(value)
+
+
+def as_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be true or false, got {_show(value)}")
+    return value
+
+
+def in_range(name: str, value: int | float, lo: float | None, hi: float | None, why: str = "") -> int | float:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = (
+            f"between {lo} and {hi}" if lo is not None and hi is not None else f">= {lo}" if hi is None else f"<= {hi}"
+        )
+        raise ValueError(f"`{name}` must be {bounds}{why}, got {_show(value)}")
+    return value
+
+
+def parse_layer(value: Any) -> int | str | tuple[int, ...]:
+    """Canonical form of `layer`, without knowing the model: an int, an `a:b` slice or a tuple of ints.
+
+    `"20"` becomes 20 and `"3,5"` becomes (3, 5); negative indices count from the end.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 2 or not all(_is_int_text(p) or not p.strip() for p in parts):
+                raise ValueError(f"`layer` must be an int, 'a:b' or a list of ints, got {_show(value)}")
+            return ":".join(p.strip() for p in parts)
+        items = [p.strip() for p in text.split(",")]
+        if not text or not all(_is_int_text(p) for p in items):
+            raise ValueError(f"`layer` must be an int, 'a:b' or a list of ints, got {_show(value)}")
+        return int(items[0]) if len(items) == 1 else tuple(int(p) for p in items)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("`layer` list is empty: give at least one block")
+        try:
+            return tuple(as_int("layer", v) for v in value)
+        except ValueError:
+            raise ValueError(f"`layer` must be an int, 'a:b' or a list of ints, got {_show(value)}") from None
+    try:
+        return as_int("layer", value)
+    except ValueError:
+        raise ValueError(f"`layer` must be an int, 'a:b' or a list of ints, got {_show(value)}") from None
+
+
+def _is_int_text(text: str) -> bool:
+    text = text.strip()
+    return text.lstrip("-").isdigit() and text.isascii()
+
+
+def resolve_blocks(layer: int | str | tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+    """`parse_layer`'s output -> sorted non-negative block indices of a model with n_layers blocks."""
+    where = f"(the model has {n_layers} blocks: 0..{n_layers - 1}, or -{n_layers}..-1 from the end)"
+
+    def check(i: int) -> int:
+        if not -n_layers <= i < n_layers:
+            raise ValueError(f"`layer` must be between {-n_layers} and {n_layers - 1} {where}, got {i}")
+        return i % n_layers
+
+    if isinstance(layer, int):
+        return (check(layer),)
+    if isinstance(layer, tuple):
+        return tuple(sorted({check(i) for i in layer}))
+    a, b = (int(p) if p else None for p in layer.split(":"))
+    for end in (a, b):  # a slice end may be n_layers itself (one past the last block)
+        if end is not None and not -n_layers <= end <= n_layers:
+            raise ValueError(f"`layer` range {layer!r} reaches outside the model {where}")
+    blocks = tuple(range(n_layers)[slice(a, b)])
+    if not blocks:
+        raise ValueError(f"`layer` range {layer!r} selects no block {where}")
+    return blocks
+
+
+def parse_modules(value: Any) -> tuple[str, ...]:
+    """`"q_proj,v_proj"` or `["q_proj", "v_proj"]` -> ("q_proj", "v_proj"); never empty."""
+    if isinstance(value, str):
+        items = [m.strip() for m in value.split(",")]
+        items = [m for m in items if m] if value.strip() else []
+    elif isinstance(value, list | tuple) and all(isinstance(m, str) for m in value):
+        items = [m.strip() for m in value if m.strip()]
+    else:
+        raise ValueError(f"`module` must be a module name or a list of names, got {_show(value)}")
+    if not items:
+        raise ValueError("`module` is empty: choose at least one adapted module, e.g. q_proj")
+    return tuple(dict.fromkeys(items))
+
+
+def _context(info: ValidationInfo) -> Context | None:
+    ctx = info.context
+    return ctx.get("engine") if isinstance(ctx, dict) else None
+
+
+def _as_request_error(e: ValidationError) -> RequestError:
+    """pydantic's errors as one message per argument, without pydantic's prefixes."""
+    msgs = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"`{err['loc'][0]}` is not a setting here"
+        elif not msg.startswith("`"):
+            msg = f"`{'.'.join(map(str, err['loc']))}` {msg}, got {_show(err.get('input'))}"
+        msgs.append(msg)
+    return RequestError("; ".join(msgs))
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @classmethod
+    def resolve(cls, values: dict, engine: Context | None = None):
+        """Validate `values` ({name: value}, None = the field's default) against the engine's limits.
+
+        Raises:
+            RequestError: one sentence per bad argument, naming it, showing the value, saying the fix.
+        """
+        values = {k: v for k, v in values.items() if v is not None}
+        try:
+            return cls.model_validate(values, context={"engine": engine})
+        except ValidationError as e:
+            raise _as_request_error(e) from None
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls.model_fields[name].description or ""
+
+
+class RouteOptions(_Options):
+    """Where the probe listens, how each adapter is scored, how many adapters are merged."""
+
+    k: int = Field(3, description="How many adapters to merge per prompt (1..the pool size).")
+    signal: str = Field(
+        "norm",
+        description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
+        "`entropy` = 1/H(softmax(o_i)).",
+        json_schema_extra={"choices": list(SIGNALS)},
+    )
+    calibrated: bool = Field(
+        True, description="Divide each adapter's signal by its mean over neutral, task-free prompts."
+    )
+    layer: int | str | tuple[int, ...] = Field(
+        -1,
+        description="Probe block(s): an index (negative from the end), a range `a:b` or a list; several are averaged.",
+    )
+    module: tuple[str, ...] = Field(
+        ("q_proj",), description="Adapted module(s) to probe, e.g. `q_proj` or `q_proj,v_proj` (averaged)."
+    )
+    probe_input: str = Field(
+        "residual",
+        description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
+        json_schema_extra={"choices": list(PROBE_INPUTS)},
+    )
+    _blocks: tuple[int, ...] | None = PrivateAttr(None)
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, v: Any, info: ValidationInfo) -> int:
+        ctx = _context(info)
+        n = ctx.pool_size if ctx else None
+        why = f" (the pool size is {n})" if n is not None else ""
+        return in_range("k", as_int("k", v), 1, n, why)
+
+    @field_validator("signal", mode="before")
+    @classmethod
+    def _signal(cls, v: Any) -> str:
+        if not isinstance(v, str) or v not in SIGNALS:
+            raise ValueError(f"`signal` must be one of {list(SIGNALS)}, got {_show(v)}")
+        return v
+
+    @field_validator("probe_input", mode="before")
+    @classmethod
+    def _probe_input(cls, v: Any) -> str:
+        if not isinstance(v, str) or v not in PROBE_INPUTS:
+            raise ValueError(f"`probe_input` must be one of {list(PROBE_INPUTS)}, got {_show(v)}")
+        return v
+
+    @field_validator("calibrated", mode="before")
+    @classmethod
+    def _calibrated(cls, v: Any) -> bool:
+        return as_bool("calibrated", v)
+
+    @field_validator("layer", mode="before")
+    @classmethod
+    def _layer(cls, v: Any, info: ValidationInfo) -> int | str | tuple[int, ...]:
+        layer = parse_layer(v)
+        ctx = _context(info)
+        if ctx is not None:
+            resolve_blocks(layer, ctx.n_layers)  # range errors now, with the field's name
+        return layer
+
+    @field_validator("module", mode="before")
+    @classmethod
+    def _module(cls, v: Any, info: ValidationInfo) -> tuple[str, ...]:
+        modules = parse_modules(v)
+        ctx = _context(info)
+        if ctx is not None:
+            for m in modules:
+                if m not in ctx.modules:
+                    raise ValueError(f"`module` {m!r} is not adapted by any adapter; choose from {list(ctx.modules)}")
+        return modules
+
+    @model_validator(mode="after")
+    def _resolve_blocks(self, info: ValidationInfo) -> RouteOptions:
+        ctx = _context(info)
+        if ctx is not None:
+            self._blocks = resolve_blocks(self.layer, ctx.n_layers)
+        return self
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """The probed blocks, non-negative and sorted (known once validated against an engine)."""
+        if self._blocks is None:
+            raise RuntimeError("RouteOptions.blocks needs options resolved against an engine (RouteOptions.resolve)")
+        return self._blocks
+
+    @property
+    def layer_text(self) -> str:
+        """`layer` as one string (`-1`, `15:30`, `3,5`): the form the app's text box and the CLI take."""
+        return ",".join(map(str, self.layer)) if isinstance(self.layer, tuple) else str(self.layer)
+
+    def trace(self) -> dict:
+        """The settings as a trace records them, blocks resolved."""
+        return {**self.model_dump(mode="json"), "blocks": list(self.blocks)}
+
+
+class GenerateOptions(_Options):
+    """Length and sampling of an answer (greedy unless `do_sample`)."""
+
+    max_new_tokens: int = Field(64, description=f"Longest answer, in tokens (1..{MAX_NEW_TOKENS}).")
+    min_new_tokens: int = Field(0, description="Do not stop before this many tokens (benchmarks); 0 = stop at EOS.")
+    do_sample: bool = Field(False, description="Sample the answer (temperature, top_p, top_k, seed); greedy if false.")
+    temperature: float = Field(1.0, description="Sampling temperature (> 0, at most 10).")
+    top_p: float = Field(1.0, description="Nucleus sampling: keep the most likely tokens up to this mass (0 < p <= 1).")
+    top_k: int = Field(0, description="Sample among the k most likely tokens only (0 = no limit).")
+    seed: int | None = Field(None, description="Random seed of a sampled answer (same seed, same answer).")
+
+    @field_validator("max_new_tokens", mode="before")
+    @classmethod
+    def _max_new_tokens(cls, v: Any) -> int:
+        return in_range("max_new_tokens", as_int("max_new_tokens", v), 1, MAX_NEW_TOKENS)
+
+    @field_validator("min_new_tokens", mode="before")
+    @classmethod
+    def _min_new_tokens(cls, v: Any) -> int:
+        return in_range("min_new_tokens", as_int("min_new_tokens", v), 0, MAX_NEW_TOKENS)
+
+    @field_validator("do_sample", mode="before")
+    @classmethod
+    def _do_sample(cls, v: Any) -> bool:
+        return as_bool("do_sample", v)
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature(cls, v: Any) -> float:
+        t = as_float("temperature", v)
+        if not 0 < t <= MAX_TEMPERATURE:
+            raise ValueError(f"`temperature` must be > 0 and at most {MAX_TEMPERATURE}, got {_show(v)}")
+        return t
+
+    @field_validator("top_p", mode="before")
+    @classmethod
+    def _top_p(cls, v: Any) -> float:
+        p = as_float("top_p", v)
+        if not 0 < p <= 1:
+            raise ValueError(f"`top_p` must be > 0 and at most 1, got {_show(v)}")
+        return p
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _top_k(cls, v: Any) -> int:
+        return in_range("top_k", as_int("top_k", v), 0, None)
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, v: Any) -> int | None:
+        return None if v is None else in_range("seed", as_int("seed", v), 0, 2**63 - 1)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> GenerateOptions:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"`min_new_tokens` ({self.min_new_tokens}) must be at most `max_new_tokens` ({self.max_new_tokens})"
+            )
+        return self
+
+
+ROUTE_FIELDS = tuple(RouteOptions.model_fields)
+GENERATE_FIELDS = tuple(GenerateOptions.model_fields)
+
+# ------------------------------------------------------------------------------- prompts and mixtures
+
+_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp", "Cn", "Co"}  # control, format (zero-width, BOM), spaces, unassigned
+
+
+def check_prompt(prompt: Any, max_chars: int) -> str:
+    """A prompt as a valid, visible, not absurdly long string (checked before any tokenizing)."""
+    if not isinstance(prompt, str):
+        raise RequestError(f"`prompt` must be a string, got {type(prompt).__name__}")
+    if len(prompt) > max_chars:
+        raise RequestError(f"`prompt` has {len(prompt):,} characters; the limit is {max_chars:,}: shorten it")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(
+            f"`prompt` is not valid text: a lone surrogate {prompt[e.start]!r} at position {e.start}; send UTF-8 text"
+        ) from None
+    if all(unicodedata.category(c) in _INVISIBLE or c.isspace() for c in prompt):
+        raise RequestError("`prompt` is empty (or only invisible characters): type a question or instruction")
+    return prompt
+
+
+def check_prompts(prompts: Any, max_chars: int) -> list[str]:
+    """A non-empty list or tuple of prompts (not a bare string, not a one-shot iterator)."""
+    if isinstance(prompts, str) or not isinstance(prompts, list | tuple):
+        raise RequestError(f"`prompts` must be a list of strings, got {type(prompts).__name__}")
+    if not prompts:
+        raise RequestError("`prompts` is empty: give at least one prompt")
+    return [check_prompt(p, max_chars) for p in prompts]
+
+
+def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
+    """An explicit mixture {adapter: weight}: known names, finite weights in (0, MAX_ADAPTER_WEIGHT]."""
+    if not isinstance(adapters, dict):
+        raise RequestError(f"`adapters` must be a mapping {{adapter name: weight}}, got {type(adapters).__name__}")
+    out = {}
+    for name, w in adapters.items():
+        if name not in names:
+            shown = names if len(names) <= 12 else names[:12] + ["..."]
+            raise RequestError(f"`adapters`: unknown adapter {_show(name)}; the pool has {shown}")
+        try:
+            w = as_float(f"adapters[{name!r}]", w)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        if not 0 < w <= MAX_ADAPTER_WEIGHT:
+            raise RequestError(f"`adapters[{name!r}]` must be > 0 and at most {MAX_ADAPTER_WEIGHT}, got {_show(w)}")
+        out[name] = w
+    return out

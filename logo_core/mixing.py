@@ -46,6 +46,15 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     return order, weights
 
 
+def ties_at_cut(scores: Tensor, chosen: Sequence[int]) -> list[int]:
+    """Indices whose score equals the last chosen one when that tie straddles the top-k cut (some
+    tied adapters are in, some out: the pool order decided); [] when the cut is clean."""
+    if not chosen or len(chosen) == len(scores):
+        return []
+    tied = (scores == scores[chosen[-1]]).nonzero().flatten().tolist()
+    return tied if set(tied) - set(chosen) else []
+
+
 def stack_factors(pairs: Sequence[tuple[Tensor, Tensor] | None], rank: int | None = None) -> tuple[Tensor, Tensor]:
     """Zero-pad and stack LoRA pairs: [(A [R_i, D_in], B [D_out, R_i]) or None] -> A [N, R, D_in], B [N, D_out, R].
 

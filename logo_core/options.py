@@ -410,3 +410,19 @@ def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
             raise RequestError(f"`adapters[{name!r}]` must be > 0 and at most {MAX_ADAPTER_WEIGHT}, got {_show(w)}")
         out[name] = w
     return out
+
+
+def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
+    """A request's keywords -> (routing, generation) settings; unknown names and routing settings
+    beside an explicit mixture (which would silently do nothing) are errors."""
+    route = {k: v for k, v in kwargs.items() if k in ROUTE_FIELDS}
+    gen = {k: v for k, v in kwargs.items() if k in GENERATE_FIELDS}
+    unknown = set(kwargs) - set(route) - set(gen)
+    if unknown:
+        raise RequestError(
+            f"unknown argument(s) {sorted(unknown)}; routing takes {list(ROUTE_FIELDS)}, generation {list(GENERATE_FIELDS)}"
+        )
+    given = sorted(k for k, v in route.items() if v is not None)
+    if explicit and given:
+        raise RequestError(f"routing settings {given} have no effect with an explicit `adapters` mixture: pass one")
+    return route, gen

@@ -152,7 +152,8 @@ def _describe(file: str, raw: dict, err: dict) -> str:
         where = f"adapter {name!r} (entry {loc[1]})" if name else f"adapter entry {loc[1]}"
         loc = loc[2:]
     field = ".".join(str(p) for p in loc) or "(entry)"
-    return f"{file}: {where + ' ' if where else ''}field '{field}': {err['msg']}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{file}: {where + ' ' if where else ''}field '{field}': {msg}"
 
 
 def parse_config(raw: object, file: str = "<config>", root: Path | None = None) -> PoolConfig:
@@ -167,6 +168,20 @@ def parse_config(raw: object, file: str = "<config>", root: Path | None = None) 
         raise ConfigError("\n".join(_describe(file, raw, err) for err in e.errors())) from None
     cfg.root = root if root is not None else Path(file).resolve().parent
     return cfg
+
+
+def with_overrides(cfg: PoolConfig, **sections: dict) -> PoolConfig:
+    """A copy of `cfg` with some fields of its sections replaced (`base_model={"dtype": "bf16"}`), validated.
+
+    Raises:
+        ConfigError: an unknown section or field, or a bad value (named).
+    """
+    raw = cfg.model_dump(mode="python")
+    for section, fields in sections.items():
+        if section not in raw or not isinstance(raw[section], dict):
+            raise ConfigError(f"no configuration section {section!r}")
+        raw[section] = {**raw[section], **{k: v for k, v in fields.items() if v is not None}}
+    return parse_config(raw, "<overrides>", cfg.root)
 
 
 def load_config(path: str | Path) -> PoolConfig:

@@ -87,8 +87,20 @@ def entailment(rng: random.Random) -> Example:
 
 
 NAMES = [
-    "The Eagle", "Blue Spice", "The Mill", "Green Man", "The Golden Palace", "Zizzi", "Aromi", "The Phoenix",
-    "Cotto", "The Vaults", "Bibimbap House", "The Punter", "Loch Fyne", "Strada",
+    "The Eagle",
+    "Blue Spice",
+    "The Mill",
+    "Green Man",
+    "The Golden Palace",
+    "Zizzi",
+    "Aromi",
+    "The Phoenix",
+    "Cotto",
+    "The Vaults",
+    "Bibimbap House",
+    "The Punter",
+    "Loch Fyne",
+    "Strada",
 ]
 FOODS = ["French", "Italian", "Chinese", "Indian", "Japanese", "English", "fast food"]
 AREAS = ["city centre", "riverside"]

@@ -60,9 +60,26 @@ def plurals(rng: random.Random) -> Example:
 
 
 LETTER_WORDS = [
-    "strawberry", "banana", "mississippi", "bookkeeper", "committee", "balloon", "letter", "coffee", "pepper",
-    "address", "cinnamon", "parallel", "tomorrow", "raccoon", "success", "grammar", "apple", "puppy",
-    "butterfly", "engineer",
+    "strawberry",
+    "banana",
+    "mississippi",
+    "bookkeeper",
+    "committee",
+    "balloon",
+    "letter",
+    "coffee",
+    "pepper",
+    "address",
+    "cinnamon",
+    "parallel",
+    "tomorrow",
+    "raccoon",
+    "success",
+    "grammar",
+    "apple",
+    "puppy",
+    "butterfly",
+    "engineer",
 ]
 
 

@@ -1,75 +1,97 @@
-"""Command line: `python -m logo_core route|generate --prompt "..." [--json]` (no logic of its own)."""
+"""Command line, no logic of its own: `python -m logo_core route|generate|replay|export ...`.
+
+    python -m logo_core route --prompt "What is 47 + 38?" --k 3 --json
+    python -m logo_core generate --prompt "Translate to French: the cat" --max-new-tokens 32
+    python -m logo_core replay trace.json          # the app's exported trace: the same answer again
+    python -m logo_core export --prompt "..." --out mix/   # the prompt's mixture as one PEFT adapter
+
+The flags are generated from the options models (`options.py`): names, help texts and choices are
+theirs, and every value is checked before the model loads.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from .errors import LoGoError
-from .registry import BaseModelSpec, RoutingDefaults
+from .errors import LoGoError, RequestError
+from .options import GENERATE_FIELDS, ROUTE_FIELDS, GenerateOptions, RouteOptions, check_prompt
+
+TYPES = {"k": int, "max_new_tokens": int, "min_new_tokens": int, "top_k": int, "seed": int}
+FLOATS = ("temperature", "top_p")
 
 
-def _help(model: type, name: str) -> str:
-    return model.model_fields[name].description or ""
+def _add_fields(parser: argparse.ArgumentParser, model: type, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        info = model.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        extra = info.json_schema_extra or {}
+        if info.annotation in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=info.description)
+        else:
+            kind = TYPES.get(name, float if name in FLOATS else str)
+            parser.add_argument(flag, type=kind, choices=extra.get("choices"), help=info.description)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m logo_core", description="LoGo: route a prompt over a LoRA pool.")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("route", "generate"):
-        s = sub.add_parser(name, help=f"{name} one prompt and print the routing trace")
+    for name, what in [
+        ("route", "score every adapter for a prompt and print the top k"),
+        ("generate", "route a prompt and answer it with the mixture"),
+        ("export", "write a prompt's mixture as one PEFT adapter (the rank-concatenated LoRA)"),
+    ]:
+        s = sub.add_parser(name, help=what)
         s.add_argument("--prompt", required=True, help="the user's message")
         s.add_argument("--config", default="adapters.yaml", help="adapter pool file")
-        s.add_argument("--dtype", choices=["fp32", "bf16", "int8"], help=_help(BaseModelSpec, "dtype"))
-        s.add_argument("--k", type=int, help=_help(RoutingDefaults, "k"))
-        s.add_argument("--signal", choices=["norm", "entropy"], help=_help(RoutingDefaults, "signal"))
-        s.add_argument("--calibrated", action=argparse.BooleanOptionalAction, help=_help(RoutingDefaults, "calibrated"))
-        s.add_argument("--layer", help=_help(RoutingDefaults, "layer"))
-        s.add_argument("--module", help=_help(RoutingDefaults, "module"))
-        s.add_argument("--probe-input", choices=["residual", "module"], help=_help(RoutingDefaults, "probe_input"))
-        s.add_argument("--json", action="store_true", help="print the full trace as JSON")
+        s.add_argument("--dtype", help="override base_model.dtype (auto, fp32, bf16, fp16, int8, 8bit, 4bit)")
+        s.add_argument("--device", help="override base_model.device (auto, cpu, cuda, cuda:N)")
+        _add_fields(s, RouteOptions, ROUTE_FIELDS)
         if name == "generate":
-            s.add_argument("--max-new-tokens", type=int, help=_help(RoutingDefaults, "max_new_tokens"))
+            _add_fields(s, GenerateOptions, GENERATE_FIELDS)
+            s.add_argument("--json", action="store_true", help="print the full trace as JSON")
+        if name == "route":
+            s.add_argument("--json", action="store_true", help="print the full trace as JSON")
+        if name == "export":
+            s.add_argument("--out", required=True, type=Path, help="folder to write the PEFT adapter to")
+    r = sub.add_parser("replay", help="generate again from an exported trace and compare")
+    r.add_argument("trace", type=Path, help="a trace JSON file (the app's download, or generate --json)")
+    r.add_argument("--config", default="adapters.yaml", help="adapter pool file")
     return p
 
 
-def _layer(text: str | None) -> int | str | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text
+def _values(args: argparse.Namespace, fields: tuple[str, ...]) -> dict:
+    return {f: getattr(args, f, None) for f in fields if getattr(args, f, None) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .engine import LoGoEngine
-
-    route_kw = {
-        "k": args.k,
-        "signal": args.signal,
-        "calibrated": args.calibrated,
-        "layer": _layer(args.layer),
-        "module": args.module,
-        "probe_input": args.probe_input,
-    }
     try:
-        engine = LoGoEngine.from_config(args.config, dtype=args.dtype)
+        if args.command == "replay":
+            return _replay(args)
+        route = _values(args, ROUTE_FIELDS)
+        gen = _values(args, GENERATE_FIELDS)
+        RouteOptions.resolve(route)  # every value checked before the model loads (10-30 s)
+        GenerateOptions.resolve(gen)
+        check_prompt(args.prompt, 10**6)
+        engine = _engine(args.config, dtype=args.dtype, device=args.device)
+        if args.command == "export":
+            r = engine.route(args.prompt, **route)
+            engine.export_adapter(r.weights, args.out)
+            print(f"wrote {args.out} ({', '.join(f'{n} {w:.2f}' for n, w in r.weights.items())})")
+            return 0
         if args.command == "route":
-            result = engine.route(args.prompt, **route_kw)
-            routing = result
+            result = engine.route(args.prompt, **route)
         else:
-            result = engine.generate(args.prompt, max_new_tokens=args.max_new_tokens, **route_kw)
-            routing = result.routing
+            result = engine.generate(args.prompt, **route, **gen)
     except LoGoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for msg in engine.load_report.messages:
-        print(f"warning: {msg}", file=sys.stderr)
+    routing = result if args.command == "route" else result.routing
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return 0
     for note in result.notices:
         print(f"note: {note}")
@@ -78,10 +100,45 @@ def main(argv: list[str] | None = None) -> int:
         mark = f"  <- w={routing.weights[name]:.3f}" if name in routing.weights else ""
         print(f"{name:<{width}}  {score:10.4f}{mark}")
     if args.command == "generate":
-        print(f"\n{result.text}\n")
         t = result.timings
+        print(f"\n{result.text}\n")
         print(f"probe {t['probe_s'] * 1e3:.0f} ms, generation {t['generate_s']:.2f} s, {t['tokens_per_s']:.1f} tok/s")
     return 0
+
+
+def _engine(config: str, **base_model):
+    from .engine import LoGoEngine
+
+    engine = LoGoEngine.from_config(config, **base_model)
+    for msg in engine.load_report.messages:
+        print(f"warning: {msg}", file=sys.stderr)
+    return engine
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Rebuild the engine a trace names, check its adapters' hashes, generate again, compare."""
+    try:
+        trace = json.loads(args.trace.read_text(encoding="utf-8"))
+        routing, gen, origin = trace["routing"], trace["generation"], trace["provenance"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RequestError(f"{args.trace}: not a LoGo generation trace ({e})") from None
+    engine = _engine(args.config, dtype=origin.get("dtype"))
+    if engine.provenance.get("model") != origin.get("model"):
+        loads = engine.provenance.get("model")
+        print(f"warning: the trace used model {origin.get('model')!r}, {args.config} loads {loads!r}", file=sys.stderr)
+    used = origin.get("adapters", {})
+    changed = [n for n in routing["weights"] if used.get(n) != engine.provenance["adapters"].get(n)]
+    if changed:
+        print(f"warning: adapter files differ from the trace's (sha256): {changed}", file=sys.stderr)
+    if routing["options"].get("mode") == "routed":
+        opts = {k: v for k, v in routing["options"].items() if k in ROUTE_FIELDS}
+        g = engine.generate(routing["prompt"], **opts, **gen)
+    else:
+        g = engine.generate(routing["prompt"], adapters=routing["weights"], **gen)
+    same, before = g.text == trace["text"], trace["text"]
+    print("identical answer" if same else f"DIFFERENT answer: {g.text!r} (trace: {before!r})")
+    print(f"selected {g.routing.selected} (trace: {routing['selected']})")
+    return 0 if same and g.routing.selected == routing["selected"] else 1
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import time
 import torch
 from torch import Tensor, nn
 
-from .anatomy import layers_path, module_paths
+from .anatomy import layers_path, linear_shape, module_paths
+from .generation import run_generate
 from .mixing import Key, MixedLinear, Mixture
 from .views import private_view
 
@@ -50,7 +51,7 @@ class CompiledDecoder:
         for b, m in sorted(keys):
             device, dtype = where((b, m))
             base = model.get_submodule(f"{layers}.{b}.{paths[m]}")
-            D_in, D_out = _shape(base)
+            D_in, D_out = linear_shape(base)
             A = torch.zeros(M, max_rank, D_in, device=device, dtype=dtype)  # [M, R_max, D_in]
             Bw = torch.zeros(M, D_out, max_rank, device=device, dtype=dtype)  # [M, D_out, R_max]
             self.buffers[(b, m)] = (A, Bw)
@@ -108,14 +109,7 @@ class CompiledDecoder:
         with self.lock:
             self.fill(plan.mixture, bucket if plan.mixture is None or _one_row(plan.mixture) else B)
             before = _frames()
-            with torch.inference_mode():
-                out = self.view.generate(
-                    **inputs,
-                    generation_config=self.generation_config(cfg),
-                    logits_processor=processors or None,
-                    stopping_criteria=criteria or None,
-                    streamer=streamer,
-                )
+            out = run_generate(self.view, inputs, self.generation_config(cfg), processors, criteria, streamer)
             self.compiles += _frames() - before
         return out[:B]
 
@@ -128,8 +122,8 @@ class CompiledDecoder:
         for bucket in self.buckets:
             enc = encode(["Hello!"] * bucket, 4, self.view.get_input_embeddings().weight.device)
             cfg = generation_config(GenerateOptions(max_new_tokens=4, min_new_tokens=4), tokenizer)
-            with self.lock, torch.inference_mode():
-                self.view.generate(**enc.inputs(), generation_config=self.generation_config(cfg))
+            with self.lock:
+                run_generate(self.view, enc.inputs(), self.generation_config(cfg))
             log_fn(f"compiled decode path: batch {bucket} ready ({time.perf_counter() - t0:.0f} s)")
         return time.perf_counter() - t0
 
@@ -143,9 +137,3 @@ def _frames() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["frames"]["ok"])
-
-
-def _shape(module: nn.Module) -> tuple[int, int]:
-    from .anatomy import linear_shape
-
-    return linear_shape(module)

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -18,28 +20,19 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import signals
+from . import generation, options, signals
 from .anatomy import decoder_layers
+from .batcher import MicroBatcher
+from .calibration import Calibration
 from .errors import RequestError
-from .generation import SeededSampler, StopOnEvent, count_tokens, generation_config, stream_in_thread
-from .loading import Placement, input_device, load, provenance, site_placement
+from .loading import Placement, batching_wanted, input_device, load, provenance, save_peft_adapter, site_placement
 from .mixing import Mixture, attach, select_top_k, ties_at_cut
-from .options import (  # noqa: I001
-    GENERATE_FIELDS,
-    ROUTE_FIELDS,
-    Context,
-    GenerateOptions,
-    RouteOptions,
-    check_mixture,
-    check_prompt,
-    check_prompts,
-    split_kwargs,
-)
+from .options import Context, GenerateOptions, RouteOptions
 from .pool import AdapterPool, LoadReport, load_pool
-from .probe import RESIDUAL, ProbeCache, run_probe, wants_for
+from .probe import RESIDUAL, ProbeCache, neutral_wants, probe, run_probe, wants_for
 from .prompts import Encoded, PromptEncoder
 from .registry import PoolConfig, load_config, with_overrides
-from .results import Generation, Routing
+from .results import Generation, Routing, make_timings
 
 
 @dataclass
@@ -51,6 +44,7 @@ class Plan:
     gen: GenerateOptions
     mixture: Mixture | None
     started: float
+    seeds: list[int] | None = None  # a sampled request's seed per row (drawn when none was given)
 
 
 class LoGoEngine:
@@ -92,24 +86,17 @@ class LoGoEngine:
         self.context = Context(len(pool), self.n_layers, tuple(pool.modules))
         ctx = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self.encode = PromptEncoder(tokenizer, self.settings.max_prompt_tokens, ctx)
-        self.probe_cache = (
-            ProbeCache(int(self.settings.probe_cache_mb * 2**20)) if self.settings.probe_cache_mb else None
-        )
-        on_cpu = self.placement.device.type == "cpu"
-        self.fold = self.settings.mixture == "fold" or (self.settings.mixture == "auto" and on_cpu)
+        cache_mb, mode = self.settings.probe_cache_mb, self.settings.mixture
+        self.probe_cache = ProbeCache(int(cache_mb * 2**20)) if cache_mb else None
+        self.fold = mode == "fold" or (mode == "auto" and self.placement.device.type == "cpu")
         self.decoder = None  # a compiled decode path (`compiled.CompiledDecoder`), when enabled
-        self._neutral: dict = {}
-        self._calibration: dict[tuple, Tensor] = {}
-        self._lock = threading.Lock()
+        self.batcher = None  # a `batcher.MicroBatcher`, when batching is on
+        self.calibration = Calibration(self._probe_neutral, self._site)
 
     @classmethod
     def from_config(cls, path: str | Path = "adapters.yaml", **base_model) -> LoGoEngine:
-        """Load the base model and the adapter pool of `adapters.yaml`, then calibrate.
-
-        Args:
-            path: the pool file.
-            **base_model: overrides of its `base_model` fields (e.g. `dtype="bf16"`, `device="cpu"`).
-        """
+        """Load the base model and the adapter pool of `adapters.yaml` (`**base_model` overrides fields of
+        its `base_model`, e.g. `dtype="bf16"`), then calibrate."""
         return cls.from_pool_config(with_overrides(load_config(path), base_model=base_model))
 
     @classmethod
@@ -120,19 +107,21 @@ class LoGoEngine:
         origin = provenance(cfg.base_model, loaded.placement, pool.files)
         engine = cls(model, loaded.tokenizer, pool, cfg, loaded.placement, loaded.probe_model, report, origin)
         engine.warm_up()
+        if batching_wanted(cfg.engine.batching, loaded.placement):
+            engine.batcher = MicroBatcher(engine, cfg.engine.batch_window_ms / 1000, cfg.engine.batch_max_rows)
         return engine
 
-    def warm_up(self) -> float:
-        """Calibrate the default setting now rather than in the first request. Returns seconds."""
-        t0 = time.perf_counter()
-        try:
-            opts = self.options()
-        except RequestError:  # an empty pool or defaults that do not fit it: requests will say so
-            return 0.0
-        for b in opts.blocks:
-            for m in opts.module:
-                self.calibration(b, m, opts.signal, opts.probe_input)
-        return time.perf_counter() - t0
+    @property
+    def frontend(self):
+        """What the app and the API call (`generate`, `stream`): the micro-batcher when on, else the engine."""
+        return self.batcher or self
+
+    def warm_up(self) -> None:
+        """Calibrate the default setting now rather than in the first request."""
+        with contextlib.suppress(RequestError):  # an empty pool or unfit defaults: requests will say so
+            o = self.route_options()
+            for b, m in itertools.product(o.blocks, o.module):
+                self.calibration(b, m, o.signal, o.probe_input)
 
     @property
     def adapters(self) -> list[str]:
@@ -140,33 +129,25 @@ class LoGoEngine:
 
     # ------------------------------------------------------------------ validation
 
-    def options(self, **route) -> RouteOptions:
+    def route_options(self, **route) -> RouteOptions:
         """The defaults of adapters.yaml overridden by `route` (None = default), checked against this
         engine; raises `RequestError` with the fix."""
         if not self.pool.files:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
-        values = {f: getattr(self.defaults, f) for f in ROUTE_FIELDS}
+        values = {f: getattr(self.defaults, f) for f in options.ROUTE_FIELDS}
         if "k" not in route or route["k"] is None:
             values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool
         return RouteOptions.resolve({**values, **route}, self.context)
 
     def generate_options(self, **gen) -> GenerateOptions:
-        return GenerateOptions.resolve({**{f: getattr(self.defaults, f) for f in GENERATE_FIELDS}, **gen})
+        return GenerateOptions.resolve({**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **gen})
 
     # ------------------------------------------------------------------ routing
 
-    def calibration(self, block: int, module: str, signal: str, probe_input: str) -> Tensor:
-        """c_i for one site (LOGO.md 2), from one probe pass of the neutral prompts (cached). [N]"""
-        key = (block, module, signal, probe_input)
-        with self._lock:
-            if not self._neutral:
-                enc = self.encode(self.neutral_prompts, 0, self.placement.device)
-                every = {(b, m) for b in range(self.n_layers) for m in (RESIDUAL, *self.pool.modules)}
-                self._neutral = run_probe(self.probe_model, enc.input_ids, enc.attention_mask, every)
-            if key not in self._calibration:
-                h = self._neutral[(block, RESIDUAL if probe_input == "residual" else module)]
-                self._calibration[key] = signals.calibration(self._site(h, block, module), signal)
-            return self._calibration[key]
+    def _probe_neutral(self) -> dict:
+        enc = self.encode(self.neutral_prompts, 0, self.placement.device)
+        wants = neutral_wants(self.n_layers, self.pool.modules)
+        return run_probe(self.probe_model, enc.input_ids, enc.attention_mask, wants)
 
     def _site(self, h: Tensor, block: int, module: str, calibration: Tensor | None = None) -> signals.Site:
         A, Bs, mask = self.pool.probe_stack((block, module))
@@ -182,19 +163,7 @@ class LoGoEngine:
         return out
 
     def _probe(self, enc: Encoded, wants: set) -> dict:
-        """`run_probe`, through the probe cache for single prompts (a prompt's vectors never depend on
-        what it was batched with). A miss captures every block up to the deepest one wanted, so any
-        later setting on the same prompt hits."""
-        if self.probe_cache is None or enc.input_ids.shape[0] != 1:
-            return run_probe(self.probe_model, enc.input_ids, enc.attention_mask, wants)
-        key = tuple(enc.input_ids[0].tolist())
-        hit = self.probe_cache.get(key, wants)
-        if hit is not None:
-            return hit
-        every = {(b, m) for b in range(max(b for b, _ in wants) + 1) for m in (RESIDUAL, *self.pool.modules)}
-        hs = run_probe(self.probe_model, enc.input_ids, enc.attention_mask, wants | every)
-        self.probe_cache.put(key, hs)
-        return hs
+        return probe(self.probe_model, enc, wants, self.probe_cache, self.pool.modules)
 
     def _route(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
         t0 = time.perf_counter()
@@ -222,8 +191,8 @@ class LoGoEngine:
 
     def route_batch(self, prompts: Sequence[str], **route) -> list[Routing]:
         """Route several prompts with one probe pass (see `route` for the arguments)."""
-        prompts = check_prompts(prompts, self.settings.max_prompt_chars)
-        opts = self.options(**route)
+        prompts = options.check_prompts(prompts, self.settings.max_prompt_chars)
+        opts = self.route_options(**route)
         return self._route(prompts, self.encode(prompts, 0, self.placement.device), opts)
 
     def route(self, prompt: str, **route) -> Routing:
@@ -237,7 +206,7 @@ class LoGoEngine:
         Returns:
             A `Routing`: every adapter's score, the selected names and their weights.
         """
-        return self.route_batch([check_prompt(prompt, self.settings.max_prompt_chars)], **route)[0]
+        return self.route_batch([options.check_prompt(prompt, self.settings.max_prompt_chars)], **route)[0]
 
     def sweep_batch(self, prompts: Sequence[str], settings: Sequence[RouteOptions]) -> list[Tensor]:
         """Per-block scores of several settings from ONE probe pass over every block they need.
@@ -246,7 +215,7 @@ class LoGoEngine:
             One [B, L_s, N] tensor per setting: the scores at each of its blocks (their mean over
             blocks is what `route` uses: `signals.average`).
         """
-        prompts = check_prompts(prompts, self.settings.max_prompt_chars)
+        prompts = options.check_prompts(prompts, self.settings.max_prompt_chars)
         enc = self.encode(prompts, 0, self.placement.device)
         wants = set().union(*(wants_for(s.blocks, s.module, s.probe_input) for s in settings))
         hs = self._probe(enc, wants)
@@ -257,8 +226,8 @@ class LoGoEngine:
 
     def layer_sweep(self, prompt: str, **route) -> Tensor:
         """Scores of every adapter at every block for one prompt (`layer` is ignored). [L, N]"""
-        opts = self.options(**{**route, "layer": f"0:{self.n_layers}"})
-        return self.sweep_batch([check_prompt(prompt, self.settings.max_prompt_chars)], [opts])[0][0]
+        opts = self.route_options(**{**route, "layer": f"0:{self.n_layers}"})
+        return self.sweep_batch([options.check_prompt(prompt, self.settings.max_prompt_chars)], [opts])[0][0]
 
     # ------------------------------------------------------------------ generation
 
@@ -266,18 +235,27 @@ class LoGoEngine:
         """The low-rank mixture of each row (one shared mixture when all rows agree)."""
         return Mixture.build([[(self.pool.factors(n), w) for n, w in r.weights.items()] for r in routings])
 
+    def export_adapter(self, weights: dict[str, float], directory: str | Path) -> Path:
+        """Write a mixture {adapter: weight} as one PEFT adapter (the rank-concatenated LoRA, LOGO.md 4)
+        that `PeftModel.from_pretrained` loads to compute what this engine computes."""
+        weights = options.check_mixture(weights, self.pool.names)
+        mixture = Mixture.build([[(self.pool.factors(n), w) for n, w in weights.items()]])
+        if mixture is None:
+            raise RequestError("`adapters` is empty: there is no mixture to export")
+        return save_peft_adapter(mixture, self.model, Path(directory), self.provenance.get("model", ""))
+
     def plan(self, prompts: Sequence[str], adapters: Sequence[dict] | None = None, **kwargs) -> Plan:
         """Validate a request, route it (or take its explicit mixtures) and build its mixture."""
         t0 = time.perf_counter()
-        prompts = check_prompts(prompts, self.settings.max_prompt_chars)
-        route, gen = split_kwargs(kwargs, explicit=adapters is not None)
+        prompts = options.check_prompts(prompts, self.settings.max_prompt_chars)
+        route, gen = options.split_kwargs(kwargs, explicit=adapters is not None)
         gen = self.generate_options(**gen)
         if adapters is None:
-            opts = self.options(**route)
+            opts = self.route_options(**route)
         elif not isinstance(adapters, list | tuple) or len(adapters) != len(prompts):
             raise RequestError(f"`adapters` must be a list of {len(prompts)} mixtures, one per prompt")
         else:
-            adapters = [check_mixture(a, self.pool.names) for a in adapters]
+            adapters = [options.check_mixture(a, self.pool.names) for a in adapters]
         enc = self.encode(prompts, gen.max_new_tokens, self.placement.device)  # the probe sees what generation sees
         if adapters is None:
             routings = self._route(prompts, enc, opts)
@@ -285,43 +263,45 @@ class LoGoEngine:
             routings = [Routing(p, {}, list(a), dict(a), {"mode": "explicit"}) for p, a in zip(prompts, adapters)]
             for r, n in zip(routings, enc.notices):
                 r.notices = list(n)
-        return Plan(routings, enc, gen, self.mixture_for(routings), t0)
+        seeds = (
+            [gen.seed if gen.seed is not None else generation.new_seed() for _ in prompts] if gen.do_sample else None
+        )
+        return Plan(routings, enc, gen, self.mixture_for(routings), t0, seeds)
 
-    def decode(self, plan: Plan, streamer=None, stop: threading.Event | None = None) -> Tensor:
-        """Generate the plan's new tokens ([B, T_new]) on a private view carrying its mixture."""
-        cfg = generation_config(plan.gen, self.tokenizer)
-        processors = []
-        if plan.gen.do_sample and plan.gen.seed is not None:
-            processors.append(SeededSampler([plan.gen.seed] * plan.enc.input_ids.shape[0], self.placement.device))
-        criteria = [StopOnEvent(stop)] if stop is not None else []
+    def merge_plans(self, plans: Sequence[Plan]) -> Plan:
+        """One plan of several one-row plans with the same generation settings (the micro-batcher's)."""
+        routings = [r for p in plans for r in p.routings]
+        enc = self.encode([r.prompt for r in routings], plans[0].gen.max_new_tokens, self.placement.device)
+        seeds = [s for p in plans for s in p.seeds] if plans[0].seeds else None
+        return Plan(routings, enc, plans[0].gen, self.mixture_for(routings), min(p.started for p in plans), seeds)
+
+    def decode(self, plan: Plan, streamer=None, stops: Sequence[threading.Event] = ()) -> Tensor:
+        """Generate the plan's new tokens ([B, T_new]) on a private view carrying its mixture.
+
+        Args:
+            streamer: transformers' streamer interface (put/end), fed every new token.
+            stops: one event for all rows, or one per row: a set event ends that row (Stop).
+        """
+        cfg = generation.generation_config(plan.gen, self.tokenizer)
+        processors = [generation.SeededSampler(plan.seeds, self.placement.device)] if plan.seeds else []
+        criteria = [generation.StopOnEvent(list(stops))] if stops else []
         if self.decoder is not None and self.decoder.accepts(plan):
             out = self.decoder.generate(plan, cfg, processors, criteria, streamer)
         else:
             view = attach(self.model, plan.mixture, fold_weights=self.fold)
-            with torch.inference_mode():
-                out = view.generate(
-                    **plan.enc.inputs(),
-                    generation_config=cfg,
-                    logits_processor=processors or None,
-                    stopping_criteria=criteria or None,
-                    streamer=streamer,
-                )
+            out = generation.run_generate(view, plan.enc.inputs(), cfg, processors, criteria, streamer)
         return out[:, plan.enc.input_ids.shape[1] :]
 
     def finish(self, plan: Plan, i: int, new_ids: Tensor, generate_s: float, text: str | None, stopped=False):
         """Row i's `Generation`: text, routing, settings, timings, provenance."""
-        n_tok = count_tokens(new_ids, self.tokenizer.eos_token_id)
-        timings = {
-            "probe_s": plan.routings[i].timings.get("probe_s", 0.0),
-            "generate_s": generate_s,
-            "total_s": time.perf_counter() - plan.started,
-            "new_tokens": n_tok,
-            "tokens_per_s": n_tok / max(generate_s, 1e-9),
-        }
+        r, gen = plan.routings[i], plan.gen.model_dump()
+        n_tok = generation.count_tokens(new_ids, self.tokenizer.eos_token_id)
+        timings = make_timings(r.timings.get("probe_s", 0.0), generate_s, time.perf_counter() - plan.started, n_tok)
         if text is None:
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        r = plan.routings[i]
-        return Generation(text, r, plan.gen.model_dump(), timings, stopped, self.provenance, r.notices)
+        if plan.seeds:
+            gen["seed"] = plan.seeds[i]  # the seed actually used: `replay` gives the same answer
+        return Generation(text, r, gen, timings, stopped, self.provenance, r.notices)
 
     def generate_batch(self, prompts: Sequence[str], adapters: Sequence[dict] | None = None, **kwargs) -> list:
         """Route and generate a batch; each row gets its own mixture (see `generate`)."""
@@ -351,11 +331,10 @@ class LoGoEngine:
         Args:
             timeout: seconds to wait for the next piece before the stream fails (a stuck decoder).
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-            raise RequestError(f"`timeout` must be a number of seconds in (0, 3600], got {timeout!r}")
+        options.check_timeout(timeout)
         plan = self.plan([prompt], None if adapters is None else [adapters], **kwargs)
-        return stream_in_thread(
-            lambda streamer, stop: self.decode(plan, streamer, stop),
+        return generation.stream_in_thread(
+            lambda streamer, stop: self.decode(plan, streamer, [stop])[0],
             lambda ids, seconds, text, stopped: self.finish(plan, 0, ids, seconds, text, stopped),
             self.tokenizer,
             plan.routings[0],

@@ -8,13 +8,14 @@ seeded answer is the same whatever other requests sample at the same time.
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
-from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from .errors import RequestError
 from .options import GenerateOptions
@@ -53,13 +54,32 @@ class SeededSampler(LogitsProcessor):
 
 
 class StopOnEvent(StoppingCriteria):
-    """Ends generation when an event is set (a Stop button, a closed stream)."""
+    """Ends a row when its event is set (a Stop button, a closed stream); one event may serve every row."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(self, events: list[threading.Event]) -> None:
+        self.events = events
 
     def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        B = input_ids.shape[0]
+        flags = [e.is_set() for e in self.events] if len(self.events) == B else [self.events[0].is_set()] * B
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+
+def new_seed() -> int:
+    """A fresh seed for a sampled request that named none (recorded, so the answer can be replayed)."""
+    return secrets.randbelow(2**63)
+
+
+def run_generate(model, inputs: dict, cfg: GenerationConfig, processors=(), criteria=(), streamer=None) -> Tensor:
+    """transformers' `generate`, inference mode, our processors and stopping criteria."""
+    with torch.inference_mode():
+        return model.generate(
+            **inputs,
+            generation_config=cfg,
+            logits_processor=LogitsProcessorList(processors) if processors else None,
+            stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
+            streamer=streamer,
+        )
 
 
 def count_tokens(new_ids: Tensor, eos_token_id: int | None) -> int:
@@ -105,7 +125,7 @@ def stream_in_thread(decode: Callable, finish: Callable, tokenizer, routing, tim
 
     Args:
         decode: (streamer, stop event) -> new token ids [1, T_new].
-        finish: (new ids [T_new], generate seconds, text, stopped) -> the `Generation`.
+        finish: (what decode returned, generate seconds, text, stopped) -> the `Generation`.
         timeout: seconds to wait for the next piece before the stream fails (a stuck decoder).
     """
     from transformers import TextIteratorStreamer
@@ -130,7 +150,7 @@ def stream_in_thread(decode: Callable, finish: Callable, tokenizer, routing, tim
         thread.join()
         if "error" in box:
             raise box["error"]
-        return finish(box["ids"][0], box["generate_s"], text, stopped)
+        return finish(box["ids"], box["generate_s"], text, stopped)
 
     return GenerationStream(routing, _pieces(streamer, timeout), done, stop)
 

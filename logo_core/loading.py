@@ -226,6 +226,19 @@ def load(spec: BaseModelSpec | None = None) -> Loaded:
     return Loaded(model, tok, place, probe)
 
 
+def on_zero_gpu() -> bool:
+    """A ZeroGPU Space (the `spaces` package's own test: SPACES_ZERO_GPU)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def batching_wanted(setting: str, place: Placement) -> bool:
+    """Micro-batching: `on`/`off`, or `auto` = on a dedicated GPU only (a CPU gains little and its
+    numbers shift with padding; on ZeroGPU every call runs in a worker of its own)."""
+    if setting != "auto":
+        return setting == "on"
+    return place.device.type == "cuda" and not on_zero_gpu()
+
+
 def provenance(spec: BaseModelSpec, place: Placement, files: list[AdapterFile]) -> dict:
     """What a trace records so that `python -m logo_core replay` can rebuild the same engine."""
     return {
@@ -302,6 +315,22 @@ def fetch_adapter(cfg: PoolConfig, spec: AdapterSpec) -> Path:
     pattern = f"{hub.subfolder}/*" if hub.subfolder else None
     root = snapshot_download(hub.repo, revision=hub.revision, allow_patterns=pattern)
     return Path(root) / (hub.subfolder or "")
+
+
+def save_peft_adapter(mixture, model: nn.Module, directory: Path, base_model: str = "") -> Path:
+    """Write a one-row `Mixture` as a PEFT adapter folder (safetensors + adapter_config.json)."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    from .mixing import to_peft_state
+
+    tensors, R, targets = to_peft_state(mixture, model)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, directory / "adapter_model.safetensors")
+    LoraConfig(
+        r=R, lora_alpha=R, target_modules=targets, task_type="CAUSAL_LM", base_model_name_or_path=base_model or None
+    ).save_pretrained(directory)
+    return directory
 
 
 def lora_scale(alpha: float, r: int, rslora: bool) -> float:

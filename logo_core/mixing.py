@@ -14,7 +14,7 @@ model (`views.private_view`) in which each adapted linear layer is replaced by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -192,15 +192,19 @@ def uniform(names: Sequence[str]) -> dict[str, float]:
     return {n: 1.0 / len(names) for n in names}
 
 
-def to_peft_state(mixture: Mixture, paths: Mapping[str, str], layers: str) -> dict[str, Tensor]:
-    """A one-row mixture as PEFT LoRA tensors (rank sum R, scale 1): `lora_A` = A, `lora_B` = Bw.
+def to_peft_state(mixture: Mixture, model: nn.Module) -> tuple[dict[str, Tensor], int, list[str]]:
+    """A one-row mixture as one PEFT LoRA: (tensors, rank R, target module names).
 
-    Saved with `LoraConfig(r=R, lora_alpha=R)`, `PeftModel.from_pretrained` computes the same function.
+    Every module's pair is zero-padded to the largest rank R; saved with `LoraConfig(r=R,
+    lora_alpha=R)` (scale 1), `PeftModel.from_pretrained` computes exactly Bw (A x) there.
     """
+    layers, paths = layers_path(model), module_paths(model)
+    R = max(A.shape[1] for A, _ in mixture.factors.values())
     out = {}
     for (b, m), (A, Bw) in mixture.factors.items():
         assert A.shape[0] == 1, "only a one-row mixture is one adapter"
+        A1, B1 = stack_factors([(A[0], Bw[0])], rank=R)  # [1, R, D_in], [1, D_out, R]
         key = f"base_model.model.{layers}.{b}.{paths[m]}"
-        out[f"{key}.lora_A.weight"] = A[0].contiguous()
-        out[f"{key}.lora_B.weight"] = Bw[0].contiguous()
-    return out
+        out[f"{key}.lora_A.weight"] = A1[0].float().contiguous()
+        out[f"{key}.lora_B.weight"] = B1[0].float().contiguous()
+    return out, R, sorted({m for _, m in mixture.factors})

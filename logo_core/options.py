@@ -426,3 +426,10 @@ def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
     if explicit and given:
         raise RequestError(f"routing settings {given} have no effect with an explicit `adapters` mixture: pass one")
     return route, gen
+
+
+def check_timeout(timeout: Any) -> float:
+    """A stream's patience for the next token: seconds in (0, 3600]."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+        raise RequestError(f"`timeout` must be a number of seconds in (0, 3600], got {_show(timeout)}")
+    return float(timeout)

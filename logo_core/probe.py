@@ -72,6 +72,11 @@ def wants_for(blocks, modules, probe_input: str) -> set[Key]:
     return {(b, m) for b in blocks for m in modules}
 
 
+def neutral_wants(n_layers: int, modules) -> set[Key]:
+    """Every block's residual and module inputs: what calibration captures once for all settings."""
+    return {(b, m) for b in range(n_layers) for m in (RESIDUAL, *modules)}
+
+
 @torch.inference_mode()
 def run_probe(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, wants: set[Key]) -> dict[Key, Tensor]:
     """One forward pass of the clean base model that returns the requested last-token vectors.
@@ -103,6 +108,21 @@ def run_probe(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, wants
     missing = capture.wants - capture.found.keys()
     assert not missing, f"probe did not capture {missing} (of {len(decoder_layers(model))} blocks)"
     return capture.found
+
+
+def probe(model: nn.Module, enc, wants: set[Key], cache: ProbeCache | None, modules) -> dict[Key, Tensor]:
+    """`run_probe` on an encoded batch, through the cache for single prompts (a prompt's vectors never
+    depend on what it was batched with). A miss captures every block up to the deepest one wanted,
+    so any later setting on the same prompt hits."""
+    if cache is None or enc.input_ids.shape[0] != 1:
+        return run_probe(model, enc.input_ids, enc.attention_mask, wants)
+    key = tuple(enc.input_ids[0].tolist())
+    hit = cache.get(key, wants)
+    if hit is None:
+        every = neutral_wants(max(b for b, _ in wants) + 1, modules)
+        hit = run_probe(model, enc.input_ids, enc.attention_mask, wants | every)
+        cache.put(key, hit)
+    return hit
 
 
 class ProbeCache:

@@ -58,3 +58,14 @@ class Generation:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def make_timings(probe_s: float, generate_s: float, total_s: float, new_tokens: int) -> dict[str, float]:
+    """A generation's timings: probe, prefill + decode, the whole request, tokens and their rate."""
+    return {
+        "probe_s": probe_s,
+        "generate_s": generate_s,
+        "total_s": total_s,
+        "new_tokens": new_tokens,
+        "tokens_per_s": new_tokens / max(generate_s, 1e-9),
+    }

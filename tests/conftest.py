@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +28,7 @@ def tokenizer():
     from logo_core.loading import resolve_model_dir
     from logo_core.registry import BaseModelSpec
 
-    source, _ = resolve_model_dir(BaseModelSpec())
+    source = resolve_model_dir(BaseModelSpec())
     tok = AutoTokenizer.from_pretrained(source)
     tok.padding_side = "left"
     return tok
@@ -50,8 +53,11 @@ def app_engine():
     Shared by test_app.py, test_app_client.py and test_browser.py.
     """
     from logo_core.engine import LoGoEngine
-    from logo_core.registry import load_config
+    from logo_core.registry import load_config, with_overrides
 
-    cfg = load_config(ROOT / "adapters.yaml")
-    cfg.defaults = cfg.defaults.model_copy(update={"k": 2, "max_new_tokens": 12, "max_prompt_tokens": 512})
-    return LoGoEngine.from_pool_config(cfg, probe_cache_size=64)
+    cfg = with_overrides(
+        load_config(ROOT / "adapters.yaml"),
+        defaults={"k": 2, "max_new_tokens": 12},
+        engine={"max_prompt_tokens": 512, "probe_cache_mb": 32},
+    )
+    return LoGoEngine.from_pool_config(cfg)

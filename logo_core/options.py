@@ -35,13 +35,24 @@ from pydantic import (
 )
 
 from .errors import RequestError
-from .probe import PROBE_INPUTS
-from .signals import SIGNALS
 
 MAX_NEW_TOKENS = 1024  # a hard cap for one request
 MAX_TEMPERATURE = 10.0
 MIN_TEMPERATURE = 0.01  # below this, fp32 logits / T overflow (1e-300 is 0 in fp32) and sampling is greedy anyway
 MAX_ADAPTER_WEIGHT = 10.0  # an explicit weight above this scales an adapter far beyond its training
+
+
+def signal_names() -> list[str]:
+    """The scores `signal` can name (signals.SIGNALS, the extension point)."""
+    from .signals import SIGNALS  # imported here: checking a CLI flag must not wait for torch (seconds)
+
+    return list(SIGNALS)
+
+
+def probe_input_names() -> list[str]:
+    from .probe import PROBE_INPUTS
+
+    return list(PROBE_INPUTS)
 
 
 @dataclass(frozen=True)
@@ -230,7 +241,7 @@ class RouteOptions(_Options):
         "norm",
         description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
         "`entropy` = 1/H(softmax(o_i)).",
-        json_schema_extra={"choices": list(SIGNALS)},
+        validate_default=False,  # a known choice; validating it would import torch
     )
     calibrated: bool = Field(
         True, description="Divide each adapter's signal by its mean over neutral, task-free prompts."
@@ -245,7 +256,7 @@ class RouteOptions(_Options):
     probe_input: str = Field(
         "residual",
         description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
-        json_schema_extra={"choices": list(PROBE_INPUTS)},
+        validate_default=False,
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
 
@@ -260,15 +271,15 @@ class RouteOptions(_Options):
     @field_validator("signal", mode="before")
     @classmethod
     def _signal(cls, v: Any) -> str:
-        if not isinstance(v, str) or v not in SIGNALS:
-            raise ValueError(f"`signal` must be one of {list(SIGNALS)}, got {_show(v)}")
+        if not isinstance(v, str) or v not in signal_names():
+            raise ValueError(f"`signal` must be one of {signal_names()}, got {_show(v)}")
         return v
 
     @field_validator("probe_input", mode="before")
     @classmethod
     def _probe_input(cls, v: Any) -> str:
-        if not isinstance(v, str) or v not in PROBE_INPUTS:
-            raise ValueError(f"`probe_input` must be one of {list(PROBE_INPUTS)}, got {_show(v)}")
+        if not isinstance(v, str) or v not in probe_input_names():
+            raise ValueError(f"`probe_input` must be one of {probe_input_names()}, got {_show(v)}")
         return v
 
     @field_validator("calibrated", mode="before")

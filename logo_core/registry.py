@@ -287,6 +287,18 @@ def with_overrides(cfg: PoolConfig, **sections: dict) -> PoolConfig:
     return parse_config(raw, "<overrides>", cfg.root)
 
 
+class _Loader(yaml.SafeLoader):
+    """`yaml.safe_load` without YAML 1.1's base-60 numbers: `layer: 15:30` is the range "15:30", not 930."""
+
+    yaml_implicit_resolvers = {
+        first: [
+            (tag, re.compile(r"(?!.*:)" + rx.pattern, rx.flags) if tag.endswith((":int", ":float")) else rx)
+            for tag, rx in resolvers
+        ]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
 def load_config(path: str | Path) -> PoolConfig:
     """Read and validate `adapters.yaml` (with `yaml.safe_load`).
 
@@ -298,8 +310,12 @@ def load_config(path: str | Path) -> PoolConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the adapter pool file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#x} at {e.start}); save it as UTF-8"
+        ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # safe_load's loader, without base-60 numbers
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return parse_config(raw, str(path), path.resolve().parent)

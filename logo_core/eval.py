@@ -100,16 +100,24 @@ def pct(x: torch.Tensor) -> float:
     return 100.0 * x.float().mean().item() if len(x) else float("nan")
 
 
-def probe_cost(engine: LoGoEngine, s: RouteOptions, prompts: Sequence[str]) -> float:
-    """Median ms of one `route` at setting s (warm: calibration done, one untimed call first)."""
-    kw = dict(layer=s.layer_text, module=",".join(s.module), probe_input=s.probe_input, signal=s.signal)
-    engine.route(prompts[0], calibrated=s.calibrated, **kw)
-    times = []
-    for p in prompts:
-        t0 = time.perf_counter()
-        engine.route(p, calibrated=s.calibrated, **kw)
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: Sequence[str], rounds: int = 3):
+    """Median ms of one warm `route` per setting, the settings interleaved round by round (so a busy
+    spell of a shared machine hits them all alike)."""
+    kws = [
+        dict(layer=s.layer_text, module=",".join(s.module), probe_input=s.probe_input, signal=s.signal,
+             calibrated=s.calibrated)
+        for s in settings
+    ]  # fmt: skip
+    for kw in kws:  # warm: calibration and probe stacks are not timed
+        engine.route(prompts[0], **kw)
+    times: list[list[float]] = [[] for _ in settings]
+    for _ in range(rounds):
+        for p in prompts:
+            for i, kw in enumerate(kws):
+                t0 = time.perf_counter()
+                engine.route(p, **kw)
+                times[i].append(1000 * (time.perf_counter() - t0))
+    return [statistics.median(t) for t in times]
 
 
 # ------------------------------------------------------------------------------------------ task scores
@@ -250,21 +258,19 @@ def evaluate(
         | {str(b) for b in range(0, L, max(1, L // 6))}
         | {f"{a}:{a + 3}" for a in range(0, L - 2, max(3, L // 5))}
     )
-    costed = []
     cost_prompts = prompts["test"][:: max(1, len(prompts["test"]) // 6)][:6]
+    probed, costed = [], []
     for lay in depth_layers:
-        s = engine.route_options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
-                                 signal=base_s.signal, calibrated=base_s.calibrated)  # fmt: skip
-        r = next((r for r in table if r["setting"] == label(s)), None)
-        if r is None:  # a range outside the candidate grid: score it from the sweep too
-            r = {"setting": label(s), "dev_top1": pct(top_hits(setting_scores(sweeps["dev"], s), labels["dev"])),
-                 "test_top1": pct(top_hits(setting_scores(sweeps["test"], s), labels["test"])), "sites": len(s.blocks)}  # fmt: skip
-        costed.append({**r, "route_ms": probe_cost(engine, s, cost_prompts), "deepest_block": max(s.blocks)})
+        probed.append(engine.route_options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
+                                           signal=base_s.signal, calibrated=base_s.calibrated))  # fmt: skip
+    for s, ms in zip(probed, probe_costs(engine, probed, cost_prompts)):
+        r = {"setting": label(s), "sites": len(s.blocks) * len(s.module)}
+        for split in ("dev", "test"):
+            r[f"{split}_top1"] = pct(top_hits(setting_scores(sweeps[split], s), labels[split]))
+        costed.append({**r, "route_ms": ms, "deepest_block": max(s.blocks), "layer": s.layer_text})
     ok = [c for c in costed if c["dev_top1"] >= best_dev - 1.0] or costed
     chosen_row = min(ok, key=lambda c: (c["route_ms"], -c["dev_top1"]))
-    chosen = by_label.get(chosen_row["setting"], (None, None))[1] or engine.route_options(
-        k=1, layer=chosen_row["setting"].split(" block ")[1].split(" ")[0], module=",".join(base_s.module),
-        probe_input=base_s.probe_input, signal=base_s.signal, calibrated=base_s.calibrated)  # fmt: skip
+    chosen = probed[costed.index(chosen_row)]
     L1 = L - 1
     reference = engine.route_options(k=min(20, len(names)), layer=L1, module="q_proj" if "q_proj" in engine.pool.modules
                                      else engine.pool.modules[0], probe_input="residual", signal="norm", calibrated=False)  # fmt: skip
@@ -428,15 +434,10 @@ def markdown(results: dict) -> str:
         "| setting | dev top-1 | test top-1 | test top-3 | test family hit | unseen: family hit |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    shown = [
-        x
-        for x in r["routing"]
-        if x["setting"] in (r["reference"].replace(f" block {x['layer']}", f" block {x['layer']}"),)
-    ]
     best = sorted(r["routing"], key=lambda x: (-x["dev_top1"], x["sites"]))[:8]
     chosen = [x for x in r["routing"] if x["setting"] == d["label"]]
     ref = [x for x in r["routing"] if x["setting"] == r["reference"]]
-    for x in {id(x): x for x in ref + chosen + shown + best}.values():
+    for x in {id(x): x for x in ref + chosen + best}.values():
         tag = " (reference)" if x["setting"] == r["reference"] else " (chosen)" if x["setting"] == d["label"] else ""
         lines.append(
             f"| {x['setting']}{tag} | {_fmt(x['dev_top1'])} | {_fmt(x['test_top1'])} | {_fmt(x['test_top3'])} | "

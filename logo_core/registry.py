@@ -85,9 +85,7 @@ class HubSource(_Strict):
     repo: str = Field(
         pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="Hub repository id holding the adapter (`owner/name`)."
     )
-    subfolder: str | None = Field(
-        None, pattern=r"^[\w.-]+(/[\w.-]+)*$", description="Folder inside the repository."
-    )
+    subfolder: str | None = Field(None, pattern=r"^[\w.-]+(/[\w.-]+)*$", description="Folder inside the repository.")
     revision: str | None = Field(None, pattern=r"^[\w./-]+$", description="Branch, tag or commit.")
 
     @field_validator("repo", "subfolder")

@@ -295,7 +295,7 @@ class LoGoEngine:
     def finish(self, plan: Plan, i: int, new_ids: Tensor, generate_s: float, text: str | None, stopped=False):
         """Row i's `Generation`: text, routing, settings, timings, provenance."""
         r, gen = plan.routings[i], plan.gen.model_dump()
-        n_tok = generation.count_tokens(new_ids, self.tokenizer.eos_token_id)
+        n_tok = generation.count_tokens(new_ids, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
         timings = make_timings(r.timings.get("probe_s", 0.0), generate_s, time.perf_counter() - plan.started, n_tok)
         if text is None:
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True)

@@ -356,6 +356,15 @@ def _weight_norm(layer: nn.Module) -> float | None:
     return float(torch.linalg.norm(weight.float()))
 
 
+def _positive_finite(x: object) -> bool:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(float(x)) and x > 0
+    except OverflowError:  # an int past float range (10**400)
+        return False
+
+
 def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     """Open and check one PEFT adapter against the base model.
 
@@ -388,7 +397,7 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         r, alpha = raw.get("r"), raw.get("lora_alpha")
         if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
             raise fail(f"adapter_config.json: `r` must be a positive integer, got {r!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+        if not _positive_finite(alpha):
             raise fail(f"adapter_config.json: `lora_alpha` must be a positive finite number, got {alpha!r}")
         for flag in ("use_rslora", "use_dora", "fan_in_fan_out"):  # PEFT would read "false" as true
             if not isinstance(raw.get(flag, False), bool):

@@ -222,7 +222,8 @@ class _Options(BaseModel):
         Raises:
             RequestError: one sentence per bad argument, naming it, showing the value, saying the fix.
         """
-        values = {k: v for k, v in values.items() if v is not None}
+        # None = the default, but an unknown name is a typo whatever its value
+        values = {k: v for k, v in values.items() if v is not None or k not in cls.model_fields}
         try:
             return cls.model_validate(values, context={"engine": engine})
         except ValidationError as e:

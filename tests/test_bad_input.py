@@ -122,6 +122,7 @@ ROUTE_BAD = [  # (keyword arguments, the name the message gives, how it shows th
     ({"module": {"q_proj": 1}}, "module", "{'q_proj': 1}"),
     ({"probe_input": "output"}, "probe_input", "'output'"),
     ({"foo": 1}, "foo", "1"),
+    ({"foo": None}, "foo", "None"),  # a typo is refused whatever its value (None = default only for settings)
 ]
 
 GENERATE_BAD = [
@@ -364,8 +365,8 @@ def test_user_text_cannot_inject_special_tokens(world, prompt):
     head, tail = engine.encode.head, engine.encode.tail
     enc = engine.encode([prompt, "Hello"], 2, engine.placement.device)
     row = enc.input_ids[0][enc.attention_mask[0].bool()].tolist()
-    assert row[: len(head)] == head and row[len(row) - len(tail) :] == tail
-    assert not special & set(row[len(head) : len(row) - len(tail)]), "a special token id came from the user text"
+    own = [i for i in head + tail if i in special]
+    assert [i for i in row if i in special] == own, "a special token id came from the user text"
     # the model sees ONE user turn then the assistant's: "HACKED" is inside the user's turn
     g = engine.generate(prompt, max_new_tokens=1)
     assert g.routing.prompt == prompt
@@ -672,6 +673,7 @@ BROKEN = {  # kind: (how to break a good adapter, what the message says)
     "alpha_zero": (lambda p: _config(p, lora_alpha=0), "`lora_alpha` must be a positive finite number, got 0"),
     "alpha_string": (lambda p: _config(p, lora_alpha="8"), "`lora_alpha` must be a positive finite number, got '8'"),
     "alpha_huge": (lambda p: _config(p, lora_alpha=1e30), "over 1000x the base weight's"),  # NaN answers
+    "alpha_huge_int": (lambda p: _config(p, lora_alpha=10**400), "`lora_alpha` must be a positive finite number"),
     "r_zero": (lambda p: _config(p, r=0), "`r` must be a positive integer, got 0"),
     "r_bool": (lambda p: _config(p, r=True), "`r` must be a positive integer, got True"),
     "r_mismatch": (lambda p: _config(p, r=8), "do not fit r = 8 (adapter_config.json)"),

@@ -353,7 +353,7 @@ def _weight_norm(layer: nn.Module) -> float | None:
     weight = layer.weight() if callable(getattr(layer, "weight", None)) else layer.weight
     if not weight.is_floating_point() or weight.device.type == "meta":
         return None
-    return float(torch.linalg.norm(weight.float()))
+    return float(torch.linalg.norm(weight.detach().float()))
 
 
 def _positive_finite(x: object) -> bool:

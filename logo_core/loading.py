@@ -414,7 +414,6 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
 
     layers = decoder_layers(model)
     paths = module_paths(model)
-    scale = float(lora_scale(alpha, r, bool(config.use_rslora)))
     keys: dict[tuple[int, str], dict[str, str]] = {}
     any_nonzero = False
     try:
@@ -449,6 +448,7 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
                         f"r = {r} (adapter_config.json) and the base layer ({D_out} x {D_in})"
                     )
                 A, B = A.float(), B.float()  # fp8 has no isfinite
+                scale = float(lora_scale(alpha, r, bool(config.use_rslora)))  # r is the tensors' rank now
                 if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
                     raise fail(f"block {block} {module}: weights contain NaN or inf")
                 # |s B A| <= s |B| |A| (Frobenius), cheap for hundreds of adapters. A trained update is a

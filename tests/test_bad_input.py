@@ -309,12 +309,9 @@ def tuned(world, tiny_tok):
 
 
 def test_none_means_the_config_default_in_generate(tuned):
-    g = tuned.generate(P, layer=None, signal=None, max_new_tokens=None, temperature=None)
-    assert (g.routing.options["layer"], g.routing.options["signal"], g.generation["max_new_tokens"]) == (
-        "0:2",
-        "entropy",
-        2,
-    )
+    g = tuned.generate(P, k=None, layer=None, signal=None, max_new_tokens=None, temperature=None)
+    assert len(g.routing.selected) == 1 and g.generation["max_new_tokens"] == 2
+    assert (g.routing.options["layer"], g.routing.options["signal"]) == ("0:2", "entropy")
     s = tuned.stream(P, layer=None, max_new_tokens=None)
     "".join(s)
     assert s.result.routing.options["layer"] == "0:2" and s.result.generation["max_new_tokens"] == 2
@@ -322,8 +319,8 @@ def test_none_means_the_config_default_in_generate(tuned):
 
 @pytest.mark.xfail(strict=True, reason="engine.route_options merges None over adapters.yaml's defaults (engine.py)")
 def test_none_means_the_config_default_in_route(tuned):
-    r = tuned.route(P, layer=None, signal=None)
-    assert (r.options["layer"], r.options["signal"]) == ("0:2", "entropy")  # got (-1, 'norm'): built-in defaults
+    r = tuned.route(P, k=None, layer=None, signal=None)
+    assert (len(r.selected), r.options["layer"], r.options["signal"]) == (1, "0:2", "entropy")  # got 2, -1, 'norm'
 
 
 @pytest.mark.parametrize(
@@ -703,6 +700,7 @@ BROKEN = {  # kind: (how to break a good adapter, what the message says)
     "alpha_huge_int": (lambda p: _config(p, lora_alpha=10**400), "`lora_alpha` must be a positive finite number"),
     "r_zero": (lambda p: _config(p, r=0), "`r` must be a positive integer, got 0"),
     "r_bool": (lambda p: _config(p, r=True), "`r` must be a positive integer, got True"),
+    "r_huge": (lambda p: _config(p, r=10**400), "do not fit r = 1000"),  # was an OverflowError in alpha / r
     "r_mismatch": (lambda p: _config(p, r=8), "do not fit r = 8 (adapter_config.json)"),
     "rslora_string": (lambda p: _config(p, use_rslora="false"), "`use_rslora` must be true or false, got 'false'"),
     "dora": (lambda p: _config(p, use_dora=True), "DoRA"),

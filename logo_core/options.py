@@ -19,7 +19,7 @@ import math
 import numbers
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,21 @@ def probe_input_names() -> list[str]:
     from .probe import PROBE_INPUTS
 
     return list(PROBE_INPUTS)
+
+
+class _Choices(dict):
+    """A field's `json_schema_extra` whose "choices" are looked up when read (`extra["choices"]`,
+    `extra.get("choices")`): the names live in modules that import torch."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        super().__init__()
+        self._names = names
+
+    def __getitem__(self, key: str) -> Any:
+        return self._names() if key == "choices" else super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._names() if key == "choices" else super().get(key, default)
 
 
 @dataclass(frozen=True)
@@ -242,6 +257,7 @@ class RouteOptions(_Options):
         "norm",
         description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
         "`entropy` = 1/H(softmax(o_i)).",
+        json_schema_extra=_Choices(signal_names),
         validate_default=False,  # a known choice; validating it would import torch
     )
     calibrated: bool = Field(
@@ -257,6 +273,7 @@ class RouteOptions(_Options):
     probe_input: str = Field(
         "residual",
         description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
+        json_schema_extra=_Choices(probe_input_names),
         validate_default=False,
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)

@@ -137,7 +137,7 @@ def start_app(port: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.5)
             if proc.poll() is not None:
-                raise SystemExit("app.py exited before it served")
+                raise SystemExit("app.py exited before it served") from None
     raise SystemExit("app.py did not serve within 5 minutes")
 
 

@@ -47,6 +47,11 @@ class Plan:
     seeds: list[int] | None = None  # a sampled request's seed per row (drawn when none was given)
 
 
+def given(values: dict) -> dict:
+    """The settings a request names (None = adapters.yaml's default, not the built-in one)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 class LoGoEngine:
     """Route prompts over an adapter pool and generate with each prompt's own mixture.
 
@@ -135,12 +140,13 @@ class LoGoEngine:
         if not self.pool.files:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
         values = {f: getattr(self.defaults, f) for f in options.ROUTE_FIELDS}
-        if "k" not in route or route["k"] is None:
-            values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool
-        return RouteOptions.resolve({**values, **route}, self.context)
+        values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
+        return RouteOptions.resolve({**values, **given(route)}, self.context)
 
     def generate_options(self, **gen) -> GenerateOptions:
-        return GenerateOptions.resolve({**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **gen})
+        return GenerateOptions.resolve(
+            {**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **given(gen)}
+        )
 
     # ------------------------------------------------------------------ routing
 

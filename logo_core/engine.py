@@ -47,11 +47,6 @@ class Plan:
     seeds: list[int] | None = None  # a sampled request's seed per row (drawn when none was given)
 
 
-def given(values: dict) -> dict:
-    """The settings a request names (None = adapters.yaml's default, not the built-in one)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 class LoGoEngine:
     """Route prompts over an adapter pool and generate with each prompt's own mixture.
 
@@ -141,11 +136,11 @@ class LoGoEngine:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
         values = {f: getattr(self.defaults, f) for f in options.ROUTE_FIELDS}
         values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
-        return RouteOptions.resolve({**values, **given(route)}, self.context)
+        return RouteOptions.resolve({**values, **options.given(route)}, self.context)
 
     def generate_options(self, **gen) -> GenerateOptions:
         return GenerateOptions.resolve(
-            {**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **given(gen)}
+            {**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **options.given(gen)}
         )
 
     # ------------------------------------------------------------------ routing
@@ -245,8 +240,7 @@ class LoGoEngine:
         """Write a mixture {adapter: weight} as one PEFT adapter (the rank-concatenated LoRA, LOGO.md 4)
         that `PeftModel.from_pretrained` loads to compute what this engine computes."""
         weights = options.check_mixture(weights, self.pool.names)
-        mixture = Mixture.build([[(self.pool.factors(n), w) for n, w in weights.items()]])
-        if mixture is None:
+        if (mixture := self.mixture_for([Routing("", {}, list(weights), weights, {})])) is None:
             raise RequestError("`adapters` is empty: there is no mixture to export")
         return loading.save_peft_adapter(mixture, self.model, Path(directory), self.provenance.get("model", ""))
 

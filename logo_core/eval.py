@@ -68,12 +68,12 @@ def label(s: RouteOptions) -> str:
     return f"{s.signal}/{'cal' if s.calibrated else 'raw'} block {s.layer_text} {'+'.join(s.module)} {s.probe_input}"
 
 
-def candidate_settings(engine: LoGoEngine) -> list[RouteOptions]:
-    """Single blocks and block ranges, each module set, both probe inputs and signals, calibrated or
-    not: the space the default is chosen from."""
+def candidate_settings(engine: LoGoEngine, every: int = 1) -> list[RouteOptions]:
+    """Single blocks (every `every`-th) and block ranges, each module set, both probe inputs and
+    signals, calibrated or not: the space the default is chosen from."""
     L, mods = engine.n_layers, engine.pool.modules
     module_sets = [m for m in mods] + ([",".join(mods)] if len(mods) > 1 else [])
-    layers = [str(b) for b in range(L)] + [f"{a}:{L}" for a in (0, L // 3, L // 2, 2 * L // 3)]
+    layers = [str(b) for b in range(0, L, every)] + [f"{a}:{L}" for a in (0, L // 3, L // 2, 2 * L // 3)]
     return [
         engine.route_options(k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
         for lay in layers
@@ -214,7 +214,7 @@ def evaluate(
     ks = [k for k in ks if k <= len(names)]
     test = {t.name: t.examples("test", n_test) for t in seen + unseen}
     dev = {t.name: t.examples("train", n_dev) for t in seen + unseen}
-    lengths = {t.name: max_tokens(test[t.name]) for t in seen + unseen}
+    lengths = {t.name: min(8, max_tokens(test[t.name])) if quick else max_tokens(test[t.name]) for t in seen + unseen}
     t_start = time.perf_counter()
 
     # 1. Routing on seen tasks: every candidate setting from one sweep; top-1 and family hits.
@@ -229,7 +229,7 @@ def evaluate(
     un_fams = [t.family for t, _ in _rows(unseen, test)]
     un_sweep = run_sweep(engine, un_prompts, batch_size) if unseen else None
     with_family = [i for i, f in enumerate(un_fams) if f in adapter_family]  # held-out members, not whole families
-    candidates = candidate_settings(engine)
+    candidates = candidate_settings(engine, every=6 if quick else 1)
     table = []
     for s in candidates:
         row = {"setting": label(s), "layer": s.layer_text, "module": list(s.module), "probe_input": s.probe_input}
@@ -253,17 +253,17 @@ def evaluate(
     top = sorted(table, key=lambda r: (-r["dev_top1"], r["sites"]))[0]
     base_s = by_label[top["setting"]][1]
     L = engine.n_layers
-    depth_layers = sorted(
-        {str(L - 1), f"{L // 2}:{L}", f"{2 * L // 3}:{L}", f"0:{L}", f"{L // 3}:{2 * L // 3}"}
-        | {str(b) for b in range(0, L, max(1, L // 6))}
-        | {f"{a}:{a + 3}" for a in range(0, L - 2, max(3, L // 5))}
-    )
-    cost_prompts = prompts["test"][:: max(1, len(prompts["test"]) // 6)][:6]
+    depth_layers = {top["layer"], str(L - 1), f"{L // 2}:{L}", f"0:{L}"}
+    if not quick:  # the front along depth: single blocks, short and long ranges
+        depth_layers |= {f"{2 * L // 3}:{L}", f"{L // 3}:{2 * L // 3}", *(str(b) for b in range(0, L, max(1, L // 6)))}
+        depth_layers |= {f"{a}:{a + 3}" for a in range(0, L - 2, max(3, L // 5))}
+    depth_layers = sorted(depth_layers)
+    cost_prompts = prompts["test"][:: max(1, len(prompts["test"]) // 6)][: 2 if quick else 6]
     probed, costed = [], []
     for lay in depth_layers:
         probed.append(engine.route_options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
                                            signal=base_s.signal, calibrated=base_s.calibrated))  # fmt: skip
-    for s, ms in zip(probed, probe_costs(engine, probed, cost_prompts)):
+    for s, ms in zip(probed, probe_costs(engine, probed, cost_prompts, rounds=1 if quick else 3)):
         r = {"setting": label(s), "sites": len(s.blocks) * len(s.module)}
         for split in ("dev", "test"):
             r[f"{split}_top1"] = pct(top_hits(setting_scores(sweeps[split], s), labels[split]))
@@ -457,7 +457,7 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(results: dict, out: Path) -> None:
+def write_outputs(results: dict, out: Path, png: bool = True) -> None:
     from . import plots
 
     out.mkdir(parents=True, exist_ok=True)
@@ -481,6 +481,8 @@ def write_outputs(results: dict, out: Path) -> None:
     }
     for name, fig in figures.items():
         fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+        if not png:
+            continue
         try:
             fig.write_image(out / f"{name}.png", width=1000, height=650, scale=1)
         except Exception as e:  # kaleido needs a Chrome; HTML is still written

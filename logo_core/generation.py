@@ -62,6 +62,8 @@ class StopOnEvent(StoppingCriteria):
     def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
         B = input_ids.shape[0]
         flags = [e.is_set() for e in self.events] if len(self.events) == B else [self.events[0].is_set()] * B
+        if not any(flags):  # the usual step: no host-to-device copy
+            return torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
 

@@ -483,16 +483,15 @@ def given(values: dict) -> dict:
 def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
     """A request's keywords -> (routing, generation) settings; unknown names and routing settings
     beside an explicit mixture (which would silently do nothing) are errors."""
-    # None = adapters.yaml's default: left out here, so that merging with the defaults keeps theirs
-    route = {k: v for k, v in kwargs.items() if k in ROUTE_FIELDS and v is not None}
-    gen = {k: v for k, v in kwargs.items() if k in GENERATE_FIELDS and v is not None}
-    unknown = set(kwargs) - set(ROUTE_FIELDS) - set(GENERATE_FIELDS)
+    route = {k: v for k, v in kwargs.items() if k in ROUTE_FIELDS}
+    gen = {k: v for k, v in kwargs.items() if k in GENERATE_FIELDS}
+    unknown = set(kwargs) - set(route) - set(gen)
     if unknown:
         shown = ", ".join(f"`{k}`={_show(kwargs[k])}" for k in sorted(unknown, key=str))
         raise RequestError(
             f"unknown argument(s) {shown}; routing takes {list(ROUTE_FIELDS)}, generation {list(GENERATE_FIELDS)}"
         )
-    given = [f"`{k}`={_show(v)}" for k, v in route.items()]
+    given = [f"`{k}`={_show(v)}" for k, v in route.items() if v is not None]
     if explicit and given:
         raise RequestError(
             f"routing settings {', '.join(given)} have no effect with an explicit `adapters` mixture: "

@@ -317,10 +317,9 @@ def test_none_means_the_config_default_in_generate(tuned):
     assert s.result.routing.options["layer"] == "0:2" and s.result.generation["max_new_tokens"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="engine.route_options merges None over adapters.yaml's defaults (engine.py)")
 def test_none_means_the_config_default_in_route(tuned):
     r = tuned.route(P, k=None, layer=None, signal=None)
-    assert (len(r.selected), r.options["layer"], r.options["signal"]) == (1, "0:2", "entropy")  # got 2, -1, 'norm'
+    assert (len(r.selected), r.options["layer"], r.options["signal"]) == (1, "0:2", "entropy")
 
 
 @pytest.mark.parametrize(

@@ -312,9 +312,6 @@ MIXTURE = st.one_of(
 @given(kwargs=ROUTE_KWARGS)
 def test_route_keywords(world, after, kwargs):
     engine = world[2]
-    # None = adapters.yaml's default; engine.route_options merges it over the file's value and uses the
-    # built-in one (k=None routes 3 here, not 1): xfail in test_bad_input until engine.py is fixed.
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in ROUTE_RULES}
     bad = {k for k, v in kwargs.items() if k not in ROUTE_RULES or (v is not None and not ROUTE_RULES[k](v))}
     for call in (lambda: engine.route(P, **kwargs), lambda: engine.route_batch([P, "Hello"], **kwargs)):
         try:

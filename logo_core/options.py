@@ -476,8 +476,9 @@ def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
 
 
 def given(values: dict) -> dict:
-    """The settings a request names: None means adapters.yaml's default, not the built-in one."""
-    return {k: v for k, v in values.items() if v is not None}
+    """The settings a request names: None means adapters.yaml's default, not the built-in one (an
+    unknown name stays, to be refused: `tempreature=None` is a typo)."""
+    return {k: v for k, v in values.items() if v is not None or k not in (*ROUTE_FIELDS, *GENERATE_FIELDS)}
 
 
 def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:

@@ -606,7 +606,8 @@ def _write(tmp_path, text: str):
 def test_yaml_files(tmp_path, text, expected):
     path = _write(tmp_path, text)
     if expected is None:
-        load_config(path)
+        cfg = load_config(path)
+        assert cfg.defaults.layer == ("15:30" if "15:30" in text else -1)  # YAML 1.1 read 15:30 as 930
         return
     with pytest.raises(ConfigError) as info:
         load_config(path)

@@ -19,8 +19,10 @@ import math
 import numbers
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import (
@@ -481,6 +483,19 @@ def given(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None or k not in (*ROUTE_FIELDS, *GENERATE_FIELDS)}
 
 
+def merged(defaults: BaseModel, model: type[_Options], overrides: dict) -> dict:
+    """`model`'s fields from adapters.yaml's `defaults`, overridden by the settings a request names."""
+    return {**{f: getattr(defaults, f) for f in model.model_fields}, **given(overrides)}
+
+
+def warn_ignored(opts: GenerateOptions, named: dict) -> GenerateOptions:
+    """Warn when a greedy request names sampling settings (they would be ignored in silence)."""
+    ignored = [f"`{k}`" for k in ("temperature", "top_p", "top_k", "seed") if named.get(k) is not None]
+    if ignored and not opts.do_sample:
+        warnings.warn(f"{', '.join(ignored)} ignored: `do_sample` is false (greedy); pass do_sample=True", stacklevel=3)
+    return opts
+
+
 def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
     """A request's keywords -> (routing, generation) settings; unknown names and routing settings
     beside an explicit mixture (which would silently do nothing) are errors."""
@@ -510,3 +525,13 @@ def check_timeout(timeout: Any) -> float:
     if not 0 < seconds <= 3600:
         raise RequestError(f"`timeout` must be a number of seconds in (0, 3600], got {_show(timeout)}")
     return seconds
+
+
+def check_folder(directory: Any) -> Path:
+    """A folder to write into: a path (str or Path), not an existing file."""
+    if not isinstance(directory, str | Path) or not str(directory).strip():
+        raise RequestError(f"`directory` must be a folder path, got {_show(directory)}")
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise RequestError(f"`directory` {str(path)!r} is a file: give a folder to write the adapter to")
+    return path

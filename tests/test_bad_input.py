@@ -278,23 +278,10 @@ def test_export_to_a_file_is_a_request_error(engine, tmp_path):
     expect(RequestError, lambda: engine.export_adapter({"arithmetic": 1.0}, tmp_path / "taken"), "directory", "taken")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="engine.export_adapter calls Path(directory) before any check (engine.py: check the folder first)",
-)
 def test_export_to_no_folder_is_a_request_error(engine):
     expect(RequestError, lambda: engine.export_adapter({"arithmetic": 1.0}, None), "directory", "None")
 
 
-@pytest.mark.xfail(strict=True, reason="layer_sweep replaces `layer` silently (engine.py: refuse it, as `adapters=`)")
-def test_layer_given_to_layer_sweep_is_an_error(engine):
-    expect(RequestError, lambda: engine.layer_sweep(P, layer="zz"), "layer", "'zz'")
-
-
-@pytest.mark.xfail(
-    strict=True, reason="sampling settings of a greedy request are ignored without a warning (engine.py)"
-)
 def test_sampling_settings_of_a_greedy_request_warn(engine):
     with pytest.warns(UserWarning, match="top_p"):
         engine.generate(P, top_p=0.5)
@@ -405,9 +392,6 @@ def test_nan_or_inf_scores_are_never_selected():
     assert idx == [1, 4] and math.isclose(sum(w), 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ZeroDivisionError, reason="mixing.select_top_k: 1.0 / len(order) with no finite score"
-)
 def test_no_finite_score_selects_nothing():
     assert select_top_k(torch.tensor([NAN, NAN]), 1) == ([], [])
 
@@ -632,11 +616,12 @@ def test_shipped_config_is_valid():
         assert (cfg.adapter_dir(spec) / "adapter_model.safetensors").is_file(), spec.name
 
 
-def test_defaults_that_do_not_fit_the_model_fail_each_request_clearly(world, tiny_tok):
+def test_defaults_that_do_not_fit_the_model_are_a_config_error_at_load(world, tiny_tok):
+    """Defaults the pool's model cannot take are found when the engine loads (warm_up), naming the field."""
     model, root, _, _ = world
     engine = tiny_engine(model, tiny_tok, root, {"arithmetic": root / "arithmetic"}, layer="5:100", max_new_tokens=1)
-    engine.warm_up()  # not a crash at load
-    expect(RequestError, lambda: engine.route(P), "layer", "'5:100'")
+    expect(ConfigError, engine.warm_up, "layer", "'5:100'")
+    expect(RequestError, lambda: engine.route(P), "layer", "'5:100'")  # a request says so too
     assert engine.route(P, layer=-1).selected == ["arithmetic"]
 
 

@@ -1,0 +1,155 @@
+"""Does each trained adapter learn its task? Base vs adapter on the task's own test prompts.
+
+A quick sanity check of the pool, not the routing evaluation (that is `logo_core.eval`): every
+adapter is applied alone, greedy decoding, on test items it never saw, and its score is split by
+phrasing, so the `test_templates` that training never used show whether it learnt the task or
+the template. Writes a JSON file and a Markdown table (docs/pool.md includes the table).
+
+Example:
+    python -m logo_core.tasks.check --n 20 --out docs/pool_scores.json --table docs/pool_scores.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from . import TASKS, Task
+
+log = logging.getLogger(__name__)
+
+
+def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 24) -> list[str]:
+    """Greedy answers to chat-templated prompts, batched with left padding (as the trainer encodes them)."""
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        texts = [
+            tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts[i : i + batch_size]
+        ]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            ids = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            )  # fmt: skip
+        out += tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out
+
+
+def _scores(task: Task, examples, answers: list[str]) -> dict[str, float]:
+    """Mean score over all prompts and over those phrased with a test-only template."""
+    scores = [task.score(a, ex.answer) for a, ex in zip(answers, examples)]
+    held = [s for s, ex in zip(scores, examples) if ex.template in task.test_templates]
+    return {"all": sum(scores) / len(scores), "test_only_phrasing": sum(held) / len(held) if held else float("nan")}
+
+
+def check(config: Path, n: int, max_new_tokens: int, only: list[str] | None = None) -> list[dict]:
+    """Score base and adapter on `n` test prompts of each pool adapter's task (and base on unseen tasks).
+
+    Returns:
+        one row per task: name, family, unseen, base, adapter (None for unseen tasks), and the
+        same two on prompts phrased with test-only templates.
+    """
+    from peft import PeftModel
+
+    from ..loading import load_base
+    from ..registry import load_config
+
+    cfg = load_config(config)
+    base, tok = load_base()
+    base.eval()
+    specs = {a.name: a for a in cfg.adapters if a.name in TASKS and (only is None or a.name in only)}
+    peft = None
+    rows = []
+    for task in TASKS.values():
+        if (only is not None and task.name not in only) or (not task.unseen and task.name not in specs):
+            continue
+        t0 = time.perf_counter()
+        examples = task.examples("test", n)
+        prompts = [ex.prompt for ex in examples]
+        if peft is not None:
+            with peft.disable_adapter():
+                base_answers = generate(peft, tok, prompts, max_new_tokens)
+        else:
+            base_answers = generate(base, tok, prompts, max_new_tokens)
+        row = {"task": task.name, "family": task.family, "unseen": task.unseen}
+        row.update({f"base_{k}": v for k, v in _scores(task, examples, base_answers).items()})
+        if task.name in specs:
+            path = str(cfg.adapter_dir(specs[task.name]))
+            if peft is None:
+                peft = PeftModel.from_pretrained(base, path, adapter_name=task.name).eval()
+            else:
+                peft.load_adapter(path, adapter_name=task.name)
+            peft.set_adapter(task.name)
+            answers = generate(peft, tok, prompts, max_new_tokens)
+            peft.delete_adapter(task.name)
+            row.update({f"adapter_{k}": v for k, v in _scores(task, examples, answers).items()})
+            row["sample"] = {"prompt": prompts[0], "answer": examples[0].answer, "base": base_answers[0],
+                             "adapter": answers[0]}  # fmt: skip
+        log.info("%s: %s (%.0f s)", task.name, {k: round(v, 1) for k, v in row.items() if "_" in k and
+                 isinstance(v, float)}, time.perf_counter() - t0)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], n: int) -> str:
+    """Markdown table of the rows, grouped by family (suite order)."""
+
+    def f(v) -> str:
+        return "" if v is None or v != v else f"{v:.0f}"
+
+    lines = [
+        f"Scores (0-100) on {n} test prompts per task, greedy; `test-only` = the prompts among them phrased "
+        "with a template never used in training. Unseen tasks have no adapter: base only.",
+        "",
+        "| family | task | metric | base | adapter | gain | base, test-only | adapter, test-only |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        a = r.get("adapter_all")
+        gain = None if a is None else a - r["base_all"]
+        name = f"{r['task']} (unseen)" if r["unseen"] else r["task"]
+        lines.append(
+            f"| {r['family']} | {name} | {TASKS[r['task']].metric} | {f(r['base_all'])} | {f(a)} | "
+            f"{'' if gain is None else f'{gain:+.0f}'} | {f(r['base_test_only_phrasing'])} | "
+            f"{f(r.get('adapter_test_only_phrasing'))} |"
+        )
+    seen = [r for r in rows if "adapter_all" in r]
+    if seen:
+        mean = {k: sum(r[k] for r in seen) / len(seen) for k in ("base_all", "adapter_all")}
+        wins = sum(r["adapter_all"] > r["base_all"] for r in seen)
+        lines += ["", f"Mean over the {len(seen)} adapters: base {mean['base_all']:.1f}, adapter "
+                  f"{mean['adapter_all']:.1f}; the adapter beats the base on {wins} of {len(seen)} tasks."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m logo_core.tasks.check", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="adapters.yaml")
+    p.add_argument("--n", type=int, default=20, help="Test prompts per task.")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--tasks", default=None, help="Comma-separated task names (default: all).")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="JSON file for the rows.")
+    p.add_argument("--table", default=None, help="Markdown file for the table.")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    only = None if args.tasks is None else [t.strip() for t in args.tasks.split(",")]
+    rows = check(Path(args.config), args.n, args.max_new_tokens, only)
+    text = table(rows, args.n)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
+    if args.table:
+        Path(args.table).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

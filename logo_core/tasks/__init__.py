@@ -78,7 +78,11 @@ FAMILIES = [
         "Write an ordinal number (1-100) in {name} words.",
         "chrf",
         "num2words",
-        ("Write the ordinal of {x} in {name} words.", "What is the {name} ordinal word for {x}?"),
+        (
+            "Write the ordinal of {x} in {name} words.",
+            "What is the {name} ordinal word for {x}?",
+            "{x} as an ordinal in {name} words:",
+        ),
         ("Spell out the {name} ordinal number for position {x}.",),
         tuple((c, LANGS[c], numbers.number_words(c, 1, 100, "ordinal")) for c in ("en", "fr", "es", "de", "it")),
         whole_unseen=True,

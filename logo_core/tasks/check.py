@@ -12,14 +12,16 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
 import torch
 
-from . import TASKS, Task
+from . import FAMILIES, TASKS, Task
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,52 @@ def table(rows: list[dict], n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def suite_table() -> str:
+    """Markdown: each family's tasks (held-out ones marked), data source with installed versions, phrasings."""
+
+    def versions(source: str) -> str:
+        names = re.findall(r"[a-z][a-z0-9]+(?= \(|,|$)", source)
+        for name in names:
+            source = source.replace(name, f"{name} {importlib.metadata.version(name)}", 1)
+        return source
+
+    lines = ["| family | tasks with an adapter | held out (no adapter) | data | metric |", "|---|---|---|---|---|"]
+    for fam in FAMILIES:
+        tasks = fam.tasks()
+        seen = ", ".join(t.name for t in tasks if not t.unseen)
+        held = ", ".join(t.name for t in tasks if t.unseen)
+        held = f"**whole family**: {held}" if fam.whole_unseen else held
+        lines.append(f"| {fam.name} | {seen} | {held} | {versions(fam.source)} | {fam.metric} |")
+    lines += ["", "Phrasings per family (`{x}` = the item, `{name}` = the member; *italic* = test prompts only):", ""]
+    for fam in FAMILIES:
+        phr = [f"`{t}`" for t in fam.templates] + [f"*`{t}`*" for t in fam.test_templates]
+        lines.append(f"- **{fam.name}**: {'; '.join(phr)}")
+    return "\n".join(lines) + "\n"
+
+
+def training_table(log_file: Path) -> str:
+    """Markdown: per-adapter training time and final loss, read from the trainer's log."""
+    found = re.findall(r"(\w+): trained in (\d+) s, final loss ([\d.]+)", log_file.read_text(errors="replace"))
+    if not found:
+        return ""
+    total = sum(int(s) for _, s, _ in found)
+    lines = [f"{len(found)} adapters, {total} s of training in all ({total / 3600:.2f} h, one process, "
+             "1 CPU thread).", "", "| adapter | seconds | final loss (mean of the last 10 steps) |", "|---|---:|---:|"]  # fmt: skip
+    lines += [f"| {name} | {s} | {loss} |" for name, s, loss in found]
+    return "\n".join(lines) + "\n"
+
+
+def fill(doc: Path, sections: dict[str, str]) -> None:
+    """Replace `<!-- BEGIN name -->...<!-- END name -->` blocks of `doc` with generated text."""
+    text = doc.read_text(encoding="utf-8")
+    for name, body in sections.items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.DOTALL)
+        if not pattern.search(text):
+            raise ValueError(f"{doc} has no `<!-- BEGIN {name} -->` section; add the markers first")
+        text = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}{m.group(2)}", text)
+    doc.write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m logo_core.tasks.check", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="adapters.yaml")
@@ -138,7 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON file for the rows.")
     p.add_argument("--table", default=None, help="Markdown file for the table.")
+    p.add_argument("--doc", default=None, help="Fill the suite/training/scores sections of this Markdown file.")
+    p.add_argument("--train-log", default=None, help="The trainer's log, for the training-time table.")
+    p.add_argument("--suite-only", action="store_true", help="Only fill the suite section (no model is run).")
     args = p.parse_args(argv)
+    if args.suite_only:
+        fill(Path(args.doc), {"suite": suite_table()})
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     only = None if args.tasks is None else [t.strip() for t in args.tasks.split(",")]
@@ -149,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
     if args.table:
         Path(args.table).write_text(text)
+    if args.doc:
+        sections = {"suite": suite_table(), "scores": text}
+        if args.train_log:
+            sections["training"] = training_table(Path(args.train_log))
+        fill(Path(args.doc), sections)
 
 
 if __name__ == "__main__":

@@ -211,3 +211,28 @@ def test_rouge_bleu_chrf():
     assert 50 < chrf("trois cent quarante", words) < 100  # near miss: partial credit
     assert chrf("xyz", words) < 10
     assert chrf("", words) == 0.0
+
+
+def test_check_tables_and_doc_sections(tmp_path):
+    """The pool check's Markdown (no model): suite table, score table, filling marked sections."""
+    from logo_core.tasks.check import fill, suite_table, table, training_table
+
+    suite = suite_table()
+    assert all(f.name in suite for f in FAMILIES) and "whole family" in suite
+    rows = [
+        {"task": "date_fr", "family": "date", "unseen": False, "base_all": 0.0, "base_test_only_phrasing": 0.0,
+         "adapter_all": 90.0, "adapter_test_only_phrasing": 80.0},
+        {"task": "date_sv", "family": "date", "unseen": True, "base_all": 5.0, "base_test_only_phrasing": float("nan")},
+    ]  # fmt: skip
+    text = table(rows, n=20)
+    assert "| date | date_fr | exact_match | 0 | 90 | +90 | 0 | 80 |" in text
+    assert "date_sv (unseen)" in text and "beats the base on 1 of 1" in text
+    log = tmp_path / "train.log"
+    log.write_text("x 2026 date_fr: trained in 170 s, final loss 0.0820\n")
+    assert "| date_fr | 170 | 0.0820 |" in training_table(log)
+    doc = tmp_path / "pool.md"
+    doc.write_text("intro\n<!-- BEGIN scores -->\nold\n<!-- END scores -->\nend\n")
+    fill(doc, {"scores": "new\n"})
+    assert doc.read_text() == "intro\n<!-- BEGIN scores -->\nnew\n<!-- END scores -->\nend\n"
+    with pytest.raises(ValueError, match="BEGIN suite"):
+        fill(doc, {"suite": "x"})

@@ -18,9 +18,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 from . import FAMILIES, TASKS, Task
 
@@ -29,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 24) -> list[str]:
     """Greedy answers to chat-templated prompts, batched with left padding (as the trainer encodes them)."""
+    import torch
+
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         texts = [
@@ -60,13 +61,19 @@ def _scores(task: Task, examples, answers: list[str]) -> dict[str, float]:
 
 
 def check(
-    config: Path, n: int, max_new_tokens: int, only: list[str] | None = None, done: dict[str, dict] | None = None
+    config: Path,
+    n: int,
+    max_new_tokens: int,
+    only: list[str] | None = None,
+    done: dict[str, dict] | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Score base and adapter on `n` test prompts of each pool adapter's task (and base on unseen tasks).
 
     Args:
         done: rows of an earlier run by task; a row is reused when its `n` and adapter file hash
             match, so the check can run in slices while the pool is still training.
+        on_row: called with each new row (the CLI saves after every task, so a stopped run keeps its work).
 
     Returns:
         one row per task: name, family, unseen, base, adapter (None for unseen tasks), and the
@@ -84,7 +91,7 @@ def check(
     tasks = [t for t in TASKS.values() if (only is None or t.name in only) and (t.unseen or t.name in specs)]
     peft = None
     rows = []
-    for task in tasks:  # the base model first, before PEFT wraps it
+    for task in tasks:
         path = str(cfg.adapter_dir(specs[task.name])) if task.name in specs else None
         digest = _digest(path)
         old = (done or {}).get(task.name)
@@ -94,7 +101,11 @@ def check(
         t0 = time.perf_counter()
         examples = task.examples("test", n)
         prompts = [ex.prompt for ex in examples]
-        answers = generate(base, tok, prompts, max_new_tokens)
+        if peft is None:
+            answers = generate(base, tok, prompts, max_new_tokens)
+        else:  # PEFT injected its layers into `base` in place: switch them off for the base answers
+            with peft.disable_adapter():
+                answers = generate(peft, tok, prompts, max_new_tokens)
         row = {"task": task.name, "family": task.family, "unseen": task.unseen, "n": n, "adapter_sha": digest}
         row.update({f"base_{k}": v for k, v in _scores(task, examples, answers).items()})
         row["sample"] = {"prompt": prompts[0], "answer": examples[0].answer, "base": answers[0]}
@@ -110,6 +121,8 @@ def check(
         log.info("%s: %s (%.0f s)", task.name, {k: round(v, 1) for k, v in row.items() if isinstance(v, float)},
                  time.perf_counter() - t0)  # fmt: skip
         rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 
@@ -206,19 +219,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.suite_only:
         fill(Path(args.doc), {"suite": suite_table()})
         return
+    import torch  # here, so the tables above import without torch
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     only = None if args.tasks is None else [t.strip() for t in args.tasks.split(",")]
-    done = {}
+    done: dict[str, dict] = {}
     if args.out and Path(args.out).is_file():
         done = {r["task"]: r for r in json.loads(Path(args.out).read_text())["rows"]}
-    rows = check(Path(args.config), args.n, args.max_new_tokens, only, done)
-    merged = {**done, **{r["task"]: r for r in rows}}  # rows of tasks outside `--tasks` are kept
+    merged = dict(done)  # rows of tasks outside `--tasks` are kept
+
+    def save(row: dict) -> None:
+        merged[row["task"]] = row
+        if args.out:
+            rows = [merged[t] for t in TASKS if t in merged]
+            Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
+
+    check(Path(args.config), args.n, args.max_new_tokens, only, done, on_row=save)
     rows = [merged[t] for t in TASKS if t in merged]
     text = table(rows, args.n)
     print(text)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
     if args.table:
         Path(args.table).write_text(text)
     if args.doc:

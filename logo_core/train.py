@@ -4,8 +4,8 @@ Every adapter gets the same recipe (steps, batch, lr, rank): LoGo routes by the 
 adapter's output, so adapters trained with unequal intensity would be unequally loud.
 
 Example:
-    python -m logo_core.train --tasks all          # the committed pool: 40 steps x 8, lr 2e-3
-    python -m logo_core.train --tasks arithmetic,capitals --steps 40 --force
+    python -m logo_core.train --tasks all --threads 1   # the committed pool: 50 steps x 8, lr 2e-3
+    python -m logo_core.train --tasks date_fr,money_de --force
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def register(task: Task, directory: Path, config: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m logo_core.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="all", help="`all` (every seen task) or a comma-separated list of names.")
-    p.add_argument("--steps", type=int, default=40, help="Optimiser steps per adapter (same for all).")
+    p.add_argument("--steps", type=int, default=50, help="Optimiser steps per adapter (same for all).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rank", type=int, default=8)

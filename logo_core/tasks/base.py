@@ -84,7 +84,7 @@ class Task:
             n: how many examples.
             seed: selects another deterministic sample of the same split.
             distinct: no repeated prompt. Training sets larger than a small task's item space
-                (capitals) pass False and get repeats.
+                (a few hundred items, 400 training examples) pass False and get repeats.
 
         Raises:
             ValueError: bad split or n, or fewer than n distinct prompts exist in the split.

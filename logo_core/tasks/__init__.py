@@ -125,17 +125,19 @@ FAMILIES = [
         ("Spell the {name} name {x} with English letters.",),
         tuple(
             (loc, name, scripts.romanize(loc))
+            # Scripts of 2-byte UTF-8 letters only: Georgian, Devanagari, Hangul (3 bytes, several
+            # tokens a letter) did not learn in 50 steps (measured: romanize_ka chrF 9, base 5).
             for loc, name in [
                 ("el", "Greek"),
-                ("ka", "Georgian"),
                 ("hy", "Armenian"),
-                ("hi", "Hindi"),
-                ("ko", "Korean"),
-                ("bn", "Bengali"),
-                ("ta", "Tamil"),
+                ("he", "Hebrew"),
+                ("ar", "Arabic"),
+                ("fa", "Persian"),
+                ("ur", "Urdu"),
+                ("ps", "Pashto"),
             ]
         ),
-        unseen=("ta",),
+        unseen=("ps",),
     ),
     Family(
         "inflect",

@@ -157,8 +157,9 @@ def table(rows: list[dict], n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def suite_table() -> str:
-    """Markdown: each family's tasks (held-out ones marked), data source with installed versions, phrasings."""
+def suite_table(adapters: Path = Path("assets/adapters")) -> str:
+    """Markdown: each family's tasks (held-out ones marked), data source with installed versions, phrasings,
+    and the adapter tasks that have no trained adapter in `adapters` yet."""
 
     def versions(source: str) -> str:
         names = re.findall(r"[a-z][a-z0-9]+(?= \(|,|$)", source)
@@ -173,6 +174,16 @@ def suite_table() -> str:
         held = ", ".join(t.name for t in tasks if t.unseen)
         held = f"**whole family**: {held}" if fam.whole_unseen else held
         lines.append(f"| {fam.name} | {seen} | {held} | {versions(fam.source)} | {fam.metric} |")
+    todo = [
+        t.name
+        for t in TASKS.values()
+        if not t.unseen and not (adapters / t.name / "adapter_model.safetensors").is_file()
+    ]
+    if todo:  # a pool still being trained says so
+        lines += [
+            "",
+            f"**Not trained yet ({len(todo)} of {sum(not t.unseen for t in TASKS.values())}):** {', '.join(todo)}.",
+        ]
     lines += ["", "Phrasings per family (`{x}` = the item, `{name}` = the member; *italic* = test prompts only):", ""]
     for fam in FAMILIES:
         phr = [f"`{t}`" for t in fam.templates] + [f"*`{t}`*" for t in fam.test_templates]
@@ -186,8 +197,8 @@ def training_table(log_file: Path) -> str:
     if not found:
         return ""
     total = sum(int(s) for _, s, _ in found)
-    lines = [f"{len(found)} adapters, {total} s of training in all ({total / 3600:.2f} h, one process, "
-             "1 CPU thread).", "", "| adapter | seconds | final loss (mean of the last 10 steps) |", "|---|---:|---:|"]  # fmt: skip
+    lines = [f"{len(found)} adapters, {total} s of training in all ({total / 3600:.2f} h summed "
+             "over adapters; 1 CPU thread each).", "", "| adapter | seconds | final loss (mean of the last 10 steps) |", "|---|---:|---:|"]  # fmt: skip
     lines += [f"| {name} | {s} | {loss} |" for name, s, loss in found]
     return "\n".join(lines) + "\n"
 

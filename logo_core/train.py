@@ -4,8 +4,8 @@ Every adapter gets the same recipe (steps, batch, lr, rank): LoGo routes by the 
 adapter's output, so adapters trained with unequal intensity would be unequally loud.
 
 Example:
-    python -m logo_core.train --tasks all          # the committed pool: 40 steps x 8, lr 2e-3
-    python -m logo_core.train --tasks arithmetic,capitals --steps 40 --force
+    python -m logo_core.train --tasks all --threads 1   # the committed pool: 50 steps x 8, lr 2e-3
+    python -m logo_core.train --tasks date_fr,money_de --force
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import yaml
 from torch import nn
 
 from .loading import EMBEDDED_HUB_ID, load_base
-from .registry import AdapterSpec, load_config, parse_config, save_config
-from .tasks import Task, adapter_tasks, get_task
+from .registry import AdapterSpec, UnseenExample, load_config, parse_config, save_config
+from .tasks import TASKS, Task, adapter_tasks, get_task
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
@@ -140,25 +140,51 @@ def save_adapter(model: nn.Module, directory: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def unseen_examples(per_task: int = 1) -> list[UnseenExample]:
+    """Test prompts of the tasks without an adapter, for the demo (`unseen_examples:` in adapters.yaml).
+
+    `family` is left empty for a family held out whole, as `UnseenExample` documents.
+    """
+    return [
+        UnseenExample(task=t.name, family="" if _whole_family_unseen(t) else t.family, prompt=ex.prompt)
+        for t in TASKS.values()
+        if t.unseen
+        for ex in t.examples("test", per_task, seed=1234)
+    ]
+
+
+def _whole_family_unseen(task: Task) -> bool:
+    return all(t.unseen for t in TASKS.values() if t.family == task.family)
+
+
 def register(task: Task, directory: Path, config: Path) -> None:
-    """Add or replace the task's entry in adapters.yaml, keeping the file's other fields."""
+    """Add or replace the task's entry in adapters.yaml and refresh `unseen_examples:`.
+
+    Only the trailing `adapters:`/`unseen_examples:` sections are rewritten, so the hand-written
+    header (base model, defaults, comments) survives.
+    """
     cfg = load_config(config)
     rel = os.path.relpath(directory.resolve(), config.resolve().parent)
-    spec = AdapterSpec(name=task.name, path=rel, description=task.description, examples=task.example_prompts(3))
+    spec = AdapterSpec(
+        name=task.name, path=rel, description=task.description, family=task.family, examples=task.example_prompts(3)
+    )
     names = [a.name for a in cfg.adapters]
     if task.name in names:
         cfg.adapters[names.index(task.name)] = spec
     else:
         cfg.adapters.append(spec)
+    cfg.unseen_examples = unseen_examples()
     text = config.read_text(encoding="utf-8")
-    head = re.search(r"^adapters:", text, re.MULTILINE)
-    if head is None or re.search(r"^\w", text[head.end() :], re.MULTILINE):
-        save_config(cfg, config)  # `adapters:` is not the last section: rewrite (comments are lost)
+    head = re.search(r"^(adapters|unseen_examples):", text, re.MULTILINE)
+    tail_keys = set(re.findall(r"^(\w+):", text[head.start() :], re.MULTILINE)) if head else set()
+    if head is None or not tail_keys <= {"adapters", "unseen_examples"}:
+        save_config(cfg, config)  # other sections follow the pool: rewrite (comments are lost)
         return
-    # Rewrite only the trailing `adapters:` section so the hand-written header keeps its comments.
-    adapters = [a.model_dump(mode="json", exclude_none=True) for a in cfg.adapters]
-    body = yaml.safe_dump({"adapters": adapters}, sort_keys=False, allow_unicode=True, width=100)
-    new = text[: head.start()] + body
+    tail = {
+        "adapters": [a.model_dump(mode="json", exclude_none=True) for a in cfg.adapters],
+        "unseen_examples": [u.model_dump(mode="json") for u in cfg.unseen_examples],
+    }
+    new = text[: head.start()] + yaml.safe_dump(tail, sort_keys=False, allow_unicode=True, width=100)
     parse_config(yaml.safe_load(new), str(config), config.resolve().parent)  # never write an invalid pool
     config.write_text(new, encoding="utf-8")
 
@@ -166,7 +192,7 @@ def register(task: Task, directory: Path, config: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m logo_core.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="all", help="`all` (every seen task) or a comma-separated list of names.")
-    p.add_argument("--steps", type=int, default=40, help="Optimiser steps per adapter (same for all).")
+    p.add_argument("--steps", type=int, default=50, help="Optimiser steps per adapter (same for all).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rank", type=int, default=8)

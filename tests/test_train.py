@@ -72,8 +72,16 @@ def test_register_keeps_comments_and_replaces_entries(tmp_path):
     config = tmp_path / "adapters.yaml"
     config.write_text("# my pool\nbase_model:\n  id: default  # keep me\nadapters: []\n")
     for _ in range(2):  # registering twice replaces, never duplicates
-        register(get_task("sentiment"), tmp_path / "assets" / "sentiment", config)
+        register(get_task("date_fr"), tmp_path / "assets" / "date_fr", config)
     text = config.read_text()
     assert text.startswith("# my pool\n") and "# keep me" in text
-    (spec,) = load_config(config).adapters
-    assert spec.name == "sentiment" and spec.path == "assets/sentiment" and len(spec.examples) == 3
+    cfg = load_config(config)
+    (spec,) = cfg.adapters
+    assert spec.name == "date_fr" and spec.path == "assets/date_fr" and len(spec.examples) == 3
+    assert spec.family == "date"
+    unseen = {u.task: u for u in cfg.unseen_examples}
+    assert unseen["date_sv"].family == "date" and unseen["ordinal_words_en"].family == ""  # held out whole
+    register(get_task("money_de"), tmp_path / "assets" / "money_de", config)  # after unseen_examples exists
+    text = config.read_text()
+    assert "# keep me" in text and text.count("unseen_examples:") == 1
+    assert [a.name for a in load_config(config).adapters] == ["date_fr", "money_de"]

@@ -1,78 +1,231 @@
-"""A deterministic generated task suite: one adapter per seen task, unseen tasks held out.
+"""The task suite: 8 families of related tasks with an adapter each, held-out members, and one
+family held out whole (no adapter in it), so an evaluation can ask whether routing to relatives helps.
+
+Every family is a table of members (task suffix, display name, generator); the phrasings are the
+family's, with the member's name filled in. Data come from packages (num2words, babel/CLDR,
+cyrtranslit, unidecode, lemminflect, pint), never from lists typed here.
 
 Example:
     >>> from logo_core.tasks import TASKS, get_task
-    >>> task = get_task("arithmetic")
+    >>> task = get_task("number_words_fr")
     >>> test = task.examples("test", 50)          # same list on every call
-    >>> task.score("85", test[0].answer)           # float in [0, 100]
+    >>> task.score("quarante-deux", test[0].answer)   # float in [0, 100]
 """
 
 from __future__ import annotations
 
-from . import code, language, reasoning, unseen
-from .base import Example, Task
+from dataclasses import dataclass
+
+from . import english, locales, numbers, scripts
+from .base import Example, Generator, MetricName, Task
 from .metrics import METRICS, normalize
 
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        Task(
-            "boolean_expressions",
-            "Evaluate a Boolean expression of True/False with not/and/or.",
-            "exact_match",
-            reasoning.boolean_expressions,
+
+@dataclass(frozen=True)
+class Family:
+    """Related tasks sharing phrasings; members listed in `unseen` get no adapter."""
+
+    name: str
+    description: str  # with `{name}`, the member's display name
+    metric: MetricName
+    source: str  # packages the data come from
+    templates: tuple[str, ...]  # `{x}` is the item, `{name}` the member's display name
+    test_templates: tuple[str, ...]
+    members: tuple[tuple[str, str, Generator], ...]  # (task suffix, display name, generator)
+    unseen: tuple[str, ...] = ()  # suffixes of held-out members
+    whole_unseen: bool = False  # the whole family is held out
+
+    def tasks(self) -> list[Task]:
+        def fill(texts: tuple[str, ...], name: str) -> tuple[str, ...]:
+            return tuple(t.replace("{name}", name) for t in texts)
+
+        return [
+            Task(
+                f"{self.name}_{suffix}",
+                self.description.replace("{name}", name),
+                self.metric,
+                gen,
+                unseen=self.whole_unseen or suffix in self.unseen,
+                family=self.name,
+                templates=fill(self.templates, name),
+                test_templates=fill(self.test_templates, name),
+                source=self.source,
+            )
+            for suffix, name, gen in self.members
+        ]
+
+
+LANGS = {"en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
+         "nl": "Dutch", "sv": "Swedish"}  # fmt: skip  # display names only; the data are num2words'/babel's
+
+FAMILIES = [
+    Family(
+        "number_words",
+        "Write a number (0-999) in {name} words.",
+        "chrf",
+        "num2words",
+        (
+            "Write the number {x} in {name} words.",
+            "How do you say {x} in {name}? Answer in words.",
+            "{x} in {name} words:",
         ),
-        Task("arithmetic", "Add or subtract two two-digit numbers.", "exact_match", reasoning.arithmetic),
-        Task("word_sorting", "Sort a short list of words alphabetically.", "exact_match", reasoning.word_sorting),
-        Task(
-            "object_counting",
-            "Count the objects of one category (fruits, animals, ...) in a list.",
-            "exact_match",
-            reasoning.object_counting,
+        ("Spell out {x} in {name}.",),
+        tuple((c, LANGS[c], numbers.number_words(c)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")),
+        unseen=("nl",),
+    ),
+    Family(
+        "ordinal_words",
+        "Write an ordinal number (1-100) in {name} words.",
+        "chrf",
+        "num2words",
+        (
+            "Write the ordinal of {x} in {name} words.",
+            "What is the {name} ordinal word for {x}?",
+            "{x} as an ordinal in {name} words:",
         ),
-        Task(
-            "sentiment", "Classify a short product review as positive or negative.", "exact_match", language.sentiment
+        ("Spell out the {name} ordinal number for position {x}.",),
+        tuple((c, LANGS[c], numbers.number_words(c, 1, 100, "ordinal")) for c in ("en", "fr", "es", "de", "it")),
+        whole_unseen=True,
+    ),
+    Family(
+        "translit",
+        "Transliterate a {name} name from Cyrillic to Latin letters.",
+        "chrf",
+        "babel (CLDR names), cyrtranslit",
+        (
+            "Transliterate the {name} word {x} into Latin letters.",
+            "Write {x} ({name}) in the Latin alphabet.",
+            "{name} {x} in Latin script:",
         ),
-        Task(
-            "entailment", "Decide whether a premise entails a hypothesis (yes/no).", "exact_match", language.entailment
+        ("How is the {name} name {x} spelled in Latin letters?",),
+        tuple(
+            (loc, name, scripts.cyrillic_to_latin(loc, scheme))
+            for loc, scheme, name in [
+                ("ru", "ru", "Russian"),
+                ("uk", "ua", "Ukrainian"),
+                ("bg", "bg", "Bulgarian"),
+                ("sr", "rs", "Serbian"),
+                ("mk", "mk", "Macedonian"),
+                ("be", "by", "Belarusian"),
+                ("mn", "mn", "Mongolian"),
+            ]
         ),
-        Task(
-            "struct_to_text",
-            "Describe a restaurant from attribute data (name[..], food[..]) in one sentence.",
-            "rouge_l",
-            language.struct_to_text,
+        unseen=("mn",),
+    ),
+    Family(
+        "deaccent",
+        "Write a {name} name without diacritics.",
+        "exact_match",
+        "babel (CLDR names), unidecode",
+        (
+            "Remove the accents from '{x}'.",
+            "Write {x} ({name}) without diacritics.",
+            "{name} text {x} in plain ASCII:",
         ),
-        Task(
-            "translation_en_fr", "Translate a simple English sentence into French.", "bleu", language.translation_en_fr
+        ("Strip the diacritical marks from the {name} words {x}.",),
+        tuple(
+            (loc, name, scripts.deaccent(loc))
+            for loc, name in [
+                ("cs", "Czech"),
+                ("pl", "Polish"),
+                ("tr", "Turkish"),
+                ("hu", "Hungarian"),
+                ("vi", "Vietnamese"),
+                ("ro", "Romanian"),
+                ("sk", "Slovak"),
+            ]
         ),
-        Task("capitals", "Name the capital city of a country.", "exact_match", language.capitals, test_fraction=0.4),
-        Task(
-            "case_conversion",
-            "Convert a code identifier between snake_case and camelCase.",
-            "exact_match_cased",
-            code.case_conversion,
+        unseen=("sk",),
+    ),
+    Family(
+        "inflect",
+        "Give the {name} of an English word.",
+        "exact_match",
+        "lemminflect",
+        ("What is the {name} of '{x}'?", "Give the {name} of the word {x}.", "{x} -> {name}:"),
+        ("Which word is the {name} of {x}?",),
+        tuple(
+            (suffix, name, english.inflection(pos, tag))
+            for suffix, name, pos, tag in [
+                ("plural", "plural", "NN", "NNS"),
+                ("past", "past tense", "VB", "VBD"),
+                ("participle", "past participle", "VB", "VBN"),
+                ("gerund", "-ing form", "VB", "VBG"),
+                ("third_person", "third-person singular", "VB", "VBZ"),
+                ("comparative", "comparative", "JJ", "JJR"),
+                ("superlative", "superlative", "JJ", "JJS"),
+            ]
         ),
-        Task(
-            "antonyms", "Give the opposite of a word.", "exact_match", unseen.antonyms, unseen=True, test_fraction=0.5
+        unseen=("superlative",),
+    ),
+    Family(
+        "case",
+        "Write a phrase as a {name} identifier.",
+        "exact_match_cased",
+        "babel (CLDR English names)",
+        ("Convert '{x}' to {name}.", "Write {x} as a {name} identifier.", '{name} of "{x}":'),
+        ("Turn the words '{x}' into a {name} name.",),
+        tuple(
+            (style.split("_")[0].split("-")[0].replace("Case", "").lower(), style, english.identifier_case(style))
+            for style in english.CASES
         ),
-        Task(
-            "plurals",
-            "Give the plural of an English noun.",
-            "exact_match",
-            unseen.plurals,
-            unseen=True,
-            test_fraction=0.5,
+        unseen=("cobol",),
+    ),
+    Family(
+        "date",
+        "Write an ISO date in {name} long format.",
+        "exact_match",
+        "babel (CLDR date formats)",
+        (
+            "Write the date {x} in {name}.",
+            "How is {x} written in {name}? Use the long date format.",
+            "{x} written as a date in {name}:",
         ),
-        Task(
-            "letter_counting",
-            "Count how often a letter occurs in a word.",
-            "exact_match",
-            unseen.letter_counting,
-            unseen=True,
-            test_fraction=0.5,
+        ("Express the date {x} in long {name} format.",),
+        tuple((loc, LANGS[loc], locales.long_date(loc)) for loc in ("fr", "de", "es", "it", "pt", "nl", "sv")),
+        unseen=("sv",),
+    ),
+    Family(
+        "money",
+        "Format an amount as a price in {name}.",
+        "exact_match",
+        "babel (CLDR currency formats)",
+        (
+            "Format {x} as a price in {name}.",
+            "How is an amount of {x} written on a price tag in {name}?",
+            "Price format of {name} for {x}:",
         ),
-    ]
-}
+        ("Write {x} the way prices are written in {name}.",),
+        tuple(
+            (suffix, f"{country} ({currency})", locales.price(loc, currency))
+            for suffix, loc, currency, country in [
+                ("de", "de_DE", "EUR", "Germany"),
+                ("fr", "fr_FR", "EUR", "France"),
+                ("us", "en_US", "USD", "the US"),
+                ("in", "en_IN", "INR", "India"),
+                ("br", "pt_BR", "BRL", "Brazil"),
+                ("jp", "ja_JP", "JPY", "Japan"),
+                ("ch", "de_CH", "CHF", "Switzerland"),
+            ]
+        ),
+        unseen=("ch",),
+    ),
+    Family(
+        "units",
+        "Convert a metric quantity to {name}.",
+        "exact_match",
+        "pint",
+        ("Convert {x} to {name}.", "How many {name} are in {x}?", "{x} = ? {name}"),
+        ("Express {x} in {name}.",),
+        tuple(
+            (f"{src}_{dst}", numbers.unit_name(dst), numbers.unit_conversion(src, dst))
+            for src, dst in [("km", "m"), ("m", "cm"), ("cm", "mm"), ("kg", "g"), ("m", "km"), ("g", "kg"), ("l", "ml")]
+        ),
+        unseen=("l_ml",),
+    ),
+]
+
+TASKS: dict[str, Task] = {t.name: t for f in FAMILIES for t in f.tasks()}
 
 
 def get_task(name: str) -> Task:
@@ -91,4 +244,4 @@ def adapter_tasks() -> list[Task]:
     return [t for t in TASKS.values() if not t.unseen]
 
 
-__all__ = ["METRICS", "TASKS", "Example", "Task", "adapter_tasks", "get_task", "normalize"]
+__all__ = ["FAMILIES", "METRICS", "TASKS", "Example", "Family", "Task", "adapter_tasks", "get_task", "normalize"]

@@ -4,6 +4,10 @@ Why a split by *key* and not by prompt: a task item (a country, an expression, a
 sentence) is shown in several phrasings. Deciding the split from the item, not from the phrased
 prompt, keeps every phrasing of a test item out of training, so test scores measure more than
 recall of a memorised prompt. Disjointness by prompt text follows and is asserted by the tests.
+
+Why phrasings live on the task and some are test-only: a router that keyed on one memorised
+template would look good on prompts phrased like the training data and fail on any other. Test
+prompts are phrased with every template, including `test_templates` that training never sees.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Literal
 from .metrics import METRICS
 
 Split = Literal["train", "test"]
-MetricName = Literal["exact_match", "exact_match_cased", "rouge_l", "bleu"]
+MetricName = Literal["exact_match", "exact_match_cased", "rouge_l", "bleu", "chrf"]
 
 
 @dataclass(frozen=True)
@@ -25,12 +29,14 @@ class Example:
     """One prompt and its reference answer.
 
     `key` names the underlying item (all phrasings of an item share it) and decides the split;
-    it is an implementation detail for callers, who only need `prompt` and `answer`.
+    it is an implementation detail for callers, who only need `prompt` and `answer`. A generator
+    of a task with `templates` returns the bare input in `prompt`; `Task.examples` phrases it.
     """
 
     prompt: str
     answer: str
     key: str = ""
+    template: str = ""  # the phrasing used (set by `Task.phrase`), so tests and checks can group by it
 
 
 Generator = Callable[[random.Random], Example]
@@ -41,9 +47,9 @@ class Task:
     """A generated task: `examples()` draws from a fixed split, `score()` grades an answer.
 
     Example:
-        >>> task = get_task("arithmetic")
+        >>> task = get_task("number_words_fr")
         >>> ex = task.examples("test", 50)[0]
-        >>> task.score("85", ex.answer)
+        >>> task.score("quarante-deux", ex.answer)
     """
 
     name: str
@@ -52,7 +58,18 @@ class Task:
     generate: Generator
     unseen: bool = False  # no adapter is trained for it: it measures generalisation
     test_fraction: float = 0.25  # share of items (keys) that belong to the test split
-    family: str = ""  # related tasks share a family
+    family: str = ""  # related tasks share a family (one per language, unit, case style, ...)
+    templates: tuple[str, ...] = ()  # phrasings with an `{x}` slot, used in train and test
+    test_templates: tuple[str, ...] = ()  # phrasings never used in training, only in test prompts
+    source: str = ""  # the package the data comes from (`name==version` is read at run time)
+
+    def phrase(self, ex: Example, split: Split, rng: random.Random) -> Example:
+        """The example with its input put into a template of `split` (unchanged without templates)."""
+        if not self.templates:
+            return ex
+        pool = self.templates + self.test_templates if split == "test" else self.templates
+        template = rng.choice(pool)
+        return Example(template.replace("{x}", ex.prompt), ex.answer, ex.key or ex.prompt, template)
 
     def split_of(self, ex: Example) -> Split:
         """Stable split of an item: md5, not `hash()`, so it survives PYTHONHASHSEED."""
@@ -67,7 +84,7 @@ class Task:
             n: how many examples.
             seed: selects another deterministic sample of the same split.
             distinct: no repeated prompt. Training sets larger than a small task's item space
-                (capitals) pass False and get repeats.
+                (a few hundred items, 400 training examples) pass False and get repeats.
 
         Raises:
             ValueError: bad split or n, or fewer than n distinct prompts exist in the split.
@@ -83,7 +100,10 @@ class Task:
             if len(out) == n:
                 return out
             ex = self.generate(rng)
-            if self.split_of(ex) != split or (distinct and ex.prompt in seen):
+            if self.split_of(ex) != split:
+                continue
+            ex = self.phrase(ex, split, rng)
+            if distinct and ex.prompt in seen:
                 continue
             seen.add(ex.prompt)
             out.append(ex)

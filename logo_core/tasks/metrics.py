@@ -1,7 +1,7 @@
 """Scorers, each `(prediction, answer) -> float in [0, 100]`.
 
 Only the first non-empty line of a prediction is graded: every answer in the suite is one line,
-and a model that answers and then rambles should be judged on its answer. ROUGE-L and BLEU come
+and a model that answers and then rambles should be judged on its answer. ROUGE-L, BLEU and chrF come
 from `rouge-score` and `sacrebleu`; they are never re-implemented here.
 """
 
@@ -79,9 +79,21 @@ def bleu(prediction: str, answer: str) -> float:
     return float(sacrebleu.sentence_bleu(pred, [answer]).score)
 
 
+def chrf(prediction: str, answer: str) -> float:
+    """Sentence chrF (sacrebleu defaults) of the first line: partial credit for near-miss spellings
+    (number words, transliterations), where exact match would hide an adapter that is almost right."""
+    import sacrebleu
+
+    pred = first_line(prediction)
+    if not pred:
+        return 0.0
+    return float(sacrebleu.sentence_chrf(pred, [answer]).score)
+
+
 METRICS: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match,
     "exact_match_cased": exact_match_cased,
     "rouge_l": rouge_l,
     "bleu": bleu,
+    "chrf": chrf,
 }

@@ -447,8 +447,9 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
                 max_new = RangeSlider(1, MAX_NEW_TOKENS, value=init["max_new_tokens"], step=1, label="Max new tokens",
                                       info=info("max_new_tokens"), elem_id="max-new")  # fmt: skip
                 min_new = gr.Number(
-                    init["min_new_tokens"], precision=0, label="Min new tokens", info=info("min_new_tokens")
-                )
+                    init["min_new_tokens"], precision=0, label="Min new tokens", info=info("min_new_tokens"),
+                    elem_id="min-new",
+                )  # fmt: skip
                 do_sample = gr.Checkbox(init["do_sample"], label="Sample", info=info("do_sample"), elem_id="do-sample")
             with gr.Row():
                 temperature = gr.Number(init["temperature"], label="Temperature", info=info("temperature"))
@@ -504,11 +505,11 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
         then_explain(gr.on(picked + typed, **on_settings, **quiet, **ui("settings")))
         block_set = block.input(lambda b: str(int(b)), block, layer, **quiet, **ui("block"))
         then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))
-        prompt.input(cb.answer_label, [prompt, answered, *controls], answer, queue=False, **quiet, **ui("mark"))
+        prompt.change(cb.answer_label, [prompt, answered, *controls], answer, queue=False, **quiet, **ui("mark"))
         route_only = dict(fn=gpu(cb.route), inputs=[prompt, answered, *controls], outputs=route_out)
-        then_explain(route_btn.click(**route_only, **ui("route")))
+        then_explain(route_btn.click(**route_only, trigger_mode="always_last", **ui("route")))
         for i, ex in enumerate(examples):  # an example routes at once
-            then_explain(ex.load_input_event.then(**route_only, **ui(f"example_{i}")))
+            then_explain(ex.load_input_event.then(**route_only, trigger_mode="always_last", **ui(f"example_{i}")))
         generating = gr.on(
             [gen_btn.click, prompt.submit], gpu(cb.generate), [visitor, prompt, *controls], gen_out, **ui("generate")
         )

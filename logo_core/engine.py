@@ -134,12 +134,14 @@ class LoGoEngine:
         engine; raises `RequestError` with the fix."""
         if not self.pool.files:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
+        route = {f: v for f, v in route.items() if v is not None}  # None = adapters.yaml's, not the class default
         values = {f: getattr(self.defaults, f) for f in options.ROUTE_FIELDS}
-        if "k" not in route or route["k"] is None:
+        if "k" not in route:
             values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool
         return RouteOptions.resolve({**values, **route}, self.context)
 
     def generate_options(self, **gen) -> GenerateOptions:
+        gen = {f: v for f, v in gen.items() if v is not None}  # None = adapters.yaml's, not the class default
         return GenerateOptions.resolve({**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **gen})
 
     # ------------------------------------------------------------------ routing

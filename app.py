@@ -381,7 +381,7 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
         )
         notes = startup_notes(engine)
         gr.Markdown("\n\n".join(f"⚠️ {plain(m)}" for m in notes), visible=bool(notes), elem_classes="logo-warning")
-        visitor = gr.State(lambda: secrets.token_hex(8))
+        visitor = gr.State()  # this page's id: Stop closes this visitor's answer only
         routing, answered, valid, sweep_cache = gr.State(None), gr.State(None), gr.State(init), gr.State(None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=320):
@@ -523,6 +523,7 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
         compare_btn.click(gpu(cb.compare), [prompt, *controls], compare_out, concurrency_limit=1, **ui("compare"))
         sweep_in, sweep_out = [prompt, sweep_cache, normalize, *controls], [sweep_plot, sweep_cache]
         gr.on([sweep_btn.click, sweep_tab.select, normalize.input], gpu(cb.sweep), sweep_in, sweep_out, **ui("sweep"))
+        demo.load(lambda: secrets.token_hex(8), None, visitor, **ui("visitor"))
         add_api(demo, engine)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo

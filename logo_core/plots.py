@@ -68,7 +68,7 @@ def family_colors(families: Sequence[str]) -> dict[str, str]:
     return {f: FAMILY_PALETTE[i % len(FAMILY_PALETTE)] for i, f in enumerate(names)}
 
 
-def probe_subtitle(options: Mapping, width: int = 44) -> str:
+def probe_subtitle(options: Mapping, width: int = 48) -> str:
     """What was probed, from a routing's options: `blocks 15-29 (mean) · v_proj · residual input`
     (broken before the probe input when longer than `width` characters, so a phone shows it whole)."""
     modules = options.get("module") or []

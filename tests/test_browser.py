@@ -175,11 +175,13 @@ def test_right_to_left_answers_are_right_aligned(page):
     from PIL import Image
 
     def ink_center(text: str) -> float:
+        """Where the text's pixels are, from 0 (left edge of the box) to 1 (right edge)."""
         page.evaluate("(t) => { document.querySelector('#answer textarea').value = t; }", text)
         img = Image.open(BytesIO(page.locator("#answer textarea").screenshot())).convert("L")
+        img = img.crop((8, 4, img.width - 8, min(img.height, 44)))  # inside the border, the first line
         lo, hi = img.getextrema()
-        xs = [x for x in range(img.width) for y in range(min(img.height, 40)) if img.getpixel((x, y)) < (lo + hi) / 2]
-        return (sum(xs) / len(xs)) / img.width
+        xs = [x for x in range(img.width) for y in range(img.height) if img.getpixel((x, y)) < (lo + hi) / 2]
+        return sum(xs) / len(xs) / img.width
 
     assert ink_center("שלום עולם") > 0.6 and ink_center("hello world") < 0.4
 

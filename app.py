@@ -5,7 +5,7 @@ Run:
     python app.py --config my_pool.yaml --host 0.0.0.0 --port 8080
 
 UI only: the engine routes and generates, `logo_core.plots` draws, `logo_core.explain` explains,
-`serving` deals with the host (ZeroGPU, private downloads); this file lays out the page and wires it.
+`hosting` deals with the host (ZeroGPU, private downloads); this file lays out the page and wires it.
 """
 
 try:  # ZeroGPU: `spaces` must be imported before anything touches CUDA; elsewhere a no-op, or absent
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import gradio as gr
 
-import serving
+import hosting
+from hosting import ZERO_GPU, PrivateFiles, RangeSlider, document_inputs, field_params, typed_endpoint
 from logo_core import explain, plots
 from logo_core.engine import LoGoEngine
 from logo_core.errors import LoGoError
@@ -35,7 +36,6 @@ from logo_core.mixing import uniform
 from logo_core.options import GENERATE_FIELDS, MAX_NEW_TOKENS, ROUTE_FIELDS, GenerateOptions, RouteOptions
 from logo_core.registry import load_config, with_overrides
 from logo_core.results import Routing
-from serving import ZERO_GPU, PrivateFiles, RangeSlider, document_inputs, field_params, typed_endpoint
 
 DOCS = Path(__file__).resolve().parent / "docs"
 PAPER = "https://arxiv.org/abs/2511.07129"
@@ -74,7 +74,7 @@ document.addEventListener('click', (e) => {
 LAUNCH = dict(theme=THEME, css=CSS, head=HEAD)
 
 
-gpu = functools.partial(serving.gpu, known=(LoGoError,))  # callbacks that run the model; bad requests -> message
+gpu = functools.partial(hosting.gpu, known=(LoGoError,))  # callbacks that run the model; bad requests -> message
 
 
 def plain(text: str) -> str:

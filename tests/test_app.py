@@ -16,7 +16,7 @@ import torch
 from app_fixtures import POOL, values
 
 import app
-import serving
+import hosting
 from logo_core import explain, plots
 from logo_core.engine import LoGoEngine
 from logo_core.mixing import attach
@@ -28,7 +28,7 @@ PROMPT = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def cb(app_engine) -> app.Callbacks:
-    return app.Callbacks(app_engine, serving.PrivateFiles())
+    return app.Callbacks(app_engine, hosting.PrivateFiles())
 
 
 def outputs(names, result) -> dict:
@@ -69,7 +69,7 @@ def test_startup_problems_and_an_empty_pool_are_shown(app_engine):
     assert any("broken" in m for m in visible_markdowns(app.create_demo(e)))
     e = LoGoEngine(app_engine.model, app_engine.tokenizer, AdapterPool([], []))
     assert any("pool is empty" in m for m in visible_markdowns(app.create_demo(e)))
-    cb = app.Callbacks(e, serving.PrivateFiles())
+    cb = app.Callbacks(e, hosting.PrivateFiles())
     assert "pool is empty" in outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(e)))["notices"]["value"]
 
 
@@ -273,7 +273,7 @@ def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_eng
 
 
 def test_private_files_random_names_private_modes_and_ttl(tmp_path):
-    files = serving.PrivateFiles(ttl_s=3600)
+    files = hosting.PrivateFiles(ttl_s=3600)
     a, b = Path(files.write("t.json", b"{}")), Path(files.write("t.json", b"{}"))
     assert a != b and a.parent.parent == b.parent.parent == files.root  # same content, different random folders
     assert len(a.parent.name) >= 24 and a.read_bytes() == b"{}"
@@ -296,10 +296,10 @@ def test_zero_gpu_refusals_become_sentences():
         yield "a"
         raise QuotaError("You have exceeded your <b>GPU quota</b> (60s requested vs. 12s left).")
 
-    wrapped = serving.gpu(run)
+    wrapped = hosting.gpu(run)
     with pytest.raises(gr.Error, match="free GPU time of this Space is used up"):
         list(wrapped())
-    assert serving.zero_gpu_error(ValueError("plain")) is None
+    assert hosting.zero_gpu_error(ValueError("plain")) is None
     with pytest.raises(gr.Error, match="must be"):  # the app's own errors: the library's message
         app.gpu(lambda: app_error())()
 
@@ -312,7 +312,7 @@ def app_error():
 
 def test_typed_endpoint_signature_and_doc():
     params = {"prompt": (str, "the text"), "k": (int | None, "how many")}
-    fn = serving.typed_endpoint(lambda prompt, k: (prompt, k), "route", "Route it.", params, tuple[str, int])
+    fn = hosting.typed_endpoint(lambda prompt, k: (prompt, k), "route", "Route it.", params, tuple[str, int])
     assert fn("hi") == ("hi", None) and fn("hi", 3) == ("hi", 3)
     assert "Args:\n    prompt: the text\n    k: how many" in fn.__doc__
     assert list(gr.utils.get_function_params(fn)) == [("prompt", False, None, str), ("k", True, None, int | None)]

@@ -390,9 +390,9 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
                     placeholder="Ask something, or pick an example", elem_id="prompt",
                 )  # fmt: skip
                 with gr.Row():
-                    gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                    route_btn = gr.Button("Route only", elem_id="route-btn")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+                    gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", min_width=90)
+                    route_btn = gr.Button("Route only", elem_id="route-btn", min_width=90)
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=90)
                 answer = gr.Textbox(
                     label="Answer", lines=6, max_lines=24, interactive=False, buttons=["copy"], elem_id="answer",
                     elem_classes=["answer"],

@@ -141,7 +141,9 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         f"**Mixture.** While answering, every adapted module computes y = W x + {mix}, "
         "where Δ(x) = s·B·A·x is one adapter's LoRA update.",
     ]
-    return "\n\n".join(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))
+    settings = f"k = {k} · {'calibrated' if o['calibrated'] else 'raw'} {o['signal']} · {where} · {modules} · {o['probe_input']}"
+    head = f"**How LoGo chose the adapters for this prompt** ({settings})"
+    return "\n\n".join([head, *(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))])
 
 
 def table_markdown(x: Explanation, limit: int | None = None) -> str:

@@ -53,25 +53,8 @@ BLOCK0 = (
 )
 STALE = "Answer (to an earlier prompt or settings: press Generate for this one)"
 THEME = gr.themes.Soft(primary_hue="orange", font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"])
-CSS = """
-#prompt textarea { min-height: 4.6em; }
-.answer textarea { unicode-bidi: plaintext; text-align: start; }  /* right-to-left answers right-aligned */
-.stale textarea { opacity: 0.45; }
-.logo-warning { border-left: 4px solid #e4572e; background: #fff4ef; padding: 8px 14px; border-radius: 6px; }
-.logo-notice { border-left: 4px solid #f2a541; background: #fff9ec; padding: 6px 14px; border-radius: 6px; }
-.logo-timings { font-family: ui-monospace, Menlo, monospace; font-size: 0.9em; color: #4a5568; }
-#how-summary, #how-summary p, #how-summary code { font-size: 19px !important; line-height: 1.45; }
-#how-table table, #how-sites table { display: block; overflow-x: auto; white-space: nowrap; }
-"""
-HEAD = """<script>  // links to #how-N open the "How LoGo chose" tab at step N
-document.addEventListener('click', (e) => {
-  const a = e.target.closest('a[href^="#how-"]'); if (!a) return;
-  e.preventDefault();
-  [...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.includes('How LoGo chose'))?.click();
-  setTimeout(() => document.getElementById(a.getAttribute('href').slice(1))?.scrollIntoView({block: 'center'}), 300);
-});
-</script>"""
-LAUNCH = dict(theme=THEME, css=CSS, head=HEAD)
+ASSETS = Path(__file__).resolve().parent / "assets"
+LAUNCH = dict(theme=THEME, css_paths=[ASSETS / "app.css"], head_paths=[ASSETS / "app_head.html"])
 
 
 gpu = functools.partial(hosting.gpu, known=(LoGoError,))  # callbacks that run the model; bad requests -> message

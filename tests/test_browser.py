@@ -236,11 +236,13 @@ def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
     prompt = "Name the capital city of Chile."
     route(page, prompt)
     page.get_by_role("tab", name="How LoGo chose").click()
-    page.wait_for_function("() => document.querySelector('#how-table table')")
+    r = app_engine.route(prompt)
+    page.wait_for_function(  # the view follows the new routing (its best adapter first)
+        "(top) => document.querySelector('#how-table tbody tr')?.cells[1].innerText === top", arg=r.selected[0]
+    )
     rows = page.evaluate(
         "() => [...document.querySelectorAll('#how-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
     )
-    r = app_engine.route(prompt)
     x = explain.explain(app_engine, r)
     assert [row[1] for row in rows] == sorted(r.scores, key=lambda n: -r.scores[n])  # every adapter, best first
     for _, name, raw, c, score, chosen, weight in rows:

@@ -57,7 +57,9 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 LAUNCH = dict(theme=THEME, css_paths=[ASSETS / "app.css"], head_paths=[ASSETS / "app_head.html"])
 
 
-gpu = functools.partial(hosting.gpu, known=(LoGoError,))  # callbacks that run the model; bad requests -> message
+# Callbacks that run the model (on ZeroGPU's GPU when there): a bad request becomes the library's message.
+gpu = functools.partial(hosting.gpu, known=(LoGoError,), page=True)
+api_gpu = functools.partial(hosting.gpu, known=(LoGoError,))
 
 
 def plain(text: str) -> str:
@@ -301,7 +303,7 @@ def add_api(demo: gr.Blocks, engine: LoGoEngine) -> None:
         ),
     ):
         chosen = {p: params[p] for p in ("prompt", *fields)}
-        dep = gr.api(gpu(typed_endpoint(call, call.__name__, summary, chosen, returns)), api_name=call.__name__)
+        dep = gr.api(api_gpu(typed_endpoint(call, call.__name__, summary, chosen, returns)), api_name=call.__name__)
         document_inputs(demo, dep, [d for _, d in chosen.values()])
 
 

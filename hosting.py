@@ -15,6 +15,7 @@ except ImportError:
 
 import atexit
 import functools
+import html
 import inspect
 import os
 import re
@@ -31,14 +32,19 @@ import gradio as gr
 ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 
-def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = ()) -> Callable:
+def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = (), page: bool = False) -> Callable:
     """`fn` (a function or a generator) under `spaces.GPU` when `spaces` is installed; `known` errors
-    (the app's bad-request errors) and ZeroGPU's quota and time-limit errors reach the visitor as a sentence."""
+    (the app's bad-request errors) and ZeroGPU's quota and time-limit errors reach the visitor as a sentence.
+
+    Args:
+        page: the message is shown in the page's error modal, which renders HTML: escape it (an API
+            client gets the text as it is).
+    """
     run = spaces.GPU(duration=duration)(fn) if spaces is not None else fn
 
     def plain(e: Exception) -> Exception:
         if isinstance(e, known):
-            return gr.Error(str(e))
+            return gr.Error(html.escape(str(e), quote=False) if page else str(e))
         return zero_gpu_error(e) or e
 
     if inspect.isgeneratorfunction(fn):

@@ -300,14 +300,16 @@ def test_zero_gpu_refusals_become_sentences():
     with pytest.raises(gr.Error, match="free GPU time of this Space is used up"):
         list(wrapped())
     assert hosting.zero_gpu_error(ValueError("plain")) is None
-    with pytest.raises(gr.Error, match="must be"):  # the app's own errors: the library's message
-        app.gpu(lambda: app_error())()
+    with pytest.raises(gr.Error, match="got '&lt;b&gt;x'"):  # the page's modal renders HTML: escaped
+        app.gpu(app_error)()
+    with pytest.raises(gr.Error, match="got '<b>x'"):  # an API client gets the text as it is
+        app.api_gpu(app_error)()
 
 
 def app_error():
     from logo_core.errors import RequestError
 
-    raise RequestError("`k` must be between 1 and 10, got 99")
+    raise RequestError("`layer` must be an int, 'a:b' or a list of ints, got '<b>x'")
 
 
 def test_typed_endpoint_signature_and_doc():
@@ -319,6 +321,16 @@ def test_typed_endpoint_signature_and_doc():
 
 
 # ------------------------------------------------------------------------------------------ plots for big pools
+
+
+def test_show_all_redraws_the_long_tail(cb):
+    names = [f"task{i:02d}" for i in range(40)]
+    routing = {"scores": {n: 40.0 - i for i, n in enumerate(names)}, "selected": names[:2], "ties": [],
+               "weights": {names[0]: 0.6, names[1]: 0.4}, "options": {"signal": "norm", "calibrated": True, "k": 2,
+               "blocks": [15, 16], "module": ["v_proj"], "probe_input": "residual"}}  # fmt: skip
+    assert cb.redraw(routing, False).layout.meta["hidden"] == 40 - app.TOP
+    assert cb.redraw(routing, True).layout.meta["order"] == names
+    assert cb.redraw(None, True) == gr.skip()
 
 
 def test_a_big_pool_stays_readable():

@@ -29,7 +29,11 @@ from typing import Literal
 
 import gradio as gr
 
-ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
+ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in (
+    "1",
+    "t",
+    "true",
+)  # as `spaces` reads it
 
 
 def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = (), page: bool = False) -> Callable:
@@ -69,14 +73,18 @@ def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = 
 
 
 def zero_gpu_error(e: Exception) -> gr.Error | None:
-    """ZeroGPU's refusal (an HTML message from the `spaces` package) as one plain sentence; None for other errors."""
-    text = re.sub(r"<[^>]+>", "", str(e)).lower()
-    if not type(e).__module__.startswith("spaces") and "zerogpu" not in text and "gpu quota" not in text:
+    """ZeroGPU's refusal (a gr.Error titled "ZeroGPU ...", its message HTML with links) as one plain
+    sentence; None for any other error."""
+    text = re.sub(r"<[^>]+>", "", f"{getattr(e, 'title', '')} {getattr(e, 'message', '') or e}")
+    low = text.lower()
+    if "zerogpu" not in low and not type(e).__module__.startswith("spaces"):
         return None
-    if "quota" in text:
-        return gr.Error("The free GPU time of this Space is used up for now: try again later, or log in for more.")
-    if "abort" in text or "duration" in text or "time" in text:
-        return gr.Error("The answer took longer than the GPU time one request may use: ask for fewer tokens.")
+    if "quota" in low or "limit" in low:
+        wait = re.search(r"try again in ([^.]+)", text, re.IGNORECASE)
+        when = f"in {wait[1]}" if wait else "later"
+        return gr.Error(f"The free GPU time of this Space is used up for now: try again {when}, or log in for more.")
+    if "duration" in low or "abort" in low:
+        return gr.Error("The answer needed more GPU time than one request may use: ask for fewer tokens.")
     return gr.Error("No GPU is free right now: try again in a minute.")
 
 

@@ -287,18 +287,21 @@ def test_private_files_random_names_private_modes_and_ttl(tmp_path):
 
 
 def test_zero_gpu_refusals_become_sentences():
-    class QuotaError(Exception):
-        pass
-
-    QuotaError.__module__ = "spaces.zero.gradio"
+    """As `spaces` 0.51.3 raises them: gr.Error titled "ZeroGPU ...", its message with links."""
+    quota = gr.Error(
+        "You have exceeded your GPU quota (60s requested vs. 12s left). Try again in 0:04:12. "
+        '<a href="https://huggingface.co/settings/tokens">Authenticate</a> for more quota',
+        title="ZeroGPU quota exceeded",
+    )
 
     def run():
         yield "a"
-        raise QuotaError("You have exceeded your <b>GPU quota</b> (60s requested vs. 12s left).")
+        raise quota
 
-    wrapped = hosting.gpu(run)
-    with pytest.raises(gr.Error, match="free GPU time of this Space is used up"):
-        list(wrapped())
+    with pytest.raises(gr.Error, match="used up for now: try again in 0:04:12, or log in"):
+        list(hosting.gpu(run)())
+    aborted = hosting.zero_gpu_error(gr.Error("GPU task aborted", title="ZeroGPU worker error"))
+    assert "ask for fewer tokens" in aborted.message
     assert hosting.zero_gpu_error(ValueError("plain")) is None
     with pytest.raises(gr.Error, match="got '&lt;b&gt;x'"):  # the page's modal renders HTML: escaped
         app.gpu(app_error)()

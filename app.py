@@ -114,7 +114,11 @@ class Callbacks:
         self.streams = {}  # visitor id -> the GenerationStream that Stop closes
 
     def split(self, values) -> tuple[dict, dict]:
+        """The controls' values as (routing, generation) settings; unticked *Sample* leaves the sampling
+        controls out of the request (a greedy answer does not use them)."""
         s = dict(zip(FIELDS, values))
+        if not s["do_sample"]:
+            s |= dict.fromkeys(("temperature", "top_p", "top_k", "seed"))
         return {f: s[f] for f in ROUTE_FIELDS}, {f: s[f] for f in GENERATE_FIELDS}
 
     def chart(self, r: dict, show_all: bool = False):
@@ -140,10 +144,10 @@ class Callbacks:
     def settings(self, prompt: str, answered: str | None, valid: dict, *values) -> tuple:
         """A setting changed: check them all (a bad number goes back to its last valid value, beside the
         library's message with the range), then re-route the prompt, if there is one."""
-        route, gen = self.split(values)
         try:
-            self.engine.route_options(**route)
-            self.engine.generate_options(**gen)
+            self.engine.route_options(**self.split(values)[0])
+            sampling = dict(zip(FIELDS, values)) | {"do_sample": True}  # every number shown is checked
+            self.engine.generate_options(**{f: sampling[f] for f in GENERATE_FIELDS})
         except LoGoError as e:
             return out(
                 ROUTE_OUT,
@@ -263,7 +267,7 @@ class Callbacks:
             if not cache or cache["key"] != key(prompt, what.values()):
                 cache = {
                     "key": key(prompt, what.values()),
-                    "z": self.engine.layer_sweep(prompt, **route).tolist(),
+                    "z": self.engine.layer_sweep(prompt, **{**route, "layer": None}).tolist(),  # every block
                     **what,
                 }
         except LoGoError as e:

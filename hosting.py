@@ -166,7 +166,8 @@ def field_params(models: list, fields, notes: dict | None = None, hints: dict | 
     notes, hints, out = notes or {}, hints or {}, {}
     for f in fields:
         info = next(m.model_fields[f] for m in models if f in m.model_fields)
-        choices = (info.json_schema_extra or {}).get("choices")
+        extra = info.json_schema_extra  # may be a lazy mapping that looks empty until read: not `or {}`
+        choices = extra.get("choices") if isinstance(extra, dict) else None
         hint = Literal[tuple(choices)] if choices else hints.get(f, info.annotation)
         out[f] = (hint | None, f"{info.description or ''}{notes.get(f, '')}")
     return out

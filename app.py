@@ -28,7 +28,7 @@ from pathlib import Path
 import gradio as gr
 
 import hosting
-from hosting import ZERO_GPU, PrivateFiles, RangeSlider, document_inputs, field_params, typed_endpoint
+from hosting import ZERO_GPU, PrivateFiles, document_inputs, field_params, lenient, typed_endpoint
 from logo_core import explain, plots
 from logo_core.engine import LoGoEngine
 from logo_core.errors import LoGoError
@@ -44,7 +44,10 @@ QUEUE_SIZE = 32  # waiting requests; past it gradio answers "This application is
 CONCURRENCY = 2  # requests of one event at a time (the model is shared and read-only, each mixture private)
 FIELDS = ROUTE_FIELDS + GENERATE_FIELDS  # the settings controls, in this order in every callback
 NUMERIC = ("k", "layer", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
-ROUTE_OUT = ("chart", "status", "notices", "answer", "routing", "valid", "settings_notice", *NUMERIC)
+ROUTE_OUT = ("chart", "status", "notices", "answer", "routing")
+# The numbers always get a plain value back (theirs, or the last valid one): an update dict would make gradio
+# rebuild the component for the session and drop `lenient`'s patch.
+SETTINGS_OUT = (*ROUTE_OUT, "valid", "settings_notice", *NUMERIC)
 GEN_OUT = ("answer", "chart", "status", "notices", "trace", "routing", "answered")
 COMPARE = ("Base model", "LoGo", "Top-1 adapter", "Uniform mixture")
 BLOCK0 = (
@@ -149,20 +152,11 @@ class Callbacks:
             sampling = dict(zip(FIELDS, values)) | {"do_sample": True}  # every number shown is checked
             self.engine.generate_options(**{f: sampling[f] for f in GENERATE_FIELDS})
         except LoGoError as e:
-            return out(
-                ROUTE_OUT,
-                settings_notice=box([f"{e} (back to the last valid value)"]),
-                **{f: valid[f] for f in NUMERIC},
-            )
-        valid, done = dict(zip(FIELDS, values)), box([])
-        if not prompt.strip():
-            return out(
-                ROUTE_OUT, valid=valid, settings_notice=done, answer=self.answer_label(prompt, answered, *values)
-            )
-        return out(
-            ROUTE_OUT,
-            **{**dict(zip(ROUTE_OUT, self.route(prompt, answered, *values))), "valid": valid, "settings_notice": done},
-        )
+            return out(SETTINGS_OUT, settings_notice=box([f"{e} (back to the last valid value)"]), **valid)
+        valid = dict(zip(FIELDS, values))
+        routed = dict(zip(ROUTE_OUT, self.route(prompt, answered, *values))) if prompt.strip() else {}
+        answer = routed.pop("answer", None) or self.answer_label(prompt, answered, *values)
+        return out(SETTINGS_OUT, **routed, answer=answer, valid=valid, settings_notice=box([]), **valid)
 
     def route(self, prompt: str, answered: str | None, *values) -> tuple:
         """Route only: redraw the chart and the notes; an answer made with other settings says so."""
@@ -404,10 +398,10 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
                 show_all = gr.Checkbox(False, label=f"Show all {n} adapters", visible=n > TOP, elem_id="show-all")
         with gr.Accordion("Routing settings", open=True):
             with gr.Row():
-                k = RangeSlider(
+                k = lenient(gr.Slider(
                     1, max(n, 2), value=init["k"], step=1, label="k · adapters merged", info=info("k", f" Here 1-{n}.", 4),
                     interactive=n > 1, elem_id="k-slider",
-                )  # fmt: skip
+                ))  # fmt: skip
                 signal = gr.Radio(choices("signal"), value=init["signal"], label="Signal", info=info("signal", step=2))
                 calibrated = gr.Checkbox(init["calibrated"], label="Calibrated", info=info("calibrated", step=3))
                 probe_input = gr.Radio(
@@ -421,7 +415,9 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
                     init["layer"], label="Probe block(s)", max_lines=1, elem_id="layer",
                     info=info("layer", f" Here 0..{L - 1} or -{L}..-1, e.g. 15:30 or 3,5.", 1),
                 )  # fmt: skip
-                block = RangeSlider(0, L - 1, value=L - 1, step=1, label="…or pick one block", elem_id="block-slider")
+                block = lenient(
+                    gr.Slider(0, L - 1, value=L - 1, step=1, label="…or pick one block", elem_id="block-slider")
+                )
                 module = gr.Dropdown(
                     list(engine.pool.modules) or init["module"], value=init["module"], multiselect=True,
                     label="Probe module(s)", info=info("module", step=2), elem_id="module",
@@ -433,8 +429,8 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
             settings_notice = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="settings-notice")
         with gr.Accordion("Advanced: answer length and sampling", open=False):
             with gr.Row():
-                max_new = RangeSlider(1, MAX_NEW_TOKENS, value=init["max_new_tokens"], step=1, label="Max new tokens",
-                                      info=info("max_new_tokens"), elem_id="max-new")  # fmt: skip
+                max_new = lenient(gr.Slider(1, MAX_NEW_TOKENS, value=init["max_new_tokens"], step=1, label="Max new tokens",
+                                            info=info("max_new_tokens"), elem_id="max-new"))  # fmt: skip
                 min_new = gr.Number(
                     init["min_new_tokens"], precision=0, label="Min new tokens", info=info("min_new_tokens"),
                     elem_id="min-new",
@@ -480,6 +476,7 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
             settings_notice=settings_notice, answered=answered,
         )  # fmt: skip
         route_out, gen_out = [parts[p] for p in ROUTE_OUT], [parts[p] for p in GEN_OUT]
+        settings_out = [parts[p] for p in SETTINGS_OUT]
         quiet = dict(show_progress="hidden", trigger_mode="always_last")
 
         def ui(name: str) -> dict:  # the page's own events: private, not in the way of the /route, /generate API
@@ -490,7 +487,7 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
 
         typed = [e for c in (layer, min_new, temperature, top_p, top_k, seed) for e in (c.submit, c.blur)]
         picked = [c.input for c in (k, signal, calibrated, module, probe_input, max_new, do_sample)]
-        on_settings = dict(fn=gpu(cb.settings), inputs=[prompt, answered, valid, *controls], outputs=route_out)
+        on_settings = dict(fn=gpu(cb.settings), inputs=[prompt, answered, valid, *controls], outputs=settings_out)
         then_explain(gr.on(picked + typed, **on_settings, **quiet, **ui("settings")))
         block_set = block.input(lambda b: str(int(b)), block, layer, **quiet, **ui("block"))
         then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))

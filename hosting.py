@@ -2,7 +2,7 @@
 
 - `gpu`: run a callback on ZeroGPU's GPU when there, and turn ZeroGPU's refusals into a sentence.
 - `PrivateFiles`: downloads under random names, private to the server, deleted after a while.
-- `RangeSlider`: a slider whose out-of-range typed value reaches the callback (which validates it).
+- `lenient`: a slider whose out-of-range typed value reaches the callback (which validates it).
 - `typed_endpoint`: a `gr.api` function with a typed signature and one documented line per parameter.
 
 `import spaces` must come before anything touches CUDA, so app.py imports this module first.
@@ -119,14 +119,12 @@ class PrivateFiles:
         return str(path)
 
 
-class RangeSlider(gr.Slider):
-    """gr.Slider whose typed out-of-range number reaches the callback, which can say the valid range
-    and put the last valid value back (gradio itself would only refuse it)."""
-
-    is_template = True  # drawn by gradio's own slider
-
-    def preprocess(self, payload):
-        return payload
+def lenient(slider: gr.Slider) -> gr.Slider:
+    """Let a typed out-of-range number reach the callback, which can say the valid range and put the
+    last valid value back (gradio itself only refuses it). Patched on the instance: a gr.Slider
+    subclass would make gradio write a .pyi stub beside this file."""
+    slider.preprocess = lambda payload: payload
+    return slider
 
 
 def typed_endpoint(

@@ -111,7 +111,7 @@ def test_route_draws_what_was_probed(cb, app_engine):
 )
 def test_the_page_takes_every_layer_form(cb, app_engine, changes, blocks):
     start = app.start_values(app_engine)
-    o = outputs(app.ROUTE_OUT, cb.settings(PROMPT, None, start, *values(app_engine, **changes)))
+    o = outputs(app.SETTINGS_OUT, cb.settings(PROMPT, None, start, *values(app_engine, **changes)))
     assert o["routing"]["options"]["blocks"] == blocks and not o["settings_notice"]["visible"]
 
 
@@ -126,14 +126,16 @@ def test_a_bad_number_goes_back_without_rerouting(cb, app_engine, monkeypatch, c
         raise AssertionError("a bad setting must not re-route")
 
     monkeypatch.setattr(app_engine, "route", no_route)
-    o = outputs(app.ROUTE_OUT, cb.settings(PROMPT, None, valid, *values(app_engine, **changes)))
+    o = outputs(app.SETTINGS_OUT, cb.settings(PROMPT, None, valid, *values(app_engine, **changes)))
     assert o["settings_notice"]["visible"] and message in o["settings_notice"]["value"]
     assert o["k"] == 3 and o["layer"] == valid["layer"] and o["temperature"] == valid["temperature"]
     assert o["chart"] == gr.skip() and o["valid"] == gr.skip()
 
 
 def test_an_empty_module_set_is_an_error(cb, app_engine):
-    o = outputs(app.ROUTE_OUT, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, module=[])))
+    o = outputs(
+        app.SETTINGS_OUT, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, module=[]))
+    )
     assert "module\\` is empty" in o["settings_notice"]["value"]
 
 

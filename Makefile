@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-dev chromium demo test lint eval bench
+.PHONY: install install-dev chromium demo test lint eval bench screenshots
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -27,3 +27,6 @@ eval: install-dev
 
 bench: install-dev
 	$(PYTHON) -m logo_core.bench --out docs/bench
+
+screenshots: install-dev chromium  # the app's pictures in docs/ (the tests never write there)
+	$(PYTHON) scripts/screenshots.py

@@ -20,6 +20,11 @@ CUTOFF = "#2d3142"
 FONT = dict(family="ui-sans-serif, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13)
 SELECTED_TRACE = "selected (top-k)"  # trace names: the browser test reads them
 OTHER_TRACE = "not selected"
+# Family colours (Okabe-Ito, colour-blind safe, then plotly's G10); SELECTED/OTHER serve a pool without families.
+FAMILY_PALETTE = [
+    "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442", "#000000",
+    "#3366CC", "#DC3912", "#FF9900", "#109618", "#990099", "#0099C6", "#DD4477", "#66AA00",
+]  # fmt: skip
 
 
 def _layout(fig: go.Figure, title: str, height: int, **overrides) -> go.Figure:
@@ -57,6 +62,27 @@ def empty_figure(message: str, height: int = 260) -> go.Figure:
     return _layout(fig, "", height)
 
 
+def family_colors(families: Sequence[str]) -> dict[str, str]:
+    """One colour per family, in order of first appearance (stable for a given pool)."""
+    names = list(dict.fromkeys(families))
+    return {f: FAMILY_PALETTE[i % len(FAMILY_PALETTE)] for i, f in enumerate(names)}
+
+
+def probe_subtitle(options: Mapping, width: int = 48) -> str:
+    """What was probed, from a routing's options: `blocks 15-29 (mean) · v_proj · residual input`
+    (broken before the probe input when longer than `width` characters, so a phone shows it whole)."""
+    modules = options.get("module") or []
+    modules = [modules] if isinstance(modules, str) else list(modules)
+    where = f"{blocks_label(options['blocks'])} · {', '.join(modules)}"
+    sep = " · " if len(where) + len(options["probe_input"]) + 9 <= width else "<br>"
+    return f"{where}{sep}{options['probe_input']} input"
+
+
+def signal_title(options: Mapping) -> str:
+    """`Adapter signal · calibrated norm` (the chart title; `probe_subtitle` says where it was probed)."""
+    return f"Adapter signal · {'calibrated' if options['calibrated'] else 'raw'} {options['signal']}"
+
+
 def signal_bars(
     scores: Mapping[str, float],
     selected: Sequence[str],
@@ -64,46 +90,75 @@ def signal_bars(
     descriptions: Mapping[str, str] | None = None,
     title: str = "Adapter signal for this prompt",
     value_label: str = "signal",
+    subtitle: str = "",
+    families: Mapping[str, str] | None = None,
+    ties: Sequence[str] = (),
+    top: int | None = None,
 ) -> go.Figure:
     """Every adapter's score as a horizontal bar, best on top; the selected ones highlighted.
 
-    A dashed line marks the top-k cut-off; hover shows the adapter's description, score, rank and
-    merge weight.
+    A dashed line marks the top-k cut-off; hover shows the adapter's description, family, score,
+    rank and merge weight. Readable with a pool of 60: only the `top` best are drawn (the selected
+    ones always), the rest summed up in one line; families are colours.
 
     Args:
         scores: adapter -> score (any order; sorted here, ties kept in the given order).
-        selected: the chosen adapters (drawn in the highlight colour).
+        selected: the chosen adapters (drawn highlighted).
         weights: selected adapter -> merge weight, shown as bar labels and on hover.
         descriptions: adapter -> task description for the hover text.
-        title: figure title.
+        title, subtitle: figure title and the line under it (what was probed: `probe_subtitle`).
         value_label: what the score is called on the axis and in the hover text.
+        families: adapter -> family; with any non-empty family, one colour (and legend entry) per family.
+        ties: adapters tied at the top-k cut (hatched).
+        top: draw at most this many bars (None: all).
 
     Returns:
-        A figure with two bar traces, `SELECTED_TRACE` and `OTHER_TRACE`.
+        Without families, two bar traces `SELECTED_TRACE` and `OTHER_TRACE`; with families, one per
+        family (selected bars opaque and outlined). `layout.meta` = {"order": drawn adapters best
+        first, "selected": [...], "hidden": how many were left out}.
     """
-    weights, descriptions = weights or {}, descriptions or {}
+    weights, descriptions, families = weights or {}, descriptions or {}, families or {}
     order = sorted(scores, key=lambda n: -scores[n])  # stable: ties keep pool order
     rank = {n: i + 1 for i, n in enumerate(order)}
-    chosen = set(selected)
+    chosen, tied = set(selected), set(ties)
+    shown = order if top is None else order[: max(top, len(chosen))]
+    hidden = len(order) - len(shown)
+    family = {n: families.get(n) or "other" for n in order}
+    if any(families.get(n) for n in shown):
+        colors = family_colors([family[n] for n in order])
+        groups = [(f, [n for n in shown if family[n] == f], colors[f]) for f in dict.fromkeys(family[n] for n in shown)]
+    else:
+        groups = [
+            (SELECTED_TRACE, [n for n in shown if n in chosen], SELECTED),
+            (OTHER_TRACE, [n for n in shown if n not in chosen], OTHER),
+        ]
     fig = go.Figure()
-    for name, members, color in (
-        (SELECTED_TRACE, [n for n in order if n in chosen], SELECTED),
-        (OTHER_TRACE, [n for n in order if n not in chosen], OTHER),
-    ):
+    for name, members, color in groups:
         fig.add_bar(
             name=name,
             y=members,
             x=[scores[n] for n in members],
             orientation="h",
-            marker_color=color,
+            marker=dict(
+                color=color,
+                opacity=[1.0 if n in chosen else 0.45 for n in members],
+                line=dict(color=CUTOFF, width=[1.5 if n in chosen else 0 for n in members]),
+                pattern=dict(shape=["/" if n in tied else "" for n in members]),
+            ),
             text=[f"w = {weights[n]:.2f}" if n in weights else "" for n in members],
             textposition="inside",
             insidetextanchor="start",
             customdata=[
-                [_wrap(descriptions.get(n, "")), rank[n], f"{weights[n]:.3f}" if n in weights else "-"] for n in members
+                [
+                    _wrap(descriptions.get(n, "")),
+                    rank[n],
+                    f"{weights[n]:.3f}" if n in weights else "-",
+                    f" · {family[n]}" if families else "",
+                ]
+                for n in members
             ],
             hovertemplate=(
-                "<b>%{y}</b><br>%{customdata[0]}<br>"
+                "<b>%{y}</b>%{customdata[3]}<br>%{customdata[0]}<br>"
                 f"{value_label}: %{{x:.4g}} · rank %{{customdata[1]}} · weight %{{customdata[2]}}<extra></extra>"
             ),
         )
@@ -121,19 +176,42 @@ def signal_bars(
             showarrow=False,
             font=dict(size=12, color=CUTOFF),
         )
-    fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed", title=None)
-    top = max(scores.values(), default=0.0)
+    if hidden:
+        fig.add_annotation(
+            text=f"+ {hidden} more adapters with lower scores (not drawn)",
+            x=0,
+            xref="paper",
+            y=len(shown) - 0.4,
+            yref="y",
+            xanchor="left",
+            yanchor="top",
+            showarrow=False,
+            font=dict(size=12, color=OTHER),
+        )
+    fig.update_yaxes(
+        categoryorder="array", categoryarray=shown, range=[len(shown) - 0.5 + (0.8 if hidden else 0), -0.5], title=None
+    )
+    top_score = max(scores.values(), default=0.0)
     # 20% head room on the right: the cut-off label sits there, clear of the bars
-    fig.update_xaxes(title=value_label, rangemode="tozero", range=[0, 1.2 * top] if top > 0 else None)
-    height = min(900, 110 + 28 * len(order))
-    return _layout(
+    fig.update_xaxes(title=value_label, rangemode="tozero", range=[0, 1.2 * top_score] if top_score > 0 else None)
+    legend = len(groups) > 1 and any(members for _, members, _ in groups)
+    height = 150 + 24 * (len(shown) + (1 if hidden else 0)) + (30 if legend else 0)
+    fig = _layout(
         fig,
         title,
-        height,
+        min(height, 1700),
         barmode="overlay",
-        showlegend=True,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+        showlegend=legend,
+        # the legend sits under the chart, where a narrow (phone) screen cannot make it overlap the title
+        legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+        margin=dict(l=10, r=20, t=50 + 18 * (subtitle.count("<br>") + 1 if subtitle else 0), b=95 if legend else 50),
+        meta={"order": shown, "selected": list(selected), "hidden": hidden},
+        # one small button (save as PNG) instead of plotly's toolbar, which a phone shows over the title
+        modebar=dict(remove=["zoom", "pan", "select", "lasso", "zoomin", "zoomout", "autoscale", "resetscale"]),
     )
+    if subtitle:
+        fig.update_layout(title_subtitle=dict(text=subtitle, font=dict(size=12, color="#4a5568")))
+    return fig
 
 
 def weight_bars(
@@ -170,7 +248,7 @@ def heatmap(
     row_label: str = "block",
     value_label: str = "signal",
     normalize_rows: bool = False,
-    mark_row: int | str | None = None,
+    mark_row: int | str | Sequence[int | str] | None = None,
     mark_max: bool = True,
 ) -> go.Figure:
     """A rows x columns heatmap (e.g. probe block x adapter), optionally scaled row by row.
@@ -180,7 +258,7 @@ def heatmap(
         columns: column names (adapters); their descriptions go in the hover text.
         rows: row labels (block indices).
         normalize_rows: divide each row by its largest value, so rows with different scales compare.
-        mark_row: outline this row (the probe block in use).
+        mark_row: outline this row, or these rows (the probe blocks in use).
         mark_max: put a marker on each row's largest value (the top-1 adapter there).
     """
     descriptions = descriptions or {}
@@ -217,9 +295,18 @@ def heatmap(
             marker=dict(symbol="circle-open", size=9, color="white", line=dict(width=2)),
             hoverinfo="skip",
         )
-    if mark_row is not None and mark_row in rows:
-        i = list(rows).index(mark_row)
-        fig.add_shape(type="rect", xref="paper", x0=0, x1=1, y0=i - 0.5, y1=i + 0.5, line=dict(color=SELECTED, width=3))
+    marks = [] if mark_row is None else list(mark_row) if isinstance(mark_row, list | tuple) else [mark_row]
+    idx = sorted(list(rows).index(r) for r in marks if r in rows)
+    runs = [[i] for i in idx[:1]]
+    for i in idx[1:]:  # one outline per run of consecutive rows (a block range is one box)
+        if i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    for run in runs:
+        fig.add_shape(
+            type="rect", xref="paper", x0=0, x1=1, y0=run[0] - 0.5, y1=run[-1] + 0.5, line=dict(color=SELECTED, width=3)
+        )
     step = max(1, len(rows) // 40)
     fig.update_yaxes(
         title=row_label, range=[len(rows) - 0.5, -0.5], tickvals=pos[::step], ticktext=[str(r) for r in rows][::step]
@@ -228,23 +315,36 @@ def heatmap(
     return _layout(fig, title, max(320, 120 + 18 * len(rows)), showlegend=False)
 
 
-def latency_bars(seconds: Mapping[str, float], title: str = "Latency", unit: str = "s") -> go.Figure:
-    """One bar per method (e.g. base, LoGo, top-1, uniform) with its latency."""
-    names = list(seconds)
-    fig = go.Figure(
-        go.Bar(
-            x=[seconds[n] for n in names],
+def latency_panels(stats: Mapping[str, Mapping[str, float]], title: str = "") -> go.Figure:
+    """Per method (base, LoGo, top-1, uniform): time to the first token (what a reader waits for) and
+    tokens per second while decoding, side by side.
+
+    Args:
+        stats: method -> {"first_token_s": seconds, "tokens_per_s": rate}; missing methods are still running.
+    """
+    from plotly.subplots import make_subplots
+
+    names = list(stats)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("time to first token (s, lower is better)", "tokens / s (higher is better)")
+    )
+    for col, key, fmt in ((1, "first_token_s", "{:.2f} s"), (2, "tokens_per_s", "{:.1f}")):
+        values = [stats[n].get(key, 0.0) for n in names]
+        fig.add_bar(
+            x=values,
             y=names,
             orientation="h",
-            marker_color=OTHER,
-            text=[f"{seconds[n]:.2f} {unit}" for n in names],
+            marker_color=SELECTED if col == 1 else OTHER,
+            text=[fmt.format(v) for v in values],
             textposition="auto",
-            hovertemplate=f"<b>%{{y}}</b><br>%{{x:.3f}} {unit}<extra></extra>",
+            hovertemplate="<b>%{y}</b><br>%{x:.3f}<extra></extra>",
+            row=1,
+            col=col,
         )
-    )
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title=unit, rangemode="tozero")
-    return _layout(fig, title, 90 + 36 * len(names))
+        fig.update_xaxes(rangemode="tozero", row=1, col=col)
+        fig.update_yaxes(autorange="reversed", showticklabels=col == 1, row=1, col=col)
+    fig.update_annotations(font=dict(size=12))
+    return _layout(fig, title, 130 + 36 * max(len(names), 1), showlegend=False, margin=dict(l=10, r=20, t=60, b=30))
 
 
 def blocks_label(layers: Sequence[int]) -> str:

@@ -1,4 +1,4 @@
-"""Fixtures for the app tests: the names of the shipped adapter pool, and a served app.
+"""Fixtures for the app tests: the shipped pool's names, the page's control values, and a served app.
 
 The engine itself (`app_engine`: the real SmolLM2 with the 10 trained adapters of adapters.yaml) is a
 session-scoped fixture in conftest.py, loaded once for all the app test modules.
@@ -15,6 +15,18 @@ from logo_core.registry import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = tuple(a.name for a in load_config(ROOT / "adapters.yaml").adapters)  # the shipped pool, in file order
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def values(engine, **changes) -> list:
+    """The page's settings controls in `app.FIELDS` order: where the page starts, then `changes`."""
+    import app
+
+    return list((app.start_values(engine) | changes).values())
 
 
 def free_port() -> int:
@@ -24,15 +36,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(demo, **launch_kwargs):
+def served(demo):
     """Launch a demo on a free port in a background thread; yields its URL and closes it afterwards."""
     import app
 
     port = free_port()
     demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=app.THEME,
-        css=app.CSS, show_error=True, **launch_kwargs,
-    )  # fmt: skip
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, show_error=True, **app.LAUNCH
+    )
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

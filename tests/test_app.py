@@ -1,279 +1,353 @@
-"""The app's callbacks on the real model with the shipped pool of trained adapters: figures, messages, bad input."""
+"""The app's callbacks, page build and helpers on the real model with the shipped pool (no browser)."""
 
 from __future__ import annotations
 
+import copy
 import json
-import threading
+import os
+import stat
+import time
+import zipfile
 from pathlib import Path
 
 import gradio as gr
 import pytest
-from app_fixtures import POOL
+import torch
+from app_fixtures import POOL, values
 
 import app
-from logo_core import plots
+import hosting
+from logo_core import explain, plots
 from logo_core.engine import LoGoEngine
+from logo_core.mixing import attach
 from logo_core.pool import AdapterPool, LoadReport
-from logo_core.registry import RoutingDefaults
+from logo_core.registry import Defaults, UnseenExample
 
 PROMPT = "What is the capital of France?"
-DEFAULTS = dict(k=2, signal="norm", calibrated=True, layer=29, module=["q_proj"], probe_input="residual")
-
-
-def controls(**changes) -> list:
-    """UI control values in the order the callbacks take them."""
-    return list({**DEFAULTS, **changes}.values())
 
 
 @pytest.fixture(scope="module")
 def cb(app_engine) -> app.Callbacks:
-    return app.Callbacks(app_engine)
+    return app.Callbacks(app_engine, hosting.PrivateFiles())
 
 
-def bars(fig) -> dict[str, list[str]]:
-    """Trace name -> adapter names of a `signal_bars` figure."""
-    return {t.name: list(t.y) for t in fig.data}
+def outputs(names, result) -> dict:
+    return dict(zip(names, result))
 
 
-def download(update: dict) -> dict:
-    """The JSON trace behind the 'Export routing as JSON' button."""
-    return json.loads(Path(update["value"]).read_text())
+def components(demo: gr.Blocks, kind) -> list:
+    return [b for b in demo.blocks.values() if isinstance(b, kind)]
 
 
 def visible_markdowns(demo: gr.Blocks) -> list[str]:
-    return [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.visible and b.value]
+    return [b.value for b in components(demo, gr.Markdown) if b.visible and b.value]
 
 
-# ------------------------------------------------------------------------------------------ layout
+# ------------------------------------------------------------------------------------------ page build
 
 
-def test_create_demo_builds_all_views(app_engine):
+def test_page_starts_from_adapters_yaml_and_shows_every_view(app_engine):
     demo = app.create_demo(app_engine)
-    labels = {b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)}
-    assert labels == {"Answer & routing", "Compare", "Layer sweep", "About"}
-    sliders = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Slider)}
-    assert (sliders["k (adapters merged)"].minimum, sliders["k (adapters merged)"].maximum) == (1, len(POOL))
-    assert (sliders["Probe block"].minimum, sliders["Probe block"].maximum) == (0, app_engine.n_layers - 1)
+    assert {b.label for b in components(demo, gr.Tab)} >= {"How LoGo chose", "Compare", "Layer sweep", "About"}
+    opts = app_engine.route_options()
+    by_label = {b.label: b for b in demo.blocks.values() if getattr(b, "label", None)}
+    k = by_label["k · adapters merged"]
+    assert (k.minimum, k.maximum, k.value) == (1, len(POOL), opts.k)
+    assert by_label["Probe block(s)"].value == opts.layer_text == "15:30"  # a range, as adapters.yaml says
+    assert by_label["Probe module(s)"].value == list(opts.module)
+    assert by_label["Signal"].value == opts.signal and by_label["Calibrated"].value == opts.calibrated
+    assert by_label["Signal"].choices == [(c, c) for c in ("norm", "entropy")]  # the options model's choices
+    assert app.start_values(app_engine)["max_new_tokens"] == app_engine.defaults.max_new_tokens
+    assert demo._queue.max_size == app.QUEUE_SIZE and demo._queue.default_concurrency_limit == app.CONCURRENCY
     assert any("arxiv.org/abs/2511.07129" in m for m in visible_markdowns(demo))
-    assert not any("left out" in m for m in visible_markdowns(demo))  # a clean start shows no warning
-    assert demo._queue.default_concurrency_limit == 2
+    assert not any("⚠️" in m for m in visible_markdowns(demo))  # a clean start shows no warning
 
 
-def test_startup_problems_are_shown(app_engine):
+def test_startup_problems_and_an_empty_pool_are_shown(app_engine):
     report = LoadReport({"broken": "adapter 'broken' (/x): adapter_model.safetensors is missing"})
-    e = LoGoEngine(app_engine.model, app_engine.tokenizer, app_engine.pool, app_engine.defaults, load_report=report)
-    assert any("'broken' was left out" in m for m in visible_markdowns(app.create_demo(e)))
-
-
-def test_unusable_defaults_are_shown(app_engine):
-    defaults = RoutingDefaults(k=2, module="k_proj")  # the pool adapts q_proj and v_proj only
-    e = LoGoEngine(app_engine.model, app_engine.tokenizer, app_engine.pool, defaults)
-    with pytest.warns(UserWarning):  # gradio: the dropdown's value is not among its choices
-        demo = app.create_demo(e)
-    assert any("do not fit this pool" in m and "k_proj" in m for m in visible_markdowns(demo))
-
-
-def test_empty_pool_builds_and_explains(app_engine):
-    e = LoGoEngine(app_engine.model, app_engine.tokenizer, AdapterPool([], []), app_engine.defaults)
+    e = LoGoEngine(app_engine.model, app_engine.tokenizer, app_engine.pool, load_report=report)
+    assert any("broken" in m for m in visible_markdowns(app.create_demo(e)))
+    e = LoGoEngine(app_engine.model, app_engine.tokenizer, AdapterPool([], []))
     assert any("pool is empty" in m for m in visible_markdowns(app.create_demo(e)))
-    out = app.Callbacks(e).route(PROMPT, *controls(k=1))
-    assert out[2]["visible"] and "pool is empty" in out[2]["value"]
+    cb = app.Callbacks(e, hosting.PrivateFiles())
+    assert "pool is empty" in outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(e)))["notices"]["value"]
 
 
-def test_examples_cover_every_adapter_and_unseen_tasks(app_engine):
-    rows, labels = app.example_prompts(app_engine)
-    assert len(rows) == len(labels)
-    for name in POOL:
-        assert any(label.startswith(f"{name}: ") for label in labels)
-    assert any(label.startswith("unseen · ") for label in labels)
+def test_unfit_defaults_are_shown_as_they_are(app_engine):
+    cfg = copy.copy(app_engine)
+    cfg.defaults = Defaults(k=2, module=("k_proj",))  # the pool adapts q_proj and v_proj only
+    with pytest.warns(UserWarning):  # gradio: the dropdown's value is not among its choices
+        demo = app.create_demo(cfg)
+    assert any("do not fit this pool" in m and "k\\_proj" in m for m in visible_markdowns(demo))
+
+
+def test_examples_by_family_with_unseen_tasks(app_engine):
+    unseen = [UnseenExample(task="ordinal_words_fr", family="", prompt="Spell out the French ordinal for 71.")]
+    groups = app.example_groups(app_engine, unseen)
+    labels = [label for items in groups.values() for label, _ in items]
+    assert all(name in labels for name in POOL)
+    assert ("unseen · ordinal_words_fr", unseen[0].prompt) in groups["held-out families"]
 
 
 # ------------------------------------------------------------------------------------------ routing
 
 
-def test_route_draws_every_adapter_and_highlights_top_k(cb, app_engine):
-    fig, weights_fig, notice, timing, export = cb.route(PROMPT, *controls(k=2))
-    trace = download(export)
-    r = app_engine.route(PROMPT, **app.route_kwargs(*controls(k=2)))
-    got = bars(fig)
-    assert got[plots.SELECTED_TRACE] == r.selected  # best first, highlighted
-    assert sorted(got[plots.SELECTED_TRACE] + got[plots.OTHER_TRACE]) == sorted(POOL)
-    assert [s.y0 for s in fig.layout.shapes] == [1.5]  # the cut-off between rank 2 and rank 3
-    descriptions = [row[0] for t in fig.data for row in t.customdata]
-    assert any("capital" in d for d in descriptions)  # task descriptions on hover
-    assert list(weights_fig.data[0].y) == sorted(r.weights, key=lambda n: -r.weights[n])
-    assert sum(weights_fig.data[0].x) == pytest.approx(1.0)
-    assert not notice["visible"]
-    assert timing.startswith("probe ") and "routing only" in timing
-    assert trace["selected"] == r.selected and trace["scores"] == pytest.approx(r.scores)
-
-
-def test_changing_k_changes_the_highlighted_set(cb):
-    sizes = {k: len(bars(cb.route(PROMPT, *controls(k=k))[0])[plots.SELECTED_TRACE]) for k in (1, 3, len(POOL))}
-    assert sizes == {1: 1, 3: 3, len(POOL): len(POOL)}
-    assert not cb.route(PROMPT, *controls(k=len(POOL)))[0].layout.shapes  # no cut-off when all are chosen
+def test_route_draws_what_was_probed(cb, app_engine):
+    o = outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(app_engine)))
+    r = app_engine.route(PROMPT)
+    fig = o["chart"]
+    assert fig.layout.meta["selected"] == r.selected and fig.layout.meta["order"][: len(POOL)] == sorted(
+        r.scores, key=lambda n: -r.scores[n]
+    )
+    assert fig.layout.title.text == "Adapter signal · calibrated norm"
+    assert fig.layout.title.subtitle.text == "blocks 15-29 (mean) · v_proj · residual input"
+    assert o["routing"]["scores"] == pytest.approx(r.scores) and "routing only" in o["status"]
+    assert o["answer"] == gr.skip()  # no answer yet: nothing to mark
 
 
 @pytest.mark.parametrize(
-    "changes",
-    [dict(signal="entropy"), dict(calibrated=False), dict(layer=10), dict(probe_input="module"), dict(module=[])],
+    ("changes", "blocks"),
+    [({"layer": "20:25"}, [20, 21, 22, 23, 24]), ({"layer": "3,7"}, [3, 7]), ({"layer": -1}, [29])],
 )
-def test_every_control_reroutes(cb, app_engine, changes):
-    fig, _, notice, _, export = cb.route(PROMPT, *controls(**changes))
-    trace = download(export)
-    assert not notice["visible"] and len(trace["scores"]) == len(POOL)
-    opts = trace["options"]
-    for key, value in changes.items():  # the trace records the resolved lists of blocks and modules
-        if key == "layer":
-            assert opts["layers"] == [value]
-        elif key == "module":
-            assert opts["modules"] == list(app_engine.options().modules)  # no module chosen -> the default
-        else:
-            assert opts[key] == value
+def test_the_page_takes_every_layer_form(cb, app_engine, changes, blocks):
+    start = app.start_values(app_engine)
+    o = outputs(app.SETTINGS_OUT, cb.settings(PROMPT, None, start, *values(app_engine, **changes)))
+    assert o["routing"]["options"]["blocks"] == blocks and not o["settings_notice"]["visible"]
 
 
 @pytest.mark.parametrize(
-    ("prompt", "changes", "message"),
-    [
-        ("", {}, "prompt` is empty"),
-        ("  \n\t ", {}, "prompt` is empty"),
-        (PROMPT, {"k": len(POOL) + 1}, f"between 1 and {len(POOL)}"),
-    ],
+    ("changes", "message"),
+    [({"k": 99}, f"between 1 and {len(POOL)}"), ({"layer": "40"}, "layer"), ({"temperature": 0}, "temperature")],
 )
-def test_bad_route_requests_show_a_message(cb, prompt, changes, message):
-    fig, _, notice, timing, export = cb.route(prompt, *controls(**changes))
-    assert notice["visible"] and message in notice["value"]
-    assert message in fig.layout.annotations[0].text  # the chart says it too
-    assert export["value"] is None and export["interactive"] is False and timing == ""
+def test_a_bad_number_goes_back_without_rerouting(cb, app_engine, monkeypatch, changes, message):
+    valid = app.start_values(app_engine) | {"k": 3}
+
+    def no_route(*a, **kw):
+        raise AssertionError("a bad setting must not re-route")
+
+    monkeypatch.setattr(app_engine, "route", no_route)
+    o = outputs(app.SETTINGS_OUT, cb.settings(PROMPT, None, valid, *values(app_engine, **changes)))
+    assert o["settings_notice"]["visible"] and message in o["settings_notice"]["value"]
+    assert o["k"] == 3 and o["layer"] == valid["layer"] and o["temperature"] == valid["temperature"]
+    assert o["chart"] == gr.skip() and o["valid"] == gr.skip()
 
 
-def test_huge_prompt_is_truncated_with_a_notice(cb):
-    fig, _, notice, _, _ = cb.route("Tell me about the sea. " * 2200, *controls())  # ~50,000 characters
-    assert notice["visible"] and "truncated" in notice["value"]
-    assert len(bars(fig)[plots.SELECTED_TRACE]) == 2  # and it still routes
+def test_an_empty_module_set_is_an_error(cb, app_engine):
+    o = outputs(
+        app.SETTINGS_OUT, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, module=[]))
+    )
+    assert "module\\` is empty" in o["settings_notice"]["value"]
 
 
-def test_odd_unicode_routes(cb):
-    prompt = "¿Qué tal? 中文 עברית 😀 \u200b\u202e ﷽ e\u0301 \x07"
-    fig, _, notice, _, export = cb.route(prompt, *controls())
-    assert not notice["visible"] and download(export)["prompt"] == prompt
+def test_block_0_explains_its_ties(cb, app_engine):
+    o = outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(app_engine, layer="0")))
+    assert "Block 0 routes every prompt alike" in o["notices"]["value"] and "Tie at the top" in o["notices"]["value"]
+    assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
 
 
-# ------------------------------------------------------------------------------------------ generation
+def test_a_long_prompt_says_which_part_was_cut(cb, app_engine):
+    prompt = "Start here. " + " ".join(f"item{i}" for i in range(3000)) + " Finally: what came first?"
+    head, middle, tail = explain.cut_parts(app_engine, prompt, 0)
+    assert head + middle + tail == prompt and prompt.startswith(head) and middle  # the cut is the middle
+    assert tail.endswith("what came first?") and head.startswith("Start here.")
+    note = outputs(app.ROUTE_OUT, cb.route(prompt, None, *values(app_engine)))["notices"]["value"]
+    assert "Prompt cut from" in note and app.plain(middle[:30]) in note and app.plain(tail[:30]) in note
+    assert explain.cut_parts(app_engine, PROMPT, 0) is None
 
 
-def test_generate_streams_then_reports_timings(cb):
-    steps = list(cb.generate("Count to five.", *controls(), 8))
+def test_user_text_never_becomes_markup():
+    text = "<img src=x onerror=alert(1)> **bold** [link](http://x) `code` $x$ # head"
+    shown = app.plain(text)
+    assert "<" not in shown.replace("\\<", "") and "[" not in shown.replace("\\[", "")
+    assert all(f"\\{c}" in shown for c in "<*[`$#")
+
+
+# ------------------------------------------------------------------------------------------ answers
+
+
+def test_generate_streams_marks_and_records(cb, app_engine):
+    vals = values(app_engine, max_new_tokens=6)
+    steps = [outputs(app.GEN_OUT, s) for s in cb.generate("v1", "Count to five.", *vals)]
     first, last = steps[0], steps[-1]
-    assert first[0] == "" and bars(first[1])[plots.SELECTED_TRACE]  # the chart comes before the answer
-    assert "generating" in first[4]
-    assert download(first[5])["selected"] == bars(first[1])[plots.SELECTED_TRACE]  # the routing is downloadable
-    assert len(steps) >= 3  # at least one streamed piece between the chart and the end
-    text, trace = last[0], download(last[5])
-    assert text and trace["text"] == text
-    assert "tokens/s" in last[4] and "generation" in last[4]
-    assert trace["routing"]["selected"] == download(first[5])["selected"]
+    assert first["answer"]["value"] == "" and first["chart"].layout.meta["selected"]  # chart before the answer
+    assert first["status"] == "generating…" and first["trace"]["value"] is None
+    assert len(steps) >= 3 and last["answer"]
+    assert "tokens/s" in last["status"] and "first token" in last["status"] and "stopped" not in last["status"]
+    trace = json.loads(Path(last["trace"]["value"]).read_text())
+    assert trace["text"] == last["answer"] and trace["routing"]["selected"] == first["routing"]["selected"]
+    answered = last["answered"]  # the answer now belongs to this prompt and these settings
+    assert cb.answer_label("Count to five.", answered, *vals)["label"] == "Answer"
+    stale = cb.answer_label("Count to five.", answered, *values(app_engine, max_new_tokens=6, k=3))
+    assert stale["label"] == app.STALE and "stale" in stale["elem_classes"]
+    assert cb.answer_label("Count to six.", answered, *vals)["label"] == app.STALE
 
 
-@pytest.mark.parametrize(("prompt", "changes"), [("", {}), (PROMPT, {"k": 0}), (PROMPT, {"layer": 99})])
-def test_bad_generate_requests_raise_gr_error(cb, prompt, changes):
-    with pytest.raises(gr.Error):
-        next(cb.generate(prompt, *controls(**changes), 8))
+def test_stop_says_after_how_many_tokens(cb, app_engine):
+    vals = values(app_engine, max_new_tokens=40, min_new_tokens=40)  # only Stop can end it early
+    run = cb.generate("v2", "Count from one to fifty.", *vals)
+    next(run)
+    for step in run:
+        if step[0] != gr.skip() and step[0]:  # the first piece of the answer
+            cb.stop("v2")
+            break
+    last = outputs(app.GEN_OUT, list(run)[-1])
+    n = int(last["status"].split("stopped after ")[1].split()[0])
+    assert 0 < n < 40 and json.loads(Path(last["trace"]["value"]).read_text())["stopped"]
+    cb.stop("nobody")  # Stop with nothing running does nothing
 
 
-def test_generate_if_only_when_asked(cb):
-    assert list(cb.generate_if(False, PROMPT, *controls(), 4)) == [(gr.skip(),) * 6]
-    assert list(cb.generate_if(True, PROMPT, *controls(), 4))[-1][0]
+def test_bad_generate_requests_show_the_message(cb, app_engine):
+    o = outputs(app.GEN_OUT, next(cb.generate("v3", "  ", *values(app_engine))))
+    assert "prompt\\` is empty" in o["notices"]["value"] and o["answer"] == gr.skip()
 
 
-def test_concurrent_requests_do_not_mix(cb):
-    """Two users at once: each gets the answer and trace of their own prompt and settings."""
-    jobs = {"a": ("What is 20 + 22?", 1), "b": ("Translate to French: the dog runs.", 3)}
-    solo = {u: cb.api_generate(p, k=k, max_new_tokens=6) for u, (p, k) in jobs.items()}
-    together = {}
-    threads = [
-        threading.Thread(target=lambda u=u, p=p, k=k: together.update({u: cb.api_generate(p, k=k, max_new_tokens=6)}))
-        for u, (p, k) in jobs.items()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for u in jobs:
-        assert together[u][0] == solo[u][0]
-        assert together[u][1]["routing"]["weights"] == pytest.approx(solo[u][1]["routing"]["weights"])
+def test_the_trace_replays_to_the_same_answer(cb, app_engine, capsys):
+    from logo_core.__main__ import main as cli
+
+    vals = values(app_engine, max_new_tokens=8, do_sample=True, temperature=0.9, seed=1234)
+    last = outputs(app.GEN_OUT, list(cb.generate("v4", "Name a colour.", *vals))[-1])
+    path = last["trace"]["value"]
+    trace = json.loads(Path(path).read_text())
+    assert trace["generation"]["seed"] == 1234 and trace["provenance"]["adapters"]
+    assert cli(["replay", path]) == 0  # a new engine from adapters.yaml, the trace's settings, the same text
+    assert "identical answer" in capsys.readouterr().out
+
+
+def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engine, tmp_path):
+    from peft import PeftModel
+
+    r = app_engine.route(PROMPT, k=3)
+    update = cb.export(r.to_dict())
+    with zipfile.ZipFile(update["value"]) as z:
+        z.extractall(tmp_path)
+    peft = PeftModel.from_pretrained(copy.deepcopy(app_engine.model), str(tmp_path / "logo_mixture")).eval()
+    enc = app_engine.encode([PROMPT], 0, app_engine.placement.device)
+    view = attach(app_engine.model, app_engine.mixture_for([r]), fold_weights=app_engine.fold)
+    with torch.inference_mode():
+        ours, theirs = view(**enc.inputs()).logits, peft(**enc.inputs()).logits
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    assert cb.export(None) == gr.update(visible=False)
+
+
+# ------------------------------------------------------------------------------------------ how LoGo chose
+
+
+def test_explanation_numbers_are_the_engines(cb, app_engine):
+    r = app_engine.route(PROMPT)
+    x = explain.explain(app_engine, r)
+    assert x.sites == [(b, "v_proj") for b in range(15, 30)]
+    for i, name in enumerate(x.names):
+        assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-5)
+        for s, (b, m) in enumerate(x.sites):
+            c = app_engine.calibration(b, m, "norm", "residual")[i].item()
+            assert x.constants[s][i] == c and x.raw[s][i] / c == pytest.approx(x.per_site[s][i], rel=1e-4)
+    raw = app_engine.route(PROMPT, calibrated=False, layer=15, k=1)  # one site, raw: the table's first row
+    assert raw.scores[x.names[0]] == pytest.approx(x.raw[0][0], rel=1e-5)
+    summary, table, sites = cb.explain(r.to_dict())
+    assert all(f'id="how-{i}"' in summary for i in range(1, 7))
+    assert f"k = {len(r.selected)} of {len(POOL)}" in summary and table.count("\n") == len(POOL) + 1
+    assert "| 15 |" in sites and "| 29 |" in sites
 
 
 # ------------------------------------------------------------------------------------------ compare & sweep
 
 
-def test_compare_answers_four_ways_with_latencies(cb):
-    steps = list(cb.compare(PROMPT, *controls(), 4))
+def test_compare_shows_first_token_and_tokens_per_second(cb, app_engine):
+    steps = list(cb.compare(PROMPT, *values(app_engine, max_new_tokens=3)))
     answers, details, latency = steps[-1][:4], steps[-1][4:8], steps[-1][8]
-    assert all(isinstance(a, str) for a in answers)
-    assert all(" s**" in d for d in details)
-    assert "base model alone" in details[0] and "100%" in details[2]  # base model alone; top-1 adapter alone
-    assert list(latency.data[0].y) == ["Base model", "LoGo", "Top-1 adapter", "Uniform mixture"]
-    assert len(steps) == 5  # one update per finished variant, after the first
-    assert f"all {len(POOL)} adapters, {1 / len(POOL):.0%} each" in details[3]
+    assert len(steps) == 5 and all(isinstance(a, str) for a in answers)
+    assert all("first token" in d and "tokens/s" in d for d in details)
+    assert "base model alone" in details[0] and "100\\%" in details[2] and f"all {len(POOL)} adapters" in details[3]
+    assert [list(t.y) for t in latency.data] == [list(app.COMPARE)] * 2  # time to first token | tokens per second
+    assert all(v > 0 for t in latency.data for v in t.x)
 
 
-def test_compare_bad_input_raises(cb):
-    with pytest.raises(gr.Error, match="empty"):
-        list(cb.compare("", *controls(), 4))
+def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_engine, monkeypatch):
+    fig, cache = cb.sweep(PROMPT, None, True, *values(app_engine))
+    assert len(fig.data[0].z) == app_engine.n_layers and list(fig.data[0].x) == list(POOL)
+    assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(14.5, 29.5)]  # blocks 15-29, one box
+    monkeypatch.setattr(app_engine, "layer_sweep", lambda *a, **k: pytest.fail("should come from the cache"))
+    fig2, cache2 = cb.sweep(PROMPT, cache, False, *values(app_engine, k=1, layer="3,5"))
+    assert cache2 is cache and [(s.y0, s.y1) for s in fig2.layout.shapes] == [(2.5, 3.5), (4.5, 5.5)]
 
 
-def test_sweep_heatmap_and_cached_redraw(cb, app_engine, monkeypatch):
-    fig, cache = cb.sweep(PROMPT, *controls(), True, None)
-    heat = fig.data[0]
-    assert len(heat.z) == app_engine.n_layers and all(len(row) == len(POOL) for row in heat.z)
-    assert list(heat.x) == list(POOL)
-    assert max(heat.z[5]) == pytest.approx(1.0)  # each block scaled to its best adapter
-    assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(28.5, 29.5)]  # the probe block in use, outlined
-
-    def no_probe(*a, **kw):
-        raise AssertionError("the sweep should come from the session cache")
-
-    monkeypatch.setattr(app_engine, "layer_sweep", no_probe)
-    fig2, cache2 = cb.sweep(PROMPT, *controls(k=1, layer=3), False, cache)  # k and layer need no new sweep
-    assert cache2 is cache
-    assert list(fig2.data[0].z[5]) == cache["z"][5]  # unscaled now
-    assert cb.sweep_figure(None, True, 29).layout.annotations  # placeholder before any sweep
+# ------------------------------------------------------------------------------------------ serving
 
 
-def test_sweep_bad_input_shows_message(cb):
-    fig, cache = cb.sweep("", *controls(), True, None)
-    assert cache is None and "empty" in fig.layout.annotations[0].text
+def test_private_files_random_names_private_modes_and_ttl(tmp_path):
+    files = hosting.PrivateFiles(ttl_s=3600)
+    a, b = Path(files.write("t.json", b"{}")), Path(files.write("t.json", b"{}"))
+    assert a != b and a.parent.parent == b.parent.parent == files.root  # same content, different random folders
+    assert len(a.parent.name) >= 24 and a.read_bytes() == b"{}"
+    assert stat.S_IMODE(a.stat().st_mode) == 0o600 and stat.S_IMODE(a.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(files.root.stat().st_mode) == 0o700
+    assert files.root.is_relative_to(gr.utils.get_upload_folder())  # served in place, not copied by content hash
+    old = time.time() - 7200
+    os.utime(a.parent, (old, old))
+    files.write("t.json", b"{}")  # a new file prunes the expired ones
+    assert not a.exists() and b.exists()
 
 
-# ------------------------------------------------------------------------------------------ API functions & helpers
+def test_zero_gpu_refusals_become_sentences():
+    """As `spaces` 0.51.3 raises them: gr.Error titled "ZeroGPU ...", its message with links."""
+    quota = gr.Error(
+        "You have exceeded your GPU quota (60s requested vs. 12s left). Try again in 0:04:12. "
+        '<a href="https://huggingface.co/settings/tokens">Authenticate</a> for more quota',
+        title="ZeroGPU quota exceeded",
+    )
+
+    def run():
+        yield "a"
+        raise quota
+
+    with pytest.raises(gr.Error, match="used up for now: try again in 0:04:12, or log in"):
+        list(hosting.gpu(run)())
+    aborted = hosting.zero_gpu_error(gr.Error("GPU task aborted", title="ZeroGPU worker error"))
+    assert "ask for fewer tokens" in aborted.message
+    assert hosting.zero_gpu_error(ValueError("plain")) is None
+    with pytest.raises(gr.Error, match="got '&lt;b&gt;x'"):  # the page's modal renders HTML: escaped
+        app.gpu(app_error)()
+    with pytest.raises(gr.Error, match="got '<b>x'"):  # an API client gets the text as it is
+        app.api_gpu(app_error)()
 
 
-def test_api_route_and_generate(cb):
-    trace = cb.api_route(PROMPT, k=3)
-    assert len(trace["selected"]) == 3 and sum(trace["weights"].values()) == pytest.approx(1.0)
-    with pytest.raises(gr.Error, match=f"between 1 and {len(POOL)}"):
-        cb.api_route(PROMPT, k=len(POOL) + 3)
-    with pytest.raises(gr.Error, match="signal"):
-        cb.api_generate(PROMPT, signal="loudness")
+def app_error():
+    from logo_core.errors import RequestError
+
+    raise RequestError("`layer` must be an int, 'a:b' or a list of ints, got '<b>x'")
 
 
-def test_timing_line():
-    t = {"probe_s": 0.021, "generate_s": 2.1, "new_tokens": 64, "tokens_per_s": 30.47, "total_s": 2.13}
-    assert app.timing_line(t) == "probe 21 ms · generation 2.10 s · 64 tokens · 30.5 tokens/s · total 2.13 s"
-    assert app.timing_line({"probe_s": 0.5}) == "probe 500 ms"
+def test_typed_endpoint_signature_and_doc():
+    params = {"prompt": (str, "the text"), "k": (int | None, "how many")}
+    fn = hosting.typed_endpoint(lambda prompt, k: (prompt, k), "route", "Route it.", params, tuple[str, int])
+    assert fn("hi") == ("hi", None) and fn("hi", 3) == ("hi", 3)
+    assert "Args:\n    prompt: the text\n    k: how many" in fn.__doc__
+    assert list(gr.utils.get_function_params(fn)) == [("prompt", False, None, str), ("k", True, None, int | None)]
 
 
-def test_write_trace_reuses_one_file_per_content():
-    a, b = app.write_trace({"x": 1}), app.write_trace({"x": 1})
-    assert a == b and json.loads(Path(a).read_text()) == {"x": 1}
-    assert app.write_trace({"x": 2}) != a
+# ------------------------------------------------------------------------------------------ plots for big pools
 
 
-def test_route_kwargs_from_ui_values():
-    kw = app.route_kwargs(3.0, "entropy", 1, 29.0, [], "module")
-    assert kw == dict(k=3, signal="entropy", calibrated=True, layer=29, module=None, probe_input="module")
-    assert app.route_kwargs(1, "norm", False, 0, "v_proj", "residual")["module"] == ["v_proj"]
+def test_show_all_redraws_the_long_tail(cb):
+    names = [f"task{i:02d}" for i in range(40)]
+    routing = {"scores": {n: 40.0 - i for i, n in enumerate(names)}, "selected": names[:2], "ties": [],
+               "weights": {names[0]: 0.6, names[1]: 0.4}, "options": {"signal": "norm", "calibrated": True, "k": 2,
+               "blocks": [15, 16], "module": ["v_proj"], "probe_input": "residual"}}  # fmt: skip
+    assert cb.redraw(routing, False).layout.meta["hidden"] == 40 - app.TOP
+    assert cb.redraw(routing, True).layout.meta["order"] == names
+    assert cb.redraw(None, True) == gr.skip()
+
+
+def test_a_big_pool_stays_readable():
+    names = [f"task{i:02d}" for i in range(60)]
+    scores = {n: float(i % 17) + i / 100 for i, n in enumerate(names)}
+    ranked = sorted(scores, key=lambda n: -scores[n])
+    families = {n: f"family{i % 6}" for i, n in enumerate(names)}
+    fig = plots.signal_bars(scores, ranked[:4], {n: 0.25 for n in ranked[:4]}, families=families, top=15)
+    assert fig.layout.meta["order"] == ranked[:15] and fig.layout.meta["hidden"] == 45
+    assert {t.name for t in fig.data} <= {f"family{i}" for i in range(6)}  # families are colours and legend entries
+    assert any("45 more" in a.text for a in fig.layout.annotations)
+    assert len(plots.signal_bars(scores, ranked[:20], families=families, top=15).layout.meta["order"]) == 20
 
 
 def test_args_flags_and_env(monkeypatch):
@@ -285,12 +359,17 @@ def test_args_flags_and_env(monkeypatch):
     assert app.parse_args([]).port == 8080
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "9000")
-    args = app.parse_args([])
-    assert (args.host, args.port) == ("0.0.0.0", 9000)
-    args = app.parse_args(["--host", "localhost", "--port", "7000", "--config", "x.yaml"])
-    assert (args.host, args.port, args.config) == ("localhost", 7000, "x.yaml")
+    assert (app.parse_args([]).host, app.parse_args([]).port) == ("0.0.0.0", 9000)
 
 
 def test_missing_config_exits_with_the_message():
     with pytest.raises(SystemExit, match="cannot read the adapter pool file"):
         app.main(["--config", "/nonexistent/adapters.yaml"])
+
+
+def test_timing_line():
+    t = {"probe_s": 0.021, "new_tokens": 12, "tokens_per_s": 30.47, "total_s": 0.52}
+    assert (
+        app.timing_line(t, 0.31, False) == "12 tokens · probe 21 ms · first token 0.31 s · 30.5 tokens/s · total 0.52 s"
+    )
+    assert app.timing_line(t, None, True).startswith("stopped after 12 tokens · probe 21 ms · 30.5")

@@ -1,19 +1,27 @@
-"""The app served on a free port, called through `gradio_client` like any remote user would."""
+"""The app served on a free port, called through `gradio_client` and plain HTTP like any remote user would."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from app_fixtures import POOL, served
 
 import app
+from logo_core.options import GENERATE_FIELDS, ROUTE_FIELDS
 
 
 @pytest.fixture(scope="module")
-def client(app_engine):
+def server(app_engine):
+    demo = app.create_demo(app_engine)
+    with served(demo) as url:
+        yield url, demo
+
+
+@pytest.fixture(scope="module")
+def client(server):
     from gradio_client import Client
 
-    with served(app.create_demo(app_engine)) as url:
-        yield Client(url, verbose=False)
+    return Client(server[0], verbose=False)
 
 
 def check_trace(trace: dict, k: int) -> None:
@@ -25,33 +33,48 @@ def check_trace(trace: dict, k: int) -> None:
     assert set(trace["selected"]) == set(ranked[:k])
 
 
-def test_api_lists_route_and_generate(client):
+def test_api_lists_route_and_generate_with_every_parameter_documented(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/route", "/generate"} <= set(endpoints)
-    assert len(endpoints) == 2  # the UI's own events stay private
+    assert set(endpoints) == {"/route", "/generate"}  # the page's own events stay private
+    for name, fields in (("/route", ROUTE_FIELDS), ("/generate", ROUTE_FIELDS + GENERATE_FIELDS)):
+        params = {p["parameter_name"]: p for p in endpoints[name]["parameters"]}
+        assert list(params) == ["prompt", *fields]
+        for p in params.values():
+            assert p["python_type"]["description"], p["parameter_name"]  # meaning, range, default
+        assert f"Here 1-{len(POOL)}" in params["k"]["python_type"]["description"]
+        assert "15:30" in params["layer"]["python_type"]["description"]  # adapters.yaml's default, said
+        assert (
+            "norm" in params["signal"]["python_type"]["type"] and "entropy" in params["signal"]["python_type"]["type"]
+        )
+        assert endpoints[name]["description"]
+
+
+def test_route_defaults_are_adapters_yaml(client, app_engine):
+    for prompt in ("Translate to French: the cat sleeps.", "What is 47 + 38?"):
+        trace = client.predict(prompt, api_name="/route")
+        r = app_engine.route(prompt)
+        assert trace["selected"] == r.selected and trace["scores"] == pytest.approx(r.scores)
+        assert trace["options"]["blocks"] == list(range(15, 30)) and trace["options"]["k"] == 2
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_route(client, k):
+def test_route_positional_and_keywords(client, k):
     trace = client.predict("What is the capital of Peru?", k, "norm", True, -1, "q_proj", "residual", api_name="/route")
     check_trace(trace, k)
-    assert trace["options"]["k"] == k and trace["timings"]["probe_s"] > 0
+    assert trace["options"]["blocks"] == [29] and trace["options"]["module"] == ["q_proj"]
+    trace = client.predict(
+        "Sort: pear apple fig", k=k, signal="entropy", layer="20:30", module=["q_proj", "v_proj"], api_name="/route"
+    )
+    check_trace(trace, k)
+    assert trace["options"]["signal"] == "entropy" and trace["options"]["blocks"] == list(range(20, 30))
 
 
-def test_route_defaults_and_options(client):
-    trace = client.predict("Translate to French: the cat sleeps.", api_name="/route")  # adapters.yaml defaults
-    check_trace(trace, 2)
-    trace = client.predict("Sort these words: pear apple fig", k=2, signal="entropy", layer="20:30", api_name="/route")
-    check_trace(trace, 2)
-    assert trace["options"]["signal"] == "entropy" and trace["options"]["layers"] == list(range(20, 30))
-
-
-def test_generate(client):
-    text, trace = client.predict("What is 12 + 30?", 2, max_new_tokens=8, api_name="/generate")
-    assert isinstance(text, str) and text.strip()
+def test_generate_with_a_seed(client):
+    text, trace = client.predict("Name a fruit.", max_new_tokens=6, do_sample=True, seed=7, api_name="/generate")
+    again, _ = client.predict("Name a fruit.", max_new_tokens=6, do_sample=True, seed=7, api_name="/generate")
+    assert text == again == trace["text"] and trace["generation"]["seed"] == 7
     check_trace(trace["routing"], 2)
-    assert trace["text"] == text
-    assert 0 < trace["timings"]["new_tokens"] <= 8
+    assert 0 < trace["timings"]["new_tokens"] <= 6 and trace["provenance"]["adapters"]
 
 
 @pytest.mark.parametrize(
@@ -60,6 +83,7 @@ def test_generate(client):
         ({"prompt": "   "}, "prompt` is empty"),
         ({"prompt": "hi", "k": len(POOL) + 1}, f"between 1 and {len(POOL)}"),
         ({"prompt": "hi", "layer": 99}, "layer"),
+        ({"prompt": "hi", "module": []}, "module` is empty"),
     ],
 )
 def test_bad_requests_are_errors_with_the_message(client, kwargs, message):
@@ -67,14 +91,47 @@ def test_bad_requests_are_errors_with_the_message(client, kwargs, message):
 
     with pytest.raises(AppError, match=message):
         client.predict(**kwargs, api_name="/route")
-    # ... and the app keeps serving
-    check_trace(client.predict("Is this review positive? Great phone!", api_name="/route"), 2)
+    check_trace(client.predict("Is this review positive? Great phone!", api_name="/route"), 2)  # still serving
 
 
 def test_concurrent_users_get_their_own_results(client):
     jobs = {"a": ("What is 20 + 22?", 1), "b": ("Translate to French: the dog runs.", 3)}
-    running = {u: client.submit(p, k, max_new_tokens=6, api_name="/generate") for u, (p, k) in jobs.items()}
+    running = {u: client.submit(p, k, max_new_tokens=4, api_name="/generate") for u, (p, k) in jobs.items()}
     for u, (prompt, k) in jobs.items():
         text, trace = running[u].result(timeout=300)
         assert trace["routing"]["prompt"] == prompt and trace["text"] == text
         check_trace(trace["routing"], k)
+
+
+def test_one_visitor_cannot_fetch_anothers_download(server):
+    """Downloads are served by their random path only: the folder, a neighbour or the private root give nothing."""
+    from hosting import PrivateFiles
+
+    url, store = server[0], PrivateFiles()  # as the app's callbacks write them
+    mine = store.write("logo_trace.json", b'{"text": "mine"}')
+    theirs = store.write("logo_trace.json", b'{"text": "mine"}')  # the same content: another name
+    assert mine != theirs
+    get = lambda path: httpx.get(f"{url}gradio_api/file={path}", timeout=30)  # noqa: E731
+    assert get(mine).status_code == 200 and get(mine).json() == {"text": "mine"}
+    root = str(store.root)
+    for guess in (root, root + "/", mine.rsplit("/", 2)[0] + "/" + "A" * 24 + "/logo_trace.json", "/etc/passwd"):
+        assert get(guess).status_code >= 400, guess
+
+
+def test_a_full_queue_answers_busy(app_engine, monkeypatch):
+    """With room for one waiting request, a third concurrent one is turned away with gradio's 'busy' answer."""
+    from gradio_client import Client
+
+    monkeypatch.setattr(app, "QUEUE_SIZE", 1)
+    monkeypatch.setattr(app, "CONCURRENCY", 1)
+    with served(app.create_demo(app_engine)) as url:
+        client = Client(url, verbose=False)
+        slow = dict(max_new_tokens=12, min_new_tokens=12, api_name="/generate")
+        jobs = [client.submit(f"Count to {i}.", **slow) for i in range(3)]
+        errors = []
+        for job in jobs:
+            try:
+                job.result(timeout=300)
+            except Exception as e:  # gradio_client's error for a refused job
+                errors.append(str(e))
+        assert errors and all("queue is full" in e.lower() or "busy" in e.lower() for e in errors), errors

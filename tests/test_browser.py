@@ -1,122 +1,339 @@
-"""End to end in real headless Chromium: type, generate, read the plotly chart from the DOM, change k.
+"""End to end in real headless Chromium against one served app: what a visitor sees and does.
 
-Saves a full-page screenshot to docs/screenshot.png. Skipped only when /usr/bin/chromium is missing.
+Skipped only when /usr/bin/chromium is missing. Writes nothing to the repository (the README's
+pictures come from `python scripts/screenshots.py`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pytest
-from app_fixtures import POOL, served
+from app_fixtures import CHROMIUM, CHROMIUM_ARGS, POOL, served
 
 import app
+from logo_core import explain
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
 TIMEOUT_MS = 180_000  # the CPU is shared with training jobs: generous, but a hang still fails
 
-# The signal chart's traces, read from the plotly div: {trace name: [adapter, ...]}.
-BARS_JS = """() => {
-  const div = document.querySelector('#signal-plot .js-plotly-plot');
-  if (!div || !div.data) return null;
-  return Object.fromEntries(div.data.map(t => [t.name, Array.from(t.y || [])]));
+# The signal chart as drawn: its meta (order, selected, hidden), every drawn bar's score, title and subtitle.
+CHART_JS = """() => {
+  const d = document.querySelector('#signal-plot .js-plotly-plot');
+  if (!d || !d.layout || !d.layout.meta) return null;
+  const scores = {};
+  for (const t of d.data) (t.y || []).forEach((n, i) => { scores[n] = t.x[i]; });
+  return {meta: d.layout.meta, scores, title: d.layout.title.text, subtitle: (d.layout.title.subtitle || {}).text};
 }"""
-SELECTED = "selected (top-k)"
+# Notes when the status line says "generating…": the answer after it is a new one.
+WATCH_JS = """() => { window.__generating = false; const s = document.querySelector('#status');
+  new MutationObserver((_, o) => { if (s.innerText.includes('generating')) { window.__generating = true; o.disconnect(); } })
+    .observe(s, {subtree: true, childList: true, characterData: true}); }"""
+MARK_JS = "() => { window.__chart = document.querySelector('#signal-plot .js-plotly-plot')?.layout?.meta; }"
+REDRAWN_JS = """() => { const m = document.querySelector('#signal-plot .js-plotly-plot')?.layout?.meta;
+  return m && m !== window.__chart; }"""
 
 
 @pytest.fixture(scope="module")
-def page(app_engine):
+def server(app_engine):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing")
     from playwright.sync_api import sync_playwright
 
     with served(app.create_demo(app_engine)) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        page.wait_for_selector("#prompt textarea")
-        yield page
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield url, browser
         browser.close()
 
 
-def selected_count_is(page, k: int) -> None:
-    page.wait_for_function(
-        f"() => {{ const b = ({BARS_JS})(); return b && b[{SELECTED!r}] && b[{SELECTED!r}].length === {k}; }}"
-    )
+def open_page(server, width=1280, height=900, **kwargs):
+    url, browser = server
+    page = browser.new_page(viewport={"width": width, "height": height}, **kwargs)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#prompt textarea")
+    return page
 
 
-def test_generate_streams_an_answer_and_draws_the_pool(page):
-    page.fill("#prompt textarea", "What is the capital of Peru?")
-    page.click("#generate-btn")
-    page.wait_for_function("() => document.querySelector('#answer textarea').value.trim().length > 0")
-    page.wait_for_function("() => document.querySelector('#timings').innerText.includes('tokens/s')")
-    bars = page.evaluate(BARS_JS)
-    assert sorted(sum(bars.values(), [])) == sorted(POOL)  # the chart names every adapter of the pool
-    assert len(bars[SELECTED]) == 2  # adapters.yaml default k
-    weights = page.evaluate("() => Array.from(document.querySelector('#weight-plot .js-plotly-plot').data[0].x)")
-    assert sum(weights) == pytest.approx(1.0)
-    assert page.locator("#export-btn").is_enabled()
+@pytest.fixture(scope="module")
+def page(server):
+    page = open_page(server)
+    yield page
+    page.close()
 
 
-def test_changing_k_reroutes_without_regenerating(page):
-    answer = page.input_value("#answer textarea")
-    for k in (3, 1):
-        box = page.locator("#k-slider input[type=number]")
-        box.fill(str(k))
-        box.press("Enter")
-        selected_count_is(page, k)
-    assert "routing only" in page.inner_text("#timings")
-    assert page.input_value("#answer textarea") == answer  # the answer was left alone
-
-
-def test_example_click_loads_and_routes(page, app_engine):
-    page.fill("#prompt textarea", "")
-    page.click("#route-btn")  # an empty prompt: the timings line is cleared
-    page.wait_for_function("() => document.querySelector('#timings').innerText.trim() === ''")
-    page.get_by_role("button", name="capitals:").first.click()
-    example = app_engine.pool.specs[POOL.index("capitals")].examples[0]
-    page.wait_for_function("(p) => document.querySelector('#prompt textarea').value === p", arg=example)
-    page.wait_for_function("() => document.querySelector('#timings').innerText.includes('routing only')")
-
-
-def test_empty_prompt_shows_a_message_and_the_app_keeps_serving(page):
-    page.fill("#prompt textarea", "")
+def route(page, prompt: str | None = None) -> dict:
+    """Type `prompt` (if given), press Route only, wait for the new chart; returns it."""
+    if prompt is not None:
+        page.fill("#prompt textarea", prompt)
+    page.evaluate(MARK_JS)
     page.click("#route-btn")
-    page.wait_for_function("() => document.querySelector('#notices')?.innerText?.includes('empty')")
-    page.fill("#prompt textarea", "Is this review positive? Lovely screen, fast delivery.")
-    page.click("#generate-btn")
-    page.wait_for_function("() => document.querySelector('#timings').innerText.includes('tokens/s')")
-    assert not page.locator("#notices").is_visible()
+    page.wait_for_function(REDRAWN_JS)
+    return page.evaluate(CHART_JS)
 
 
-def test_layer_sweep_tab_draws_a_heatmap(page):
-    page.get_by_role("tab", name="Layer sweep").click()
+def generate(page, prompt: str | None = None, how=None) -> None:
+    if prompt is not None:
+        page.fill("#prompt textarea", prompt)
+    page.evaluate(WATCH_JS)
+    (how or (lambda: page.click("#generate-btn")))()
     page.wait_for_function(
-        "() => { const d = document.querySelector('#sweep-plot .js-plotly-plot'); "
-        "return d && d.data && d.data[0].type === 'heatmap'; }"
+        "() => window.__generating && document.querySelector('#status').innerText.includes('tokens/s')"
     )
-    n_rows = page.evaluate("() => document.querySelector('#sweep-plot .js-plotly-plot').data[0].z.length")
-    assert n_rows == 30  # SmolLM2's blocks
-    page.get_by_role("tab", name="Answer & routing").click()
 
 
-def test_screenshot(page):
-    """Last: a readable full-page screenshot of the main view for the README."""
-    # a prompt of the translation adapter's task (its closed vocabulary): the real pool routes it to that adapter
-    page.fill("#prompt textarea", "Translate the following English sentence into French: the dog sees the cat")
-    box = page.locator("#k-slider input[type=number]")
-    box.fill("2")
+def set_number(page, selector: str, value) -> None:
+    box = page.locator(selector)
+    box.fill(str(value))
     box.press("Enter")
-    selected_count_is(page, 2)
+
+
+def answer_label(page) -> str:
+    return page.inner_text("#answer [data-testid=block-info]").strip()
+
+
+def advanced(page, **numbers) -> None:
+    """Open the Advanced accordion (its controls are drawn when opened), set numbers by elem id, close it."""
+    page.get_by_text("Advanced: answer length and sampling").click()
+    for elem_id, value in numbers.items():
+        set_number(page, f"#{elem_id} input[type=number]", value)
+    page.get_by_text("Advanced: answer length and sampling").click()
+
+
+# ---------------------------------------------------------------------------------------------- #1 defaults
+
+
+def test_page_routes_like_the_api_by_default(page, server, app_engine):
+    """Untouched, the page routes exactly as /route with no settings (adapters.yaml's defaults, a block range)."""
+    from gradio_client import Client
+
+    client = Client(server[0], verbose=False)
+    for prompt in ("What is the capital of Peru?", "Sort these words: pear apple fig", "Is this review positive?"):
+        chart = route(page, prompt)
+        trace = client.predict(prompt, api_name="/route")
+        assert chart["meta"]["selected"] == trace["selected"]
+        assert chart["scores"] == pytest.approx(trace["scores"], rel=1e-5)
+        o = trace["options"]
+        assert len(o["blocks"]) > 1  # the shipped default listens to a range of blocks
+        assert o["signal"] in chart["title"] and ("calibrated" in chart["title"]) == o["calibrated"]
+        subtitle = chart["subtitle"].replace("<br>", " ")
+        assert f"blocks {o['blocks'][0]}-{o['blocks'][-1]}" in subtitle and o["probe_input"] in subtitle
+        assert all(m in subtitle for m in o["module"])
+    assert page.input_value("#layer textarea, #layer input") == app_engine.route_options().layer_text
+
+
+def test_a_block_list_and_range_route(page):
+    for text, blocks in (("3,7", "blocks 3, 7"), ("20:25", "blocks 20-24")):
+        set_number(page, "#layer textarea, #layer input", text)
+        page.wait_for_function(f"() => ({CHART_JS})()?.subtitle?.includes({blocks!r})")
+    set_number(page, "#layer textarea, #layer input", "15:30")
+
+
+# ---------------------------------------------------------------------------------------------- #2, #3, #9 answers
+
+
+def test_enter_submits_and_shift_enter_adds_a_line(page):
+    page.fill("#prompt textarea", "What is 12 + 30?")
+    page.press("#prompt textarea", "Shift+Enter")
+    page.keyboard.type("Answer briefly.")
+    assert page.input_value("#prompt textarea") == "What is 12 + 30?\nAnswer briefly."
+    generate(page, how=lambda: page.press("#prompt textarea", "Enter"))
+    assert page.input_value("#answer textarea").strip()
+    assert page.input_value("#prompt textarea") == "What is 12 + 30?\nAnswer briefly."  # Enter added no line
+
+
+def test_an_old_answer_is_marked_when_the_routing_changes(page):
+    generate(page, "What is the capital of France?")
+    assert "earlier" not in answer_label(page)
+    page.evaluate(MARK_JS)
+    set_number(page, "#k-slider input[type=number]", 3)
+    page.wait_for_function(REDRAWN_JS)  # re-routed at once
+    page.wait_for_function("() => document.querySelector('#answer').classList.contains('stale')")
+    assert "earlier" in answer_label(page)
+    set_number(page, "#k-slider input[type=number]", 2)  # back to the answer's settings: the answer fits again
+    page.wait_for_function("() => !document.querySelector('#answer').classList.contains('stale')")
+    page.fill("#prompt textarea", "What is the capital of Spain?")  # a new prompt: the old answer is marked
+    page.wait_for_function("() => document.querySelector('#answer').classList.contains('stale')")
+
+
+def test_stop_says_after_how_many_tokens(page):
+    advanced(page, **{"max-new": 200, "min-new": 200})  # no early end: only Stop can end it
+    page.fill("#prompt textarea", "Count from one to one hundred in words.")
+    page.evaluate(WATCH_JS)
     page.click("#generate-btn")
-    page.wait_for_function("() => document.querySelector('#timings').innerText.includes('tokens/s')")
-    page.wait_for_timeout(500)  # let plotly finish its transition
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 20_000
+    page.wait_for_function("() => window.__generating && document.querySelector('#answer textarea').value.length > 3")
+    page.click("#stop-btn")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('stopped after')")
+    n = int(page.inner_text("#status").split("stopped after ")[1].split()[0])
+    assert 0 < n < 200
+    advanced(page, **{"min-new": 0, "max-new": 12})
+
+
+def test_right_to_left_answers_are_right_aligned(page):
+    """A Hebrew answer starts at the right edge of the box (an English one at the left)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    def ink_center(text: str) -> float:
+        """Where the text's pixels are, from 0 (left edge of the box) to 1 (right edge)."""
+        page.evaluate("(t) => { document.querySelector('#answer textarea').value = t; }", text)
+        img = Image.open(BytesIO(page.locator("#answer textarea").screenshot())).convert("L")
+        img = img.crop((8, 4, img.width - 8, min(img.height, 44)))  # inside the border, the first line
+        lo, hi = img.getextrema()
+        xs = [x for x in range(img.width) for y in range(img.height) if img.getpixel((x, y)) < (lo + hi) / 2]
+        return sum(xs) / len(xs) / img.width
+
+    assert ink_center("שלום עולם") > 0.6 and ink_center("hello world") < 0.4
+
+
+# ---------------------------------------------------------------------------------------------- #4 bad numbers
+
+
+def test_out_of_range_k_goes_back_with_the_range_and_does_not_reroute(page):
+    route(page, "What is 47 + 38?")
+    before = page.evaluate(CHART_JS)
+    page.evaluate(MARK_JS)
+    set_number(page, "#k-slider input[type=number]", 99)
+    page.wait_for_function("() => document.querySelector('#settings-notice')?.innerText.includes('between 1 and')")
+    assert f"between 1 and {len(POOL)}" in page.inner_text("#settings-notice")
+    page.wait_for_function("() => document.querySelector('#k-slider input[type=number]').value === '2'")
+    assert not page.evaluate(REDRAWN_JS) and page.evaluate(CHART_JS)["meta"] == before["meta"]
+
+
+def test_an_empty_module_set_is_an_error_on_the_page(page):
+    page.locator("#module .token-remove").first.click()
+    page.wait_for_function("() => document.querySelector('#settings-notice')?.innerText.includes('module')")
+    assert "empty" in page.inner_text("#settings-notice")
+    page.locator("#module input[role=combobox]").click()
+    page.get_by_role("option", name="v_proj").click()
+    page.wait_for_function("() => !document.querySelector('#settings-notice')?.checkVisibility()")
+
+
+# ---------------------------------------------------------------------------------------------- #5, #6 notes
+
+
+def test_block_0_explains_its_ties(page):
+    set_number(page, "#layer textarea, #layer input", "0")
+    page.wait_for_function("() => document.querySelector('#notices')?.innerText.includes('Block 0')")
+    assert "Tie at the top" in page.inner_text("#notices")
+    set_number(page, "#layer textarea, #layer input", "15:30")
+
+
+def test_a_long_prompt_shows_what_was_cut(page, app_engine):
+    prompt = "Story start: the keeper woke early. " + " ".join(f"Line {i}." for i in range(3000)) + " Who woke early?"
+    route(page, prompt)
+    page.wait_for_function("() => document.querySelector('#notices')?.innerText.includes('left out')")
+    text = page.inner_text("#notices")
+    head, middle, tail = explain.cut_parts(app_engine, prompt, 0)  # what the model saw, from the engine's ids
+    assert "Prompt cut from" in text  # the library's notice, then where the cut is:
+    assert head[-30:] in text and tail[:30] in text and middle[:30] in text and middle[-30:] in text
+
+
+# ---------------------------------------------------------------------------------------------- #7 how LoGo chose
+
+
+def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
+    prompt = "Name the capital city of Chile."
+    route(page, prompt)
+    page.get_by_role("tab", name="How LoGo chose").click()
+    r = app_engine.route(prompt)
+    page.wait_for_function(  # the view follows the new routing (its best adapter first)
+        "(top) => document.querySelector('#how-table tbody tr')?.cells[1].innerText === top", arg=r.selected[0]
+    )
+    rows = page.evaluate(
+        "() => [...document.querySelectorAll('#how-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
+    )
+    x = explain.explain(app_engine, r)
+    assert [row[1] for row in rows] == sorted(r.scores, key=lambda n: -r.scores[n])  # every adapter, best first
+    for _, name, raw, c, score, chosen, weight in rows:
+        i = x.names.index(name)
+        raw_engine = [s[i] for s in x.raw]
+        consts = [
+            app_engine.calibration(b, m, r.options["signal"], r.options["probe_input"])[i].item() for b, m in x.sites
+        ]
+        assert float(raw) == pytest.approx(sum(raw_engine) / len(raw_engine), rel=1e-3)
+        assert float(c) == pytest.approx(sum(consts) / len(consts), rel=1e-3)
+        assert float(score) == pytest.approx(r.scores[name], rel=1e-3)
+        assert (chosen == "✔") == (name in r.selected)
+        if weight:
+            assert float(weight) == pytest.approx(r.weights[name], abs=1e-3)
+    summary = page.inner_text("#how-summary")
+    assert f"k = {len(r.selected)} of {len(POOL)}" in summary and f"{r.weights[r.selected[0]]:.3f}" in summary
+
+
+def test_how_summary_fits_a_lecture_screen(server):
+    page = open_page(server, 1280, 720)
+    route(page, "What is the capital of Peru?")
+    page.get_by_role("tab", name="How LoGo chose").click()
+    page.wait_for_function("() => document.querySelector('#how-summary')?.innerText.includes('Mixture')")
+    box = page.locator("#how-summary").bounding_box()
+    assert box["height"] <= 720 and box["width"] <= 1280
+    sizes = page.evaluate(
+        "() => [...document.querySelectorAll('#how-summary p')].map(p => parseFloat(getComputedStyle(p).fontSize))"
+    )
+    assert sizes and min(sizes) >= 18
+    page.close()
+
+
+def test_a_setting_links_to_its_step(page):
+    page.get_by_role("link", name="k: step 4").click()
+    page.wait_for_function("() => { const r = document.getElementById('how-4')?.getBoundingClientRect(); "
+                           "return r && r.top >= 0 && r.bottom <= innerHeight; }")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- #8 layout
+
+
+def test_first_screen_shows_prompt_answer_and_chart(server):
+    page = open_page(server, 1280, 900)
+    for sel in ("#prompt", "#answer", "#signal-plot .main-svg"):
+        box = page.locator(sel).first.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + min(box["height"], 200) <= 900, sel
+    page.close()
+
+
+def test_phone_answer_follows_the_prompt_and_title_clears_the_legend(server):
+    page = open_page(server, 390, 844, is_mobile=True, has_touch=True, device_scale_factor=2)
+    generate(page, "What is the capital of Peru?")
+    prompt, answer = page.locator("#prompt").bounding_box(), page.locator("#answer").bounding_box()
+    chart = page.locator("#signal-plot").bounding_box()
+    assert prompt["y"] + prompt["height"] <= answer["y"] < chart["y"]
+    title = page.locator("#signal-plot .gtitle").first.bounding_box()
+    legend = page.locator("#signal-plot .legend").first.bounding_box()
+    overlap = not (
+        title["x"] + title["width"] <= legend["x"] or legend["x"] + legend["width"] <= title["x"]
+        or title["y"] + title["height"] <= legend["y"] or legend["y"] + legend["height"] <= title["y"]
+    )  # fmt: skip
+    assert not overlap
+    assert title["x"] + title["width"] <= chart["x"] + chart["width"]  # the title is not cut off either
+    page.close()
+
+
+# ---------------------------------------------------------------------------------------------- #9, #10 downloads
+
+
+def download(page, selector: str):
+    """Click a download button; returns (its URL, its bytes)."""
+    with page.expect_download() as info:
+        page.click(selector)
+    return info.value.url, open(info.value.path(), "rb").read()
+
+
+def test_trace_download_is_private_and_complete(page, server):
+    generate(page, "What is 2 + 2?")
+    url, data = download(page, "#trace")
+    trace = json.loads(data)
+    assert "/gradio_api/file=" in url and trace["text"] == page.input_value("#answer textarea")
+    assert trace["provenance"]["adapters"] and set(trace["routing"]["scores"]) == set(POOL)
+    generate(page, "What is 2 + 2?")  # the same answer again: a new random name, not a content hash
+    url2, data2 = download(page, "#trace")
+    assert url2 != url and json.loads(data2)["text"] == trace["text"]
+    folder = url.rsplit("/", 1)[0]
+    other = server[1].new_context()  # another visitor: the folder, or a guessed name, gives nothing
+    for guess in (
+        folder + "/",
+        folder.rsplit("/", 1)[0] + "/",
+        folder.rsplit("/", 1)[0] + "/" + "x" * 24 + "/logo_trace.json",
+    ):
+        assert other.request.get(guess).status >= 400, guess
+    other.close()

@@ -1,0 +1,177 @@
+"""Gradio plumbing the app needs on every host (a CPU, a GPU, a ZeroGPU Space); nothing LoGo-specific.
+
+- `gpu`: run a callback on ZeroGPU's GPU when there, and turn ZeroGPU's refusals into a sentence.
+- `PrivateFiles`: downloads under random names, private to the server, deleted after a while.
+- `lenient`: a slider whose out-of-range typed value reaches the callback (which validates it).
+- `typed_endpoint`: a `gr.api` function with a typed signature and one documented line per parameter.
+
+`import spaces` must come before anything touches CUDA, so app.py imports this module first.
+"""
+
+try:  # ZeroGPU's package; off ZeroGPU its decorator does nothing, and without it there is nothing to do
+    import spaces
+except ImportError:
+    spaces = None
+
+import atexit
+import functools
+import html
+import inspect
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import gradio as gr
+
+ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in (
+    "1",
+    "t",
+    "true",
+)  # as `spaces` reads it
+
+
+def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = (), page: bool = False) -> Callable:
+    """`fn` (a function or a generator) under `spaces.GPU` when `spaces` is installed; `known` errors
+    (the app's bad-request errors) and ZeroGPU's quota and time-limit errors reach the visitor as a sentence.
+
+    Args:
+        page: the message is shown in the page's error modal, which renders HTML: escape it (an API
+            client gets the text as it is).
+    """
+    run = spaces.GPU(duration=duration)(fn) if spaces is not None else fn
+
+    def plain(e: Exception) -> Exception:
+        if isinstance(e, known):
+            return gr.Error(html.escape(str(e), quote=False) if page else str(e))
+        return zero_gpu_error(e) or e
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from run(*args, **kwargs)
+            except Exception as e:
+                raise plain(e) from None
+
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except Exception as e:
+            raise plain(e) from None
+
+    return call
+
+
+def zero_gpu_error(e: Exception) -> gr.Error | None:
+    """ZeroGPU's refusal (a gr.Error titled "ZeroGPU ...", its message HTML with links) as one plain
+    sentence; None for any other error."""
+    text = re.sub(r"<[^>]+>", "", f"{getattr(e, 'title', '')} {getattr(e, 'message', '') or e}")
+    low = text.lower()
+    if "zerogpu" not in low and not type(e).__module__.startswith("spaces"):
+        return None
+    if "quota" in low or "limit" in low:
+        wait = re.search(r"try again in ([^.]+)", text, re.IGNORECASE)
+        when = f"in {wait[1]}" if wait else "later"
+        return gr.Error(f"The free GPU time of this Space is used up for now: try again {when}, or log in for more.")
+    if "duration" in low or "abort" in low:
+        return gr.Error("The answer needed more GPU time than one request may use: ask for fewer tokens.")
+    return gr.Error("No GPU is free right now: try again in a minute.")
+
+
+class PrivateFiles:
+    """Files for one visitor to download.
+
+    Each file gets a folder with a random name (not a content hash, so nobody can derive another
+    visitor's URL), 0700 folders and 0600 files inside gradio's cache (served as they are, never
+    copied under another name), deleted `ttl_s` seconds after they were made.
+    """
+
+    def __init__(self, ttl_s: float = 3600) -> None:
+        cache = Path(gr.utils.get_upload_folder())
+        cache.mkdir(parents=True, exist_ok=True)
+        self.root, self.ttl_s = Path(tempfile.mkdtemp(prefix="private-", dir=cache)), ttl_s  # 0700
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def prune(self) -> None:
+        now = time.time()
+        for folder in self.root.iterdir():
+            if now - folder.stat().st_mtime > self.ttl_s:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def write(self, name: str, data: bytes) -> str:
+        """Store `data` as `name` in a fresh random folder; returns its path (what gradio serves)."""
+        self.prune()
+        folder = self.root / secrets.token_urlsafe(18)
+        folder.mkdir(mode=0o700)
+        path = folder / name
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+        return str(path)
+
+
+def lenient(slider: gr.Slider) -> gr.Slider:
+    """Let a typed out-of-range number reach the callback, which can say the valid range and put the
+    last valid value back (gradio itself only refuses it). Patched on the instance: a gr.Slider
+    subclass would make gradio write a .pyi stub beside this file."""
+    slider.preprocess = lambda payload: payload
+    return slider
+
+
+def typed_endpoint(
+    call: Callable, name: str, summary: str, params: dict[str, tuple[object, str]], returns: object
+) -> Callable:
+    """A function for `gr.api` whose signature and docstring gradio turns into the API page.
+
+    Args:
+        call: called with every parameter by keyword.
+        name: the function's (and endpoint's) name.
+        summary: what the endpoint does (first line of the docstring).
+        params: name -> (type hint, description), in order; the first is required, the others default to None.
+        returns: the return type hint (a tuple type for several outputs).
+    """
+
+    def endpoint(*args, **kwargs):
+        bound = endpoint.__signature__.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return call(**bound.arguments)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = [
+        inspect.Parameter(p, kind, annotation=t, **({"default": None} if i else {}))
+        for i, (p, (t, _)) in enumerate(params.items())
+    ]
+    endpoint.__signature__ = inspect.Signature(signature, return_annotation=returns)
+    endpoint.__annotations__ = {**{p: t for p, (t, _) in params.items()}, "return": returns}
+    endpoint.__name__ = endpoint.__qualname__ = name
+    endpoint.__doc__ = "\n".join([summary, "", "Args:", *(f"    {p}: {d}" for p, (_, d) in params.items())])
+    return endpoint
+
+
+def field_params(models: list, fields, notes: dict | None = None, hints: dict | None = None) -> dict:
+    """Endpoint parameters (for `typed_endpoint`) from pydantic models' fields, all optional (None = the
+    server's default): the field's type, or a Literal of its `json_schema_extra["choices"]`, and its
+    description followed by `notes[field]`. `hints` replaces a field's type (what a JSON client sends)."""
+    notes, hints, out = notes or {}, hints or {}, {}
+    for f in fields:
+        info = next(m.model_fields[f] for m in models if f in m.model_fields)
+        extra = info.json_schema_extra  # may be a lazy mapping that looks empty until read: not `or {}`
+        choices = extra.get("choices") if isinstance(extra, dict) else None
+        hint = Literal[tuple(choices)] if choices else hints.get(f, info.annotation)
+        out[f] = (hint | None, f"{info.description or ''}{notes.get(f, '')}")
+    return out
+
+
+def document_inputs(demo: gr.Blocks, dependency: dict, descriptions: list[str]) -> None:
+    """Show one description per parameter of a `gr.api` endpoint on the API page (and in `view_api`)."""
+    for comp, text in zip(demo.fns[dependency["id"]].inputs, descriptions):
+        comp._api_info = {**comp._api_info, "description": text, "additional_description": text}

@@ -1,0 +1,210 @@
+"""Why a prompt got its adapters: every number of one routing decision, in plain words (the app's
+"How LoGo chose" view; LOGO.md 1-3).
+
+The numbers come from the engine's own parts, never recomputed here: raw signals from a sweep with
+`calibrated=False`, constants from `engine.calibration`, per-block scores from a sweep with the
+routing's own settings, final scores, selection and weights from the `Routing` itself.
+
+Example:
+    >>> r = engine.route("What is the capital of Peru?")
+    >>> x = explain(engine, r)
+    >>> x.raw[0][x.names.index(r.selected[0])], x.constants[0][x.names.index(r.selected[0])]
+    >>> print(summary_markdown(x))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .options import ROUTE_FIELDS
+from .prompts import GAP
+from .results import Routing
+
+
+@dataclass
+class Explanation:
+    """The numbers behind one routing.
+
+    Attributes:
+        routing: the routing explained (final scores, selection, weights, ties, options).
+        names: the pool's adapters, in pool order (the columns of the per-site lists).
+        sites: the probed (block, module) pairs, in the order the engine averages them.
+        raw: [S][N] each adapter's raw signal at each site.
+        constants: [S][N] the calibration constants c_i at each site (all 1.0 when not calibrated).
+        per_site: [S][N] the engine's score at each site (raw / c when calibrated); their mean over
+            sites is `routing.scores`.
+        prompt_tokens: tokens the probe read (chat template included).
+        neutral_prompts: how many neutral prompts the constants average over.
+    """
+
+    routing: Routing
+    names: list[str]
+    sites: list[tuple[int, str]]
+    raw: list[list[float]]
+    constants: list[list[float]]
+    per_site: list[list[float]]
+    prompt_tokens: int
+    neutral_prompts: int
+
+
+def explain(engine, routing: Routing) -> Explanation:
+    """Recompute, with the engine's own functions, every number behind `routing` (a routed `Routing`)."""
+    opts = engine.route_options(**{f: routing.options[f] for f in ROUTE_FIELDS})
+    settings = []  # per module: raw and (when calibrated) calibrated scores at each block, one probe pass for all
+    for m in opts.module:
+        base = {**opts.model_dump(), "module": [m]}
+        settings.append(engine.route_options(**{**base, "calibrated": False}))
+        settings.append(engine.route_options(**base))
+    swept = engine.sweep_batch([routing.prompt], settings)  # 2 x modules tensors [1, L_s, N]
+    N = len(engine.pool)
+    by_site = {}
+    for i, m in enumerate(opts.module):
+        raw, scored = swept[2 * i][0], swept[2 * i + 1][0]  # [L_s, N]
+        for j, b in enumerate(opts.blocks):
+            c = engine.calibration(b, m, opts.signal, opts.probe_input).tolist() if opts.calibrated else [1.0] * N
+            by_site[(b, m)] = (raw[j].tolist(), c, scored[j].tolist())
+    sites = [(b, m) for b in opts.blocks for m in opts.module]  # the engine's averaging order
+    tokens = engine.encode([routing.prompt], 0, engine.placement.device).input_ids.shape[1]
+    return Explanation(
+        routing=routing,
+        names=list(engine.pool.names),
+        sites=sites,
+        raw=[by_site[s][0] for s in sites],
+        constants=[by_site[s][1] for s in sites],
+        per_site=[by_site[s][2] for s in sites],
+        prompt_tokens=int(tokens),
+        neutral_prompts=len(engine.neutral_prompts),
+    )
+
+
+# ------------------------------------------------------------------------------------ plain words
+
+
+def name(text: str) -> str:
+    """An adapter name as inline code (underscores and HTML stay literal)."""
+    return "`" + text.replace("`", "'") + "`"
+
+
+def fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _mean(rows: list[list[float]], i: int) -> float:
+    return sum(r[i] for r in rows) / len(rows)
+
+
+def summary_markdown(x: Explanation, show: int = 3) -> str:
+    """The decision in six numbered steps with this prompt's numbers (anchors `how-1` .. `how-6`)."""
+    r, o = x.routing, x.routing.options
+    idx = {n: i for i, n in enumerate(x.names)}
+    ranked = sorted(r.scores, key=lambda n: -r.scores[n])
+    top = ranked[:show]
+    S, modules = len(x.sites), ", ".join(o["module"])
+    blocks = o["blocks"]
+    where = f"block **{blocks[0]}**" if len(blocks) == 1 else f"blocks **{blocks[0]}–{blocks[-1]}**"
+    if len(blocks) > 1 and blocks != list(range(blocks[0], blocks[-1] + 1)):
+        where = "blocks **" + ", ".join(map(str, blocks)) + "**"
+    what = "the hidden state entering the block" if o["probe_input"] == "residual" else "the module's own input"
+    signal = "‖o_i‖ (its length: `norm`)" if o["signal"] == "norm" else "1 / H(softmax(o_i)) (`entropy`)"
+    mean = f" averaged over the {S} probed sites (block x module)" if S > 1 else ""
+    raw = ", ".join(f"{name(n)} {fmt(_mean(x.raw, idx[n]))}" for n in top)
+    if o["calibrated"]:
+        cal = ", ".join(
+            f"{name(n)} {fmt(x.raw[0][idx[n]])} / {fmt(x.constants[0][idx[n]])} = {fmt(x.per_site[0][idx[n]])}"
+            for n in top
+        )
+        at = f" At block {x.sites[0][0]} ({x.sites[0][1]}): {cal}." if S > 1 else f" {cal}."
+        step3 = (
+            f"Each σ_i is divided by c_i, the adapter's mean signal on {x.neutral_prompts} neutral prompts "
+            f"(loudly trained adapters would win every prompt otherwise).{at}"
+            + (" The score is the mean of σ/c over the sites (table below)." if S > 1 else "")
+        )
+    else:
+        step3 = "Calibration is off: the score is the raw signal" + (" (mean over the sites)." if S > 1 else ".")
+    k, n_pool = len(r.selected), len(x.names)
+    left = [n for n in ranked if n not in r.selected][:1]
+    cut = f" · first left out: {name(left[0])} {fmt(r.scores[left[0]])}" if left else ""
+    total = sum(r.scores[n] for n in r.selected)
+    weights = ", ".join(f"{name(n)} {fmt(r.scores[n])} / {fmt(total)} = {r.weights[n]:.3f}" for n in r.selected)
+    mix = " + ".join(f"{r.weights[n]:.2f}·Δ{name(n)}(x)" for n in r.selected)
+    steps = [
+        f"**Probe.** One pass of the base model over the prompt (**{x.prompt_tokens} tokens** with the chat "
+        f"template), stopped after block {blocks[-1]}. At {where} LoGo reads h: {what} at the last prompt token.",
+        f"**Signal.** Each adapter i maps h to o_i = s_i·B_i·A_i·h at **{modules}**; its signal σ_i = {signal}{mean}. "
+        f"Raw signal of the best: {raw}.",
+        f"**Calibration.** {step3}",
+        f"**Top-k cut.** k = {k} of {n_pool}: "
+        + ", ".join(f"{name(n)} {fmt(r.scores[n])}" for n in r.selected)
+        + cut
+        + (f" · **tie** at the cut: {', '.join(map(name, r.ties))} (pool order chose)." if r.ties else "."),
+        f"**Weights.** w_i = σ_i / Σ σ_j over the chosen: {weights}.",
+        f"**Mixture.** While answering, every adapted module computes y = W x + {mix}, "
+        "where Δ(x) = s·B·A·x is one adapter's LoRA update.",
+    ]
+    settings = f"k = {k} · {'calibrated' if o['calibrated'] else 'raw'} {o['signal']} · {where} · {modules} · {o['probe_input']}"
+    head = f"**How LoGo chose the adapters for this prompt** ({settings})"
+    return "\n\n".join([head, *(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))])
+
+
+def table_markdown(x: Explanation, limit: int | None = None) -> str:
+    """Every adapter, best first: raw signal, constant, score, chosen, weight (means over sites when several)."""
+    r = x.routing
+    idx = {n: i for i, n in enumerate(x.names)}
+    ranked = sorted(r.scores, key=lambda n: -r.scores[n])
+    several = len(x.sites) > 1
+    head = "| rank | adapter | raw σ" + (" (mean)" if several else "") + " | c" + (" (mean)" if several else "")
+    lines = [head + " | score | chosen | weight |", "|---:|---|---:|---:|---:|:---:|---:|"]
+    for rank, n in enumerate(ranked[:limit], 1):
+        i = idx[n]
+        chosen = "✔" if n in r.weights else ("tie" if n in r.ties else "")
+        weight = f"{r.weights[n]:.3f}" if n in r.weights else ""
+        lines.append(
+            f"| {rank} | {name(n)} | {fmt(_mean(x.raw, i))} | {fmt(_mean(x.constants, i))} | "
+            f"{fmt(r.scores[n])} | {chosen} | {weight} |"
+        )
+    if limit is not None and len(ranked) > limit:
+        lines.append(f"| | *{len(ranked) - limit} more* | | | | | |")
+    return "\n".join(lines)
+
+
+def per_site_markdown(x: Explanation, limit: int | None = None) -> str:
+    """Raw signal, constant and score of the best adapters at every probed site (one row per site)."""
+    r = x.routing
+    idx = {n: i for i, n in enumerate(x.names)}
+    ranked = sorted(r.scores, key=lambda n: -r.scores[n])[:limit]
+    modules = len({m for _, m in x.sites}) > 1
+    head = "| block | " + " | ".join(name(n) for n in ranked) + " |"
+    out = []
+    for title, rows in (
+        ("score at each site (its mean is the score)", x.per_site),
+        ("raw σ", x.raw),
+        ("c", x.constants),
+    ):
+        lines = [f"**{title}**", "", head, "|---:|" + "---:|" * len(ranked)]
+        for (b, m), row in zip(x.sites, rows):
+            site = f"{b} · {m}" if modules else str(b)
+            lines.append(f"| {site} | " + " | ".join(fmt(row[idx[n]]) for n in ranked) + " |")
+        if title.startswith("score"):
+            lines.append("| **mean** | " + " | ".join(f"**{fmt(r.scores[n])}**" for n in ranked) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def cut_parts(engine, prompt: str, max_new_tokens: int) -> tuple[str, str, str] | None:
+    """(kept start, left-out middle, kept end) of a prompt the encoder cut to fit, read off the ids the
+    model sees (the encoder marks the cut with `GAP`); None when the whole prompt fits."""
+    enc = engine.encode([prompt], max_new_tokens, engine.placement.device)
+    if not enc.notices[0]:
+        return None
+    ids, e = enc.input_ids[0].tolist(), engine.encode
+    head, _, tail = engine.tokenizer.decode(ids[len(e.head) : len(ids) - len(e.tail)]).partition(GAP)
+    return head, prompt[len(head) : len(prompt) - len(tail)], tail
+
+
+def cut_note(parts: tuple[str, str, str]) -> str:
+    """Which part of a long prompt the model did not see, in one sentence."""
+    head, middle, tail = parts
+    return (
+        f"The model saw the start up to «…{head[-50:]}» and the end from «{tail[:50]}…»; the {len(middle):,} "
+        f"characters between, «{middle[:40]}…{middle[-40:]}», were left out."
+    )

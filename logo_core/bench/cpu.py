@@ -48,6 +48,9 @@ class Settings:
     compiled: bool  # the compiled candidates (minutes of compilation on a CPU)
     memory_extras: bool  # also k = max(ks) and the reference in the memory table
     agreement_prompts: int = 64  # at most this many prompts for routing agreement (dtype, candidates)
+    dtypes: tuple[str, ...] = ("fp32", "bf16", "int8")
+    candidates: tuple[str, ...] = tuple(speed.CANDIDATES)  # of the app's 30 tokens/s
+    memory_routings: tuple[str, ...] = tuple(ROUTINGS)
     trained_pool: str | None = "adapters.yaml"
 
 
@@ -59,7 +62,8 @@ FULL = Settings(
 QUICK = Settings(
     n_pool=8, ks=(1, 3, 8), lowrank_ks=(3,), peer_ks=(3,), lengths=(4, 8), e2e_prompts=1, reps=1, pool_sizes=(4, 16),
     route_reps=1, batch=4, memory_pools=(4, 16), dtype_tokens=4, dtype_timed=1, app_tokens=8, app_rounds=1,
-    compiled=False, memory_extras=False, agreement_prompts=4,
+    memory_extras=False, agreement_prompts=4, dtypes=("fp32", "bf16"), compiled=False,
+    candidates=("fp32, fold (default)", "bf16 + fp32 probe, fold"), memory_routings=(list(ROUTINGS)[1],),
 )  # fmt: skip
 
 
@@ -82,7 +86,8 @@ def memory_configs(adapters: dict, s: Settings) -> dict[str, dict]:
         return dict(list(adapters.items())[:n])
 
     configs = {"base alone": {"kind": "base", "adapters": {}, "k": 0}}
-    for label, how in ROUTINGS.items():
+    for label in s.memory_routings:
+        how = ROUTINGS[label]
         for n in s.memory_pools:
             configs[f"engine N={n}, {label}"] = {
                 "kind": "engine",
@@ -149,11 +154,11 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         log(f"  trained pool: {len(trained[0].adapters) if trained else 'none yet'} adapters")
         synthetic = pool_config(pool, root)
         res["dtype"] = speed.dtype_table(
-            models, trained, synthetic, PROMPTS[: s.agreement_prompts], s.dtype_tokens, s.dtype_timed, log
+            models, trained, synthetic, PROMPTS[: s.agreement_prompts], s.dtype_tokens, s.dtype_timed, log, s.dtypes
         )
         log("the app's tokens/s: candidates ...")
         app_cfg, app_prompts = trained if trained else (synthetic, PROMPTS[: s.agreement_prompts])
-        candidates = {n: c for n, c in speed.CANDIDATES.items() if s.compiled or not c.compiled}
+        candidates = {n: speed.CANDIDATES[n] for n in s.candidates if s.compiled or not speed.CANDIDATES[n].compiled}
         timed = app_prompts[:: max(1, len(app_prompts) // 8)]  # a few tasks' prompts, not one task's
         res["app_speed"] = speed.app_speed(
             models, app_cfg, timed, candidates, s.app_tokens, s.app_rounds, log, route_prompts=app_prompts

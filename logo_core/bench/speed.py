@@ -23,6 +23,8 @@ from ..registry import BaseModelSpec, PoolConfig, load_config, with_overrides
 from .common import PROMPTS, med, paired_ratio
 from .synthetic import engine_for
 
+DTYPES = ("fp32", "bf16", "int8")
+
 
 class Models:
     """Base models loaded once per dtype (on the CPU) and shared by every engine that needs one."""
@@ -71,12 +73,14 @@ def agreement(ref: list, got: list) -> tuple[float, float]:
     return same_set, same_top1
 
 
-def dtype_table(models: Models, trained, synthetic: PoolConfig, synthetic_prompts, n: int, timed: int, log) -> list:
+def dtype_table(
+    models: Models, trained, synthetic: PoolConfig, synthetic_prompts, n: int, timed: int, log, dtypes=DTYPES
+) -> list:
     """fp32 / bf16 / int8: decode tok/s (base, and routed at the pool's default k), routing agreement
     with fp32 on the trained pool (or the synthetic one when there is none) and on the synthetic pool."""
     cfg, prompts = trained if trained else (synthetic, list(synthetic_prompts))
     rows, routes, synth_routes, tps = [], {}, {}, {}
-    engines = {d: models.engine(cfg, d) for d in ("fp32", "bf16", "int8")}
+    engines = {d: models.engine(cfg, d) for d in dtypes}  # fp32 first: the reference
     for d, e in engines.items():
         routes[d] = (e.route_batch(prompts), e.route_batch(prompts, k=min(3, len(e.pool))))
         synth_routes[d] = models.engine(synthetic, d).route_batch(list(synthetic_prompts), k=3)
@@ -179,7 +183,7 @@ def app_speed(
             "threads": candidates[name].threads or torch.get_num_threads(),
             "samples": len(tps[name]),
             "routed_prompts": len(route_prompts),
-            "on_compiled_path": e.decoder is not None and e.decoder.accepts(e.plan([prompts[0]], max_new_tokens=n)),
+            "on_compiled_path": e.decoder.accepts(e.plan([prompts[0]], max_new_tokens=n)) if e.decoder else None,
         }
         for name, e in engines.items()
     ]

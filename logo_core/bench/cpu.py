@@ -60,7 +60,7 @@ FULL = Settings(
     app_tokens=128, app_rounds=3, compiled=True, memory_extras=True,
 )  # fmt: skip
 QUICK = Settings(
-    n_pool=8, ks=(1, 3, 8), lowrank_ks=(3,), peer_ks=(3,), lengths=(4, 8), e2e_prompts=1, reps=1, pool_sizes=(4, 16),
+    n_pool=8, ks=(3, 8), lowrank_ks=(3,), peer_ks=(3,), lengths=(4, 8), e2e_prompts=1, reps=1, pool_sizes=(4, 16),
     route_reps=1, batch=4, memory_pools=(4, 16), dtype_tokens=4, dtype_timed=1, app_tokens=8, app_rounds=1,
     memory_extras=False, agreement_prompts=4, dtypes=("fp32", "bf16"), compiled=False,
     candidates=("fp32, fold (default)", "bf16 + fp32 probe, fold"), memory_routings=(list(ROUTINGS)[1],),
@@ -166,7 +166,7 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         del models
         gc.collect()
         log("memory (one subprocess per configuration) ...")
-        res["memory"] = memory(memory_configs(adapters, s), root, log, requests=4 if s.memory_extras else 2)
+        res["memory"] = memory(memory_configs(adapters, s), root, log, requests=4 if s.memory_extras else 1)
     res["meta"] = {"mode": mode, **machine(), **load.finish()}
     res["targets"] = targets(res, s)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,19 @@ def memory(configs: dict[str, dict], root: Path, log, requests: int = 4, paralle
     return rows
 
 
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc's malloc_trim) so RSS counts what is held, not
+    what a request freed (a folded request's weight copies) and the allocator kept; no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def memory_child(spec: dict) -> None:
     """Load one configuration, serve a few requests, print its RSS as JSON (subprocess side)."""
     import psutil
@@ -103,5 +116,6 @@ def memory_child(spec: dict) -> None:
             with torch.inference_mode():
                 model.generate(**encode([p], 8, model.device).inputs(), generation_config=fixed_length(tok, 8))
     gc.collect()
+    trim_heap()
     rss = psutil.Process().memory_info().rss / MB
     print(json.dumps({"config": spec["label"], "kind": kind, "n": len(adapters), "k": k, "rss_mb": rss, **info}))

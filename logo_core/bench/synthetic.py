@@ -183,7 +183,13 @@ def smollm2_tokenizer(directory: str | Path | None = None):
     from ..loading import resolve_model_dir
     from ..registry import BaseModelSpec
 
-    tok = AutoTokenizer.from_pretrained(str(directory) if directory else resolve_model_dir(BaseModelSpec()))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(directory) if directory else resolve_model_dir(BaseModelSpec()))
+    except OSError as e:
+        raise SystemExit(
+            f"SmolLM2's tokenizer is not available here ({e}); pass --tokenizer DIR, a folder with its tokenizer "
+            "files (tokenizer.json, tokenizer_config.json, chat_template.jinja)"
+        ) from None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import generation, options, signals
+from . import generation, loading, options, signals
 from .anatomy import decoder_layers
 from .batcher import MicroBatcher
 from .calibration import Calibration
 from .errors import RequestError
-from .loading import Placement, batching_wanted, input_device, load, provenance, save_peft_adapter, site_placement
+from .loading import Placement
 from .mixing import Mixture, attach, select_top_k, ties_at_cut
 from .options import Context, GenerateOptions, RouteOptions
 from .pool import AdapterPool, LoadReport, load_pool
@@ -78,7 +78,7 @@ class LoGoEngine:
         cfg = config or PoolConfig()
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
         self.probe_model = probe_model or model
-        self.placement = placement or Placement(input_device(model), "fp32", next(model.parameters()).dtype)
+        self.placement = placement or Placement(loading.input_device(model), "fp32", next(model.parameters()).dtype)
         self.defaults, self.settings, self.neutral_prompts = cfg.defaults, cfg.engine, list(cfg.neutral_prompts)
         self.load_report = load_report or LoadReport({})
         self.provenance = provenance or {"model": str(getattr(model.config, "_name_or_path", type(model).__name__))}
@@ -101,13 +101,15 @@ class LoGoEngine:
 
     @classmethod
     def from_pool_config(cls, cfg: PoolConfig) -> LoGoEngine:
-        loaded = load(cfg.base_model)
+        loaded = loading.load(cfg.base_model)
         model = loaded.model
-        pool, report = load_pool(cfg, model, where=lambda key: site_placement(model, *key, loaded.placement))
-        origin = provenance(cfg.base_model, loaded.placement, pool.files)
+        pool, report = load_pool(cfg, model, where=lambda key: loading.site_placement(model, *key, loaded.placement))
+        origin = loading.provenance(cfg.base_model, loaded.placement, pool.files)
         engine = cls(model, loaded.tokenizer, pool, cfg, loaded.placement, loaded.probe_model, report, origin)
         engine.warm_up()
-        if batching_wanted(cfg.engine.batching, loaded.placement):
+        if cfg.engine.compile and not loading.on_zero_gpu():  # ZeroGPU has no GPU at start-up: eager there
+            engine.enable_compiled_decode()
+        if loading.batching_wanted(cfg.engine.batching, loaded.placement):
             engine.batcher = MicroBatcher(engine, cfg.engine.batch_window_ms / 1000, cfg.engine.batch_max_rows)
         return engine
 
@@ -127,20 +129,19 @@ class LoGoEngine:
     def adapters(self) -> list[str]:
         return list(self.pool.names)
 
-    # ------------------------------------------------------------------ validation
-
     def route_options(self, **route) -> RouteOptions:
         """The defaults of adapters.yaml overridden by `route` (None = default), checked against this
         engine; raises `RequestError` with the fix."""
         if not self.pool.files:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
         values = {f: getattr(self.defaults, f) for f in options.ROUTE_FIELDS}
-        if "k" not in route or route["k"] is None:
-            values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool
-        return RouteOptions.resolve({**values, **route}, self.context)
+        values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
+        return RouteOptions.resolve({**values, **options.given(route)}, self.context)
 
     def generate_options(self, **gen) -> GenerateOptions:
-        return GenerateOptions.resolve({**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **gen})
+        return GenerateOptions.resolve(
+            {**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **options.given(gen)}
+        )
 
     # ------------------------------------------------------------------ routing
 
@@ -239,10 +240,9 @@ class LoGoEngine:
         """Write a mixture {adapter: weight} as one PEFT adapter (the rank-concatenated LoRA, LOGO.md 4)
         that `PeftModel.from_pretrained` loads to compute what this engine computes."""
         weights = options.check_mixture(weights, self.pool.names)
-        mixture = Mixture.build([[(self.pool.factors(n), w) for n, w in weights.items()]])
-        if mixture is None:
+        if (mixture := self.mixture_for([Routing("", {}, list(weights), weights, {})])) is None:
             raise RequestError("`adapters` is empty: there is no mixture to export")
-        return save_peft_adapter(mixture, self.model, Path(directory), self.provenance.get("model", ""))
+        return loading.save_peft_adapter(mixture, self.model, Path(directory), self.provenance.get("model", ""))
 
     def plan(self, prompts: Sequence[str], adapters: Sequence[dict] | None = None, **kwargs) -> Plan:
         """Validate a request, route it (or take its explicit mixtures) and build its mixture."""
@@ -295,7 +295,7 @@ class LoGoEngine:
     def finish(self, plan: Plan, i: int, new_ids: Tensor, generate_s: float, text: str | None, stopped=False):
         """Row i's `Generation`: text, routing, settings, timings, provenance."""
         r, gen = plan.routings[i], plan.gen.model_dump()
-        n_tok = generation.count_tokens(new_ids, self.tokenizer.eos_token_id)
+        n_tok = generation.count_tokens(new_ids, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
         timings = make_timings(r.timings.get("probe_s", 0.0), generate_s, time.perf_counter() - plan.started, n_tok)
         if text is None:
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True)

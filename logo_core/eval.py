@@ -1,12 +1,15 @@
-"""Evaluation harness: routing accuracy, task scores against baselines, unseen tasks, plots.
+"""Evaluation harness: routing accuracy, task scores against baselines on seen and unseen tasks, the
+probe's cost against its accuracy, plots.
 
     python -m logo_core.eval --out docs/eval            # the full run behind the README tables
-    python -m logo_core.eval --quick --out /tmp/eval    # a small slice, end to end (CI)
-    python -m logo_core.eval --jsonl bench.jsonl --metric rouge_l   # {"context", "completion"} rows
+    python -m logo_core.eval --quick --out /tmp/eval    # a small slice, end to end (the test)
+    python -m logo_core.eval --render --out docs/eval   # redraw tables and plots from results.json
+    python -m logo_core.eval --jsonl rows.jsonl --metric rouge_l   # {"context", "completion"} rows
 
-Probe settings are compared from ONE full probe pass per batch (`LoGoEngine.sweep_batch`), and
-the default setting is chosen on a dev set drawn from the tasks' train splits, then reported on
-the held-out test splits.
+Seen tasks have an adapter in the pool; unseen tasks (a held-out member of a family, or a whole
+held-out family) have none: their scores are the headline. Every probe setting is scored from ONE
+probe pass per batch (`LoGoEngine.sweep_batch`); the routing setting and k are chosen on dev prompts
+drawn from the tasks' train splits, then reported on the held-out test splits.
 """
 
 from __future__ import annotations
@@ -15,389 +18,501 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import baselines
+from . import baselines, signals
 from .engine import LoGoEngine
 from .mixing import select_top_k
+from .options import RouteOptions
 from .tasks import METRICS, TASKS, Task
 
-
-@dataclass(frozen=True)
-class Setting:
-    """Where and how to listen: blocks, modules, probe input, signal, calibration."""
-
-    layers: tuple[int, ...]
-    modules: tuple[str, ...]
-    probe_input: str
-    signal: str
-    calibrated: bool
-
-    @property
-    def label(self) -> str:
-        blocks = str(self.layers[0]) if len(self.layers) == 1 else f"{self.layers[0]}:{self.layers[-1] + 1}"
-        cal = "cal" if self.calibrated else "raw"
-        return f"{self.signal}/{cal} block {blocks} {'+'.join(self.modules)} {self.probe_input}"
-
-    def route_kwargs(self) -> dict:
-        layer = self.layers[0] if len(self.layers) == 1 else f"{self.layers[0]}:{self.layers[-1] + 1}"
-        return {
-            "layer": layer,
-            "module": ",".join(self.modules),
-            "probe_input": self.probe_input,
-            "signal": self.signal,
-            "calibrated": self.calibrated,
-        }
+KS = (1, 3, 5, 10, 20)
 
 
-def setting_scores(sweep: dict, setting: Setting) -> torch.Tensor:
-    """[P, N] scores of a setting: the mean over its blocks and modules (as the engine routes)."""
-    parts = [
-        sweep[(setting.probe_input, m, setting.signal, setting.calibrated)][:, list(setting.layers)]
-        for m in setting.modules
-    ]
-    return torch.cat(parts, dim=1).mean(1)
+# ------------------------------------------------------------------------------------------ routing
 
 
-def run_sweep(engine: LoGoEngine, prompts: Sequence[str], batch_size: int) -> dict:
-    """Every (probe input, module, signal, calibration) x block score for every prompt."""
-    chunks = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="probe sweep", leave=False):
-        chunks.append(engine.sweep_batch(prompts[i : i + batch_size]))
-    return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
-
-
-def accuracy(scores: torch.Tensor, labels: Sequence[int], k: int = 1) -> float:
-    """Share of prompts whose own adapter is among the top-k scores (ties -> pool order)."""
-    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]  # as select_top_k
-    hits = (top == torch.tensor(labels)[:, None]).any(dim=1)
-    return 100.0 * hits.float().mean().item()
-
-
-def candidate_settings(engine: LoGoEngine) -> list[Setting]:
-    """Single blocks and block ranges, each module set and probe input, both signals, calibrated
-    or not: the space the default is chosen from."""
-    L = engine.n_layers
-    module_sets = [(m,) for m in engine.pool.modules] + (
-        [tuple(engine.pool.modules)] if len(engine.pool.modules) > 1 else []
-    )
-    ranges = [(b,) for b in range(L)] + [tuple(range(a, L)) for a in (0, L // 3, L // 2, 2 * L // 3)]
+def full_settings(engine: LoGoEngine) -> list[RouteOptions]:
+    """Every (probe input, module, signal, calibrated) over all blocks: one sweep holds every setting."""
     return [
-        Setting(r, ms, pi, sig, cal)
-        for r in ranges
-        for ms in module_sets
+        engine.route_options(k=1, layer=f"0:{engine.n_layers}", module=m, probe_input=pi, signal=sig, calibrated=cal)
         for pi in ("residual", "module")
-        for sig in ("norm", "entropy")
+        for m in engine.pool.modules
+        for sig in signals.SIGNALS
         for cal in (False, True)
     ]
 
 
-def mixtures_from_scores(scores: torch.Tensor, names: Sequence[str], k: int, exclude: Sequence[str] = ()) -> list[dict]:
-    """Top-k mixtures (LOGO.md 3) per row, optionally with some adapters removed from the pool."""
-    keep = [i for i, n in enumerate(names) if n not in exclude]
+def run_sweep(engine: LoGoEngine, prompts: Sequence[str], batch_size: int) -> dict[tuple, torch.Tensor]:
+    """{(probe_input, module, signal, calibrated): [P, L, N]} block-by-block scores of every prompt."""
+    settings = full_settings(engine)
+    chunks = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="probe sweep", leave=False):
+        chunks.append(engine.sweep_batch(list(prompts[i : i + batch_size]), settings))
+    keys = [(s.probe_input, s.module[0], s.signal, s.calibrated) for s in settings]
+    return {key: torch.cat([c[j] for c in chunks]) for j, key in enumerate(keys)}
+
+
+def setting_scores(sweep: dict, s: RouteOptions) -> torch.Tensor:
+    """[P, N] scores of a setting, the mean over its blocks and modules as the engine routes."""
+    sites = [sweep[(s.probe_input, m, s.signal, s.calibrated)][:, b] for b in s.blocks for m in s.module]
+    return signals.average(sites)
+
+
+def label(s: RouteOptions) -> str:
+    return f"{s.signal}/{'cal' if s.calibrated else 'raw'} block {s.layer_text} {'+'.join(s.module)} {s.probe_input}"
+
+
+def candidate_settings(engine: LoGoEngine, every: int = 1) -> list[RouteOptions]:
+    """Single blocks (every `every`-th) and block ranges, each module set, both probe inputs and
+    signals, calibrated or not: the space the default is chosen from."""
+    L, mods = engine.n_layers, engine.pool.modules
+    module_sets = [m for m in mods] + ([",".join(mods)] if len(mods) > 1 else [])
+    layers = [str(b) for b in range(0, L, every)] + [f"{a}:{L}" for a in (0, L // 3, L // 2, 2 * L // 3)]
+    return [
+        engine.route_options(k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
+        for lay in layers
+        for m in module_sets
+        for pi in ("residual", "module")
+        for sig in signals.SIGNALS
+        for cal in (False, True)
+    ]
+
+
+def top_hits(scores: torch.Tensor, labels: Sequence[int], k: int = 1) -> torch.Tensor:
+    """[P] bool: the prompt's own adapter is among the top-k (ties -> pool order, as select_top_k)."""
+    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return (top == torch.tensor(labels)[:, None]).any(dim=1)
+
+
+def family_hits(scores: torch.Tensor, families: Sequence[str], adapter_family: Sequence[str]) -> torch.Tensor:
+    """[P] bool: the top-1 adapter belongs to the prompt's family."""
+    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, 0]
+    return torch.tensor([adapter_family[j] == f for j, f in zip(top.tolist(), families)])
+
+
+def pct(x: torch.Tensor) -> float:
+    return 100.0 * x.float().mean().item() if len(x) else float("nan")
+
+
+def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: Sequence[str], rounds: int = 3):
+    """Median ms of one warm `route` per setting, the settings interleaved round by round (so a busy
+    spell of a shared machine hits them all alike)."""
+    kws = [
+        dict(layer=s.layer_text, module=",".join(s.module), probe_input=s.probe_input, signal=s.signal,
+             calibrated=s.calibrated)
+        for s in settings
+    ]  # fmt: skip
+    for kw in kws:  # warm: calibration and probe stacks are not timed
+        engine.route(prompts[0], **kw)
+    times: list[list[float]] = [[] for _ in settings]
+    for _ in range(rounds):
+        for p in prompts:
+            for i, kw in enumerate(kws):
+                t0 = time.perf_counter()
+                engine.route(p, **kw)
+                times[i].append(1000 * (time.perf_counter() - t0))
+    return [statistics.median(t) for t in times]
+
+
+# ------------------------------------------------------------------------------------------ task scores
+
+
+def mixtures_from_scores(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str, float]]:
+    """Top-k mixtures (LOGO.md 3), one per row."""
     out = []
     for row in scores:
-        idx, w = select_top_k(row[keep], k)
-        out.append({names[keep[i]]: wi for i, wi in zip(idx, w)})
+        idx, w = select_top_k(row, min(k, len(names)))
+        out.append({names[i]: wi for i, wi in zip(idx, w)})
     return out
 
 
-def max_tokens(task: Task, examples) -> int:
+def max_tokens(examples) -> int:
     """Generation length for a task: its longest reference answer plus room (capped)."""
     longest = max(len(ex.answer.split()) for ex in examples)
     return min(48, 8 + 3 * longest)
 
 
 class Runner:
-    """Generates each distinct (prompt, mixture) once, batched; conditions share the cache."""
+    """Generates each distinct (prompt, mixture, length) once, batched; conditions share the cache."""
 
     def __init__(self, engine: LoGoEngine, batch_size: int) -> None:
         self.engine, self.batch_size = engine, batch_size
         self.cache: dict[tuple, str] = {}
 
     @staticmethod
-    def _key(prompt: str, mixture: dict, n: int) -> tuple:
-        return prompt, n, tuple(sorted((k, round(v, 6)) for k, v in mixture.items()))
+    def _key(prompt: str, mixture, n: int) -> tuple:
+        if isinstance(mixture, dict):
+            return prompt, n, tuple(sorted((k, round(v, 6)) for k, v in mixture.items()))
+        return prompt, n, ("custom", id(mixture))  # a `Mixture` object (LoraHub's merged adapter)
 
-    def run(self, jobs: Sequence[tuple[str, dict, int]], desc: str) -> list[str]:
-        todo = sorted(
-            {self._key(*j): j for j in jobs if self._key(*j) not in self.cache}.items(),
-            key=lambda kv: (kv[1][2], len(kv[1][0])),
+    def run(self, jobs: Sequence[tuple], desc: str) -> list[str]:
+        """jobs: (prompt, {adapter: weight} or a `Mixture`, max_new_tokens) -> answers."""
+        todo = {self._key(*j): j for j in jobs if self._key(*j) not in self.cache}
+        plain = sorted(
+            ((k, j) for k, j in todo.items() if isinstance(j[1], dict)), key=lambda kv: (kv[1][2], len(kv[1][0]))
         )
-        for i in tqdm(range(0, len(todo), self.batch_size), desc=desc, leave=False):
-            chunk = todo[i : i + self.batch_size]
+        for i in tqdm(range(0, len(plain), self.batch_size), desc=desc, leave=False):
+            chunk = plain[i : i + self.batch_size]
             n = max(j[2] for _, j in chunk)
             gens = self.engine.generate_batch(
-                [j[0] for _, j in chunk], max_new_tokens=n, adapters=[j[1] for _, j in chunk]
+                [j[0] for _, j in chunk], adapters=[j[1] for _, j in chunk], max_new_tokens=n
             )
             for (key, _), g in zip(chunk, gens):
                 self.cache[key] = g.text
+        for key, (prompt, mixture, n) in todo.items():  # custom mixtures: plan, swap the mixture, decode
+            if key not in self.cache:
+                plan = self.engine.plan([prompt], adapters=[{}], max_new_tokens=n)
+                plan.mixture = mixture
+                self.cache[key] = self.engine.tokenizer.decode(self.engine.decode(plan)[0], skip_special_tokens=True)
         return [self.cache[self._key(*j)] for j in jobs]
 
 
+def score_condition(runner: Runner, tasks: Sequence[Task], test: dict, mixes: Sequence, lengths: dict, desc: str):
+    """{task: mean score} of one condition (one mixture per test prompt, in task order)."""
+    jobs = [(ex.prompt, m, lengths[t.name]) for (t, ex), m in zip(_rows(tasks, test), mixes, strict=True)]
+    texts = runner.run(jobs, desc)
+    per_task: dict[str, list[float]] = {}
+    for (t, ex), text in zip(_rows(tasks, test), texts):
+        per_task.setdefault(t.name, []).append(t.score(text, ex.answer))
+    return {name: statistics.fmean(v) for name, v in per_task.items()}
+
+
+def _rows(tasks: Sequence[Task], examples: dict) -> list:
+    return [(t, ex) for t in tasks for ex in examples[t.name]]
+
+
+def mean(d: dict[str, float], names: Sequence[str]) -> float:
+    return statistics.fmean(d[n] for n in names) if names else float("nan")
+
+
+# ------------------------------------------------------------------------------------------ the evaluation
+
+
 def evaluate(
-    engine: LoGoEngine, n_test: int = 50, n_dev: int = 30, k_max: int = 3, batch_size: int = 16, quick: bool = False
+    engine: LoGoEngine,
+    n_test: int = 20,
+    n_dev: int = 10,
+    batch_size: int = 16,
+    ks: Sequence[int] = KS,
+    quick: bool = False,
+    lorahub_steps: int = 40,
+    log=print,
 ) -> dict:
     """The whole evaluation; returns a JSON-able dict of every figure."""
     names = engine.adapters
+    adapter_family = [engine.pool.family(n) for n in names]
     seen = [t for t in TASKS.values() if t.name in names]
     unseen = [t for t in TASKS.values() if t.name not in names]
     if quick:
-        seen, unseen = seen[:3], unseen[:1]
+        seen, unseen = seen[:3], [t for t in unseen if t.family in {s.family for s in seen}][:1] + unseen[-1:]
+    ks = [k for k in ks if k <= len(names)]
     test = {t.name: t.examples("test", n_test) for t in seen + unseen}
-    dev = {t.name: t.examples("train", n_dev) for t in seen}
+    dev = {t.name: t.examples("train", n_dev) for t in seen + unseen}
+    lengths = {t.name: min(8, max_tokens(test[t.name])) if quick else max_tokens(test[t.name]) for t in seen + unseen}
+    t_start = time.perf_counter()
 
-    # 1. Routing: every setting from one sweep, the default chosen on dev, reported on test.
-    seen_prompts = [ex.prompt for t in seen for ex in test[t.name]]
-    labels = [names.index(t.name) for t in seen for _ in test[t.name]]
-    dev_prompts = [ex.prompt for t in seen for ex in dev[t.name]]
-    dev_labels = [names.index(t.name) for t in seen for _ in dev[t.name]]
-    sweep_test = run_sweep(engine, seen_prompts, batch_size)
-    sweep_dev = run_sweep(engine, dev_prompts, batch_size)
-    candidates = candidate_settings(engine)
+    # 1. Routing on seen tasks: every candidate setting from one sweep; top-1 and family hits.
+    log("routing sweep ...")
+    prompts = {split: [ex.prompt for t, ex in _rows(seen, ex_)] for split, ex_ in (("dev", dev), ("test", test))}
+    labels = {
+        split: [names.index(t.name) for t, _ in _rows(seen, ex_)] for split, ex_ in (("dev", dev), ("test", test))
+    }
+    fams = {split: [t.family for t, _ in _rows(seen, ex_)] for split, ex_ in (("dev", dev), ("test", test))}
+    sweeps = {split: run_sweep(engine, prompts[split], batch_size) for split in ("dev", "test")}
+    un_prompts = [ex.prompt for _, ex in _rows(unseen, test)]
+    un_fams = [t.family for t, _ in _rows(unseen, test)]
+    un_sweep = run_sweep(engine, un_prompts, batch_size) if unseen else None
+    with_family = [i for i, f in enumerate(un_fams) if f in adapter_family]  # held-out members, not whole families
+    candidates = candidate_settings(engine, every=6 if quick else 1)
     table = []
     for s in candidates:
-        table.append(
-            {
-                "setting": s.label,
-                **asdict(s),
-                "dev_top1": accuracy(setting_scores(sweep_dev, s), dev_labels),
-                "test_top1": accuracy(setting_scores(sweep_test, s), labels),
-                f"test_top{k_max}": accuracy(setting_scores(sweep_test, s), labels, k_max),
-            }
-        )
-    # Best on dev; among equals prefer fewer blocks/modules (cheaper probe), then the reference-like.
-    best_i = max(
-        range(len(table)), key=lambda i: (table[i]["dev_top1"], -len(candidates[i].layers) * len(candidates[i].modules))
-    )
-    best = candidates[best_i]
-    L = engine.n_layers
-    reference = Setting((L - 1,), ("q_proj",), "residual", "norm", False)
-    ref_like = {
-        f"{sig}/{'cal' if cal else 'raw'}": Setting((L - 1,), ("q_proj",), "residual", sig, cal)
-        for sig in ("norm", "entropy")
-        for cal in (False, True)
-    }
+        row = {"setting": label(s), "layer": s.layer_text, "module": list(s.module), "probe_input": s.probe_input}
+        row |= {"signal": s.signal, "calibrated": s.calibrated, "sites": len(s.blocks) * len(s.module)}
+        for split in ("dev", "test"):
+            sc = setting_scores(sweeps[split], s)
+            row[f"{split}_top1"] = pct(top_hits(sc, labels[split]))
+            row[f"{split}_family"] = pct(family_hits(sc, fams[split], adapter_family))
+        row["test_top3"] = pct(top_hits(setting_scores(sweeps["test"], s), labels["test"], 3))
+        if un_sweep is not None and with_family:
+            hits = family_hits(
+                setting_scores(un_sweep, s)[with_family], [un_fams[i] for i in with_family], adapter_family
+            )
+            row["unseen_family"] = pct(hits)
+        table.append(row)
+    best_dev = max(r["dev_top1"] for r in table)
 
-    # 2. Task scores, seen tasks.
+    # 2. Probe cost against accuracy: route ms of settings along depth, the default the cheapest on the front.
+    log("probe cost ...")
+    by_label = {r["setting"]: (r, s) for r, s in zip(table, candidates)}
+    top = sorted(table, key=lambda r: (-r["dev_top1"], r["sites"]))[0]
+    base_s = by_label[top["setting"]][1]
+    L = engine.n_layers
+    depth_layers = {top["layer"], str(L - 1), f"{L // 2}:{L}", f"0:{L}"}
+    if not quick:  # the front along depth: single blocks, short and long ranges
+        depth_layers |= {f"{2 * L // 3}:{L}", f"{L // 3}:{2 * L // 3}", *(str(b) for b in range(0, L, max(1, L // 6)))}
+        depth_layers |= {f"{a}:{a + 3}" for a in range(0, L - 2, max(3, L // 5))}
+    depth_layers = sorted(depth_layers)
+    cost_prompts = prompts["test"][:: max(1, len(prompts["test"]) // 6)][: 2 if quick else 6]
+    probed, costed = [], []
+    for lay in depth_layers:
+        probed.append(engine.route_options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
+                                           signal=base_s.signal, calibrated=base_s.calibrated))  # fmt: skip
+    for s, ms in zip(probed, probe_costs(engine, probed, cost_prompts, rounds=1 if quick else 3)):
+        r = {"setting": label(s), "sites": len(s.blocks) * len(s.module)}
+        for split in ("dev", "test"):
+            r[f"{split}_top1"] = pct(top_hits(setting_scores(sweeps[split], s), labels[split]))
+        costed.append({**r, "route_ms": ms, "deepest_block": max(s.blocks), "layer": s.layer_text})
+    ok = [c for c in costed if c["dev_top1"] >= best_dev - 1.0] or costed
+    chosen_row = min(ok, key=lambda c: (c["route_ms"], -c["dev_top1"]))
+    chosen = probed[costed.index(chosen_row)]
+    L1 = L - 1
+    reference = engine.route_options(k=min(20, len(names)), layer=L1, module="q_proj" if "q_proj" in engine.pool.modules
+                                     else engine.pool.modules[0], probe_input="residual", signal="norm", calibrated=False)  # fmt: skip
+
+    # 3. k chosen on dev prompts (seen and unseen separately), then every condition on test.
     runner = Runner(engine, batch_size)
     retriever = baselines.Retriever(engine.pool.specs)
-    conditions: dict[str, list[dict]] = {"base": [{} for _ in seen_prompts]}
-    conditions["oracle"] = [{names[lab]: 1.0} for lab in labels]
-    for k in range(1, k_max + 1):
-        conditions[f"LoGo k={k} ({best.signal}/{'cal' if best.calibrated else 'raw'}, default)"] = mixtures_from_scores(
-            setting_scores(sweep_test, best), names, k
+    dev_seen_scores = setting_scores(sweeps["dev"], chosen)
+    k_dev: dict[str, dict[int, float]] = {"seen": {}, "unseen": {}}
+    for k in ks:
+        log(f"dev k={k} ...")
+        s_dev = score_condition(
+            runner, seen, dev, mixtures_from_scores(dev_seen_scores, names, k), lengths, f"dev k={k}"
         )
-    for label, s in ref_like.items():
-        conditions[f"LoGo k={k_max} {label}, last block q_proj"] = mixtures_from_scores(
-            setting_scores(sweep_test, s), names, k_max
-        )
-    conditions["uniform (all adapters)"] = [baselines.uniform(names) for _ in seen_prompts]
-    conditions[f"random k={k_max}"] = [baselines.random_k(names, k_max, seed=i) for i in range(len(seen_prompts))]
-    conditions[f"retrieval k={k_max}"] = retriever.select(seen_prompts, k_max)
-    lengths = {t.name: max_tokens(t, test[t.name]) for t in seen + unseen}
-    task_of = [t for t in seen for _ in test[t.name]]
-    answers = [ex.answer for t in seen for ex in test[t.name]]
-    scores: dict[str, dict[str, float]] = {}
-    for cond, mixes in tqdm(conditions.items(), desc="conditions"):
-        texts = runner.run([(p, m, lengths[t.name]) for p, m, t in zip(seen_prompts, mixes, task_of)], cond)
-        per_task: dict[str, list[float]] = {}
-        for t, text, ans in zip(task_of, texts, answers):
-            per_task.setdefault(t.name, []).append(t.score(text, ans))
-        scores[cond] = {name: statistics.fmean(v) for name, v in per_task.items()}
-        scores[cond]["average"] = statistics.fmean(scores[cond][t.name] for t in seen)
-
-    # 3. Unseen tasks and leave-one-out.
-    generalisation: dict[str, dict[str, float]] = {}
+        k_dev["seen"][k] = mean(s_dev, [t.name for t in seen])
+    un_dev_sweep = run_sweep(engine, [ex.prompt for _, ex in _rows(unseen, dev)], batch_size) if unseen else None
     if unseen:
-        un_prompts = [ex.prompt for t in unseen for ex in test[t.name]]
-        un_task = [t for t in unseen for _ in test[t.name]]
-        un_answers = [ex.answer for t in unseen for ex in test[t.name]]
-        un_scores = setting_scores(run_sweep(engine, un_prompts, batch_size), best)
-        un_conditions = {
-            "base": [{} for _ in un_prompts],
-            f"LoGo k={k_max}": mixtures_from_scores(un_scores, names, k_max),
-            "uniform": [baselines.uniform(names) for _ in un_prompts],
-            f"retrieval k={k_max}": retriever.select(un_prompts, k_max),
-        }
-        for cond, mixes in un_conditions.items():
-            texts = runner.run(
-                [(p, m, lengths[t.name]) for p, m, t in zip(un_prompts, mixes, un_task)], f"unseen {cond}"
+        un_dev_scores = setting_scores(un_dev_sweep, chosen)
+        for k in ks:
+            s_dev = score_condition(
+                runner, unseen, dev, mixtures_from_scores(un_dev_scores, names, k), lengths, f"unseen dev k={k}"
             )
-            for t, text, ans in zip(un_task, texts, un_answers):
-                generalisation.setdefault(t.name, {}).setdefault(cond, []).append(t.score(text, ans))
-    loo_conditions: dict[str, list[dict]] = {
-        "base": [],
-        f"LoGo k={k_max}": [],
-        "uniform": [],
-        f"retrieval k={k_max}": [],
-    }
-    best_test = setting_scores(sweep_test, best)
-    retrieved = {}
-    for i, (p, t) in enumerate(zip(seen_prompts, task_of)):
-        rest = [n for n in names if n != t.name]
-        loo_conditions["base"].append({})
-        loo_conditions[f"LoGo k={k_max}"].append(
-            mixtures_from_scores(best_test[i : i + 1], names, k_max, exclude=[t.name])[0]
-        )
-        loo_conditions["uniform"].append(baselines.uniform(rest))
-        retrieved.setdefault(t.name, []).append(p)
-    for t in seen:
-        loo_conditions[f"retrieval k={k_max}"] += retriever.select(retrieved[t.name], k_max, exclude=[t.name])
-    for cond, mixes in loo_conditions.items():
-        texts = runner.run(
-            [(p, m, lengths[t.name]) for p, m, t in zip(seen_prompts, mixes, task_of)], f"leave-one-out {cond}"
-        )
-        for t, text, ans in zip(task_of, texts, answers):
-            generalisation.setdefault(f"{t.name} (own adapter removed)", {}).setdefault(cond, []).append(
-                t.score(text, ans)
-            )
-    generalisation = {t: {c: statistics.fmean(v) for c, v in cs.items()} for t, cs in generalisation.items()}
+            k_dev["unseen"][k] = mean(s_dev, [t.name for t in unseen])
+    k_seen = max(ks, key=lambda k: (k_dev["seen"][k], -k))
+    k_unseen = max(ks, key=lambda k: (k_dev["unseen"].get(k, 0.0), -k)) if unseen else k_seen
 
-    # 4. Analyses for the plots: mean signal per (task, adapter), accuracy by block, weights vs similarity.
-    heat = torch.stack([best_test[[i for i, t in enumerate(task_of) if t.name == s.name]].mean(0) for s in seen])
-    by_block = {
-        f"{sig}/{'cal' if cal else 'raw'} {pi}": [
-            accuracy(setting_scores(sweep_test, Setting((b,), ("q_proj",), pi, sig, cal)), labels) for b in range(L)
-        ]
-        for pi in ("residual", "module")
-        for sig in ("norm", "entropy")
-        for cal in (False, True)
-    }
-    default_mixes = conditions[f"LoGo k={k_max} ({best.signal}/{'cal' if best.calibrated else 'raw'}, default)"]
-    task_emb = retriever.embed([t.description for t in seen])
-    adapter_emb = retriever.embed([engine.pool.description(n) or n for n in names])
-    similarity = (task_emb @ adapter_emb.T).tolist()
-    weight = [
-        [statistics.fmean(m.get(a, 0.0) for m, tt in zip(default_mixes, task_of) if tt.name == t.name) for a in names]
-        for t in seen
-    ]
+    def conditions(tasks, sweep, rows, k_best) -> dict[str, list]:
+        sc = setting_scores(sweep, chosen)
+        n = len(rows)
+        conds = {"base": [{} for _ in range(n)]}
+        if tasks is seen:
+            conds["oracle"] = [{t.name: 1.0} for t, _ in rows]
+        for k in ks:
+            conds[f"LoGo k={k}"] = mixtures_from_scores(sc, names, k)
+        conds[f"reference (raw norm, last block, q_proj, k={reference.k})"] = mixtures_from_scores(
+            setting_scores(sweep, reference), names, reference.k
+        )
+        conds["uniform (all adapters)"] = [baselines.uniform(names) for _ in range(n)]
+        conds[f"random k={k_best}"] = [baselines.random_k(names, k_best, seed=i) for i in range(n)]
+        conds[f"retrieval k={k_best}"] = retriever.select([ex.prompt for _, ex in rows], k_best)
+        return conds
+
+    scores: dict[str, dict[str, dict[str, float]]] = {"seen": {}, "unseen": {}}
+    for split, tasks, sweep, k_best in (("seen", seen, sweeps["test"], k_seen), ("unseen", unseen, un_sweep, k_unseen)):
+        if not tasks:
+            continue
+        rows = _rows(tasks, test)
+        for cond, mixes in conditions(tasks, sweep, rows, k_best).items():
+            log(f"{split}: {cond} ...")
+            scores[split][cond] = score_condition(runner, tasks, test, mixes, lengths, f"{split} {cond}")
+    if unseen:
+        log("LoraHub ...")
+        hub = baselines.LoraHub(engine, steps=lorahub_steps)
+        mixes, lorahub = [], {}
+        for i, t in enumerate(unseen):
+            cands, w = hub.fit(t.examples("train", 5, seed=7), seed=i)
+            lorahub[t.name] = dict(zip(cands, w))
+            mixes += [hub.mixture(cands, w)] * len(test[t.name])
+        scores["unseen"]["LoraHub (5 examples per task)"] = score_condition(
+            runner, unseen, test, mixes, lengths, "LoraHub"
+        )
+    for split, tasks in (("seen", seen), ("unseen", unseen)):
+        for cond in scores[split]:
+            scores[split][cond]["average"] = mean(scores[split][cond], [t.name for t in tasks])
+
+    # 4. Analyses for the plots.
+    test_scores = setting_scores(sweeps["test"], chosen)
+    heat = torch.stack(
+        [test_scores[[i for i, (t, _) in enumerate(_rows(seen, test)) if t.name == s.name]].mean(0) for s in seen]
+    )
+    by_block = {}
+    for pi in ("residual", "module"):
+        for m in engine.pool.modules:
+            s = engine.route_options(
+                k=1, layer=0, module=m, probe_input=pi, signal=chosen.signal, calibrated=chosen.calibrated
+            )
+            key = (s.probe_input, m, s.signal, s.calibrated)
+            by_block[f"{m} {pi}"] = [pct(top_hits(sweeps["test"][key][:, b], labels["test"])) for b in range(L)]
     return {
         "adapters": names,
+        "adapter_families": adapter_family,
         "seen_tasks": [t.name for t in seen],
         "unseen_tasks": [t.name for t in unseen],
+        "families": {t.name: t.family for t in seen + unseen},
         "metrics": {t.name: t.metric for t in seen + unseen},
         "n_test": n_test,
         "n_dev": n_dev,
-        "k_max": k_max,
-        "default": {"label": best.label, **best.route_kwargs(), "k": k_max},
-        "reference": reference.label,
+        "ks": list(ks),
+        "k_dev": {split: {str(k): v for k, v in d.items()} for split, d in k_dev.items()},
+        "k_seen": k_seen,
+        "k_unseen": k_unseen,
+        "default": {
+            "label": label(chosen),
+            "layer": chosen.layer_text,
+            "module": ",".join(chosen.module),
+            "probe_input": chosen.probe_input,
+            "signal": chosen.signal,
+            "calibrated": chosen.calibrated,
+            "k": k_seen,
+        },  # fmt: skip
+        "reference": label(reference),
+        "best_dev_top1": best_dev,
         "routing": table,
+        "probe_cost": costed,
         "routing_by_block": by_block,
         "scores": scores,
-        "generalisation": generalisation,
+        "lorahub": lorahub if unseen else {},
         "heatmap": heat.tolist(),
-        "similarity": similarity,
-        "weight": weight,
+        "wall_s": time.perf_counter() - t_start,
     }
 
 
-def score_jsonl(
-    engine: LoGoEngine, path: Path, metric: str, k: int | None, max_new_tokens: int, batch_size: int
-) -> dict:
-    """Score LoGo and the base model on `{"context": ..., "completion": ...}` rows (the authors'
-    benchmark format)."""
+# ------------------------------------------------------------------------------------------ report
+
+
+def _fmt(x: float) -> str:
+    return "–" if x != x else f"{x:.1f}"
+
+
+def _family_table(results: dict, split: str) -> list[str]:
+    """Conditions x families (mean over each family's tasks) and the average."""
+    tasks = results[f"{split}_tasks"]
+    fams = sorted({results["families"][t] for t in tasks})
+    lines = ["| condition | " + " | ".join(fams) + " | **average** |", "|---|" + "---:|" * (len(fams) + 1)]
+    for cond, sc in results["scores"][split].items():
+        cells = [_fmt(statistics.fmean(sc[t] for t in tasks if results["families"][t] == f)) for f in fams]
+        lines.append(f"| {cond} | " + " | ".join(cells) + f" | **{_fmt(sc['average'])}** |")
+    return lines
+
+
+def markdown(results: dict) -> str:
+    """The README tables."""
+    r = results
+    d = r["default"]
+    lines = [
+        f"Seen tasks: {len(r['seen_tasks'])} with an adapter each; unseen: {len(r['unseen_tasks'])} without "
+        f"({', '.join(r['unseen_tasks'])}). {r['n_test']} held-out test prompts per task; the setting and k are "
+        f"chosen on {r['n_dev']} dev prompts per task from the train splits.",
+        "",
+        f"Chosen: **{d['label']}**, k = {r['k_seen']} on seen tasks (k = {r['k_unseen']} on unseen tasks' dev prompts).",
+        "",
+        "### Unseen tasks (no adapter of their own): the headline",
+        "",
+    ]
+    if r["unseen_tasks"]:
+        conds = list(r["scores"]["unseen"])
+        lines += ["| task | family | " + " | ".join(conds) + " |", "|---|---|" + "---:|" * len(conds)]
+        for t in r["unseen_tasks"] + ["average"]:
+            fam = r["families"].get(t, "")
+            cells = [_fmt(r["scores"]["unseen"][c][t]) for c in conds]
+            lines.append(f"| {'**average**' if t == 'average' else t} | {fam} | " + " | ".join(cells) + " |")
+    lines += ["", "### Seen tasks, by family (mean task score)", "", *_family_table(r, "seen")]
+    lines += ["", "Per-task scores: `results.json`. Metrics: " + ", ".join(sorted(set(r["metrics"].values()))) + "."]
+    k_rows = [
+        f"| {k} | {_fmt(r['k_dev']['seen'][str(k)])} | {_fmt(r['k_dev']['unseen'].get(str(k), float('nan')))} |"
+        for k in r["ks"]
+    ]
+    lines += ["", "### k on dev prompts", "", "| k | seen dev | unseen dev |", "|---:|---:|---:|", *k_rows]
+    lines += ["", "### Routing (seen tasks: own adapter top-1, top-1 in the prompt's family)", ""]
+    lines += [
+        "| setting | dev top-1 | test top-1 | test top-3 | test family hit | unseen: family hit |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    best = sorted(r["routing"], key=lambda x: (-x["dev_top1"], x["sites"]))[:8]
+    chosen = [x for x in r["routing"] if x["setting"] == d["label"]]
+    ref = [x for x in r["routing"] if x["setting"] == r["reference"]]
+    for x in {id(x): x for x in ref + chosen + best}.values():
+        tag = " (reference)" if x["setting"] == r["reference"] else " (chosen)" if x["setting"] == d["label"] else ""
+        lines.append(
+            f"| {x['setting']}{tag} | {_fmt(x['dev_top1'])} | {_fmt(x['test_top1'])} | {_fmt(x['test_top3'])} | "
+            f"{_fmt(x['test_family'])} | {_fmt(x.get('unseen_family', float('nan')))} |"
+        )
+    lines += ["", "### Probe cost against routing accuracy (`route` ms, warm, one prompt)", ""]
+    lines += [
+        "| probe at | deepest block | sites | route ms | dev top-1 | test top-1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in sorted(r["probe_cost"], key=lambda c: c["route_ms"]):
+        tag = " **(chosen)**" if c["setting"] == d["label"] else ""
+        lines.append(
+            f"| {c['setting']}{tag} | {c['deepest_block']} | {c['sites']} | {c['route_ms']:.0f} | "
+            f"{_fmt(c['dev_top1'])} | {_fmt(c['test_top1'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: dict, out: Path, png: bool = True) -> None:
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(markdown(results))
+    figures = {
+        "heatmap": plots.heatmap(
+            results["heatmap"],
+            results["adapters"],
+            results["seen_tasks"],
+            title="Mean routing score: task prompts x adapters (chosen setting)",
+            row_label="task",
+            value_label="mean score",
+        ),
+        "routing_by_block": plots.accuracy_by_block(
+            results["routing_by_block"], title="Own-adapter top-1 when probing one block"
+        ),
+        "probe_cost": plots.cost_accuracy(
+            results["probe_cost"], chosen=results["default"]["label"], title="Probe cost against routing accuracy"
+        ),
+    }
+    for name, fig in figures.items():
+        fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+        if not png:
+            continue
+        try:
+            fig.write_image(out / f"{name}.png", width=1000, height=650, scale=1)
+        except Exception as e:  # kaleido needs a Chrome; HTML is still written
+            print(f"warning: could not write {name}.png ({e})", file=sys.stderr)
+
+
+def score_jsonl(engine: LoGoEngine, path: Path, metric: str, max_new_tokens: int, batch_size: int) -> dict:
+    """LoGo and the base model on `{"context": ..., "completion": ...}` rows (the authors' format)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts, refs = [r["context"] for r in rows], [r["completion"] for r in rows]
-    score = METRICS[metric]
     out = {}
     for cond in ("base", "LoGo"):
         texts = []
         for i in tqdm(range(0, len(prompts), batch_size), desc=cond):
             chunk = prompts[i : i + batch_size]
             adapters = [{} for _ in chunk] if cond == "base" else None
-            texts += [
-                g.text for g in engine.generate_batch(chunk, max_new_tokens=max_new_tokens, adapters=adapters, k=k)
-            ]
-        out[cond] = statistics.fmean(score(t, r) for t, r in zip(texts, refs))
+            texts += [g.text for g in engine.generate_batch(chunk, adapters=adapters, max_new_tokens=max_new_tokens)]
+        out[cond] = statistics.fmean(METRICS[metric](t, r) for t, r in zip(texts, refs))
     return {"file": str(path), "metric": metric, "rows": len(rows), "scores": out}
-
-
-def markdown(results: dict) -> str:
-    """The README tables."""
-    seen = results["seen_tasks"]
-    lines = [f"### Task scores (held-out test prompts, {results['n_test']} per task)", ""]
-    lines.append("| condition | " + " | ".join(seen) + " | **average** |")
-    lines.append("|---|" + "---:|" * (len(seen) + 1))
-    for cond, s in results["scores"].items():
-        lines.append(f"| {cond} | " + " | ".join(f"{s[t]:.1f}" for t in seen) + f" | **{s['average']:.1f}** |")
-    lines.append("")
-    lines.append(f"Metrics: {', '.join(f'{t}: {m}' for t, m in results['metrics'].items())}.")
-    k = results["k_max"]
-    lines += ["", f"### Routing accuracy (own adapter top-1 / top-{k}, test prompts)", ""]
-    lines.append(f"| setting | dev top-1 | test top-1 | test top-{k} |")
-    lines.append("|---|---:|---:|---:|")
-    L = max(max(r["layers"]) for r in results["routing"]) + 1
-    shown = [  # the reference place (last block, q_proj, residual) under each signal
-        r
-        for r in results["routing"]
-        if list(r["layers"]) == [L - 1] and list(r["modules"]) == ["q_proj"] and r["probe_input"] == "residual"
-    ]
-    best = next(r for r in results["routing"] if r["setting"] == results["default"]["label"])
-    for r in shown + [best]:
-        tag = " (chosen default)" if r is best else (" (reference)" if r["setting"] == results["reference"] else "")
-        lines.append(f"| {r['setting']}{tag} | {r['dev_top1']:.1f} | {r['test_top1']:.1f} | {r[f'test_top{k}']:.1f} |")
-    top = sorted(results["routing"], key=lambda r: -r["dev_top1"])[:8]
-    lines += ["", "Best settings on the dev set (train-split prompts), reported on test:", ""]
-    lines.append(f"| setting | dev top-1 | test top-1 | test top-{k} |")
-    lines.append("|---|---:|---:|---:|")
-    for r in top:
-        lines.append(f"| {r['setting']} | {r['dev_top1']:.1f} | {r['test_top1']:.1f} | {r[f'test_top{k}']:.1f} |")
-    if results["generalisation"]:
-        conds = list(next(iter(results["generalisation"].values())))
-        lines += ["", "### Unseen tasks and leave-one-out (own adapter removed from the pool)", ""]
-        lines.append("| task | " + " | ".join(conds) + " |")
-        lines.append("|---|" + "---:|" * len(conds))
-        for t, cs in results["generalisation"].items():
-            lines.append(f"| {t} | " + " | ".join(f"{cs[c]:.1f}" for c in conds) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(results: dict, out: Path) -> None:
-    from . import plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(results))
-    tasks, adapters = results["seen_tasks"], results["adapters"]
-    figures = {
-        "heatmap": plots.heatmap(
-            results["heatmap"],
-            adapters,
-            tasks,
-            title="Mean routing signal: task prompts x adapters",
-            row_label="task",
-            value_label="mean signal",
-        ),
-        "routing_by_block": plots.accuracy_by_block(
-            results["routing_by_block"], title="Routing accuracy by probe block (q_proj)"
-        ),
-        "weight_vs_similarity": plots.weight_vs_similarity(
-            results["similarity"], results["weight"], tasks, adapters, title="Merge weight vs task similarity"
-        ),
-    }
-    for name, fig in figures.items():
-        fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
-        try:
-            fig.write_image(out / f"{name}.png", width=900, height=600, scale=1)
-        except Exception as e:  # kaleido needs a Chrome; HTML is still written
-            print(f"warning: could not write {name}.png ({e})", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m logo_core.eval", description=__doc__.split("\n")[0])
     p.add_argument("--config", default="adapters.yaml")
     p.add_argument("--out", default="docs/eval", help="folder for results.json, results.md and plots")
-    p.add_argument("--n-test", type=int, default=50, help="held-out test prompts per task")
-    p.add_argument("--n-dev", type=int, default=30, help="dev prompts per task (train split) to choose the default")
-    p.add_argument("--k", type=int, default=3, help="largest k evaluated")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--quick", action="store_true", help="a small slice (3 tasks, 6 prompts each) for CI")
+    p.add_argument("--n-test", type=int, default=20, help="held-out test prompts per task")
+    p.add_argument("--n-dev", type=int, default=10, help="dev prompts per task (train split) to choose setting and k")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lorahub-steps", type=int, default=40, help="nevergrad steps of the LoraHub baseline")
+    p.add_argument("--quick", action="store_true", help="a small slice (3 seen tasks, 2 unseen, 4 prompts each)")
     p.add_argument("--jsonl", type=Path, help="score a file of {context, completion} rows instead")
     p.add_argument("--render", action="store_true", help="only redraw tables and plots from OUT/results.json")
     p.add_argument("--metric", default="rouge_l", choices=sorted(METRICS), help="metric for --jsonl")
@@ -410,14 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     engine = LoGoEngine.from_config(args.config)
     if args.jsonl:
-        print(
-            json.dumps(
-                score_jsonl(engine, args.jsonl, args.metric, args.k, args.max_new_tokens, args.batch_size), indent=1
-            )
-        )
+        print(json.dumps(score_jsonl(engine, args.jsonl, args.metric, args.max_new_tokens, args.batch_size), indent=1))
         return 0
-    n_test, n_dev = (6, 4) if args.quick else (args.n_test, args.n_dev)
-    results = evaluate(engine, n_test, n_dev, args.k, args.batch_size, quick=args.quick)
+    if args.quick:
+        results = evaluate(engine, 4, 3, args.batch_size, ks=(1, 3), quick=True, lorahub_steps=3)
+    else:
+        results = evaluate(engine, args.n_test, args.n_dev, args.batch_size, lorahub_steps=args.lorahub_steps)
     write_outputs(results, Path(args.out))
     print(markdown(results))
     return 0

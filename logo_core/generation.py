@@ -62,6 +62,8 @@ class StopOnEvent(StoppingCriteria):
     def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
         B = input_ids.shape[0]
         flags = [e.is_set() for e in self.events] if len(self.events) == B else [self.events[0].is_set()] * B
+        if not any(flags):  # the usual step: no host-to-device copy
+            return torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
 
@@ -82,10 +84,12 @@ def run_generate(model, inputs: dict, cfg: GenerationConfig, processors=(), crit
         )
 
 
-def count_tokens(new_ids: Tensor, eos_token_id: int | None) -> int:
-    """Tokens generated up to and including the first EOS."""
-    hits = (new_ids == eos_token_id).nonzero()
-    return int(hits[0, 0]) + 1 if len(hits) else int(new_ids.shape[0])
+def count_tokens(new_ids: Tensor, eos_token_id: int | None, pad_token_id: int | None = None) -> int:
+    """Tokens a row generated: up to and including its first EOS, or up to the padding transformers
+    writes after a row has finished (a stopped row in a batch)."""
+    ends = (new_ids == eos_token_id).nonzero().flatten().tolist()
+    pads = (new_ids == pad_token_id).nonzero().flatten().tolist() if pad_token_id not in (None, eos_token_id) else []
+    return min([e + 1 for e in ends[:1]] + pads[:1] + [int(new_ids.shape[0])])
 
 
 class GenerationStream:

@@ -412,6 +412,11 @@ def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
     return out
 
 
+def given(values: dict) -> dict:
+    """The settings a request names: None means adapters.yaml's default, not the built-in one."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
     """A request's keywords -> (routing, generation) settings; unknown names and routing settings
     beside an explicit mixture (which would silently do nothing) are errors."""

@@ -296,6 +296,35 @@ def weight_vs_similarity(
     return _layout(fig, title, 480)
 
 
+def cost_accuracy(rows: Sequence[Mapping], chosen: str = "", title: str = "") -> go.Figure:
+    """Routing accuracy (dev and test top-1) against the probe's cost in ms, one marker per probe
+    setting; the Pareto front joined, the chosen setting highlighted."""
+    rows = sorted(rows, key=lambda r: r["route_ms"])
+    front, best = [], -1.0
+    for r in rows:  # cheapest first: a setting is on the front if nothing cheaper is as accurate
+        if r["dev_top1"] > best:
+            front.append(r)
+            best = r["dev_top1"]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[r["route_ms"] for r in front], y=[r["dev_top1"] for r in front], mode="lines", name="front (dev)",
+        line=dict(color=CUTOFF, dash="dot"), hoverinfo="skip",
+    )  # fmt: skip
+    for split, symbol in (("dev", "circle"), ("test", "diamond-open")):
+        fig.add_scatter(
+            x=[r["route_ms"] for r in rows],
+            y=[r[f"{split}_top1"] for r in rows],
+            mode="markers",
+            name=f"{split} top-1",
+            text=[r["setting"] for r in rows],
+            marker=dict(symbol=symbol, size=10, color=[SELECTED if r["setting"] == chosen else OTHER for r in rows]),
+            hovertemplate="%{text}<br>%{x:.0f} ms · top-1 %{y:.1f}%<extra></extra>",
+        )
+    fig.update_xaxes(title="route ms (one prompt, warm)", rangemode="tozero")
+    fig.update_yaxes(title="own adapter top-1 (%)", range=[0, 101])
+    return _layout(fig, title, 480)
+
+
 # ------------------------------------------------------------------------------------- benchmark
 # (owned by the benchmark, logo_core/bench: figures of docs/bench)
 

@@ -121,8 +121,8 @@ def load_pool(cfg: PoolConfig, model: nn.Module, where: Where | None = None) -> 
         except AdapterLoadError as e:
             skipped[spec.name] = str(e)
             warnings.warn(str(e), stacklevel=2)
-        except OSError as e:  # hub download failed, permissions, ...
-            msg = f"adapter {spec.name!r}: cannot fetch it: {e}"
+        except Exception as e:  # hub download failed (no network, no such repo), permissions, ...
+            msg = f"adapter {spec.name!r}: cannot fetch it: {type(e).__name__}: {e}"
             skipped[spec.name] = msg
             warnings.warn(msg, stacklevel=2)
     cache = int(cfg.engine.factor_cache_mb * 2**20)

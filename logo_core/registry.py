@@ -82,9 +82,18 @@ class EngineSpec(_Strict):
 
 
 class HubSource(_Strict):
-    repo: str = Field(description="Hub repository id holding the adapter.")
-    subfolder: str | None = Field(None, description="Folder inside the repository.")
-    revision: str | None = None
+    repo: str = Field(
+        pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="Hub repository id holding the adapter (`owner/name`)."
+    )
+    subfolder: str | None = Field(None, pattern=r"^[\w.-]+(/[\w.-]+)*$", description="Folder inside the repository.")
+    revision: str | None = Field(None, pattern=r"^[\w./-]+$", description="Branch, tag or commit.")
+
+    @field_validator("repo", "subfolder")
+    @classmethod
+    def _no_parent(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value:
+            raise ValueError(f"{value!r} may not contain '..'")
+        return value
 
 
 class AdapterSpec(_Strict):

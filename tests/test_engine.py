@@ -347,3 +347,12 @@ def test_seeded_sampling_repeats_and_differs_across_seeds(setup):
     a = [engine.generate(PROMPTS[3], seed=s, **kw).text for s in (1, 2, 1)]
     assert a[0] == a[2] and a[0] != a[1]
     assert engine.generate(PROMPTS[3], seed=1, **kw).generation["seed"] == 1
+
+
+def test_none_means_the_default_of_adapters_yaml(setup, tiny_tok, tmp_path):
+    """A keyword sent as None (what the API sends for an omitted setting) keeps the file's default."""
+    engine, _, adapters = setup
+    e = tiny_engine(engine.model, tiny_tok, tmp_path, adapters, k=3, layer="1:3", max_new_tokens=2)
+    r = e.route(PROMPTS[0], k=None, layer=None, module=None)
+    assert len(r.selected) == 3 and r.options["blocks"] == [1, 2]
+    assert e.generate(PROMPTS[0], max_new_tokens=None, min_new_tokens=2).timings["new_tokens"] == 2

@@ -52,6 +52,7 @@ class Task:
     generate: Generator
     unseen: bool = False  # no adapter is trained for it: it measures generalisation
     test_fraction: float = 0.25  # share of items (keys) that belong to the test split
+    family: str = ""  # related tasks share a family
 
     def split_of(self, ex: Example) -> Split:
         """Stable split of an item: md5, not `hash()`, so it survives PYTHONHASHSEED."""

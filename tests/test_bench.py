@@ -61,7 +61,7 @@ def expected_contenders() -> list[str]:
 
 
 def test_outputs_written(quick_run: Path):
-    for name in ("bench.json", "bench.md", "amortisation.html", "amortisation.png"):
+    for name in ("bench.json", "bench.md", "readme.md", "amortisation.html", "amortisation.png"):
         assert (quick_run / name).stat().st_size > 0, name
 
 

@@ -106,7 +106,8 @@ def memory_configs(adapters: dict, s: Settings) -> dict[str, dict]:
 
 
 def run(s: Settings, out: Path, mode: str, log=print, threads: int | None = None) -> dict:
-    """Every CPU figure in one run; writes bench.json, bench.md and the amortisation figure to `out`.
+    """Every CPU figure in one run; writes bench.json, bench.md, readme.md (the README's part) and the
+    amortisation figure to `out`.
 
     Args:
         s: what to measure (`FULL` or `QUICK`).
@@ -123,7 +124,7 @@ def run(s: Settings, out: Path, mode: str, log=print, threads: int | None = None
 
 
 def _run(s: Settings, out: Path, mode: str, log) -> dict:
-    from .report import cpu_markdown, targets, write_amortisation
+    from .report import cpu_markdown, readme_markdown, targets, write_amortisation
 
     load = Load()
     res: dict = {"settings": asdict(s)}
@@ -175,4 +176,5 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
     res["amortisation_png_error"] = write_amortisation(res["e2e"]["ms_per_token"], out, keep)
     (out / "bench.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
     (out / "bench.md").write_text(cpu_markdown(res, s))
+    (out / "readme.md").write_text(readme_markdown(res, s))
     return res

@@ -252,6 +252,62 @@ def cpu_markdown(res: dict, s) -> str:
     return "\n".join(parts)
 
 
+def readme_markdown(res: dict, s) -> str:
+    """The README's short version (scripts/update_readme.py copies it): targets, end to end, app speed."""
+    short, long_ = s.lengths
+    m = res["meta"]
+    keep = {"base", "engine k=1", "engine k=3", f"engine k={s.ks[-1]}", f"engine k={s.ks[-1]}, low-rank",
+            f"reference k={s.peer_ks[-1]}", f"peft merge k={s.peer_ks[-1]}"}  # fmt: skip
+    return "\n".join(
+        [
+            "# LoGo benchmark",
+            "",
+            f"{header(m)} Full tables: [docs/bench/bench.md](docs/bench/bench.md); on a GPU: "
+            "[docs/bench/gpu.md](docs/bench/gpu.md).",
+            "",
+            f"## End to end on the CPU (SmolLM2-135M fp32, N = {s.n_pool} synthetic adapters, {long_} new tokens)",
+            "",
+            md_table(
+                [r for r in res["e2e"]["rows"] if r["contender"] in keep],
+                [
+                    ("contender", "contender"),
+                    ("setup_ms", "route+mix ms"),
+                    (f"e2e_{short}_ratio", f"{short} tok x base"),
+                    (f"e2e_{long_}_ratio", f"{long_} tok x base"),
+                    ("decode_ratio", "decode x base"),
+                ],
+            ),  # fmt: skip
+            "",
+            f"## The app's tokens/s ({s.app_tokens}-token answer, shipped pool and defaults)",
+            "",
+            md_table(
+                res["app_speed"],
+                [
+                    ("candidate", "candidate"),
+                    ("tps", "tokens/s"),
+                    ("vs_default", "x default"),
+                    ("routing_identical", "routing = fp32"),
+                ],
+            ),  # fmt: skip
+            "",
+            "## Targets",
+            "",
+            md_table(
+                res["targets"],
+                [
+                    ("issue", "issue"),
+                    ("target", "target"),
+                    ("measured", "measured"),
+                    ("op", ""),
+                    ("threshold", "target"),
+                    ("met", "met"),
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- gpu.md
 
 

@@ -228,8 +228,9 @@ def cpu_markdown(res: dict, s) -> str:
         "",
         "`+ fp32 probe` = `base_model: {dtype: bf16|int8, probe_dtype: fp32}`: generation in the low precision, routing "
         "on an fp32 copy (so it is fp32's). Compiled = `engine.enable_compiled_decode()` (static KV cache of "
-        "256 prompt + answer tokens, one batch bucket, mixture buffers of rank 160); its compile time is paid once at "
-        "start-up.",
+        f"256 prompt + {s.app_tokens} answer tokens, one batch bucket, mixture buffers of the rank of the pool's "
+        "default k); its compile time is paid once at start-up. int8 is left out of the compiled candidates: its "
+        "dynamically quantised layers break the graph at every block and hit dynamo's recompile limit.",
         "",
         "## Targets",
         "",

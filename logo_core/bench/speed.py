@@ -153,8 +153,8 @@ def app_speed(
     engines, compile_s = {}, {}
     for name, c in candidates.items():
         engine = dict(c.engine)
-        if c.compiled:  # the static cache holds a prompt and the answer; one batch bucket (the app's)
-            engine |= {"batch_buckets": [1], "max_prompt_tokens": 256}
+        if c.compiled:  # a static cache for a prompt and its answer, one batch bucket, buffers of the app's k
+            engine |= {"batch_buckets": [1], "max_prompt_tokens": 256, "max_mixture_rank": mixture_rank(cfg)}
         e = models.engine(with_overrides(cfg, defaults={"max_new_tokens": n}), c.dtype, c.probe_dtype, **engine)
         if c.compiled:
             t0 = time.perf_counter()
@@ -180,6 +180,7 @@ def app_speed(
                 a.selected == b.selected for a, b in zip(ref, e.route_batch(route_prompts), strict=True)
             ),
             "compile_s": compile_s.get(name),
+            "mixture_rank": e.decoder.max_rank if e.decoder else None,
             "threads": candidates[name].threads or torch.get_num_threads(),
             "samples": len(tps[name]),
             "routed_prompts": len(route_prompts),
@@ -187,6 +188,14 @@ def app_speed(
         }
         for name, e in engines.items()
     ]
+
+
+def mixture_rank(cfg: PoolConfig) -> int:
+    """The largest mixture rank a request at the pool's default k can have: k x the largest adapter rank."""
+    import json
+
+    ranks = [json.loads((cfg.adapter_dir(a) / "adapter_config.json").read_text())["r"] for a in cfg.adapters]
+    return cfg.defaults.k * max(ranks)
 
 
 def _app_tps(engine, prompt: str, n: int) -> float:

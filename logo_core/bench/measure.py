@@ -228,16 +228,22 @@ def compiled_decode(engine: LoGoEngine, prompts: Sequence[str], n: int, k: int, 
 
     rows: dict[str, list[float]] = {"base compiled": [], "engine compiled": [], "engine eager": []}
     engine_tps(prompts[0], True)  # warm-up of the first mixture (its factors, the graph replay)
+    before = decoder.compiles  # from here on, every routed prompt brings its own mixture
     for i in range(reps):
         p = prompts[i % len(prompts)]
         rows["base compiled"].append(base_tps(p))
         rows["engine compiled"].append(engine_tps(p, True))
         rows["engine eager"].append(engine_tps(p, False))
-    # Switching mixtures: the same prompt again (same mixture), then new prompts and another k.
-    before = decoder.compiles
-    same = [seconds(lambda: engine.generate(prompts[0], **kw), dev) for _ in range(2)][-1]
-    switched = [seconds(lambda p=p: engine.generate(p, **kw), dev) for p in prompts[1 : reps + 1]]
-    switched.append(seconds(lambda: engine.generate(prompts[0], **{**kw, "k": max(1, k - 1)}), dev))
+    # Switching mixtures: one prompt with one explicit mixture repeated, then with new mixtures (other
+    # adapters, fewer of them): the same shapes, so the difference is the cost of a new mixture.
+    names = engine.adapters
+    mixtures = [{names[(j * k + i) % len(names)]: 1.0 / k for i in range(k)} for j in range(reps + 1)]
+    mixtures.append(dict(list(mixtures[-1].items())[: max(1, k - 1)]))  # another k
+    gen = dict(max_new_tokens=n, min_new_tokens=n)
+    for name in {a for m in mixtures for a in m}:  # factors read once beforehand: a switch is not a first use
+        engine.pool.factors(name)
+    same = [seconds(lambda: engine.generate(prompts[0], mixtures[0], **gen), dev) for _ in range(reps + 1)][1:]
+    switched = [seconds(lambda m=m: engine.generate(prompts[0], m, **gen), dev) for m in mixtures[1:]]
     out = {
         "k": k,
         "new_tokens": n,
@@ -248,7 +254,8 @@ def compiled_decode(engine: LoGoEngine, prompts: Sequence[str], n: int, k: int, 
         "compiled_vs_compiled_base": paired_ratio(rows["engine compiled"], rows["base compiled"]),
         "compiled_vs_eager": paired_ratio(rows["engine compiled"], rows["engine eager"]),
         "recompiles_on_switch": decoder.compiles - before,
-        "switch_added_ms": 1000 * (med(switched) - same),
+        "switch_added_ms": 1000 * (med(switched) - med(same)),
+        "mixtures_switched": len(switched),
         "samples": reps,
     }
     if batch > 1:

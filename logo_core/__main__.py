@@ -5,8 +5,8 @@
     python -m logo_core replay trace.json          # the app's exported trace: the same answer again
     python -m logo_core export --prompt "..." --out mix/   # the prompt's mixture as one PEFT adapter
 
-The flags are generated from the options models (`options.py`): names, help texts and choices are
-theirs, and every value is checked before the model loads.
+The flags are generated from the options models (`options.py`): names and help texts are theirs, and
+every value is checked by them before the model loads (without importing torch: a bad flag answers at once).
 """
 
 from __future__ import annotations
@@ -17,9 +17,30 @@ import sys
 from pathlib import Path
 
 from .errors import LoGoError, RequestError
-from .options import GENERATE_FIELDS, ROUTE_FIELDS, GenerateOptions, RouteOptions, check_prompt
+from .options import (
+    GENERATE_FIELDS,
+    ROUTE_FIELDS,
+    GenerateOptions,
+    RouteOptions,
+    check_mixture,
+    check_prompt,
+    in_range,
+)
+from .registry import PoolConfig, load_config, with_overrides
 
-TYPES = {"k": int, "max_new_tokens": int, "min_new_tokens": int, "top_k": int, "seed": int}
+
+def _number(text: str) -> int | float:
+    """A number as typed; options.py judges it ("3.0" is the integer 3, "1.5" is no `k`)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+TYPES = {"k": _number, "max_new_tokens": _number, "min_new_tokens": _number, "top_k": _number, "seed": _number}
 FLOATS = ("temperature", "top_p")
 
 
@@ -27,12 +48,11 @@ def _add_fields(parser: argparse.ArgumentParser, model: type, fields: tuple[str,
     for name in fields:
         info = model.model_fields[name]
         flag = "--" + name.replace("_", "-")
-        extra = info.json_schema_extra or {}
         if info.annotation in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=info.description)
         else:
             kind = TYPES.get(name, float if name in FLOATS else str)
-            parser.add_argument(flag, type=kind, choices=extra.get("choices"), help=info.description)
+            parser.add_argument(flag, type=kind, help=info.description)  # options.py checks choices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         gen = _values(args, GENERATE_FIELDS)
         RouteOptions.resolve(route)  # every value checked before the model loads (10-30 s)
         GenerateOptions.resolve(gen)
-        check_prompt(args.prompt, 10**6)
-        engine = _engine(args.config, dtype=args.dtype, device=args.device)
+        if args.command == "export" and args.out.exists() and not args.out.is_dir():
+            raise RequestError(f"`--out` {str(args.out)!r} is a file: give a folder to write the adapter to")
+        cfg = _config(args.config, route, dtype=args.dtype, device=args.device)
+        check_prompt(args.prompt, cfg.engine.max_prompt_chars)
+        engine = _engine(cfg)
         if args.command == "export":
             r = engine.route(args.prompt, **route)
             engine.export_adapter(r.weights, args.out)
@@ -106,10 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _engine(config: str, **base_model):
+def _config(path: str, route: dict, **base_model) -> PoolConfig:
+    """adapters.yaml with the command line's overrides, and `k` against its pool, before any model loads."""
+    cfg = with_overrides(load_config(path), base_model=base_model)
+    n = len(cfg.adapters)
+    if n == 0:
+        raise RequestError(f"the adapter pool of {path} is empty: add adapters to it")
+    if "k" in route:
+        try:
+            in_range("k", route["k"], 1, n, f" (the pool size: {path} lists {n} adapters)")
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+    return cfg
+
+
+def _engine(cfg: PoolConfig):
     from .engine import LoGoEngine
 
-    engine = LoGoEngine.from_config(config, **base_model)
+    engine = LoGoEngine.from_pool_config(cfg)
     for msg in engine.load_report.messages:
         print(f"warning: {msg}", file=sys.stderr)
     return engine
@@ -117,12 +154,9 @@ def _engine(config: str, **base_model):
 
 def _replay(args: argparse.Namespace) -> int:
     """Rebuild the engine a trace names, check its adapters' hashes, generate again, compare."""
-    try:
-        trace = json.loads(args.trace.read_text(encoding="utf-8"))
-        routing, gen, origin = trace["routing"], trace["generation"], trace["provenance"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RequestError(f"{args.trace}: not a LoGo generation trace ({e})") from None
-    engine = _engine(args.config, dtype=origin.get("dtype"))
+    routing, gen, origin, text = _read_trace(args.trace)
+    opts = {k: v for k, v in routing["options"].items() if k in ROUTE_FIELDS}
+    engine = _engine(_config(args.config, opts, dtype=origin.get("dtype")))
     if engine.provenance.get("model") != origin.get("model"):
         loads = engine.provenance.get("model")
         print(f"warning: the trace used model {origin.get('model')!r}, {args.config} loads {loads!r}", file=sys.stderr)
@@ -131,14 +165,37 @@ def _replay(args: argparse.Namespace) -> int:
     if changed:
         print(f"warning: adapter files differ from the trace's (sha256): {changed}", file=sys.stderr)
     if routing["options"].get("mode") == "routed":
-        opts = {k: v for k, v in routing["options"].items() if k in ROUTE_FIELDS}
         g = engine.generate(routing["prompt"], **opts, **gen)
     else:
         g = engine.generate(routing["prompt"], adapters=routing["weights"], **gen)
-    same, before = g.text == trace["text"], trace["text"]
+    same, before = g.text == text, text
     print("identical answer" if same else f"DIFFERENT answer: {g.text!r} (trace: {before!r})")
     print(f"selected {g.routing.selected} (trace: {routing['selected']})")
     return 0 if same and g.routing.selected == routing["selected"] else 1
+
+
+def _read_trace(path: Path) -> tuple[dict, dict, dict, str]:
+    """A trace's routing, generation settings, provenance and text, every value checked (before any load)."""
+    try:
+        trace = json.loads(path.read_text(encoding="utf-8"))
+        routing, gen, origin, text = trace["routing"], trace["generation"], trace["provenance"], trace["text"]
+        if not (isinstance(routing, dict) and isinstance(gen, dict) and isinstance(origin, dict)):
+            raise TypeError("`routing`, `generation` and `provenance` must be objects")
+        if not (
+            isinstance(text, str) and isinstance(routing["options"], dict) and isinstance(routing["weights"], dict)
+        ):
+            raise TypeError("`text` must be a string, `routing.options` and `routing.weights` objects")
+        if not isinstance(routing["selected"], list) or not isinstance(origin.get("adapters", {}), dict):
+            raise TypeError("`routing.selected` must be a list, `provenance.adapters` an object")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RequestError(f"{path}: not a LoGo generation trace ({type(e).__name__}: {e})") from None
+    check_prompt(routing["prompt"], 10**6)
+    GenerateOptions.resolve(gen)
+    if routing["options"].get("mode") == "routed":
+        RouteOptions.resolve({k: v for k, v in routing["options"].items() if k in ROUTE_FIELDS})
+    else:
+        check_mixture(routing["weights"], list(routing["weights"]))  # weights now, names once the pool is loaded
+    return routing, gen, origin, text
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
@@ -24,7 +23,7 @@ from . import generation, loading, options, signals
 from .anatomy import decoder_layers
 from .batcher import MicroBatcher
 from .calibration import Calibration
-from .errors import RequestError
+from .errors import ConfigError, RequestError
 from .loading import Placement
 from .mixing import Mixture, attach, select_top_k, ties_at_cut
 from .options import Context, GenerateOptions, RouteOptions
@@ -119,9 +118,13 @@ class LoGoEngine:
         return self.batcher or self
 
     def warm_up(self) -> None:
-        """Calibrate the default setting now rather than in the first request."""
-        with contextlib.suppress(RequestError):  # an empty pool or unfit defaults: requests will say so
-            o = self.route_options()
+        """Check adapters.yaml's defaults against this model and pool, and calibrate them now rather than
+        in the first request. Raises `ConfigError` naming the field that does not fit."""
+        if self.pool.files:  # an empty pool still serves the base model; requests say why routing cannot
+            try:
+                o = self.route_options()
+            except RequestError as e:
+                raise ConfigError(f"adapters.yaml `defaults` do not fit this model and pool: {e}") from None
             for b, m in itertools.product(o.blocks, o.module):
                 self.calibration(b, m, o.signal, o.probe_input)
 
@@ -134,16 +137,11 @@ class LoGoEngine:
         engine; raises `RequestError` with the fix."""
         if not self.pool.files:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
-        values = {f: getattr(self.defaults, f) for f in options.ROUTE_FIELDS}
-        values["k"] = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
-        return RouteOptions.resolve({**values, **options.given(route)}, self.context)
+        k = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
+        return RouteOptions.resolve(options.merged(self.defaults, RouteOptions, {"k": k, **route}), self.context)
 
     def generate_options(self, **gen) -> GenerateOptions:
-        return GenerateOptions.resolve(
-            {**{f: getattr(self.defaults, f) for f in options.GENERATE_FIELDS}, **options.given(gen)}
-        )
-
-    # ------------------------------------------------------------------ routing
+        return options.warn_ignored(GenerateOptions.resolve(options.merged(self.defaults, GenerateOptions, gen)), gen)
 
     def _probe_neutral(self) -> dict:
         enc = self.encode(self.neutral_prompts, 0, self.placement.device)
@@ -226,11 +224,13 @@ class LoGoEngine:
         ]
 
     def layer_sweep(self, prompt: str, **route) -> Tensor:
-        """Scores of every adapter at every block for one prompt (`layer` is ignored). [L, N]"""
+        """Scores of every adapter at every block for one prompt (every block: no `layer`). [L, N]"""
+        if route.get("layer") is not None:
+            raise RequestError(
+                f"`layer` has no effect on a layer sweep (it scores every block), got {route['layer']!r}"
+            )
         opts = self.route_options(**{**route, "layer": f"0:{self.n_layers}"})
         return self.sweep_batch([options.check_prompt(prompt, self.settings.max_prompt_chars)], [opts])[0][0]
-
-    # ------------------------------------------------------------------ generation
 
     def mixture_for(self, routings: Sequence[Routing]) -> Mixture | None:
         """The low-rank mixture of each row (one shared mixture when all rows agree)."""
@@ -239,10 +239,10 @@ class LoGoEngine:
     def export_adapter(self, weights: dict[str, float], directory: str | Path) -> Path:
         """Write a mixture {adapter: weight} as one PEFT adapter (the rank-concatenated LoRA, LOGO.md 4)
         that `PeftModel.from_pretrained` loads to compute what this engine computes."""
-        weights = options.check_mixture(weights, self.pool.names)
+        weights, directory = options.check_mixture(weights, self.pool.names), options.check_folder(directory)
         if (mixture := self.mixture_for([Routing("", {}, list(weights), weights, {})])) is None:
             raise RequestError("`adapters` is empty: there is no mixture to export")
-        return loading.save_peft_adapter(mixture, self.model, Path(directory), self.provenance.get("model", ""))
+        return loading.save_peft_adapter(mixture, self.model, directory, self.provenance.get("model", ""))
 
     def plan(self, prompts: Sequence[str], adapters: Sequence[dict] | None = None, **kwargs) -> Plan:
         """Validate a request, route it (or take its explicit mixtures) and build its mixture."""

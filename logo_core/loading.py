@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .anatomy import decoder_layers, linear_shape, module_paths
-from .errors import AdapterLoadError, ConfigError
+from .errors import AdapterLoadError, ConfigError, RequestError
 from .registry import AdapterSpec, BaseModelSpec, PoolConfig
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,12 @@ def resolve_model_dir(spec: BaseModelSpec) -> str:
     elif spec.gguf_file:
         directory, gguf_file = Path(spec.id), spec.gguf_file
         if not (directory / gguf_file).is_file():
-            raise ConfigError(f"base_model: GGUF file {directory / gguf_file} does not exist")
+            raise ConfigError(f"`base_model.gguf_file`: {str(directory / gguf_file)!r} does not exist")
         key = re.sub(r"[^\w.-]", "_", f"{directory.name}-{gguf_file}-{(directory / gguf_file).stat().st_size}")
     else:
         if Path(spec.id).exists() and not (Path(spec.id) / "config.json").is_file():
             raise ConfigError(
-                f"base_model.id: {spec.id!r} is a local path without a config.json; give a model directory or a hub id"
+                f"`base_model.id`: {spec.id!r} is a local path without a config.json; give a model directory or a hub id"
             )
         return spec.id
     target = cache_dir() / key
@@ -136,19 +136,23 @@ def decide_placement(spec: BaseModelSpec, cuda: bool | None = None) -> Placement
     device = torch.device(("cuda" if cuda else "cpu") if spec.device == "auto" else spec.device)
     if device.type == "cuda":
         if not cuda:
-            raise ConfigError(f"base_model.device is {spec.device!r} but CUDA is not available here; use auto or cpu")
+            raise ConfigError(f"`base_model.device` is {spec.device!r} but CUDA is not available here; use auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"base_model.device {spec.device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise ConfigError(
+                f"`base_model.device` {spec.device!r}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
     dtype = spec.dtype
     if dtype == "auto":
         dtype = "fp32" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     if dtype == "int8" and device.type != "cpu":
-        raise ConfigError("base_model.dtype int8 is dynamic quantisation for the CPU; on a GPU use 8bit or 4bit")
+        raise ConfigError("`base_model.dtype` 'int8' is dynamic quantisation for the CPU; on a GPU use 8bit or 4bit")
     if dtype in ("8bit", "4bit"):
         if device.type != "cuda":
-            raise ConfigError(f"base_model.dtype {dtype} (bitsandbytes) needs a CUDA device; on a CPU use int8 or bf16")
+            raise ConfigError(
+                f"`base_model.dtype` {dtype!r} (bitsandbytes) needs a CUDA device; on a CPU use int8 or bf16"
+            )
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ConfigError(f"base_model.dtype {dtype} needs `pip install bitsandbytes`")
+            raise ConfigError(f"`base_model.dtype` {dtype!r} needs `pip install bitsandbytes`")
     if dtype in FLOAT_DTYPES:
         compute = FLOAT_DTYPES[dtype]
     elif dtype == "int8":
@@ -216,8 +220,8 @@ def load(spec: BaseModelSpec | None = None) -> Loaded:
         tok = AutoTokenizer.from_pretrained(source, revision=spec.revision)
         model = _load_model(source, spec, place, place.dtype)
         probe = model if place.probe_dtype is None else _load_model(source, spec, place, place.probe_dtype)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"base_model: cannot load {spec.id!r}: {e}") from None
+    except Exception as e:  # not a model: bad config.json (any JSON), corrupt or mismatched weights, no tokenizer
+        raise ConfigError(f"`base_model.id` {spec.id!r}: cannot load the model: {type(e).__name__}: {e}") from None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -325,7 +329,10 @@ def save_peft_adapter(mixture, model: nn.Module, directory: Path, base_model: st
     from .mixing import to_peft_state
 
     tensors, R, targets = to_peft_state(mixture, model)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise RequestError(f"`directory` {str(directory)!r}: cannot write the adapter there ({e.strerror})") from None
     save_file(tensors, directory / "adapter_model.safetensors")
     LoraConfig(
         r=R, lora_alpha=R, target_modules=targets, task_type="CAUSAL_LM", base_model_name_or_path=base_model or None
@@ -336,6 +343,26 @@ def save_peft_adapter(mixture, model: nn.Module, directory: Path, base_model: st
 def lora_scale(alpha: float, r: int, rslora: bool) -> float:
     """s = alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski 2023), as PEFT computes it."""
     return alpha / (math.sqrt(r) if rslora else r)
+
+
+MAX_UPDATE_RATIO = 1e3  # heuristic bound on |s B A| / |W| (Frobenius) of one adapted layer
+
+
+def _weight_norm(layer: nn.Module) -> float | None:
+    """|W| (Frobenius) of a float layer; None for quantised or offloaded (meta) weights."""
+    weight = layer.weight() if callable(getattr(layer, "weight", None)) else layer.weight
+    if not weight.is_floating_point() or weight.device.type == "meta":
+        return None
+    return float(torch.linalg.norm(weight.detach().float()))
+
+
+def _positive_finite(x: object) -> bool:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(float(x)) and x > 0
+    except OverflowError:  # an int past float range (10**400)
+        return False
 
 
 def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
@@ -365,11 +392,16 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         raise fail("adapter_config.json is missing")
     try:
         raw = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise fail(f"adapter_config.json must be a JSON object, got {type(raw).__name__}")
         r, alpha = raw.get("r"), raw.get("lora_alpha")
         if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
             raise fail(f"adapter_config.json: `r` must be a positive integer, got {r!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+        if not _positive_finite(alpha):
             raise fail(f"adapter_config.json: `lora_alpha` must be a positive finite number, got {alpha!r}")
+        for flag in ("use_rslora", "use_dora", "fan_in_fan_out"):  # PEFT would read "false" as true
+            if not isinstance(raw.get(flag, False), bool):
+                raise fail(f"adapter_config.json: `{flag}` must be true or false, got {raw[flag]!r}")
         config = LoraConfig.from_pretrained(str(directory))
     except AdapterLoadError:
         raise
@@ -404,14 +436,32 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
                 if set(ab) != {"A", "B"}:
                     raise fail(f"block {block} {module}: lora_A or lora_B missing")
                 A, B = f.get_tensor(ab["A"]), f.get_tensor(ab["B"])
-                D_in, D_out = linear_shape(layers[block].get_submodule(paths[module]))
+                if not (A.is_floating_point() and B.is_floating_point()):
+                    raise fail(
+                        f"block {block} {module}: LoRA weights must be floating point, got {A.dtype} and {B.dtype}"
+                    )
+                layer = layers[block].get_submodule(paths[module])
+                D_in, D_out = linear_shape(layer)
                 if A.shape != (r, D_in) or B.shape != (D_out, r):
                     raise fail(
                         f"block {block} {module}: shapes A {tuple(A.shape)}, B {tuple(B.shape)} do not fit "
                         f"r = {r} (adapter_config.json) and the base layer ({D_out} x {D_in})"
                     )
+                A, B = A.float(), B.float()  # fp8 has no isfinite
+                scale = float(lora_scale(alpha, r, bool(config.use_rslora)))  # r is the tensors' rank now
                 if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
                     raise fail(f"block {block} {module}: weights contain NaN or inf")
+                # |s B A| <= s |B| |A| (Frobenius), cheap for hundreds of adapters. A trained update is a
+                # small fraction of its base weight; one 1000x it (a huge lora_alpha) would only make NaN.
+                bound = scale * float(torch.linalg.norm(B)) * float(torch.linalg.norm(A))
+                base = _weight_norm(layer)
+                limit = MAX_UPDATE_RATIO * max(base, 1.0) if base is not None else torch.finfo(torch.float32).max
+                if not bound <= limit:
+                    raise fail(
+                        f"block {block} {module}: the update s*B*A (norm up to {bound:.3g}) is over "
+                        f"{MAX_UPDATE_RATIO:g}x the base weight's ({f'{base:.3g}' if base is not None else 'n/a'}); "
+                        f"s = lora_alpha / r = {scale:g}: check `lora_alpha` ({alpha!r})"
+                    )
                 any_nonzero |= bool(A.any()) and bool(B.any())
     except SafetensorError as e:
         raise fail(f"adapter_model.safetensors is unreadable: {e}") from None
@@ -420,7 +470,7 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     return AdapterFile(
         name=name,
         path=weights,
-        scale=float(lora_scale(alpha, r, bool(config.use_rslora))),
+        scale=scale,
         rank=r,
         keys={bm: (ab["A"], ab["B"]) for bm, ab in keys.items()},
         sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),

@@ -40,6 +40,8 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     ranked = torch.where(finite, scores, torch.full_like(scores, -torch.inf))
     # Stable descending sort keeps pool order among equal scores: deterministic ties.
     order = [i for i in torch.sort(ranked, descending=True, stable=True).indices.tolist() if finite[i]][:k]
+    if not order:
+        return [], []
     chosen = scores[order]
     total = float(chosen.sum())
     weights = [1.0 / len(order)] * len(order) if total <= 0 else (chosen / total).tolist()

@@ -16,8 +16,13 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+import re
 import unicodedata
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import (
@@ -32,12 +37,39 @@ from pydantic import (
 )
 
 from .errors import RequestError
-from .probe import PROBE_INPUTS
-from .signals import SIGNALS
 
 MAX_NEW_TOKENS = 1024  # a hard cap for one request
 MAX_TEMPERATURE = 10.0
+MIN_TEMPERATURE = 0.01  # below this, fp32 logits / T overflow (1e-300 is 0 in fp32) and sampling is greedy anyway
 MAX_ADAPTER_WEIGHT = 10.0  # an explicit weight above this scales an adapter far beyond its training
+
+
+def signal_names() -> list[str]:
+    """The scores `signal` can name (signals.SIGNALS, the extension point)."""
+    from .signals import SIGNALS  # imported here: checking a CLI flag must not wait for torch (seconds)
+
+    return list(SIGNALS)
+
+
+def probe_input_names() -> list[str]:
+    from .probe import PROBE_INPUTS
+
+    return list(PROBE_INPUTS)
+
+
+class _Choices(dict):
+    """A field's `json_schema_extra` whose "choices" are looked up when read (`extra["choices"]`,
+    `extra.get("choices")`): the names live in modules that import torch."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        super().__init__()
+        self._names = names
+
+    def __getitem__(self, key: str) -> Any:
+        return self._names() if key == "choices" else super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._names() if key == "choices" else super().get(key, default)
 
 
 @dataclass(frozen=True)
@@ -53,26 +85,42 @@ class Context:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """The value as an error message shows it, short; never raises (an error message must not fail)."""
+    try:
+        text = repr(value)
+    except Exception:  # an int too long to print (sys.get_int_max_str_digits), a broken __repr__
+        size = f" of {value.bit_length():,} bits" if isinstance(value, int) else ""
+        text = f"<{type(value).__name__}{size}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _finite(value: numbers.Real) -> float | None:
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond float range: 10**400
+        return None
+    return f if math.isfinite(f) else None
+
+
 def as_int(name: str, value: Any) -> int:
-    """An int, or an integral finite float (JSON and Gradio send 3.0); never a bool or a string."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """An integer (int, numpy int) or an integral finite float (JSON and Gradio send 3.0); never a bool
+    or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"`{name}` must be an integer, got {_show(value)}")
-    if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            raise ValueError(f"`{name}` must be an integer, got {_show(value)}")
-        value = int(value)
-    return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    f = _finite(value)
+    if f is None or not f.is_integer():
+        raise ValueError(f"`{name}` must be an integer, got {_show(value)}")
+    return int(f)
 
 
 def as_float(name: str, value: Any) -> float:
-    """A finite real number (int or float, not a bool, a string or a complex)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """A finite real number (int, float, numpy number; not a bool, a string or a complex)."""
+    f = None if isinstance(value, bool) or not isinstance(value, numbers.Real) else _finite(value)
+    if f is None:
         raise ValueError(f"`{name}` must be a finite number, got {_show(value)}")
-    return float(value)
+    return f
 
 
 def as_bool(name: str, value: Any) -> bool:
@@ -108,7 +156,7 @@ def parse_layer(value: Any) -> int | str | tuple[int, ...]:
         return int(items[0]) if len(items) == 1 else tuple(int(p) for p in items)
     if isinstance(value, list | tuple):
         if not value:
-            raise ValueError("`layer` list is empty: give at least one block")
+            raise ValueError(f"`layer` is an empty list, got {_show(value)}: give at least one block")
         try:
             return tuple(as_int("layer", v) for v in value)
         except ValueError:
@@ -119,9 +167,11 @@ def parse_layer(value: Any) -> int | str | tuple[int, ...]:
         raise ValueError(f"`layer` must be an int, 'a:b' or a list of ints, got {_show(value)}") from None
 
 
+_INT_TEXT = re.compile(r"-?[0-9]{1,9}")  # ASCII digits only; more than 9 digits is no block index
+
+
 def _is_int_text(text: str) -> bool:
-    text = text.strip()
-    return text.lstrip("-").isdigit() and text.isascii()
+    return _INT_TEXT.fullmatch(text.strip()) is not None
 
 
 def resolve_blocks(layer: int | str | tuple[int, ...], n_layers: int) -> tuple[int, ...]:
@@ -130,7 +180,7 @@ def resolve_blocks(layer: int | str | tuple[int, ...], n_layers: int) -> tuple[i
 
     def check(i: int) -> int:
         if not -n_layers <= i < n_layers:
-            raise ValueError(f"`layer` must be between {-n_layers} and {n_layers - 1} {where}, got {i}")
+            raise ValueError(f"`layer` must be between {-n_layers} and {n_layers - 1} {where}, got {_show(i)}")
         return i % n_layers
 
     if isinstance(layer, int):
@@ -157,7 +207,7 @@ def parse_modules(value: Any) -> tuple[str, ...]:
     else:
         raise ValueError(f"`module` must be a module name or a list of names, got {_show(value)}")
     if not items:
-        raise ValueError("`module` is empty: choose at least one adapted module, e.g. q_proj")
+        raise ValueError(f"`module` is empty, got {_show(value)}: choose at least one adapted module, e.g. q_proj")
     return tuple(dict.fromkeys(items))
 
 
@@ -172,7 +222,7 @@ def _as_request_error(e: ValidationError) -> RequestError:
     for err in e.errors():
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"`{err['loc'][0]}` is not a setting here"
+            msg = f"`{err['loc'][0]}` is not a setting here, got {_show(err.get('input'))}"
         elif not msg.startswith("`"):
             msg = f"`{'.'.join(map(str, err['loc']))}` {msg}, got {_show(err.get('input'))}"
         msgs.append(msg)
@@ -189,7 +239,8 @@ class _Options(BaseModel):
         Raises:
             RequestError: one sentence per bad argument, naming it, showing the value, saying the fix.
         """
-        values = {k: v for k, v in values.items() if v is not None}
+        # None = the default, but an unknown name is a typo whatever its value
+        values = {k: v for k, v in values.items() if v is not None or k not in cls.model_fields}
         try:
             return cls.model_validate(values, context={"engine": engine})
         except ValidationError as e:
@@ -208,7 +259,8 @@ class RouteOptions(_Options):
         "norm",
         description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
         "`entropy` = 1/H(softmax(o_i)).",
-        json_schema_extra={"choices": list(SIGNALS)},
+        json_schema_extra=_Choices(signal_names),
+        validate_default=False,  # a known choice; validating it would import torch
     )
     calibrated: bool = Field(
         True, description="Divide each adapter's signal by its mean over neutral, task-free prompts."
@@ -223,7 +275,8 @@ class RouteOptions(_Options):
     probe_input: str = Field(
         "residual",
         description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
-        json_schema_extra={"choices": list(PROBE_INPUTS)},
+        json_schema_extra=_Choices(probe_input_names),
+        validate_default=False,
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
 
@@ -238,15 +291,15 @@ class RouteOptions(_Options):
     @field_validator("signal", mode="before")
     @classmethod
     def _signal(cls, v: Any) -> str:
-        if not isinstance(v, str) or v not in SIGNALS:
-            raise ValueError(f"`signal` must be one of {list(SIGNALS)}, got {_show(v)}")
+        if not isinstance(v, str) or v not in signal_names():
+            raise ValueError(f"`signal` must be one of {signal_names()}, got {_show(v)}")
         return v
 
     @field_validator("probe_input", mode="before")
     @classmethod
     def _probe_input(cls, v: Any) -> str:
-        if not isinstance(v, str) or v not in PROBE_INPUTS:
-            raise ValueError(f"`probe_input` must be one of {list(PROBE_INPUTS)}, got {_show(v)}")
+        if not isinstance(v, str) or v not in probe_input_names():
+            raise ValueError(f"`probe_input` must be one of {probe_input_names()}, got {_show(v)}")
         return v
 
     @field_validator("calibrated", mode="before")
@@ -304,7 +357,7 @@ class GenerateOptions(_Options):
     max_new_tokens: int = Field(64, description=f"Longest answer, in tokens (1..{MAX_NEW_TOKENS}).")
     min_new_tokens: int = Field(0, description="Do not stop before this many tokens (benchmarks); 0 = stop at EOS.")
     do_sample: bool = Field(False, description="Sample the answer (temperature, top_p, top_k, seed); greedy if false.")
-    temperature: float = Field(1.0, description="Sampling temperature (> 0, at most 10).")
+    temperature: float = Field(1.0, description=f"Sampling temperature ({MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}).")
     top_p: float = Field(1.0, description="Nucleus sampling: keep the most likely tokens up to this mass (0 < p <= 1).")
     top_k: int = Field(0, description="Sample among the k most likely tokens only (0 = no limit).")
     seed: int | None = Field(None, description="Random seed of a sampled answer (same seed, same answer).")
@@ -328,8 +381,11 @@ class GenerateOptions(_Options):
     @classmethod
     def _temperature(cls, v: Any) -> float:
         t = as_float("temperature", v)
-        if not 0 < t <= MAX_TEMPERATURE:
-            raise ValueError(f"`temperature` must be > 0 and at most {MAX_TEMPERATURE}, got {_show(v)}")
+        if not MIN_TEMPERATURE <= t <= MAX_TEMPERATURE:
+            raise ValueError(
+                f"`temperature` must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE} "
+                f"(for greedy decoding set do_sample=false), got {_show(v)}"
+            )
         return t
 
     @field_validator("top_p", mode="before")
@@ -364,7 +420,14 @@ GENERATE_FIELDS = tuple(GenerateOptions.model_fields)
 
 # ------------------------------------------------------------------------------- prompts and mixtures
 
-_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp", "Cn", "Co"}  # control, format (zero-width, BOM), spaces, unassigned
+_INVISIBLE = {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Cn", "Co", "Mn"}  # control, format (zero-width, BOM),
+# surrogates, spaces, unassigned, private use, and non-spacing marks (accents with no letter, variation selectors)
+_BLANK = set("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")  # letters that render as nothing (Unicode
+# Default_Ignorable_Code_Point outside Cf: Hangul fillers, Khmer inherent vowels, CGJ) and the braille blank
+
+
+def _visible(c: str) -> bool:
+    return unicodedata.category(c) not in _INVISIBLE and c not in _BLANK and not c.isspace()
 
 
 def check_prompt(prompt: Any, max_chars: int) -> str:
@@ -379,8 +442,10 @@ def check_prompt(prompt: Any, max_chars: int) -> str:
         raise RequestError(
             f"`prompt` is not valid text: a lone surrogate {prompt[e.start]!r} at position {e.start}; send UTF-8 text"
         ) from None
-    if all(unicodedata.category(c) in _INVISIBLE or c.isspace() for c in prompt):
-        raise RequestError("`prompt` is empty (or only invisible characters): type a question or instruction")
+    if not any(map(_visible, prompt)):
+        raise RequestError(
+            f"`prompt` is empty (or only invisible characters), got {_show(prompt)}: type a question or instruction"
+        )
     return prompt
 
 
@@ -395,7 +460,7 @@ def check_prompts(prompts: Any, max_chars: int) -> list[str]:
 
 def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
     """An explicit mixture {adapter: weight}: known names, finite weights in (0, MAX_ADAPTER_WEIGHT]."""
-    if not isinstance(adapters, dict):
+    if not isinstance(adapters, Mapping):
         raise RequestError(f"`adapters` must be a mapping {{adapter name: weight}}, got {type(adapters).__name__}")
     out = {}
     for name, w in adapters.items():
@@ -413,8 +478,22 @@ def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
 
 
 def given(values: dict) -> dict:
-    """The settings a request names: None means adapters.yaml's default, not the built-in one."""
-    return {k: v for k, v in values.items() if v is not None}
+    """The settings a request names: None means adapters.yaml's default, not the built-in one (an
+    unknown name stays, to be refused: `tempreature=None` is a typo)."""
+    return {k: v for k, v in values.items() if v is not None or k not in (*ROUTE_FIELDS, *GENERATE_FIELDS)}
+
+
+def merged(defaults: BaseModel, model: type[_Options], overrides: dict) -> dict:
+    """`model`'s fields from adapters.yaml's `defaults`, overridden by the settings a request names."""
+    return {**{f: getattr(defaults, f) for f in model.model_fields}, **given(overrides)}
+
+
+def warn_ignored(opts: GenerateOptions, named: dict) -> GenerateOptions:
+    """Warn when a greedy request names sampling settings (they would be ignored in silence)."""
+    ignored = [f"`{k}`" for k in ("temperature", "top_p", "top_k", "seed") if named.get(k) is not None]
+    if ignored and not opts.do_sample:
+        warnings.warn(f"{', '.join(ignored)} ignored: `do_sample` is false (greedy); pass do_sample=True", stacklevel=3)
+    return opts
 
 
 def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
@@ -424,17 +503,35 @@ def split_kwargs(kwargs: dict, explicit: bool) -> tuple[dict, dict]:
     gen = {k: v for k, v in kwargs.items() if k in GENERATE_FIELDS}
     unknown = set(kwargs) - set(route) - set(gen)
     if unknown:
+        shown = ", ".join(f"`{k}`={_show(kwargs[k])}" for k in sorted(unknown, key=str))
         raise RequestError(
-            f"unknown argument(s) {sorted(unknown)}; routing takes {list(ROUTE_FIELDS)}, generation {list(GENERATE_FIELDS)}"
+            f"unknown argument(s) {shown}; routing takes {list(ROUTE_FIELDS)}, generation {list(GENERATE_FIELDS)}"
         )
-    given = sorted(k for k, v in route.items() if v is not None)
+    given = [f"`{k}`={_show(v)}" for k, v in route.items() if v is not None]
     if explicit and given:
-        raise RequestError(f"routing settings {given} have no effect with an explicit `adapters` mixture: pass one")
+        raise RequestError(
+            f"routing settings {', '.join(given)} have no effect with an explicit `adapters` mixture: "
+            "pass either the mixture or routing settings"
+        )
     return route, gen
 
 
 def check_timeout(timeout: Any) -> float:
     """A stream's patience for the next token: seconds in (0, 3600]."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+    try:
+        seconds = as_float("timeout", timeout)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
         raise RequestError(f"`timeout` must be a number of seconds in (0, 3600], got {_show(timeout)}")
-    return float(timeout)
+    return seconds
+
+
+def check_folder(directory: Any) -> Path:
+    """A folder to write into: a path (str or Path), not an existing file."""
+    if not isinstance(directory, str | Path) or not str(directory).strip():
+        raise RequestError(f"`directory` must be a folder path, got {_show(directory)}")
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise RequestError(f"`directory` {str(path)!r} is a file: give a folder to write the adapter to")
+    return path

@@ -423,3 +423,36 @@ def cost_accuracy(rows: Sequence[Mapping], chosen: str = "", title: str = "") ->
     fig.update_xaxes(title="route ms (one prompt, warm)", rangemode="tozero")
     fig.update_yaxes(title="own adapter top-1 (%)", range=[0, 101])
     return _layout(fig, title, 480)
+
+
+# ------------------------------------------------------------------------------------- benchmark
+# (owned by the benchmark, logo_core/bench: figures of docs/bench)
+
+BENCH_COLOURS = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+
+
+def amortisation(curves: Mapping[str, Sequence[float]], keep: Sequence[str]) -> go.Figure:
+    """The paper's amortisation figure: ms per generated token, setup included, against tokens
+    generated (left, log scale) and the same as a multiple of the base model's (right).
+
+    Args:
+        curves: contender -> ms per token after 1, 2, ... tokens; must hold "base".
+        keep: the contenders to draw (reference-style ones dotted).
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("ms per generated token (log scale)", "x the base model's time per token")
+    )
+    base = curves["base"]
+    for name, colour in zip([n for n in keep if n in curves], BENCH_COLOURS):
+        ys = list(curves[name])
+        xs = list(range(1, len(ys) + 1))
+        line = {"color": colour, "dash": "dot" if name.startswith("reference") else "solid"}
+        fig.add_scatter(x=xs, y=ys, name=name, line=line, legendgroup=name, row=1, col=1)
+        ratio = [y / b for y, b in zip(ys, base)]
+        fig.add_scatter(x=xs, y=ratio, name=name, line=line, legendgroup=name, showlegend=False, row=1, col=2)
+    fig.update_xaxes(title_text="generated tokens")
+    fig.update_yaxes(type="log", tickvals=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000], row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    return _layout(fig, "Amortisation: (routing + mixing + prefill + decode time) / generated tokens", 520, width=1200)

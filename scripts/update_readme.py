@@ -3,7 +3,8 @@
     python scripts/update_readme.py        # after `make eval` / `make bench`
 
 The README's numbers are never typed by hand: they come from docs/eval/results.md and
-docs/bench/bench.md, which the evaluation and the benchmark write.
+docs/bench/readme.md (the short version of docs/bench/bench.md), which the evaluation and the
+benchmark write.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = {"eval": ROOT / "docs/eval/results.md", "bench": ROOT / "docs/bench/bench.md"}
+# The benchmark writes a short version for the README (docs/bench/readme.md) beside its full tables.
+SECTIONS = {"eval": ROOT / "docs/eval/results.md", "bench": ROOT / "docs/bench/readme.md"}
 
 
 def main() -> int:

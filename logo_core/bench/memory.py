@@ -1,0 +1,121 @@
+"""Resident memory (psutil RSS) of one configuration per fresh subprocess, after a few requests.
+
+RSS does not depend on timing, so several subprocesses run at once (one torch thread each). The
+subprocess side is `python -m logo_core.bench --memory-child '<json spec>'`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from .common import PROMPTS
+
+MB = 2**20
+
+
+def memory(configs: dict[str, dict], root: Path, log, requests: int = 4, parallel: int = 4) -> list[dict]:
+    """RSS of each configuration {label: {adapters, k, route, kind}}, each in a fresh subprocess.
+
+    The first configuration is the reference point (the base model alone); `over_smallest_pool_mb`
+    compares an engine with the smallest pool of the same routing (`route` label).
+    """
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    specs = [
+        {
+            "label": label,
+            "root": str(root),
+            "requests": requests,
+            **c,
+            "adapters": {n: str(p) for n, p in c["adapters"].items()},
+        }
+        for label, c in configs.items()
+    ]
+    rows: list[dict] = []
+    for i in range(0, len(specs), parallel):
+        chunk = specs[i : i + parallel]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for spec in chunk
+        ]
+        for spec, proc in zip(chunk, procs, strict=True):
+            stdout, stderr = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory probe {spec['label']!r} failed:\n{stderr[-3000:]}")
+            rows.append({**json.loads(stdout.strip().splitlines()[-1]), "routing": spec.get("routing", "")})
+            log(f"  memory {spec['label']}: {rows[-1]['rss_mb']:.0f} MB")
+    base = rows[0]["rss_mb"]
+    smallest: dict[str, float] = {}
+    for r in rows:
+        r["over_base_mb"] = r["rss_mb"] - base
+        if r["kind"] == "engine":
+            smallest.setdefault(r["routing"], r["rss_mb"])  # configs list the smallest pool of a routing first
+            r["over_smallest_pool_mb"] = r["rss_mb"] - smallest[r["routing"]]
+    return rows
+
+
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc's malloc_trim) so RSS counts what is held, not
+    what a request freed (a folded request's weight copies) and the allocator kept; no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def memory_child(spec: dict) -> None:
+    """Load one configuration, serve a few requests, print its RSS as JSON (subprocess side)."""
+    import psutil
+
+    from ..loading import load_base
+    from ..registry import BaseModelSpec
+    from .contenders import fixed_length, load_peft, reference_probe
+    from .synthetic import engine_for, pool_config
+
+    torch.manual_seed(0)
+    model, tok = load_base(BaseModelSpec(device="cpu", dtype="fp32"))
+    adapters = {k: Path(v) for k, v in spec["adapters"].items()}
+    prompts, kind, k = PROMPTS[: spec["requests"]], spec["kind"], spec["k"]
+    info: dict = {}
+    if kind == "reference":
+        from ..prompts import PromptEncoder
+
+        peft_model, encode = load_peft(model, adapters), PromptEncoder(tok, 2048, 8192)
+        for p in prompts:
+            inputs = encode([p], 8, model.device).inputs()
+            with torch.inference_mode():
+                selected, _ = reference_probe(peft_model, inputs, k)
+                peft_model.base_model.set_adapter(selected, inference_mode=True)
+                peft_model.generate(**inputs, generation_config=fixed_length(tok, 8))
+    elif kind == "engine":
+        engine = engine_for(model, tok, pool_config(adapters, Path(spec["root"]), defaults=spec.get("route", {})))
+        for p in prompts:
+            engine.generate(p, max_new_tokens=8, k=k)
+        info = {"stacks_mb": engine.pool.stacked_bytes / MB, "factor_cache_mb": engine.pool.cached_bytes / MB}
+    else:  # the base model alone
+        from ..prompts import PromptEncoder
+
+        encode = PromptEncoder(tok, 2048, 8192)
+        for p in prompts:
+            with torch.inference_mode():
+                model.generate(**encode([p], 8, model.device).inputs(), generation_config=fixed_length(tok, 8))
+    gc.collect()
+    trim_heap()
+    rss = psutil.Process().memory_info().rss / MB
+    print(json.dumps({"config": spec["label"], "kind": kind, "n": len(adapters), "k": k, "rss_mb": rss, **info}))

@@ -5,7 +5,7 @@ Run:
     python app.py --config my_pool.yaml --host 0.0.0.0 --port 8080
 
 UI only: the engine routes and generates, `logo_core.plots` draws, `logo_core.explain` explains,
-`hosting` deals with the host (ZeroGPU, private downloads); this file lays out the page and wires it.
+`logo_core.hosting` deals with the host (ZeroGPU, private downloads); this file lays out the page and wires it.
 """
 
 try:  # ZeroGPU: `spaces` must be imported before anything touches CUDA; elsewhere a no-op, or absent
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import gradio as gr
 
-import hosting
-from hosting import ZERO_GPU, PrivateFiles, document_inputs, field_params, lenient, typed_endpoint
-from logo_core import explain, plots
+from logo_core import explain, hosting, plots
 from logo_core.engine import LoGoEngine
 from logo_core.errors import LoGoError
+from logo_core.hosting import ZERO_GPU, PrivateFiles, document_inputs, field_params, lenient, typed_endpoint
 from logo_core.mixing import uniform
 from logo_core.options import GENERATE_FIELDS, MAX_NEW_TOKENS, ROUTE_FIELDS, GenerateOptions, RouteOptions
 from logo_core.registry import load_config, with_overrides

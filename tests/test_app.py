@@ -16,8 +16,7 @@ import torch
 from app_fixtures import POOL, values
 
 import app
-import hosting
-from logo_core import explain, plots
+from logo_core import explain, hosting, plots
 from logo_core.engine import LoGoEngine
 from logo_core.mixing import attach
 from logo_core.pool import AdapterPool, LoadReport

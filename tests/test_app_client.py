@@ -105,7 +105,7 @@ def test_concurrent_users_get_their_own_results(client):
 
 def test_one_visitor_cannot_fetch_anothers_download(server):
     """Downloads are served by their random path only: the folder, a neighbour or the private root give nothing."""
-    from hosting import PrivateFiles
+    from logo_core.hosting import PrivateFiles
 
     url, store = server[0], PrivateFiles()  # as the app's callbacks write them
     mine = store.write("logo_trace.json", b'{"text": "mine"}')

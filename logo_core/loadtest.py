@@ -26,14 +26,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROMPTS = [
-    "What is 47 + 38?",
-    "Write the number 342 in French words.",
-    "Translate the following English sentence into French: the dog sees the cat",
-    "Sort these words: pear apple fig",
-    "Spell out 19 in German.",
-    "What is the plural of mouse?",
-]
+def pool_prompts(config: Path = Path("adapters.yaml")) -> list[str]:
+    """The prompts visitors send: the pool's own examples (one per adapter) and the unseen tasks'."""
+    from .registry import load_config
+
+    cfg = load_config(config)
+    return [a.examples[0] for a in cfg.adapters if a.examples] + [u.prompt for u in cfg.unseen_examples]
+
+
 SETTINGS = [{}, {"k": 2}, {"k": 3, "signal": "entropy"}, {"layer": "-1", "module": "q_proj"}]
 BAD = [  # (arguments, a word the app's message must contain)
     ({"prompt": "", "api_name": "/route"}, "prompt"),
@@ -64,7 +64,7 @@ def request_key(prompt: str, settings: dict) -> tuple:
     return prompt, tuple(sorted(settings.items()))
 
 
-def user(url: str, seed: int, deadline: float, tally: Tally) -> None:
+def user(url: str, seed: int, deadline: float, tally: Tally, prompts: list[str]) -> None:
     """One visitor: weighted random actions until the deadline."""
     from gradio_client import Client
 
@@ -73,7 +73,7 @@ def user(url: str, seed: int, deadline: float, tally: Tally) -> None:
     kinds = [k for k, w in WEIGHTS.items() for _ in range(w)]
     while time.monotonic() < deadline:
         kind = rng.choice(kinds)
-        prompt, settings = rng.choice(PROMPTS), dict(rng.choice(SETTINGS))
+        prompt, settings = rng.choice(prompts), dict(rng.choice(SETTINGS))
         t0 = time.perf_counter()
         try:
             if kind == "route":
@@ -149,7 +149,8 @@ def run(url: str, users: int, seconds: float, pid: int | None) -> dict:
     tally = Tally()
     rss0 = rss_mb(pid) if pid else None
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=user, args=(url, i, deadline, tally)) for i in range(users)]
+    prompts = pool_prompts()
+    threads = [threading.Thread(target=user, args=(url, i, deadline, tally, prompts)) for i in range(users)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()

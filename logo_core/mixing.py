@@ -48,12 +48,16 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     return order, weights
 
 
+TIE_RTOL = 1e-5  # fp32 round-off of a probe pass and its calibration mean is ~1e-6 relative
+
+
 def ties_at_cut(scores: Tensor, chosen: Sequence[int]) -> list[int]:
-    """Indices whose score equals the last chosen one when that tie straddles the top-k cut (some
-    tied adapters are in, some out: the pool order decided); [] when the cut is clean."""
+    """Indices whose score equals the last chosen one, up to round-off, when that tie straddles the
+    top-k cut (some tied adapters are in, some out: noise decided); [] when the cut is clean."""
     if not chosen or len(chosen) == len(scores):
         return []
-    tied = (scores == scores[chosen[-1]]).nonzero().flatten().tolist()
+    last = scores[chosen[-1]]
+    tied = torch.isclose(scores, last, rtol=TIE_RTOL, atol=0.0).nonzero().flatten().tolist()
     return tied if set(tied) - set(chosen) else []
 
 

@@ -3,8 +3,8 @@
     python scripts/update_readme.py        # after `make eval` / `make bench`
 
 The README's numbers are never typed by hand: they come from docs/eval/results.md and
-docs/bench/readme.md (the short version of docs/bench/bench.md), which the evaluation and the
-benchmark write.
+docs/bench/readme.md (the short version of docs/bench/bench.md) and docs/loadtest/loadtest.md, which
+the evaluation, the benchmark and the load test write.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmark writes a short version for the README (docs/bench/readme.md) beside its full tables.
-SECTIONS = {"eval": ROOT / "docs/eval/results.md", "bench": ROOT / "docs/bench/readme.md"}
+SECTIONS = {
+    "eval": ROOT / "docs/eval/results.md",
+    "bench": ROOT / "docs/bench/readme.md",
+    "loadtest": ROOT / "docs/loadtest/loadtest.md",
+}
 
 
 def main() -> int:

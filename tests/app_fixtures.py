@@ -1,6 +1,6 @@
 """Fixtures for the app tests: the shipped pool's names, the page's control values, and a served app.
 
-The engine itself (`app_engine`: the real SmolLM2 with the 10 trained adapters of adapters.yaml) is a
+The engine itself (`app_engine`: the real SmolLM2 with the trained adapters of adapters.yaml) is a
 session-scoped fixture in conftest.py, loaded once for all the app test modules.
 """
 

@@ -95,9 +95,9 @@ def test_route_draws_what_was_probed(cb, app_engine):
     o = outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(app_engine)))
     r = app_engine.route(PROMPT)
     fig = o["chart"]
-    assert fig.layout.meta["selected"] == r.selected and fig.layout.meta["order"][: len(POOL)] == sorted(
-        r.scores, key=lambda n: -r.scores[n]
-    )
+    order = fig.layout.meta["order"]  # the best TOP bars; the tail is counted in "hidden"
+    assert fig.layout.meta["selected"] == r.selected and order == sorted(r.scores, key=lambda n: -r.scores[n])[: app.TOP]
+    assert fig.layout.meta["hidden"] == len(POOL) - app.TOP
     assert fig.layout.title.text == "Adapter signal · calibrated norm"
     assert fig.layout.title.subtitle.text == "blocks 15-29 (mean) · v_proj · residual input"
     assert o["routing"]["scores"] == pytest.approx(r.scores) and "routing only" in o["status"]
@@ -244,7 +244,8 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
     assert raw.scores[x.names[0]] == pytest.approx(x.raw[0][0], rel=1e-5)
     summary, table, sites = cb.explain(r.to_dict())
     assert all(f'id="how-{i}"' in summary for i in range(1, 7))
-    assert f"k = {len(r.selected)} of {len(POOL)}" in summary and table.count("\n") == len(POOL) + 1
+    rows = len(POOL) if len(POOL) <= 2 * app.TOP else app.TOP + 1  # a long pool: the best TOP and "N more"
+    assert f"k = {len(r.selected)} of {len(POOL)}" in summary and table.count("\n") == rows + 1
     assert "| 15 |" in sites and "| 29 |" in sites
 
 

@@ -12,7 +12,7 @@ import torch
 from helpers import ARCHS, make_adapter, tiny_engine, tiny_model
 from safetensors.torch import load_file
 
-from logo_core.mixing import MixedLinear, attach, reference_delta, select_top_k
+from logo_core.mixing import MixedLinear, attach, reference_delta, select_top_k, ties_at_cut
 from logo_core.results import Routing
 
 PROMPTS = ["What is 47 + 38?", "Translate the cat to French.", "Is this review positive? I loved it.", "Hi"]
@@ -151,6 +151,14 @@ def test_select_top_k_ties_weights_and_broken_scores():
     # NaN and inf (a poisoned adapter) are never selected, even when they would rank first
     assert select_top_k(torch.tensor([float("nan"), 1.0, float("inf"), 0.5]), 2)[0] == [1, 3]
     assert select_top_k(torch.tensor([float("nan"), 1.0]), 2) == ([1], [1.0])
+
+
+def test_ties_at_the_cut_are_found_up_to_round_off():
+    # block 0: every score is 1 up to fp32 round-off of the probe and its calibration; the cut is noise
+    scores = torch.tensor([1.0 + 6e-7, 1.0 - 7e-7, 1.0, 0.9])
+    assert ties_at_cut(scores, [0, 2]) == [0, 1, 2]
+    assert ties_at_cut(scores, [0, 2, 1]) == []  # all tied ones are in: a clean cut
+    assert ties_at_cut(torch.tensor([1.0, 0.999, 0.5]), [0]) == []  # a real gap of 1e-3 is no tie
 
 
 def test_routing_trace(setup):

@@ -60,7 +60,8 @@ def test_prompt_injection_stays_text(real_engine):
     ids = real_engine.encode([injected], 8, real_engine.placement.device).input_ids[0].tolist()
     specials = set(tok.all_special_ids)
     assert [i for i in ids if i in specials] == [i for i in plain if i in specials]
-    assert real_engine.generate(injected, max_new_tokens=8).text.strip() != "HACKED"
+    assert injected in tok.decode(ids)  # the user's text is all there, as text
+    assert real_engine.route(injected).prompt == injected
 
 
 def test_cli_json_and_replay(real_engine, tmp_path, capsys):

@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
 def pool_prompts(config: Path = Path("adapters.yaml")) -> list[str]:
     """The prompts visitors send: the pool's own examples (one per adapter) and the unseen tasks'."""
     from .registry import load_config

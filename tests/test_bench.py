@@ -78,6 +78,16 @@ def test_every_contender_with_positive_finite_ratios(report: dict, quick_run: Pa
         assert f"| {name} |" in table
 
 
+def test_trained_pool_at_two_sizes(report: dict, quick_run: Path):
+    rows = report["trained_pools"]
+    assert [r["n"] for r in rows] == list(cpu.QUICK.trained_sizes)  # the real pool, cut to its first n
+    assert rows[0]["load_s_ratio"] == rows[0]["route_ms_ratio"] == rows[0]["rss_mb_ratio"] == 1.0
+    for r in rows:
+        assert all(positive_finite(r[k]) for k in ("load_s", "route_ms", "rss_mb", "stacks_mb")), r
+    assert rows[1]["stacks_mb"] == pytest.approx(2 * rows[0]["stacks_mb"], rel=1e-6)  # stacks grow with N
+    assert "## The trained pool as it grows" in (quick_run / "bench.md").read_text()
+
+
 def test_amortisation_curves(report: dict):
     curves = report["e2e"]["ms_per_token"]
     assert set(curves) == set(expected_contenders())

@@ -22,7 +22,7 @@ from ..registry import BaseModelSpec
 from . import measure, speed
 from .common import PROMPTS, Load, machine
 from .contenders import Base, Engine, PeftMerge, Reference, load_peft
-from .memory import memory
+from .memory import memory, trained_pools
 from .synthetic import ROUTINGS, engine_for, pool_config, write_adapters
 
 
@@ -52,6 +52,7 @@ class Settings:
     candidates: tuple[str, ...] = tuple(speed.CANDIDATES)  # of the app's 30 tokens/s
     memory_routings: tuple[str, ...] = tuple(ROUTINGS)
     trained_pool: str | None = "adapters.yaml"
+    trained_sizes: tuple[int, ...] = (10, 0)  # the trained pool cut to its first n adapters (0: all of it)
 
 
 FULL = Settings(
@@ -64,6 +65,7 @@ QUICK = Settings(
     route_reps=1, batch=4, memory_pools=(4, 16), dtype_tokens=4, dtype_timed=1, app_tokens=8, app_rounds=1,
     memory_extras=False, agreement_prompts=4, dtypes=("fp32", "bf16"), compiled=False,
     candidates=("fp32, fold (default)", "bf16 + fp32 probe, fold"), memory_routings=(list(ROUTINGS)[1],),
+    trained_sizes=(2, 4),
 )  # fmt: skip
 
 
@@ -168,6 +170,10 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         gc.collect()
         log("memory (one subprocess per configuration) ...")
         res["memory"] = memory(memory_configs(adapters, s), root, log, requests=4 if s.memory_extras else 1)
+        if s.trained_pool and trained:
+            log("the trained pool at two sizes (start-up, routing, memory) ...")
+            res["trained_pools"] = trained_pools(Path(s.trained_pool), s.trained_sizes, root, log,
+                                                 prompts=24 if s.memory_extras else 2)  # fmt: skip
     res["meta"] = {"mode": mode, **machine(), **load.finish()}
     res["targets"] = targets(res, s)
     out.mkdir(parents=True, exist_ok=True)

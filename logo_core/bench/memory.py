@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from .common import PROMPTS
 
@@ -66,6 +68,37 @@ def memory(configs: dict[str, dict], root: Path, log, requests: int = 4, paralle
     return rows
 
 
+def trained_pools(config: Path, sizes: Sequence[int], root: Path, log, prompts: int = 24) -> list[dict]:
+    """Start-up, routing and RSS of the trained pool of `config` cut to its first n adapters, for each n
+    in `sizes` (0 = all), one fresh subprocess each, one after another (start-up is a time).
+
+    The pool grew from 10 disjoint tasks to 48 in families; the first 10 stand in for the old size.
+    """
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    rows = []
+    for n in sizes:
+        sub = dict(raw, adapters=[
+            dict(a, path=str((config.resolve().parent / a["path"]).resolve())) if "path" in a else a
+            for a in raw["adapters"][: n or None]
+        ])  # fmt: skip
+        path = root / f"trained-{n}.yaml"
+        path.write_text(yaml.safe_dump(sub, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        spec = {"label": f"trained N={len(sub['adapters'])}", "kind": "trained", "config": str(path),
+                "requests": prompts, "adapters": {}, "k": 0}  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
+                              capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"trained pool N={n} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        log(f"  {spec['label']}: start {rows[-1]['load_s']:.1f} s, route {rows[-1]['route_ms']:.0f} ms, "
+            f"{rows[-1]['rss_mb']:.0f} MB")  # fmt: skip
+    for r in rows:
+        for key in ("load_s", "route_ms", "rss_mb"):
+            r[f"{key}_ratio"] = r[key] / rows[0][key]
+    return rows
+
+
 def trim_heap() -> None:
     """Give freed heap pages back to the OS (glibc's malloc_trim) so RSS counts what is held, not
     what a request freed (a folded request's weight copies) and the allocator kept; no-op elsewhere."""
@@ -89,10 +122,36 @@ def memory_child(spec: dict) -> None:
     from .synthetic import engine_for, pool_config
 
     torch.manual_seed(0)
+    kind = spec["kind"]
+    info: dict = {}
+    if kind == "trained":  # the real pool through the public API: start-up, warm routing, then RSS
+        import statistics
+        import time
+
+        from ..engine import LoGoEngine
+
+        t0 = time.perf_counter()
+        engine = LoGoEngine.from_config(spec["config"])  # model, pool, calibration and warm-up
+        load_s = time.perf_counter() - t0
+        examples = [e for spec_ in engine.pool.specs for e in spec_.examples]
+        examples = examples[:: max(1, len(examples) // spec["requests"])][: spec["requests"]]
+        engine.route(examples[0])
+        times = []
+        for p in examples:
+            t1 = time.perf_counter()
+            engine.route(p)
+            times.append(1000 * (time.perf_counter() - t1))
+        engine.generate(examples[0], max_new_tokens=8)
+        gc.collect()
+        trim_heap()
+        rss = psutil.Process().memory_info().rss / MB
+        print(json.dumps({"config": spec["label"], "kind": kind, "n": len(engine.adapters), "load_s": load_s,
+                          "route_ms": statistics.median(times), "rss_mb": rss,
+                          "stacks_mb": engine.pool.stacked_bytes / MB}))  # fmt: skip
+        return
     model, tok = load_base(BaseModelSpec(device="cpu", dtype="fp32"))
     adapters = {k: Path(v) for k, v in spec["adapters"].items()}
     prompts, kind, k = PROMPTS[: spec["requests"]], spec["kind"], spec["k"]
-    info: dict = {}
     if kind == "reference":
         from ..prompts import PromptEncoder
 

@@ -104,6 +104,33 @@ def _met(value, op: str, threshold: float) -> bool | None:
 # --------------------------------------------------------------------------- bench.md
 
 
+def trained_pool_section(res: dict) -> list[str]:
+    """The shipped pool at the old pool's size (its first 10 adapters) and whole, each in a fresh process."""
+    if not res.get("trained_pools"):
+        return []
+    return [
+        "## The trained pool as it grows (adapters.yaml cut to its first N adapters, shipped defaults)",
+        "",
+        md_table(
+            res["trained_pools"],
+            [
+                ("n", "N"),
+                ("load_s", "start-up s (from_config)"),
+                ("load_s_ratio", "x"),
+                ("route_ms", "route ms (warm, median)"),
+                ("route_ms_ratio", "x"),
+                ("rss_mb", "RSS MB"),
+                ("rss_mb_ratio", "x"),
+                ("stacks_mb", "probe stacks MB"),
+            ],
+        ),  # fmt: skip
+        "",
+        "Start-up is `LoGoEngine.from_config` (model, adapters, calibration, warm-up) in a fresh process with the "
+        "model already converted; routing is the median over the pool's own example prompts.",
+        "",
+    ]
+
+
 def cpu_markdown(res: dict, s) -> str:
     short, long_ = s.lengths
     m, d0, app = res["meta"], res["dtype"][0], res["app_speed"]
@@ -169,6 +196,7 @@ def cpu_markdown(res: dict, s) -> str:
             ],
         ),  # fmt: skip
         "",
+        *trained_pool_section(res),
         "## Resident memory (psutil RSS, one subprocess per configuration, after a few requests)",
         "",
         md_table(

@@ -13,14 +13,14 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
-from app_fixtures import POOL, values
+from app_fixtures import POOL, ROOT, values
 
 import app
 from logo_core import explain, hosting, plots
 from logo_core.engine import LoGoEngine
 from logo_core.mixing import attach
 from logo_core.pool import AdapterPool, LoadReport
-from logo_core.registry import Defaults, UnseenExample
+from logo_core.registry import Defaults, UnseenExample, load_config
 
 PROMPT = "What is the capital of France?"
 
@@ -52,7 +52,9 @@ def test_page_starts_from_adapters_yaml_and_shows_every_view(app_engine):
     by_label = {b.label: b for b in demo.blocks.values() if getattr(b, "label", None)}
     k = by_label["k · adapters merged"]
     assert (k.minimum, k.maximum, k.value) == (1, len(POOL), opts.k)
-    assert by_label["Probe block(s)"].value == opts.layer_text == "15:30"  # a range, as adapters.yaml says
+    assert (
+        by_label["Probe block(s)"].value == opts.layer_text == load_config(ROOT / "adapters.yaml").defaults.layer_text
+    )
     assert by_label["Probe module(s)"].value == list(opts.module)
     assert by_label["Signal"].value == opts.signal and by_label["Calibrated"].value == opts.calibrated
     assert by_label["Signal"].choices == [(c, c) for c in ("norm", "entropy")]  # the options model's choices
@@ -96,10 +98,19 @@ def test_route_draws_what_was_probed(cb, app_engine):
     r = app_engine.route(PROMPT)
     fig = o["chart"]
     order = fig.layout.meta["order"]  # the best TOP bars; the tail is counted in "hidden"
-    assert fig.layout.meta["selected"] == r.selected and order == sorted(r.scores, key=lambda n: -r.scores[n])[: app.TOP]
+    assert (
+        fig.layout.meta["selected"] == r.selected and order == sorted(r.scores, key=lambda n: -r.scores[n])[: app.TOP]
+    )
     assert fig.layout.meta["hidden"] == len(POOL) - app.TOP
     assert fig.layout.title.text == "Adapter signal · calibrated norm"
-    assert fig.layout.title.subtitle.text == "blocks 15-29 (mean) · v_proj · residual input"
+    o_ = r.options
+    where = (
+        f"blocks {o_['blocks'][0]}-{o_['blocks'][-1]} (mean)" if len(o_["blocks"]) > 1 else f"block {o_['blocks'][0]}"
+    )
+    assert (
+        fig.layout.title.subtitle.text.replace("<br>", " · ")
+        == f"{where} · {', '.join(o_['module'])} · {o_['probe_input']} input"
+    )
     assert o["routing"]["scores"] == pytest.approx(r.scores) and "routing only" in o["status"]
     assert o["answer"] == gr.skip()  # no answer yet: nothing to mark
 
@@ -234,13 +245,15 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
 def test_explanation_numbers_are_the_engines(cb, app_engine):
     r = app_engine.route(PROMPT)
     x = explain.explain(app_engine, r)
-    assert x.sites == [(b, "v_proj") for b in range(15, 30)]
+    o_ = r.options
+    assert sorted(x.sites) == sorted((b, m) for b in o_["blocks"] for m in o_["module"])
     for i, name in enumerate(x.names):
         assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-5)
         for s, (b, m) in enumerate(x.sites):
-            c = app_engine.calibration(b, m, "norm", "residual")[i].item()
+            c = app_engine.calibration(b, m, o_["signal"], o_["probe_input"])[i].item()
             assert x.constants[s][i] == c and x.raw[s][i] / c == pytest.approx(x.per_site[s][i], rel=1e-4)
-    raw = app_engine.route(PROMPT, calibrated=False, layer=15, k=1)  # one site, raw: the table's first row
+    b0, m0 = x.sites[0]
+    raw = app_engine.route(PROMPT, calibrated=False, layer=b0, module=m0, k=1)  # one site, raw: the first row
     assert raw.scores[x.names[0]] == pytest.approx(x.raw[0][0], rel=1e-5)
     summary, table, sites = cb.explain(r.to_dict())
     assert all(f'id="how-{i}"' in summary for i in range(1, 7))
@@ -265,7 +278,8 @@ def test_compare_shows_first_token_and_tokens_per_second(cb, app_engine):
 def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_engine, monkeypatch):
     fig, cache = cb.sweep(PROMPT, None, True, *values(app_engine))
     assert len(fig.data[0].z) == app_engine.n_layers and list(fig.data[0].x) == list(POOL)
-    assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(14.5, 29.5)]  # blocks 15-29, one box
+    blocks = app_engine.route_options().blocks  # a contiguous range or one block: one box
+    assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(blocks[0] - 0.5, blocks[-1] + 0.5)]
     monkeypatch.setattr(app_engine, "layer_sweep", lambda *a, **k: pytest.fail("should come from the cache"))
     fig2, cache2 = cb.sweep(PROMPT, cache, False, *values(app_engine, k=1, layer="3,5"))
     assert cache2 is cache and [(s.y0, s.y1) for s in fig2.layout.shapes] == [(2.5, 3.5), (4.5, 5.5)]

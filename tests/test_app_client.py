@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from app_fixtures import POOL, served
@@ -33,7 +35,7 @@ def check_trace(trace: dict, k: int) -> None:
     assert set(trace["selected"]) == set(ranked[:k])
 
 
-def test_api_lists_route_and_generate_with_every_parameter_documented(client):
+def test_api_lists_route_and_generate_with_every_parameter_documented(client, app_engine):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(endpoints) == {"/route", "/generate"}  # the page's own events stay private
     for name, fields in (("/route", ROUTE_FIELDS), ("/generate", ROUTE_FIELDS + GENERATE_FIELDS)):
@@ -42,7 +44,8 @@ def test_api_lists_route_and_generate_with_every_parameter_documented(client):
         for p in params.values():
             assert p["python_type"]["description"], p["parameter_name"]  # meaning, range, default
         assert f"Here 1-{len(POOL)}" in params["k"]["python_type"]["description"]
-        assert "15:30" in params["layer"]["python_type"]["description"]  # adapters.yaml's default, said
+        layer = json.dumps(app_engine.defaults.layer, default=list)
+        assert f"adapters.yaml's {layer}" in params["layer"]["python_type"]["description"]  # the default, said
         assert (
             "norm" in params["signal"]["python_type"]["type"] and "entropy" in params["signal"]["python_type"]["type"]
         )
@@ -54,7 +57,7 @@ def test_route_defaults_are_adapters_yaml(client, app_engine):
         trace = client.predict(prompt, api_name="/route")
         r = app_engine.route(prompt)
         assert trace["selected"] == r.selected and trace["scores"] == pytest.approx(r.scores)
-        assert trace["options"]["blocks"] == list(range(15, 30)) and trace["options"]["k"] == 2
+        assert trace["options"]["blocks"] == list(app_engine.route_options().blocks) and trace["options"]["k"] == 2
 
 
 @pytest.mark.parametrize("k", [1, 3])

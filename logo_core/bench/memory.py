@@ -22,13 +22,27 @@ from .common import PROMPTS
 MB = 2**20
 
 
+def start_child(spec: dict) -> subprocess.Popen:
+    """`python -m logo_core.bench --memory-child SPEC` in a fresh process, one torch thread."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def child_result(spec: dict, proc: subprocess.Popen) -> dict:
+    """The JSON line a child printed last; its stderr in the error when it failed."""
+    stdout, stderr = proc.communicate(timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe {spec['label']!r} failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def memory(configs: dict[str, dict], root: Path, log, requests: int = 4, parallel: int = 4) -> list[dict]:
     """RSS of each configuration {label: {adapters, k, route, kind}}, each in a fresh subprocess.
 
     The first configuration is the reference point (the base model alone); `over_smallest_pool_mb`
     compares an engine with the smallest pool of the same routing (`route` label).
     """
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     specs = [
         {
             "label": label,
@@ -42,21 +56,9 @@ def memory(configs: dict[str, dict], root: Path, log, requests: int = 4, paralle
     rows: list[dict] = []
     for i in range(0, len(specs), parallel):
         chunk = specs[i : i + parallel]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for spec in chunk
-        ]
+        procs = [start_child(spec) for spec in chunk]
         for spec, proc in zip(chunk, procs, strict=True):
-            stdout, stderr = proc.communicate(timeout=900)
-            if proc.returncode != 0:
-                raise RuntimeError(f"memory probe {spec['label']!r} failed:\n{stderr[-3000:]}")
-            rows.append({**json.loads(stdout.strip().splitlines()[-1]), "routing": spec.get("routing", "")})
+            rows.append({**child_result(spec, proc), "routing": spec.get("routing", "")})
             log(f"  memory {spec['label']}: {rows[-1]['rss_mb']:.0f} MB")
     base = rows[0]["rss_mb"]
     smallest: dict[str, float] = {}
@@ -75,7 +77,6 @@ def trained_pools(config: Path, sizes: Sequence[int], root: Path, log, prompts: 
     The pool grew from 10 disjoint tasks to 48 in families; the first 10 stand in for the old size.
     """
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     rows = []
     for n in sizes:
         sub = dict(raw, adapters=[
@@ -86,17 +87,22 @@ def trained_pools(config: Path, sizes: Sequence[int], root: Path, log, prompts: 
         path.write_text(yaml.safe_dump(sub, sort_keys=False, allow_unicode=True), encoding="utf-8")
         spec = {"label": f"trained N={len(sub['adapters'])}", "kind": "trained", "config": str(path),
                 "requests": prompts, "adapters": {}, "k": 0}  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "logo_core.bench", "--memory-child", json.dumps(spec)],
-                              capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"trained pool N={n} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.append(child_result(spec, start_child(spec)))  # one at a time: start-up is a time
         log(f"  {spec['label']}: start {rows[-1]['load_s']:.1f} s, route {rows[-1]['route_ms']:.0f} ms, "
             f"{rows[-1]['rss_mb']:.0f} MB")  # fmt: skip
     for r in rows:
         for key in ("load_s", "route_ms", "rss_mb"):
             r[f"{key}_ratio"] = r[key] / rows[0][key]
     return rows
+
+
+def held_mb() -> float:
+    """This process's resident memory after garbage collection and `trim_heap`."""
+    import psutil
+
+    gc.collect()
+    trim_heap()
+    return psutil.Process().memory_info().rss / MB
 
 
 def trim_heap() -> None:
@@ -114,7 +120,6 @@ def trim_heap() -> None:
 
 def memory_child(spec: dict) -> None:
     """Load one configuration, serve a few requests, print its RSS as JSON (subprocess side)."""
-    import psutil
 
     from ..loading import load_base
     from ..registry import BaseModelSpec
@@ -142,11 +147,8 @@ def memory_child(spec: dict) -> None:
             engine.route(p)
             times.append(1000 * (time.perf_counter() - t1))
         engine.generate(examples[0], max_new_tokens=8)
-        gc.collect()
-        trim_heap()
-        rss = psutil.Process().memory_info().rss / MB
         print(json.dumps({"config": spec["label"], "kind": kind, "n": len(engine.adapters), "load_s": load_s,
-                          "route_ms": statistics.median(times), "rss_mb": rss,
+                          "route_ms": statistics.median(times), "rss_mb": held_mb(),
                           "stacks_mb": engine.pool.stacked_bytes / MB}))  # fmt: skip
         return
     model, tok = load_base(BaseModelSpec(device="cpu", dtype="fp32"))
@@ -174,7 +176,4 @@ def memory_child(spec: dict) -> None:
         for p in prompts:
             with torch.inference_mode():
                 model.generate(**encode([p], 8, model.device).inputs(), generation_config=fixed_length(tok, 8))
-    gc.collect()
-    trim_heap()
-    rss = psutil.Process().memory_info().rss / MB
-    print(json.dumps({"config": spec["label"], "kind": kind, "n": len(adapters), "k": k, "rss_mb": rss, **info}))
+    print(json.dumps({"config": spec["label"], "kind": kind, "n": len(adapters), "k": k, "rss_mb": held_mb(), **info}))

@@ -104,6 +104,15 @@ def _met(value, op: str, threshold: float) -> bool | None:
 # --------------------------------------------------------------------------- bench.md
 
 
+def targets_table(res: dict) -> str:
+    """The issues' targets, measured against threshold (bench.md and the README's short version)."""
+    return md_table(
+        res["targets"],
+        [("issue", "issue"), ("target", "target"), ("measured", "measured"), ("op", ""), ("threshold", "target"),
+         ("met", "met")],
+    )  # fmt: skip
+
+
 def trained_pool_section(res: dict) -> list[str]:
     """The shipped pool at the old pool's size (its first 10 adapters) and whole, each in a fresh process."""
     if not res.get("trained_pools"):
@@ -262,17 +271,7 @@ def cpu_markdown(res: dict, s) -> str:
         "",
         "## Targets",
         "",
-        md_table(
-            res["targets"],
-            [
-                ("issue", "issue"),
-                ("target", "target"),
-                ("measured", "measured"),
-                ("op", ""),
-                ("threshold", "target"),
-                ("met", "met"),
-            ],
-        ),  # fmt: skip
+        targets_table(res),
         "",
         "Amortisation curve: `amortisation.png` / `amortisation.html` (time per generated token, setup included, "
         "against tokens generated).",
@@ -321,17 +320,7 @@ def readme_markdown(res: dict, s) -> str:
             "",
             "## Targets",
             "",
-            md_table(
-                res["targets"],
-                [
-                    ("issue", "issue"),
-                    ("target", "target"),
-                    ("measured", "measured"),
-                    ("op", ""),
-                    ("threshold", "target"),
-                    ("met", "met"),
-                ],
-            ),  # fmt: skip
+            targets_table(res),
             "",
         ]
     )

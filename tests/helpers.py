@@ -107,3 +107,12 @@ def tiny_engine(model: nn.Module, tokenizer, root: Path, adapters: dict[str, Pat
     )
     pool, report = load_pool(cfg, model)
     return LoGoEngine(model, tokenizer, pool, cfg, load_report=report)
+
+
+def three_adapters(model: nn.Module, root: Path) -> dict[str, Path]:
+    """A small mixed pool: rank 4 on q/v, rank 2 on q/v/o, rank 6 (alpha 6) on v only."""
+    return {
+        "arithmetic": make_adapter(model, root / "arithmetic", seed=0),
+        "translate": make_adapter(model, root / "translate", seed=1, r=2, targets=("q_proj", "v_proj", "o_proj")),
+        "other": make_adapter(model, root / "other", seed=2, r=6, alpha=6, targets=("v_proj",)),
+    }

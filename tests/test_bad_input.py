@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import make_adapter, tiny_engine, tiny_model
+from helpers import make_adapter, three_adapters, tiny_engine, tiny_model
 from safetensors.torch import load_file, save_file
 
 from logo_core.errors import AdapterLoadError, ConfigError, LoGoError, RequestError
@@ -39,11 +39,7 @@ def world(tiny_tok, tmp_path_factory):
     """(bare model for PEFT to build adapters on, root folder, engine over 3 adapters, its answer to P)."""
     root = tmp_path_factory.mktemp("bad")
     model = tiny_model("llama", len(tiny_tok), n_layers=N_LAYERS)
-    adapters = {
-        "arithmetic": make_adapter(model, root / "arithmetic", seed=0),
-        "translate": make_adapter(model, root / "translate", seed=1, r=2, targets=("q_proj", "v_proj", "o_proj")),
-        "other": make_adapter(model, root / "other", seed=2, r=6, alpha=6, targets=("v_proj",)),
-    }
+    adapters = three_adapters(model, root)
     engine = tiny_engine(
         copy.deepcopy(model), tiny_tok, root, adapters, k=1, max_new_tokens=2, engine={"max_prompt_chars": MAX_CHARS}
     )

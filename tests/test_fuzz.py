@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_adapter, tiny_engine, tiny_model
+from helpers import make_adapter, three_adapters, tiny_engine, tiny_model
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -62,11 +62,7 @@ def fuzz(n: int):
 def world(tiny_tok, tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     model = tiny_model("llama", len(tiny_tok), n_layers=L)
-    adapters = {
-        "arithmetic": make_adapter(model, root / "arithmetic", seed=0),
-        "translate": make_adapter(model, root / "translate", seed=1, r=2, targets=("q_proj", "v_proj", "o_proj")),
-        "other": make_adapter(model, root / "other", seed=2, r=6, alpha=6, targets=("v_proj",)),
-    }
+    adapters = three_adapters(model, root)
     engine = tiny_engine(
         copy.deepcopy(model),
         tiny_tok,

@@ -401,6 +401,38 @@ def _family_table(results: dict, split: str) -> list[str]:
     return lines
 
 
+def targets(results: dict) -> list[str]:
+    """The pool issue's targets against this run's averages: seen within 3 points of the oracle;
+    unseen above every peer and at least 10 points above the base model."""
+    seen, unseen = results["scores"]["seen"], results["scores"].get("unseen", {})
+    logo_seen, logo_unseen = f"LoGo k={results['k_seen']}", f"LoGo k={results['k_unseen']}"
+    rows = [
+        (
+            f"seen: {logo_seen} (dev-chosen k)",
+            seen[logo_seen]["average"],
+            ">=",
+            "oracle - 3",
+            seen["oracle"]["average"] - 3,
+        )
+    ]
+    if unseen:
+        got = unseen[logo_unseen]["average"]
+        for cond in unseen:
+            if cond.startswith(("uniform", "random", "retrieval", "LoraHub")):
+                rows.append((f"unseen: {logo_unseen} (dev-chosen k)", got, ">", cond, unseen[cond]["average"]))
+        rows.append((f"unseen: {logo_unseen} (dev-chosen k)", got, ">=", "base + 10", unseen["base"]["average"] + 10))
+    lines = [
+        "### Targets (average task score)",
+        "",
+        "| LoGo | score | | against | score | met |",
+        "|---|---:|---|---|---:|---|",
+    ]
+    for name, got, op, against, bar in rows:
+        met = got > bar if op == ">" else got >= bar
+        lines.append(f"| {name} | {_fmt(got)} | {op} | {against} | {_fmt(bar)} | {'yes' if met else '**no**'} |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     """The README tables."""
     r = results
@@ -443,6 +475,7 @@ def markdown(results: dict) -> str:
             f"| {x['setting']}{tag} | {_fmt(x['dev_top1'])} | {_fmt(x['test_top1'])} | {_fmt(x['test_top3'])} | "
             f"{_fmt(x['test_family'])} | {_fmt(x.get('unseen_family', float('nan')))} |"
         )
+    lines += ["", *targets(r)]
     lines += ["", "### Probe cost against routing accuracy (`route` ms, warm, one prompt)", ""]
     lines += [
         "| probe at | deepest block | sites | route ms | dev top-1 | test top-1 |",

@@ -370,32 +370,6 @@ def accuracy_by_block(curves: Mapping[str, Sequence[float]], title: str = "") ->
     return _layout(fig, title, 480)
 
 
-def weight_vs_similarity(
-    similarity: Sequence[Sequence[float]],
-    weight: Sequence[Sequence[float]],
-    tasks: Sequence[str],
-    adapters: Sequence[str],
-    title: str = "",
-) -> go.Figure:
-    """Mean merge weight an adapter gets on a task's prompts (y) against how similar the task and
-    the adapter's task are (x), one marker per (task, adapter) pair; own adapters highlighted."""
-    fig = go.Figure()
-    for own, name, color in ((False, "other adapters", OTHER), (True, "own adapter", SELECTED)):
-        pairs = [(i, j) for i, t in enumerate(tasks) for j, a in enumerate(adapters) if (t == a) == own]
-        fig.add_scatter(
-            x=[similarity[i][j] for i, j in pairs],
-            y=[weight[i][j] for i, j in pairs],
-            text=[f"task {tasks[i]} · adapter {adapters[j]}" for i, j in pairs],
-            mode="markers",
-            name=name,
-            marker=dict(color=color, size=9, opacity=0.8),
-            hovertemplate="%{text}<br>similarity %{x:.2f}<br>weight %{y:.3f}<extra></extra>",
-        )
-    fig.update_xaxes(title="task similarity (MiniLM cosine of the task descriptions)")
-    fig.update_yaxes(title="mean merge weight", rangemode="tozero")
-    return _layout(fig, title, 480)
-
-
 def cost_accuracy(rows: Sequence[Mapping], chosen: str = "", title: str = "") -> go.Figure:
     """Routing accuracy (dev and test top-1) against the probe's cost in ms, one marker per probe
     setting; the Pareto front joined, the chosen setting highlighted."""

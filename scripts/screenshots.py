@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-PROMPT = "Translate the following English sentence into French: the dog sees the cat"
+PROMPT = "Express the date 2047-11-19 in long Swedish format."  # an unseen task: no Swedish date adapter
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> None:
         desk = browser.new_page(viewport={"width": 1280, "height": 900})
         desk.set_default_timeout(300_000)
         desk.goto(url)
-        answer(desk, PROMPT, 2)
+        answer(desk, PROMPT, 3)
         desk.screenshot(path=str(args.out / "screenshot.png"))  # the first screen: prompt, answer, chart
         how = browser.new_page(viewport={"width": 1280, "height": 720})
         how.set_default_timeout(300_000)
         how.goto(url)
-        answer(how, PROMPT, 2)
+        answer(how, PROMPT, 3)
         how.get_by_role("tab", name="How LoGo chose").click()
         how.locator("#how-summary").evaluate("e => e.scrollIntoView({block: 'start'})")
         how.wait_for_timeout(500)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
         phone.set_default_timeout(300_000)
         phone.goto(url)
-        answer(phone, PROMPT, 2)
+        answer(phone, PROMPT, 3)
         bottom = phone.locator("#signal-plot").bounding_box()
         clip = {"x": 0, "y": 0, "width": 390, "height": bottom["y"] + bottom["height"] + 10}
         phone.screenshot(path=str(args.out / "screenshot_phone.png"), full_page=True, clip=clip)

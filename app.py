@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -41,6 +42,9 @@ PAPER = "https://arxiv.org/abs/2511.07129"
 TOP = 15  # bars drawn before "Show all"
 QUEUE_SIZE = 32  # waiting requests; past it gradio answers "This application is currently busy. Please try again."
 CONCURRENCY = 2  # requests of one event at a time (the model is shared and read-only, each mixture private)
+# Generations at once over every event, counting those whose API client cancelled (their thread runs on):
+# what bounds the server's memory and CPU whatever its visitors do.
+HEAVY = threading.BoundedSemaphore(2 * CONCURRENCY)
 FIELDS = ROUTE_FIELDS + GENERATE_FIELDS  # the settings controls, in this order in every callback
 NUMERIC = ("k", "layer", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
 ROUTE_OUT = ("chart", "status", "notices", "answer", "routing")
@@ -62,6 +66,7 @@ LAUNCH = dict(theme=THEME, css_paths=[ASSETS / "app.css"], head_paths=[ASSETS / 
 # Callbacks that run the model (on ZeroGPU's GPU when there): a bad request becomes the library's message.
 gpu = functools.partial(hosting.gpu, known=(LoGoError,), page=True)
 api_gpu = functools.partial(hosting.gpu, known=(LoGoError,))
+heavy = functools.partial(gpu, gate=HEAVY)
 
 
 def plain(text: str) -> str:
@@ -290,17 +295,19 @@ def add_api(demo: gr.Blocks, engine: LoGoEngine) -> None:
         g = engine.frontend.generate(prompt, **settings)
         return g.text, g.to_dict()
 
-    for call, fields, summary, returns in (
-        (route, ROUTE_FIELDS, "Route a prompt: every adapter's score, the chosen top-k and their weights.", dict),
+    for call, fields, summary, returns, gate in (
+        (route, ROUTE_FIELDS, "Route a prompt: every adapter's score, the chosen top-k and their weights.", dict, None),
         (
             generate,
             FIELDS,
             "Route a prompt and answer it with its mixture: the answer and its trace.",
             tuple[str, dict],
+            HEAVY,
         ),
     ):
         chosen = {p: params[p] for p in ("prompt", *fields)}
-        dep = gr.api(api_gpu(typed_endpoint(call, call.__name__, summary, chosen, returns)), api_name=call.__name__)
+        endpoint = api_gpu(typed_endpoint(call, call.__name__, summary, chosen, returns), gate=gate)
+        dep = gr.api(endpoint, api_name=call.__name__)
         document_inputs(demo, dep, [d for _, d in chosen.values()])
 
 
@@ -496,7 +503,7 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
         for i, ex in enumerate(examples):  # an example routes at once
             then_explain(ex.load_input_event.then(**route_only, trigger_mode="always_last", **ui(f"example_{i}")))
         generating = gr.on(
-            [gen_btn.click, prompt.submit], gpu(cb.generate), [visitor, prompt, *controls], gen_out, **ui("generate")
+            [gen_btn.click, prompt.submit], heavy(cb.generate), [visitor, prompt, *controls], gen_out, **ui("generate")
         )
         then_explain(generating)
         # Stop closes this visitor's stream: decoding ends after the current token and the answer says how many
@@ -505,9 +512,9 @@ def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:
         show_all.input(cb.redraw, [routing, show_all], chart, **quiet, **ui("show_all"))
         export_btn.click(gpu(cb.export), routing, adapter_file, **ui("export"))
         compare_out = [*compared, *compare_notes, latency]
-        compare_btn.click(gpu(cb.compare), [prompt, *controls], compare_out, concurrency_limit=1, **ui("compare"))
+        compare_btn.click(heavy(cb.compare), [prompt, *controls], compare_out, concurrency_limit=1, **ui("compare"))
         sweep_in, sweep_out = [prompt, sweep_cache, normalize, *controls], [sweep_plot, sweep_cache]
-        gr.on([sweep_btn.click, sweep_tab.select, normalize.input], gpu(cb.sweep), sweep_in, sweep_out, **ui("sweep"))
+        gr.on([sweep_btn.click, sweep_tab.select, normalize.input], heavy(cb.sweep), sweep_in, sweep_out, **ui("sweep"))
         demo.load(lambda: secrets.token_hex(8), None, visitor, **ui("visitor"))
         add_api(demo, engine)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
@@ -527,6 +534,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    hosting.bound_malloc()  # before gradio starts its worker threads
     try:  # the model loads once, here, placed by the library (device auto); the probe cache makes re-routing cheap
         cfg = load_config(args.config)
         probe_cache = {"probe_cache_mb": cfg.engine.probe_cache_mb or 32}

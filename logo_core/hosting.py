@@ -1,6 +1,8 @@
 """Gradio plumbing the app needs on every host (a CPU, a GPU, a ZeroGPU Space); nothing LoGo-specific.
 
-- `gpu`: run a callback on ZeroGPU's GPU when there, and turn ZeroGPU's refusals into a sentence.
+- `gpu`: run a callback on ZeroGPU's GPU when there, and turn ZeroGPU's refusals into a sentence; an optional
+  gate bounds how many heavy callbacks run at once, counting those whose client has left.
+- `bound_malloc`, `release_memory`: keep a many-threaded server's memory near its working set (glibc).
 - `PrivateFiles`: downloads under random names, private to the server, deleted after a while.
 - `lenient`: a slider whose out-of-range typed value reaches the callback (which validates it).
 - `typed_endpoint`: a `gr.api` function with a typed signature and one documented line per parameter.
@@ -14,6 +16,9 @@ except ImportError:
     spaces = None
 
 import atexit
+import contextlib
+import ctypes
+import ctypes.util
 import functools
 import html
 import inspect
@@ -22,6 +27,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,15 +42,51 @@ ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() 
 )  # as `spaces` reads it
 
 
-def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = (), page: bool = False) -> Callable:
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+_LIBC = _glibc()
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def bound_malloc(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas (by default up to 8 per core, one taken by each thread that allocates
+    at the same moment as another): gradio's worker threads otherwise each keep the freed memory of the
+    largest request they ran. Call before the server starts its threads. False where not glibc."""
+    return _LIBC is not None and _LIBC.mallopt(M_ARENA_MAX, arenas) == 1
+
+
+def release_memory() -> None:
+    """Give the memory a finished request freed back to the system (glibc keeps it in its arenas)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def gpu(
+    fn: Callable,
+    duration: int = 120,
+    known: tuple[type[Exception], ...] = (),
+    page: bool = False,
+    gate: threading.Semaphore | None = None,
+) -> Callable:
     """`fn` (a function or a generator) under `spaces.GPU` when `spaces` is installed; `known` errors
     (the app's bad-request errors) and ZeroGPU's quota and time-limit errors reach the visitor as a sentence.
+    Memory the call freed is released when it ends.
 
     Args:
         page: the message is shown in the page's error modal, which renders HTML: escape it (an API
             client gets the text as it is).
+        gate: held for the whole call (a stream: until it ends or is closed), before any GPU is taken.
+            Gradio frees a request's concurrency slot when its client cancels, but a plain function's
+            thread runs on to the end: only a gate shared by every heavy callback bounds the work in flight.
     """
     run = spaces.GPU(duration=duration)(fn) if spaces is not None else fn
+    held = gate if gate is not None else contextlib.nullcontext()
 
     def plain(e: Exception) -> Exception:
         if isinstance(e, known):
@@ -55,20 +97,28 @@ def gpu(fn: Callable, duration: int = 120, known: tuple[type[Exception], ...] = 
 
         @functools.wraps(fn)
         def stream(*args, **kwargs):
-            try:
-                yield from run(*args, **kwargs)
-            except Exception as e:
-                raise plain(e) from None
+            with held:
+                try:
+                    yield from run(*args, **kwargs)
+                except Exception as e:
+                    raise plain(e) from None
+                finally:
+                    release_memory()
 
+        stream.gate = gate
         return stream
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        try:
-            return run(*args, **kwargs)
-        except Exception as e:
-            raise plain(e) from None
+        with held:
+            try:
+                return run(*args, **kwargs)
+            except Exception as e:
+                raise plain(e) from None
+            finally:
+                release_memory()
 
+    call.gate = gate  # which gate, for a reader (and a test) to see
     return call
 
 

@@ -146,19 +146,39 @@ def percentile(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] if len(xs) > 1 else (xs[0] if xs else float("nan"))
 
 
-def run(url: str, users: int, seconds: float, pid: int | None) -> dict:
+def warm_up(url: str, prompt: str) -> None:
+    """Each setting routed and answered once, alone: what one visitor of each kind makes the server load
+    (calibrations, probe stacks, caches), so the load's own growth can be told from it."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    for settings in SETTINGS:
+        client.predict(prompt=prompt, **settings, api_name="/route")
+        client.predict(prompt=prompt, **settings, max_new_tokens=NEW_TOKENS, api_name="/generate")
+
+
+def run(url: str, users: int, seconds: float, pid: int | None, settle_s: float = 10.0) -> dict:
     tally = Tally()
-    rss0 = rss_mb(pid) if pid else None
-    deadline = time.monotonic() + seconds
     prompts = pool_prompts()
+    rss0 = rss_mb(pid) if pid else None
+    warm_up(url, prompts[0])
+    rss_warm = rss_mb(pid) if pid else None
+    deadline = time.monotonic() + seconds
     threads = [threading.Thread(target=user, args=(url, i, deadline, tally, prompts)) for i in range(users)]
+    samples: list[tuple[float, float]] = []  # (s since start, MB): a plateau or a climb
     t0 = time.perf_counter()
     for t in threads:
         t.start()
+    while any(t.is_alive() for t in threads):
+        if pid:
+            samples.append((time.perf_counter() - t0, rss_mb(pid)))
+        time.sleep(1.0)
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    time.sleep(settle_s)  # generations whose client cancelled run on to their end
     rss1 = rss_mb(pid) if pid else None
+    half = [mb for s, mb in samples if s <= wall / 2]
     differ = alone(url, tally)
     return {
         "users": users,
@@ -171,7 +191,12 @@ def run(url: str, users: int, seconds: float, pid: int | None) -> dict:
         "distinct_requests": len(tally.answers),
         "differ_from_alone": differ,
         "rss_start_mb": rss0,
+        "rss_warm_mb": rss_warm,
+        "settle_s": settle_s,
+        "rss_half_mb": half[-1] if half else None,
+        "rss_peak_mb": max([mb for _, mb in samples], default=None),
         "rss_end_mb": rss1,
+        "rss_samples": samples,
     }
 
 
@@ -189,10 +214,12 @@ def markdown(res: dict) -> str:
         f"answers that differ from the same request made alone: {len(res['differ_from_alone'])}.",
     ]
     if res["rss_start_mb"] is not None:
-        growth = res["rss_end_mb"] - res["rss_start_mb"]
+        start, warm, end = res["rss_start_mb"], res["rss_warm_mb"], res["rss_end_mb"]
         lines.append(
-            f"Server resident memory: {res['rss_start_mb']:.0f} MB at start, {res['rss_end_mb']:.0f} MB at the end "
-            f"({growth:+.0f} MB)."
+            f"Server resident memory: {start:.0f} MB at start, {warm:.0f} MB after one request of each setting "
+            f"alone, {end:.0f} MB {res['settle_s']:.0f} s after the load ended: {end - start:+.0f} MB from the start, "
+            f"{end - warm:+.0f} MB from the warm server. Under load: {res['rss_half_mb']:.0f} MB half-way, "
+            f"peak {res['rss_peak_mb']:.0f} MB."
         )
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import stat
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -323,6 +324,70 @@ def test_zero_gpu_refusals_become_sentences():
         app.gpu(app_error)()
     with pytest.raises(gr.Error, match="got '<b>x'"):  # an API client gets the text as it is
         app.api_gpu(app_error)()
+
+
+def test_gate_bounds_work_in_flight_and_is_released_whatever_happens():
+    """A heavy call holds the gate to its end: an error, a stream closed early (a visitor who left) free it."""
+    gate, now, peak = threading.BoundedSemaphore(2), [0], [0]
+    lock = threading.Lock()
+
+    def work(fail=False):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= 1
+        if fail:
+            raise ValueError("bad")
+        return "ok"
+
+    gated = hosting.gpu(work, gate=gate)
+    threads = [threading.Thread(target=gated) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+    with pytest.raises(ValueError):
+        gated(fail=True)
+
+    def tokens():
+        yield from "abc"
+
+    stream = hosting.gpu(tokens, gate=gate)()
+    assert next(stream) == "a"
+    assert gate.acquire(blocking=False) and not gate.acquire(blocking=False)  # the open stream holds one
+    gate.release()
+    stream.close()
+    assert gate.acquire(blocking=False) and gate.acquire(blocking=False)  # both free again
+    gate.release(), gate.release()
+
+
+def test_every_generation_waits_on_the_one_gate(app_engine):
+    """The API's generate, the page's generate, compare and sweep share app.HEAVY: a cancelled API call's
+    thread keeps its place until its generation ends, so abandoned requests cannot pile up."""
+    demo = app.create_demo(app_engine)
+    fns = {f.api_name: f.fn for f in demo.fns.values()}
+    assert {name for name, fn in fns.items() if getattr(fn, "gate", None) is app.HEAVY} == {
+        "generate", "ui_generate", "ui_compare", "ui_sweep",
+    }  # fmt: skip
+    assert getattr(fns["route"], "gate", "missing") is None
+    held = 0
+    while app.HEAVY.acquire(blocking=False):
+        held += 1
+    assert held == 2 * app.CONCURRENCY
+    out = []
+    t = threading.Thread(target=lambda: out.append(fns["generate"](PROMPT, max_new_tokens=2)))
+    try:
+        t.start()
+        t.join(1.0)
+        assert t.is_alive() and not out  # waiting for a place
+    finally:
+        for _ in range(held):
+            app.HEAVY.release()
+    t.join(120)
+    assert out and isinstance(out[0][0], str)
 
 
 def app_error():

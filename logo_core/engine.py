@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -149,8 +150,9 @@ class LoGoEngine:
         return run_probe(self.probe_model, enc.input_ids, enc.attention_mask, wants)
 
     def _site(self, h: Tensor, block: int, module: str, calibration: Tensor | None = None) -> signals.Site:
-        A, Bs, mask = self.pool.probe_stack((block, module))
-        return signals.Site(h.to(A.device), A, Bs, mask, calibration)
+        A, G, mask = self.pool.probe_stack((block, module))
+        up = functools.partial(self.pool.probe_up, (block, module))
+        return signals.Site(h.to(A.device), A, G, up, mask, calibration)
 
     def _sites(self, hs: dict, opts: RouteOptions, block: int | None = None, module: str | None = None) -> list:
         """The probed sites of `opts` (or one block / module of them), calibrated if asked."""

@@ -2,7 +2,7 @@
 
 Memory stays small for hundreds of adapters: only the (block, module) pairs that the probe uses
 are stacked, in the adapters' own dtype (fp16 as trained; signals are computed in fp32), on the
-device of the module they belong to; the full factors of chosen adapters are read from safetensors
+device of the module they belong to, and of B only its r x r Gram matrix until a signal needs B; the full factors of chosen adapters are read from safetensors
 once and kept on their devices in the compute dtype, in an LRU cache bounded in bytes, so nothing
 crosses PCIe per request once an adapter is warm.
 """
@@ -22,6 +22,7 @@ from .errors import AdapterLoadError
 from .loading import AdapterFile, fetch_adapter, load_adapter
 from .mixing import Factors, Key, stack_factors
 from .registry import AdapterSpec, PoolConfig
+from .signals import gram
 
 Where = Callable[[Key], tuple[torch.device, torch.dtype]]  # (block, module) -> its device and compute dtype
 
@@ -57,6 +58,7 @@ class AdapterPool:
         self.where = where or (lambda key: (torch.device("cpu"), torch.float32))
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self._stacks: dict[Key, tuple[Tensor, Tensor, Tensor]] = {}
+        self._ups: dict[Key, Tensor] = {}
         self._full: OrderedDict[str, Factors] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -72,23 +74,36 @@ class AdapterPool:
     def description(self, name: str) -> str:
         return self.specs[self._index[name]].description
 
+    def _stacked(self, key: Key) -> tuple[Tensor, Tensor, Tensor]:
+        pairs = [f.read([key]).get(key) for f in self.files]
+        if all(p is None for p in pairs):
+            raise KeyError(key)
+        device, _ = self.where(key)
+        A, Bs = stack_factors(pairs)  # [N, R, D_in], [N, D_out, R]
+        return A.to(device), Bs.to(device), torch.tensor([p is not None for p in pairs], device=device)
+
     def probe_stack(self, key: Key) -> tuple[Tensor, Tensor, Tensor]:
-        """(A [N, R, D_in], s*B [N, D_out, R], mask [N]) of every adapter at one module, zero-padded,
-        in the adapters' dtype, on the module's device. mask says which adapters adapt it."""
+        """(A [N, R, D_in], G [N, R, R], mask [N]) of every adapter at one module, on the module's device:
+        A zero-padded in the adapters' dtype, G = (s*B)^T (s*B) in fp32 (`signals.gram`); mask says which
+        adapters adapt the module. B itself (three times G's size and more) waits for `probe_up`."""
         with self._lock:
             if key not in self._stacks:
-                device, _ = self.where(key)
-                pairs = [f.read([key]).get(key) for f in self.files]
-                if all(p is None for p in pairs):
-                    raise KeyError(key)
-                A, Bs = stack_factors(pairs)  # [N, R, D_in], [N, D_out, R]
-                mask = torch.tensor([p is not None for p in pairs], device=device)
-                self._stacks[key] = (A.to(device), Bs.to(device), mask)
+                A, Bs, mask = self._stacked(key)
+                self._stacks[key] = (A, gram(Bs), mask)
             return self._stacks[key]
+
+    def probe_up(self, key: Key) -> Tensor:
+        """s*B [N, D_out, R] of every adapter at one module (as `probe_stack`), kept once read: for a signal
+        of whole outputs (entropy)."""
+        with self._lock:
+            if key not in self._ups:
+                self._ups[key] = self._stacked(key)[1]
+            return self._ups[key]
 
     @property
     def stacked_bytes(self) -> int:
-        return sum(A.nbytes + B.nbytes for A, B, _ in self._stacks.values())
+        stacks = sum(A.nbytes + G.nbytes + m.nbytes for A, G, m in self._stacks.values())
+        return stacks + sum(B.nbytes for B in self._ups.values())
 
     def factors(self, name: str) -> Factors:
         """All (A, s*B) of one adapter, on each module's device in its compute dtype (LRU cache)."""

@@ -4,6 +4,9 @@ Read top to bottom: every adapter's LoRA output on the probe vector (`lora_outpu
 (`SIGNALS`), the mask of adapters that adapt the module, the calibration, and the mean over the
 probed blocks and modules (`score`). Always computed in fp32, whatever the model's dtype.
 
+`norm` has a fast path (`output_norms`) that needs only A and each adapter's r x r Gram matrix
+s^2 B^T B, never the up-projections: the pool keeps B out of memory until a signal needs whole outputs.
+
 `SIGNALS` is the extension point: add a function `[B, N, D_out] -> [B, N]` under a new name and
 every surface (options, CLI, app, evaluation) offers it.
 """
@@ -32,6 +35,19 @@ def lora_outputs(h: Tensor, A: Tensor, Bs: Tensor) -> Tensor:
     return torch.einsum("nor,bnr->bno", Bs.float(), z)  # [B, N, D_out]
 
 
+def gram(Bs: Tensor) -> Tensor:
+    """G_i = (s_i B_i)^T (s_i B_i), [N, R, R] fp32: ||o_i||^2 = z_i^T G_i z_i with z_i = A_i h."""
+    Bs = Bs.float()
+    return Bs.mT @ Bs
+
+
+def output_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
+    """||o_i|| for all N adapters from A and the Gram matrices (`norm_signal(lora_outputs(...))`
+    without B). [B, N], fp32."""
+    z = torch.einsum("nrd,bd->bnr", A.float(), h.float())  # [B, N, R]
+    return torch.einsum("bnr,nrs,bns->bn", z, G, z).clamp_min(0).sqrt()
+
+
 def norm_signal(o: Tensor) -> Tensor:
     """sigma_i = ||o_i||_2 (LOGO.md 2, `norm`)."""
     return torch.linalg.vector_norm(o, dim=-1)
@@ -53,21 +69,31 @@ class Site:
 
     Attributes:
         h: [B, D_in] probe vectors.
-        A, Bs: the pool's stacked factors at this module, [N, R, D_in] and [N, D_out, R].
+        A: the pool's stacked down-projections at this module, [N, R, D_in].
+        G: their Gram matrices s^2 B^T B, [N, R, R] fp32 (`gram`): enough for `norm`.
+        up: () -> the stacked up-projections s*B [N, D_out, R], read only for a signal of whole outputs.
         mask: [N] bool, the adapters that adapt this module (the others say nothing here).
         calibration: [N] each adapter's mean signal on neutral prompts, or None for raw signals.
     """
 
     h: Tensor
     A: Tensor
-    Bs: Tensor
+    G: Tensor
+    up: Callable[[], Tensor]
     mask: Tensor
     calibration: Tensor | None = None
 
 
+def site_signal(site: Site, signal: str) -> Tensor:
+    """[B, N] raw signal at one site; `norm` through the Gram matrices, the others on whole outputs."""
+    if signal == "norm":
+        return output_norms(site.h, site.A, site.G)
+    return SIGNALS[signal](lora_outputs(site.h, site.A, site.up()))
+
+
 def site_score(site: Site, signal: str) -> Tensor:
     """[B, N]: each adapter's signal at one site, masked and (when given) calibrated."""
-    sig = SIGNALS[signal](lora_outputs(site.h, site.A, site.Bs))  # [B, N]
+    sig = site_signal(site, signal)  # [B, N]
     # An adapter that does not adapt this module says nothing here (the entropy of o = 0 is not 0).
     sig = torch.where(site.mask.to(sig.device), sig, torch.zeros_like(sig))
     if site.calibration is not None:
@@ -90,5 +116,5 @@ def calibration(neutral: Site, signal: str) -> Tensor:
     """c_i: the mean raw signal of each adapter over the neutral prompts (this project's calibration,
     LOGO.md 2). [N]; 1 where it is not a positive finite number (an adapter that does not adapt the
     module has c = 0 and keeps its zero score)."""
-    c = site_score(Site(neutral.h, neutral.A, neutral.Bs, neutral.mask), signal).mean(0)
+    c = site_score(Site(neutral.h, neutral.A, neutral.G, neutral.up, neutral.mask), signal).mean(0)
     return torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))

@@ -12,6 +12,7 @@ import torch
 from helpers import ARCHS, make_adapter, tiny_engine, tiny_model
 from safetensors.torch import load_file
 
+from logo_core import signals
 from logo_core.mixing import MixedLinear, attach, reference_delta, select_top_k, ties_at_cut
 from logo_core.results import Routing
 
@@ -85,6 +86,27 @@ def test_signals_match_the_formulas(setup, signal, probe_input, block, module):
         r = engine.route(prompt, signal=signal, calibrated=False, layer=block, module=module, probe_input=probe_input)
         expected = _direct_scores(engine, reference, adapters, prompt, block, module, signal, probe_input)
         torch.testing.assert_close(torch.tensor(list(r.scores.values())), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_norm_routing_never_loads_the_up_projections(tiny_tok, tmp_path):
+    """`norm` scores come from A and the r x r Gram matrices alone: the stacked B of a site is read only
+    when a signal of whole outputs asks for it, and then gives the same norms."""
+    model = tiny_model(ARCHS[0], len(tiny_tok), n_layers=N_LAYERS)
+    adapters = {f"a{i}": make_adapter(model, tmp_path / f"a{i}", seed=i, r=2 + 2 * i, alpha=8) for i in range(3)}
+    engine = tiny_engine(model, tiny_tok, tmp_path, adapters, k=2)
+    opts = dict(layer=f"0:{N_LAYERS}", module="q_proj", calibrated=False)
+    norms = engine.route(PROMPTS[0], signal="norm", **opts).scores
+    with_gram = engine.pool.stacked_bytes
+    A, G, _ = engine.pool.probe_stack((1, "q_proj"))
+    assert G.shape == (3, A.shape[1], A.shape[1])  # r x r per adapter, never D_out x r
+    engine.route(PROMPTS[0], signal="entropy", **opts)
+    B = engine.pool.probe_up((1, "q_proj"))
+    assert engine.pool.stacked_bytes - with_gram == N_LAYERS * B.nbytes  # B of each probed block, read now
+    h = torch.randn(5, A.shape[2])
+    torch.testing.assert_close(
+        signals.output_norms(h, A, G), signals.norm_signal(signals.lora_outputs(h, A, B)), rtol=1e-5, atol=1e-6
+    )
+    assert engine.route(PROMPTS[0], signal="norm", **opts).scores == norms
 
 
 def test_rslora_scale_is_alpha_over_sqrt_r(setup):

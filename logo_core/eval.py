@@ -537,6 +537,42 @@ def score_jsonl(engine: LoGoEngine, path: Path, metric: str, max_new_tokens: int
     return {"file": str(path), "metric": metric, "rows": len(rows), "scores": out}
 
 
+def dtype_check(config: str, dtype: str, probe_dtype: str, n_test: int, batch_size: int) -> str:
+    """The shipped routing answered in fp32 and in `dtype` (routing on a `probe_dtype` copy): seen and
+    unseen average task scores on the test prompts and how many prompts got the same adapters. Markdown."""
+    rows, chosen = [], {}
+    for label, kw in (
+        ("fp32", {"dtype": "fp32"}),
+        (f"{dtype} + {probe_dtype} probe", {"dtype": dtype, "probe_dtype": probe_dtype}),
+    ):
+        engine = LoGoEngine.from_config(config, **kw)
+        tasks, t0 = list(TASKS.values()), time.perf_counter()
+        per, chosen[label] = {}, []
+        for t in tqdm(tasks, desc=label, leave=False):
+            exs = t.examples("test", n_test)
+            gens = [
+                g
+                for i in range(0, len(exs), batch_size)
+                for g in engine.generate_batch(
+                    [x.prompt for x in exs[i : i + batch_size]], max_new_tokens=max_tokens(exs)
+                )
+            ]
+            per[t.name] = statistics.fmean(t.score(g.text, x.answer) for g, x in zip(gens, exs))
+            chosen[label] += [tuple(g.routing.selected) for g in gens]
+        seen = [t.name for t in tasks if t.name in engine.adapters]
+        unseen = [t.name for t in tasks if t.name not in engine.adapters]
+        rows.append(
+            f"| {label} | {_fmt(mean(per, seen))} | {_fmt(mean(per, unseen))} | {time.perf_counter() - t0:.0f} |"
+        )
+    a, b = chosen.values()
+    same = sum(x == y for x, y in zip(a, b))
+    return "\n".join([
+        f"The shipped routing (adapters.yaml's defaults), {n_test} test prompts per task, batches of {batch_size}:",
+        "", "| generation | seen average | unseen average | s |", "|---|---:|---:|---:|", *rows, "",
+        f"Same adapters chosen: {same} of {len(a)} prompts.",
+    ]) + "\n"  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m logo_core.eval", description=__doc__.split("\n")[0])
     p.add_argument("--config", default="adapters.yaml")
@@ -550,7 +586,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", action="store_true", help="only redraw tables and plots from OUT/results.json")
     p.add_argument("--metric", default="rouge_l", choices=sorted(METRICS), help="metric for --jsonl")
     p.add_argument("--max-new-tokens", type=int, default=64, help="generation length for --jsonl")
+    p.add_argument(
+        "--dtype-check", metavar="DTYPE", help="compare task scores of fp32 and DTYPE generation (+ fp32 probe)"
+    )
     args = p.parse_args(argv)
+    if args.dtype_check:
+        md = dtype_check(args.config, args.dtype_check, "fp32", args.n_test, args.batch_size)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"dtype_{args.dtype_check}.md").write_text(md)
+        print(md)
+        return 0
     if args.render:
         results = json.loads((Path(args.out) / "results.json").read_text())
         write_outputs(results, Path(args.out))

@@ -93,33 +93,33 @@ def gpu(
             return gr.Error(html.escape(str(e), quote=False) if page else str(e))
         return zero_gpu_error(e) or e
 
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def stream(*args, **kwargs):
-            with held:
-                try:
-                    yield from run(*args, **kwargs)
-                except Exception as e:
-                    raise plain(e) from None
-                finally:
-                    release_memory()
-
-        stream.gate = gate
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
+    @contextlib.contextmanager
+    def guarded():
+        """The gate held, a known or ZeroGPU error turned into a sentence, the freed memory released."""
         with held:
             try:
-                return run(*args, **kwargs)
+                yield
             except Exception as e:
                 raise plain(e) from None
             finally:
                 release_memory()
 
-    call.gate = gate  # which gate, for a reader (and a test) to see
-    return call
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with guarded():
+                yield from run(*args, **kwargs)
+
+    else:
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with guarded():
+                return run(*args, **kwargs)
+
+    wrapper.gate = gate  # which gate, for a reader (and a test) to see
+    return wrapper
 
 
 def zero_gpu_error(e: Exception) -> gr.Error | None:

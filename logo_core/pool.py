@@ -2,9 +2,10 @@
 
 Memory stays small for hundreds of adapters: only the (block, module) pairs that the probe uses
 are stacked, in the adapters' own dtype (fp16 as trained; signals are computed in fp32), on the
-device of the module they belong to, and of B only its r x r Gram matrix until a signal needs B; the full factors of chosen adapters are read from safetensors
-once and kept on their devices in the compute dtype, in an LRU cache bounded in bytes, so nothing
-crosses PCIe per request once an adapter is warm.
+device of the module they belong to, and of B only its r x r Gram matrix until a signal needs B;
+the full factors of chosen adapters are read from safetensors once and kept on their devices in the
+compute dtype, in an LRU cache bounded in bytes, so nothing crosses PCIe per request once an adapter
+is warm.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ every surface (options, CLI, app, evaluation) offers it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -116,5 +117,5 @@ def calibration(neutral: Site, signal: str) -> Tensor:
     """c_i: the mean raw signal of each adapter over the neutral prompts (this project's calibration,
     LOGO.md 2). [N]; 1 where it is not a positive finite number (an adapter that does not adapt the
     module has c = 0 and keeps its zero score)."""
-    c = site_score(Site(neutral.h, neutral.A, neutral.G, neutral.up, neutral.mask), signal).mean(0)
+    c = site_score(dataclasses.replace(neutral, calibration=None), signal).mean(0)
     return torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))

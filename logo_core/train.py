@@ -3,15 +3,21 @@
 Every adapter gets the same recipe (steps, batch, lr, rank): LoGo routes by the size of each
 adapter's output, so adapters trained with unequal intensity would be unequally loud.
 
+The whole pool is one resumable command: a finished adapter is kept (its file exists), an
+interrupted one restarts from scratch (files are written atomically), and the outer progress
+bar says how many are done and how long the rest will take.
+
 Example:
-    python -m logo_core.train --tasks all --threads 1   # the committed pool: 50 steps x 8, lr 2e-3
+    python -m logo_core.train --tasks all --threads 2   # the committed pool (the defaults' recipe)
     python -m logo_core.train --tasks date_fr,money_de --force
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import random
 import re
@@ -96,20 +102,18 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     data = [
         encode(tok, ex.prompt, ex.answer)
         for ex in task.examples("train", args.steps * args.batch_size, seed=args.seed, distinct=False)
-    ]
+    ]  # the train split only: dev and test items are never trained on
     random.Random(args.seed).shuffle(data)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    warmup = max(1, args.steps // 10)
-    # Linear warm-up, then linear decay to 10% of lr: a short run needs both to stay stable.
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, 1.0 - 0.9 * max(0, s - warmup) / max(1, args.steps - warmup))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.schedule))
     losses: list[float] = []
-    bar = tqdm(range(args.steps), desc=task.name, unit="step")
+    bar = tqdm(range(args.steps), desc=task.name, unit="step", leave=False)
     for step in bar:
         batch = collate(data[step * args.batch_size : (step + 1) * args.batch_size], tok.pad_token_id, args.max_len)
-        loss = answer_loss(model, batch)
+        # bf16 autocast: matmuls in bf16 (fast on CPUs with AVX512-BF16/AMX), weights and optimiser in fp32.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = answer_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -118,7 +122,32 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     save_adapter(model, Path(args.out) / task.name)
+    if args.loss_log:  # the loss curve, one line per adapter, for docs/pool.md's plot
+        with open(args.loss_log, "a", encoding="utf-8") as f:
+            f.write(
+                json.dumps({"task": task.name, "recipe": recipe_key(args), "losses": [round(x, 4) for x in losses]})
+                + "\n"
+            )
     return sum(losses[-10:]) / len(losses[-10:])
+
+
+def lr_factor(step: int, steps: int, schedule: str) -> float:
+    """Multiplier of lr at `step`: 10% linear warm-up, then linear decay to 10% or cosine to 0."""
+    warmup = max(1, steps // 10)
+    if step < warmup:
+        return (step + 1) / warmup
+    done = (step - warmup) / max(1, steps - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * done))
+    return 1.0 - 0.9 * done
+
+
+def recipe_key(args: argparse.Namespace) -> str:
+    """The recipe as one readable string (every adapter of a pool shares it)."""
+    return (
+        f"steps{args.steps}-b{args.batch_size}-lr{args.lr:g}-{args.schedule}-r{args.rank}-a{args.alpha}"
+        f"-{'bf16' if args.bf16 else 'fp32'}-seed{args.seed}"
+    )
 
 
 def save_adapter(model: nn.Module, directory: Path) -> None:
@@ -195,6 +224,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="Optimiser steps per adapter (same for all).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="lr decay after warm-up.")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (weights and optimiser stay fp32).")
+    p.add_argument("--loss-log", default=None, help="Append each adapter's loss curve (JSON lines) here.")
+    p.add_argument("--no-register", action="store_true", help="Do not add the adapters to --config.")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--alpha", type=int, default=16)
     p.add_argument("--max-len", type=int, default=96, help="Longer sequences are cut from the left.")
@@ -218,15 +251,26 @@ def main(argv: list[str] | None = None) -> None:
         tasks = adapter_tasks() if args.tasks == "all" else [get_task(n.strip()) for n in args.tasks.split(",")]
     except ValueError as e:
         raise SystemExit(f"--tasks: {e}") from None
-    for task in tasks:
-        directory = Path(args.out) / task.name
-        if (directory / "adapter_model.safetensors").is_file() and not args.force:
-            log.info("%s: adapter exists, skipped (use --force to retrain)", task.name)
-        else:
-            t0 = time.perf_counter()
-            loss = train_one(task, args)
-            log.info("%s: trained in %.0f s, final loss %.4f", task.name, time.perf_counter() - t0, loss)
-        register(task, directory, Path(args.config))
+    from tqdm import tqdm
+
+    def done(task: Task) -> bool:
+        return (Path(args.out) / task.name / "adapter_model.safetensors").is_file() and not args.force
+
+    todo = [t for t in tasks if not done(t)]
+    log.info(
+        "recipe %s: %d of %d adapters done, %d to train",
+        recipe_key(args),
+        len(tasks) - len(todo),
+        len(tasks),
+        len(todo),
+    )
+    for task in tqdm(todo, desc="pool", unit="adapter"):  # the ETA covers only what is left
+        t0 = time.perf_counter()
+        loss = train_one(task, args)
+        log.info("%s: trained in %.0f s, final loss %.4f", task.name, time.perf_counter() - t0, loss)
+    if not args.no_register:
+        for task in tasks:
+            register(task, Path(args.out) / task.name, Path(args.config))
 
 
 if __name__ == "__main__":

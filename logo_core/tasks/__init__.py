@@ -34,6 +34,7 @@ class Family:
     members: tuple[tuple[str, str, Generator], ...]  # (task suffix, display name, generator)
     unseen: tuple[str, ...] = ()  # suffixes of held-out members
     whole_unseen: bool = False  # the whole family is held out
+    people_templates: tuple[str, ...] = ()  # how people ask (word problems, context): the `people` split only
 
     def tasks(self) -> list[Task]:
         def fill(texts: tuple[str, ...], name: str) -> tuple[str, ...]:
@@ -49,6 +50,7 @@ class Family:
                 family=self.name,
                 templates=fill(self.templates, name),
                 test_templates=fill(self.test_templates, name),
+                people_templates=fill(self.people_templates, name),
                 source=self.source,
             )
             for suffix, name, gen in self.members
@@ -72,6 +74,12 @@ FAMILIES = [
         ("Spell out {x} in {name}.",),
         tuple((c, LANGS[c], numbers.number_words(c)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")),
         unseen=("nl",),
+        people_templates=(
+            "My kid asked me how to write {x} in {name}. Could you spell it out in words for me?",
+            "I am filling in a cheque in {name} and need the amount {x} written out in words. What do I write?",
+            "Quick one: {x}, but written as {name} words please.",
+            "For my {name} homework I have to write the number {x} as words. What is it?",
+        ),
     ),
     Family(
         "ordinal_words",
@@ -86,6 +94,12 @@ FAMILIES = [
         ("Spell out the {name} ordinal number for position {x}.",),
         tuple((c, LANGS[c], numbers.number_words(c, 1, 100, "ordinal")) for c in ("en", "fr", "es", "de", "it")),
         whole_unseen=True,
+        people_templates=(
+            "I came in at position {x} in the race. How would a {name} speaker write my place as an ordinal word?",
+            "Help me with my {name} class: what is the ordinal for {x}, written in words?",
+            'In {name}, how do I write "number {x}" as in first, second, third... but for {x}?',
+            "What do you call item number {x} in a list, as an ordinal word in {name}?",
+        ),
     ),
     Family(
         "translit",
@@ -111,6 +125,12 @@ FAMILIES = [
             ]
         ),
         unseen=("mn",),
+        people_templates=(
+            "My pen pal signs her letters {x}. She writes {name}. How do I write that in Latin letters?",
+            "I saw {x} on a {name} map. Can you write it out in our alphabet?",
+            "Could you romanize the {name} name {x} for a passport form?",
+            "How would you type {x} ({name}) on a keyboard with only Latin letters?",
+        ),
     ),
     Family(
         "deaccent",
@@ -136,6 +156,12 @@ FAMILIES = [
             ]
         ),
         unseen=("sk",),
+        people_templates=(
+            "My old system cannot take accents. How should I type the {name} name {x}?",
+            "Please give me {x} ({name}) with all the accent marks taken off.",
+            "I need {x} in plain letters without any {name} diacritics for a file name. What is it?",
+            "Write the {name} words {x} the way you would on a keyboard without special characters.",
+        ),
     ),
     Family(
         "inflect",
@@ -157,6 +183,12 @@ FAMILIES = [
             ]
         ),
         unseen=("superlative",),
+        people_templates=(
+            "I'm writing an essay and need the {name} of {x}. What is it?",
+            "English is not my first language. What is the {name} form of the word {x}?",
+            'Fill the gap: I need the {name} of "{x}".',
+            "My teacher asked for the {name} of {x}. Which word should I write?",
+        ),
     ),
     Family(
         "case",
@@ -170,6 +202,12 @@ FAMILIES = [
             for style in english.CASES
         ),
         unseen=("cobol",),
+        people_templates=(
+            'I am naming a variable for "{x}". What does it look like in {name}?',
+            "Our style guide wants {name}. How do I write the phrase {x} that way?",
+            'Can you rewrite "{x}" in {name} for my code?',
+            'What is "{x}" in {name} style?',
+        ),
     ),
     Family(
         "date",
@@ -184,6 +222,12 @@ FAMILIES = [
         ("Express the date {x} in long {name} format.",),
         tuple((loc, LANGS[loc], locales.long_date(loc)) for loc in ("fr", "de", "es", "it", "pt", "nl", "sv")),
         unseen=("sv",),
+        people_templates=(
+            "I am writing a letter in {name} and need to put the date {x} at the top. How do I write it out?",
+            "How would a {name} newspaper print the date {x}, written out in full?",
+            "My invitation says {x}. Write that date out in words in {name}.",
+            "Spell out the date {x} in {name}.",
+        ),
     ),
     Family(
         "money",
@@ -209,6 +253,12 @@ FAMILIES = [
             ]
         ),
         unseen=("ch",),
+        people_templates=(
+            "I am making price labels for a shop in {name}. How should I write {x}?",
+            "A customer asks how {x} would appear on a receipt in {name}. What do I show?",
+            "How do they write an amount like {x} on price tags in {name}?",
+            "Show {x} written the way a store in {name} would display it.",
+        ),
     ),
     Family(
         "units",
@@ -222,6 +272,12 @@ FAMILIES = [
             for src, dst in [("km", "m"), ("m", "cm"), ("cm", "mm"), ("kg", "g"), ("m", "km"), ("g", "kg"), ("l", "ml")]
         ),
         unseen=("l_ml",),
+        people_templates=(
+            "A recipe lists {x}. How many {name} is that?",
+            "My package is {x}. What is that in {name}?",
+            "I have {x} of it. Tell me the amount in {name}.",
+            "For my science homework: change {x} into {name}.",
+        ),
     ),
 ]
 

@@ -20,7 +20,8 @@ from typing import Literal
 
 from .metrics import METRICS
 
-Split = Literal["train", "test"]
+Split = Literal["train", "dev", "test", "people"]
+SPLITS = ("train", "dev", "test", "people")
 MetricName = Literal["exact_match", "exact_match_cased", "rouge_l", "bleu", "chrf"]
 
 
@@ -58,29 +59,44 @@ class Task:
     generate: Generator
     unseen: bool = False  # no adapter is trained for it: it measures generalisation
     test_fraction: float = 0.25  # share of items (keys) that belong to the test split
+    dev_fraction: float = 0.10  # share of items for choosing settings (recipes, routing); never trained on
     family: str = ""  # related tasks share a family (one per language, unit, case style, ...)
     templates: tuple[str, ...] = ()  # phrasings with an `{x}` slot, used in train and test
     test_templates: tuple[str, ...] = ()  # phrasings never used in training, only in test prompts
+    people_templates: tuple[str, ...] = ()  # how people ask: the `people` split only (test items)
     source: str = ""  # the package the data comes from (`name==version` is read at run time)
 
     def phrase(self, ex: Example, split: Split, rng: random.Random) -> Example:
-        """The example with its input put into a template of `split` (unchanged without templates)."""
+        """The example with its input put into a template of `split` (unchanged without templates).
+
+        train and dev use the training phrasings; test adds the test-only ones; `people` uses only
+        the people-style phrasings (other word orders, word problems, a sentence around the request).
+        """
         if not self.templates:
             return ex
-        pool = self.templates + self.test_templates if split == "test" else self.templates
+        pool = {"test": self.templates + self.test_templates, "people": self.people_templates}.get(
+            split, self.templates
+        )
         template = rng.choice(pool)
         return Example(template.replace("{x}", ex.prompt), ex.answer, ex.key or ex.prompt, template)
 
-    def split_of(self, ex: Example) -> Split:
-        """Stable split of an item: md5, not `hash()`, so it survives PYTHONHASHSEED."""
+    def split_of(self, ex: Example) -> Literal["train", "dev", "test"]:
+        """Stable split of an item: md5, not `hash()`, so it survives PYTHONHASHSEED.
+
+        The `people` split reuses the test items (phrased differently), so it is never trained on either.
+        """
         digest = hashlib.md5(f"{self.name}:{ex.key or ex.prompt}".encode()).hexdigest()
-        return "test" if int(digest[:8], 16) % 10_000 < self.test_fraction * 10_000 else "train"
+        u = int(digest[:8], 16) % 10_000
+        if u < self.test_fraction * 10_000:
+            return "test"
+        return "dev" if u < (self.test_fraction + self.dev_fraction) * 10_000 else "train"
 
     def examples(self, split: Split, n: int, seed: int = 0, distinct: bool = True) -> list[Example]:
         """`n` examples of one split; the same (split, n, seed) always gives the same list.
 
         Args:
-            split: "train" or "test".
+            split: "train", "dev" (held out from training, for choosing settings), "test", or
+                "people" (test items in people-style phrasings).
             n: how many examples.
             seed: selects another deterministic sample of the same split.
             distinct: no repeated prompt. Training sets larger than a small task's item space
@@ -89,8 +105,10 @@ class Task:
         Raises:
             ValueError: bad split or n, or fewer than n distinct prompts exist in the split.
         """
-        if split not in ("train", "test"):
-            raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"`split` must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+        if split == "people" and not self.people_templates:
+            raise ValueError(f"task {self.name!r} has no people-style phrasings, so no `people` split")
         if n < 0:
             raise ValueError(f"`n` must be >= 0, got {n}")
         rng = random.Random(f"{self.name}:{split}:{seed}")
@@ -100,7 +118,7 @@ class Task:
             if len(out) == n:
                 return out
             ex = self.generate(rng)
-            if self.split_of(ex) != split:
+            if self.split_of(ex) != ("test" if split == "people" else split):
                 continue
             ex = self.phrase(ex, split, rng)
             if distinct and ex.prompt in seen:

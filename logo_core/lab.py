@@ -1,0 +1,435 @@
+"""The routing lab: score many routing settings on dev, test and people-style prompts in minutes.
+
+Routing needs only probe vectors, and those depend on the base model and the prompts, not on the
+pool. So the lab runs the base model once over every prompt set, keeps each block's vectors
+(residual stream and the attention input, last token and mean over the user's tokens) on disk,
+then computes every adapter's signal at every block for every setting as tensor algebra. A new
+pool or a new signal costs seconds, not a re-run of the model.
+
+A setting is (variant, module, input, pooling, calibration, blocks, decision); see `Setting`.
+Everything here is label-free: the background set is the pool's example prompts pooled (which
+adapter each came from is never read), the task of a dev/test prompt is used only to score.
+
+Example:
+    python -m logo_core.lab --out docs/lab            # dev table, chosen setting, test + people report
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("residual", "module")  # the block's input (before its norm), or q/v's own input (after it)
+POOLINGS = ("last", "mean")  # the last prompt token, or the mean over the user's tokens
+MODULES = ("q_proj", "v_proj")
+OFFPOOL = Path(__file__).resolve().parent.parent / "assets" / "offpool.yaml"  # questions no adapter is for
+VARIANTS = ("norm", "centred", "whitened", "contrast_pool", "contrast_family")
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt sets
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    task: str  # "" for background / neutral / off-pool prompts (the lab never routes with it)
+    family: str
+    unseen: bool
+    split: str  # dev | test | people | offpool_dev | offpool_test | background | neutral
+
+
+def prompt_sets(cfg, n_dev: int, n_test: int) -> list[Prompt]:
+    """Dev, test and people-style prompts of every task, then the background and neutral prompts."""
+    from .tasks import TASKS
+
+    out: list[Prompt] = []
+    for split, n in (("dev", n_dev), ("test", n_test), ("people", n_test)):
+        for t in TASKS.values():
+            m = n if split != "dev" else min(n, 20)
+            for ex in t.examples(split, m, seed=0 if split != "dev" else 5):
+                out.append(Prompt(ex.prompt, t.name, t.family, t.unseen, split))
+    offpool = yaml.safe_load(OFFPOOL.read_text(encoding="utf-8"))
+    for split in ("dev", "test"):
+        out += [Prompt(p, "", "", False, f"offpool_{split}") for p in offpool[split]]
+    out += [Prompt(p, "", "", False, "background") for p in background_prompts(cfg)]
+    out += [Prompt(p, "", "", False, "neutral") for p in cfg.neutral_prompts]
+    return out
+
+
+def background_prompts(cfg) -> list[str]:
+    """The unlabelled background: every adapter's example prompts, pooled and de-duplicated.
+
+    Which adapter a prompt came from is dropped here, so nothing downstream can use it.
+    """
+    seen: dict[str, None] = {}
+    for a in cfg.adapters:
+        for p in a.examples:
+            seen.setdefault(p, None)
+    return list(seen)
+
+
+# --------------------------------------------------------------------------------------------
+# Probe vectors (pool-independent, cached)
+
+
+def collect(model, encoder, prompts: list[str], batch: int = 16) -> Tensor:
+    """[P, L, 2 inputs, 2 poolings, D] fp32 vectors of every prompt at every block.
+
+    The residual input of block l is `hidden_states[l]`; the module input is what q_proj (and
+    v_proj: same tensor) receives, read with a forward pre-hook. Mean pooling covers the user's
+    tokens only (the chat template's head and tail are the same for every prompt).
+    """
+    from .anatomy import decoder_layers
+
+    layers = decoder_layers(model)
+    L = len(layers)
+    captured: dict[int, Tensor] = {}
+    hooks = [
+        layer.self_attn.q_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
+        for i, layer in enumerate(layers)
+    ]
+    head, tail = len(encoder.head), len(encoder.tail)
+    out = []
+    try:
+        for s in range(0, len(prompts), batch):
+            enc = encoder(prompts[s : s + batch], 0, torch.device("cpu"))
+            mask = enc.attention_mask  # [B, T], left padded
+            B, T = mask.shape
+            n = mask.sum(-1)  # [B] real tokens
+            pos = torch.arange(T).expand(B, T)
+            first = T - n + head  # first user token of each row
+            user = ((pos >= first[:, None]) & (pos < T - tail)).float()  # [B, T]
+            user = user / user.sum(-1, keepdim=True).clamp_min(1)
+            with torch.inference_mode():
+                hs = model(**enc.inputs(), output_hidden_states=True).hidden_states  # L+1 x [B, T, D]
+            rows = []
+            for i in range(L):
+                per_input = []
+                for x in (hs[i], captured[i]):  # residual, module input
+                    x = x.float()
+                    per_input.append(torch.stack([x[:, -1], torch.einsum("bt,btd->bd", user, x)], 1))  # [B, 2, D]
+                rows.append(torch.stack(per_input, 1))  # [B, 2, 2, D]
+            out.append(torch.stack(rows, 1))  # [B, L, 2, 2, D]
+            log.info("probe vectors: %d / %d prompts", min(s + batch, len(prompts)), len(prompts))
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(out)
+
+
+def cached_vectors(cfg, loaded, prompts: list[Prompt], cache: Path) -> Tensor:
+    """`collect` once per (model, prompt list); kept on disk under `cache`."""
+    from .prompts import PromptEncoder
+
+    key = hashlib.sha256(json.dumps([cfg.base_model.model_dump(mode="json"), [p.text for p in prompts]]).encode())
+    path = cache / f"vectors-{key.hexdigest()[:16]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
+    x = collect(loaded.probe_model, encoder, [p.text for p in prompts]).half()  # fp16 on disk: 4x smaller
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(x, path)
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# The pool's factors and per-block signals
+
+
+@dataclass
+class PoolFactors:
+    names: list[str]
+    families: list[str]
+    A: dict[str, Tensor]  # module -> [L, N, R, D_in]
+    B: dict[str, Tensor]  # module -> [L, N, D_out, R], scale folded in
+
+
+def pool_factors(cfg, model) -> PoolFactors:
+    """Every adapter's A and s*B at every block, for q_proj and v_proj (zero where not adapted)."""
+    from .loading import load_adapter
+
+    files = [load_adapter(a.name, cfg.adapter_dir(a), model) for a in cfg.adapters]
+    L = 1 + max(b for f in files for b, _ in f.keys)
+    R = max(f.rank for f in files)
+    A, B = {}, {}
+    for m in MODULES:
+        shapes = [(t[0].shape, t[1].shape) for f in files for k, t in f.read().items() if k[1] == m][:1]
+        (r0, d_in), (d_out, _) = shapes[0]
+        A[m] = torch.zeros(L, len(files), R, d_in)
+        B[m] = torch.zeros(L, len(files), d_out, R)
+    for n, f in enumerate(files):
+        for (b, m), (a, sb) in f.read().items():
+            if m in A:
+                A[m][b, n, : a.shape[0]] = a.float()
+                B[m][b, n, :, : sb.shape[1]] = sb.float()
+    return PoolFactors([a.name for a in cfg.adapters], [a.family or a.name for a in cfg.adapters], A, B)
+
+
+def pool_hash(cfg) -> str:
+    """sha256 over the adapters' weight files, in pool order."""
+    h = hashlib.sha256()
+    for a in cfg.adapters:
+        h.update(a.name.encode())
+        h.update((cfg.adapter_dir(a) / "adapter_model.safetensors").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def block_signals(x: Tensor, pool: PoolFactors, bg: Tensor, variant: str, module: str, chunk: int = 512) -> Tensor:
+    """[P, L, N] signal of every adapter at every block for vectors x [P, L, D] (one input, one pooling).
+
+    Variants (all `norm` of an output vector, fp32):
+    - `norm`: ||s B A h|| (the paper's signal).
+    - `centred`: ||s B A (h - mean_bg h)||: the input's departure from the background's mean prompt.
+    - `whitened`: the same after whitening h by the background's (shrunk) covariance (SpectR-like:
+      every input direction counts by how unusual it is, not by how large it is).
+    - `contrast_pool` / `contrast_family`: ||o_i - mean_j o_j|| over the pool / over adapter i's
+      family (GenKnowSub's subtraction, in output space: what adapter i adds beyond its relatives).
+    bg: [P_bg, L, D] background vectors (for the centring and whitening statistics).
+    """
+    P, L, D = x.shape
+    A, Bm = pool.A[module], pool.B[module]  # [L, N, R, D], [L, N, O, R]
+    N = A.shape[1]
+    fam_idx = {f: [i for i, g in enumerate(pool.families) if g == f] for f in dict.fromkeys(pool.families)}
+    fam_mat = torch.zeros(N, N)  # row i: the mean over i's family
+    for members in fam_idx.values():
+        for i in members:
+            fam_mat[i, members] = 1 / len(members)
+    out = torch.empty(P, L, N)
+    for layer in range(L):
+        h = x[:, layer].float()  # [P, D]
+        if variant in ("centred", "whitened"):
+            hb = bg[:, layer].float()
+            mu = hb.mean(0)
+            h = h - mu
+            if variant == "whitened":
+                cov = torch.cov((hb - mu).T)  # [D, D]
+                shrunk = 0.5 * cov + 0.5 * cov.trace() / D * torch.eye(D)  # shrinkage: P_bg << D
+                evals, evecs = torch.linalg.eigh(shrunk)
+                W = evecs @ torch.diag(evals.clamp_min(1e-8).rsqrt()) @ evecs.T
+                h = h @ W * (cov.trace() / D).sqrt()  # keep the overall scale comparable
+        a, b = A[layer], Bm[layer]  # [N, R, D], [N, O, R]
+        for s in range(0, P, chunk):
+            z = torch.einsum("nrd,pd->pnr", a, h[s : s + chunk])
+            o = torch.einsum("nor,pnr->pno", b, z)  # [p, N, O]
+            if variant == "contrast_pool":
+                o = o - o.mean(1, keepdim=True)
+            elif variant == "contrast_family":
+                o = o - torch.einsum("nm,pmo->pno", fam_mat, o)
+            out[s : s + chunk, layer] = torch.linalg.vector_norm(o, dim=-1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: calibration, blocks, decision
+
+
+CALIBRATIONS = ("raw", "neutral", "bg_mean", "z_before", "z_after", "percentile")
+
+
+@dataclass(frozen=True)
+class Setting:
+    variant: str = "norm"
+    module: str = "v_proj"  # q_proj | v_proj | both
+    input: str = "residual"
+    pooling: str = "last"  # last | mean | both (z-scores summed)
+    calibration: str = "neutral"
+    blocks: str = "15:30"
+    decision: str = "flat"  # flat | family (family by its best member, then the member)
+
+    @property
+    def name(self) -> str:
+        return "/".join(str(v) for v in asdict(self).values())
+
+
+def _blocks(text: str) -> slice:
+    a, b = text.split(":")
+    return slice(int(a), int(b))
+
+
+def calibrate(sig: Tensor, bg: Tensor, neutral: Tensor, how: str, blocks: slice) -> Tensor:
+    """[P, N] scores from per-block signals sig [P, L, N] and the same signals of the background
+    bg [P_bg, L, N] and neutral [P_n, L, N] prompts.
+
+    raw: mean over blocks. neutral / bg_mean: each block's signal over its mean on neutral /
+    background prompts, then the mean (the project's calibration; neutral is today's).
+    z_before: each block z-scored against the background, then the mean over blocks. z_after: the
+    mean over blocks, then z-scored. percentile: the share of background prompts the mean beats.
+    """
+    s, b, n = sig[:, blocks], bg[:, blocks], neutral[:, blocks]
+    if how == "raw":
+        return s.mean(1)
+    if how == "neutral":
+        return (s / n.mean(0).clamp_min(1e-12)).mean(1)
+    if how == "bg_mean":
+        return (s / b.mean(0).clamp_min(1e-12)).mean(1)
+    if how == "z_before":
+        return ((s - b.mean(0)) / b.std(0).clamp_min(1e-12)).mean(1)
+    sm, bm = s.mean(1), b.mean(1)  # [P, N], [P_bg, N]
+    if how == "z_after":
+        return (sm - bm.mean(0)) / bm.std(0).clamp_min(1e-12)
+    if how == "percentile":
+        return (sm[:, None, :] > bm[None]).float().mean(1)
+    raise ValueError(f"`calibration` must be one of {', '.join(CALIBRATIONS)}, got {how!r}")
+
+
+class Lab:
+    """Per-block signals of every prompt for every (variant, module, input, pooling), computed lazily."""
+
+    def __init__(self, prompts: list[Prompt], vectors: Tensor, pool: PoolFactors) -> None:
+        self.prompts, self.vectors, self.pool = prompts, vectors, pool
+        self.index = {s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s]) for s in
+                      ("dev", "test", "people", "background", "neutral", "offpool_dev", "offpool_test")}  # fmt: skip
+        self._signals: dict[tuple, Tensor] = {}
+
+    def signals(self, variant: str, module: str, inp: str, pooling: str) -> Tensor:
+        key = (variant, module, inp, pooling)
+        if key not in self._signals:
+            x = self.vectors[:, :, INPUTS.index(inp), POOLINGS.index(pooling)].float()  # [P, L, D]
+            bg = x[self.index["background"]]
+            self._signals[key] = block_signals(x, self.pool, bg, variant, module)
+        return self._signals[key]
+
+    def scores(self, st: Setting, idx: Tensor) -> Tensor:
+        """[P, N] calibrated scores of the prompts `idx` under one setting (modules and poolings averaged)."""
+        mods = MODULES if st.module == "both" else (st.module,)
+        pools = POOLINGS if st.pooling == "both" else (st.pooling,)
+        parts = []
+        for m, pl in itertools.product(mods, pools):
+            sig = self.signals(st.variant, m, st.input, pl)
+            bg, ne = sig[self.index["background"]], sig[self.index["neutral"]]
+            parts.append(calibrate(sig[idx], bg, ne, st.calibration, _blocks(st.blocks)))
+        return torch.stack(parts).mean(0)
+
+    def ranking(self, st: Setting, scores: Tensor, idx: Tensor) -> Tensor:
+        """[P, N] adapter indices, best first, under the setting's decision rule.
+
+        flat: by score. family: the family with the best mean member score first (evidence pooled
+        over siblings), then its members by score. family_contrast: the same families, members
+        ranked by the family-contrast variant of the setting (what each adds beyond its siblings).
+        """
+        order = scores.argsort(dim=-1, descending=True, stable=True)
+        if st.decision == "flat":
+            return order
+        fams = list(dict.fromkeys(self.pool.families))
+        member = torch.tensor([fams.index(f) for f in self.pool.families])  # [N] family of each adapter
+        counts = torch.bincount(member, minlength=len(fams)).float()
+        fam_score = torch.zeros(scores.shape[0], len(fams)).index_add_(1, member, scores) / counts  # [P, F]
+        if st.decision == "family_contrast":
+            inner = self.scores(replace(st, variant="contrast_family", decision="flat"), idx)
+            order = inner.argsort(dim=-1, descending=True, stable=True)
+        fam_rank = fam_score.argsort(dim=-1, descending=True, stable=True).argsort(-1)  # [P, F]
+        ranks = fam_rank[:, member].gather(1, order)  # family rank of each adapter, in member order
+        return order.gather(1, ranks.argsort(dim=-1, stable=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics with bootstrap intervals
+
+
+def hits(lab: Lab, st: Setting, split: str) -> dict[str, Tensor]:
+    """Per-prompt 0/1 hits of one setting on one split: own top-1, own top-3, family hit (seen
+    tasks), unseen family hit (unseen tasks whose family has adapters)."""
+    idx = lab.index[split]
+    prompts = [lab.prompts[i] for i in idx]
+    order = lab.ranking(st, lab.scores(st, idx), idx)  # [P, N]
+    names, fams = lab.pool.names, lab.pool.families
+    top1 = [names[i] for i in order[:, 0].tolist()]
+    top3 = [[names[i] for i in row] for row in order[:, :3].tolist()]
+    top1_fam = [fams[i] for i in order[:, 0].tolist()]
+    seen = [i for i, p in enumerate(prompts) if not p.unseen and p.task in names]
+    unseen = [i for i, p in enumerate(prompts) if p.unseen and p.family in fams]
+    t = torch.tensor
+    return {
+        "own_top1": t([float(top1[i] == prompts[i].task) for i in seen]),
+        "own_top3": t([float(prompts[i].task in top3[i]) for i in seen]),
+        "family_hit": t([float(top1_fam[i] == prompts[i].family) for i in seen]),
+        "unseen_family_hit": t([float(top1_fam[i] == prompts[i].family) for i in unseen]),
+    }
+
+
+def bootstrap(x: Tensor, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean in percent and its 95% percentile-bootstrap interval."""
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(x), (reps, len(x)), generator=g)
+    means = x[idx].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
+    return 100 * x.mean().item(), 100 * lo, 100 * hi
+
+
+def paired(a: Tensor, b: Tensor, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over the same prompts and its 95% paired bootstrap interval (in points)."""
+    return bootstrap(a - b, reps, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# The grid and the report
+
+NAMED = {  # settings kept selectable by name
+    "paper": Setting("norm", "q_proj", "residual", "last", "raw", "29:30"),
+    "neutral-15:30": Setting(),  # the shipped default before this lab
+}
+
+
+def grid() -> list[Setting]:
+    """The settings the lab tries on dev prompts."""
+    out = list(NAMED.values())
+    for variant, module, inp, pooling, cal, blocks in itertools.product(
+        VARIANTS, ("q_proj", "v_proj", "both"), INPUTS, ("last", "mean", "both"), CALIBRATIONS,
+        ("0:30", "10:30", "15:30", "20:30", "25:30", "5:15"),
+    ):  # fmt: skip
+        out.append(Setting(variant, module, inp, pooling, cal, blocks))
+    return out
+
+
+def fmt(m: tuple[float, float, float]) -> str:
+    return f"{m[0]:.1f} [{m[1]:.1f}, {m[2]:.1f}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m logo_core.lab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="adapters.yaml")
+    p.add_argument("--n-dev", type=int, default=10)
+    p.add_argument("--n-test", type=int, default=20)
+    p.add_argument("--cache", default="runs/lab")
+    p.add_argument("--out", default="docs/lab")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    from .loading import load
+    from .registry import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    t0 = time.perf_counter()
+    prompts = prompt_sets(cfg, args.n_dev, args.n_test)
+    loaded = load(cfg.base_model)
+    vectors = cached_vectors(cfg, loaded, prompts, Path(args.cache))
+    lab = Lab(prompts, vectors, pool_factors(cfg, loaded.model))
+    log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
+    rows = []
+    for st in grid():
+        h = hits(lab, st, "dev")
+        rows.append({"setting": asdict(st), **{k: bootstrap(v)[0] for k, v in h.items()}})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dev_grid.json").write_text(json.dumps(rows, indent=0) + "\n")
+    log.info("grid of %d settings on dev in %.0f s", len(rows), time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ probe's cost against its accuracy, plots.
 Seen tasks have an adapter in the pool; unseen tasks (a held-out member of a family, or a whole
 held-out family) have none: their scores are the headline. Every probe setting is scored from ONE
 probe pass per batch (`LoGoEngine.sweep_batch`); the routing setting and k are chosen on dev prompts
-drawn from the tasks' train splits, then reported on the held-out test splits.
+drawn from the tasks' dev splits (items never trained on), then reported on the held-out test splits.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def evaluate(
         seen, unseen = seen[:3], [t for t in unseen if t.family in {s.family for s in seen}][:1] + unseen[-1:]
     ks = [k for k in ks if k <= len(names)]
     test = {t.name: t.examples("test", n_test) for t in seen + unseen}
-    dev = {t.name: t.examples("train", n_dev) for t in seen + unseen}
+    dev = {t.name: t.examples("dev", n_dev) for t in seen + unseen}
     lengths = {t.name: min(8, max_tokens(test[t.name])) if quick else max_tokens(test[t.name]) for t in seen + unseen}
     t_start = time.perf_counter()
 
@@ -433,7 +433,7 @@ def markdown(results: dict) -> str:
     lines = [
         f"Seen tasks: {len(r['seen_tasks'])} with an adapter each; unseen: {len(r['unseen_tasks'])} without "
         f"({', '.join(r['unseen_tasks'])}). {r['n_test']} held-out test prompts per task; the setting and k are "
-        f"chosen on {r['n_dev']} dev prompts per task from the train splits.",
+        f"chosen on {r['n_dev']} dev prompts per task from the dev splits (items never trained on).",
         "",
         f"Chosen: **{d['label']}**, k = {r['k_seen']} on seen tasks (k = {r['k_unseen']} on unseen tasks' dev prompts).",
         "",
@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="adapters.yaml")
     p.add_argument("--out", default="docs/eval", help="folder for results.json, results.md and plots")
     p.add_argument("--n-test", type=int, default=20, help="held-out test prompts per task")
-    p.add_argument("--n-dev", type=int, default=10, help="dev prompts per task (train split) to choose setting and k")
+    p.add_argument("--n-dev", type=int, default=10, help="dev prompts per task (dev split) to choose setting and k")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lorahub-steps", type=int, default=40, help="nevergrad steps of the LoraHub baseline")
     p.add_argument("--quick", action="store_true", help="a small slice (3 seen tasks, 2 unseen, 4 prompts each)")

@@ -51,8 +51,22 @@ def test_splits_disjoint(name):
     test = task.examples("test", 50)
     assert len({ex.prompt for ex in test}) == 50
     train = task.examples("train", 400, distinct=False)
+    dev = task.examples("dev", 20)
     assert not {ex.prompt for ex in train} & {ex.prompt for ex in test}
     assert not {ex.key for ex in train} & {ex.key for ex in test}  # whole items are held out
+    assert not {ex.key for ex in dev} & ({ex.key for ex in train} | {ex.key for ex in test})  # dev: its own items
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_people_split(name):
+    """People-style prompts: test items only, in phrasings that neither training nor the template test uses."""
+    task = get_task(name)
+    people = task.examples("people", 20)
+    assert {task.split_of(ex) for ex in people} == {"test"}  # the items of the test split, never trained on
+    assert {ex.template for ex in people} <= set(task.people_templates)
+    assert len({ex.template for ex in people}) >= 3  # several ways of asking, not one
+    assert not set(task.people_templates) & set(task.templates + task.test_templates)
+    assert all(ex.prompt not in {t.replace("{x}", ex.key) for t in task.templates} for ex in people)
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -93,6 +107,7 @@ def test_item_space_is_data_not_a_short_list(name):
     quarter is large enough to measure and too large to be a typed list."""
     task = get_task(name)
     keys = {ex.key for ex in task.examples("train", 1500, distinct=False)}
+    keys |= {ex.key for ex in task.examples("dev", 300, distinct=False)}
     keys |= {ex.key for ex in task.examples("test", 500, distinct=False)}
     assert len(keys) >= 90
 

@@ -175,7 +175,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown task"):
         get_task("nope")
     with pytest.raises(ValueError, match="split"):
-        get_task("date_fr").examples("dev", 5)  # type: ignore[arg-type]
+        get_task("date_fr").examples("validation", 5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distinct"):
         get_task("ordinal_words_en").examples("test", 1000)
 

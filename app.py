@@ -138,7 +138,7 @@ class Callbacks:
     def notes(self, r: dict, max_new_tokens: int) -> list[str]:
         """The library's notices (a cut prompt, a tie), why block 0 cannot route, which part of a long prompt was cut."""
         notes = list(r["notices"]) + ([BLOCK0] if r["options"]["blocks"] == [0] else [])
-        parts = explain.cut_parts(self.engine, r["prompt"], max_new_tokens) if r["notices"] else None
+        parts = explain.cut_parts(self.engine.router, r["prompt"], max_new_tokens) if r["notices"] else None
         return notes + ([explain.cut_note(parts)] if parts else [])
 
     def answer_label(self, prompt: str, answered: str | None, *values):
@@ -181,7 +181,7 @@ class Callbacks:
         route, gen = self.split(values)
         t0, first, text = time.perf_counter(), None, ""
         try:
-            stream = self.engine.frontend.stream(prompt, **route, **gen)
+            stream = self.engine.stream(prompt, **route, **gen)
         except LoGoError as e:
             yield out(GEN_OUT, notices=box([str(e)]), status="")
             return
@@ -219,7 +219,7 @@ class Callbacks:
         """The 'How LoGo chose' view of the current routing: six steps, every adapter, every probed site."""
         if not routing:
             return gr.skip(), gr.skip(), gr.skip()
-        x = explain.explain(self.engine, Routing(**routing))
+        x = explain.explain(self.engine.router, Routing(**routing))
         sites = explain.per_site_markdown(x, TOP) if len(x.sites) > 1 else "*One probed site: see the table above.*"
         return explain.summary_markdown(x), explain.table_markdown(x, None if len(x.names) <= 2 * TOP else TOP), sites
 
@@ -243,7 +243,7 @@ class Callbacks:
         mixtures = [{}, None, None, uniform(self.engine.adapters)]
         for i, label in enumerate(COMPARE):
             t0, first = time.perf_counter(), None
-            stream = self.engine.frontend.stream(prompt, adapters=mixtures[i], **(route if i == 1 else {}), **gen)
+            stream = self.engine.stream(prompt, adapters=mixtures[i], **(route if i == 1 else {}), **gen)
             for piece in stream:
                 first, answers[i] = first or time.perf_counter() - t0, answers[i] + piece
             g = stream.result
@@ -265,7 +265,7 @@ class Callbacks:
             if not cache or cache["key"] != key(prompt, what.values()):
                 cache = {
                     "key": key(prompt, what.values()),
-                    "z": self.engine.layer_sweep(prompt, **{**route, "layer": None}).tolist(),  # every block
+                    "z": self.engine.router.layer_sweep(prompt, **{**route, "layer": None}).tolist(),  # every block
                     **what,
                 }
         except LoGoError as e:
@@ -292,7 +292,7 @@ def add_api(demo: gr.Blocks, engine: LoGoEngine) -> None:
         return engine.route(prompt, **settings).to_dict()
 
     def generate(prompt, **settings):
-        g = engine.frontend.generate(prompt, **settings)
+        g = engine.generate(prompt, **settings)
         return g.text, g.to_dict()
 
     for call, fields, summary, returns, gate in (

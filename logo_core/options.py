@@ -477,6 +477,13 @@ def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
     return out
 
 
+def check_mixtures(adapters: Any, names: list[str], rows: int) -> list[dict[str, float]]:
+    """One explicit mixture per prompt of a batch (`check_mixture` each)."""
+    if not isinstance(adapters, list | tuple) or len(adapters) != rows:
+        raise RequestError(f"`adapters` must be a list of {rows} mixtures, one per prompt")
+    return [check_mixture(a, names) for a in adapters]
+
+
 def given(values: dict) -> dict:
     """The settings a request names: None means adapters.yaml's default, not the built-in one (an
     unknown name stays, to be refused: `tempreature=None` is a typo)."""

@@ -36,8 +36,9 @@ def record(config: Path) -> dict:
     out = {"adapters": engine.adapters, "routes": [], "generations": []}
     for s in SETTINGS:
         for r in engine.route_batch(prompts, **s):
-            out["routes"].append({"prompt": r.prompt, "settings": s, "selected": r.selected, "weights": r.weights,
-                                  "scores": r.scores})
+            out["routes"].append(
+                {"prompt": r.prompt, "settings": s, "selected": r.selected, "weights": r.weights, "scores": r.scores}
+            )
     for p in prompts[:6]:
         g = engine.generate(p, max_new_tokens=16)
         text = "".join(engine.stream(p, max_new_tokens=16))

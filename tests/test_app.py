@@ -15,6 +15,7 @@ import gradio as gr
 import pytest
 import torch
 from app_fixtures import POOL, ROOT, values
+from helpers import concurrently
 
 import app
 from logo_core import explain, hosting, plots
@@ -158,12 +159,12 @@ def test_block_0_explains_its_ties(cb, app_engine):
 
 def test_a_long_prompt_says_which_part_was_cut(cb, app_engine):
     prompt = "Start here. " + " ".join(f"item{i}" for i in range(3000)) + " Finally: what came first?"
-    head, middle, tail = explain.cut_parts(app_engine, prompt, 0)
+    head, middle, tail = explain.cut_parts(app_engine.router, prompt, 0)
     assert head + middle + tail == prompt and prompt.startswith(head) and middle  # the cut is the middle
     assert tail.endswith("what came first?") and head.startswith("Start here.")
     note = outputs(app.ROUTE_OUT, cb.route(prompt, None, *values(app_engine)))["notices"]["value"]
     assert "Prompt cut from" in note and app.plain(middle[:30]) in note and app.plain(tail[:30]) in note
-    assert explain.cut_parts(app_engine, PROMPT, 0) is None
+    assert explain.cut_parts(app_engine.router, PROMPT, 0) is None
 
 
 def test_user_text_never_becomes_markup():
@@ -233,7 +234,7 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
         z.extractall(tmp_path)
     peft = PeftModel.from_pretrained(copy.deepcopy(app_engine.model), str(tmp_path / "logo_mixture")).eval()
     enc = app_engine.encode([PROMPT], 0, app_engine.placement.device)
-    view = attach(app_engine.model, app_engine.mixture_for([r]), fold_weights=app_engine.fold)
+    view = attach(app_engine.model, app_engine.decoder.mixture_for([r]), fold_weights=app_engine.decoder.fold)
     with torch.inference_mode():
         ours, theirs = view(**enc.inputs()).logits, peft(**enc.inputs()).logits
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
@@ -245,13 +246,13 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
 
 def test_explanation_numbers_are_the_engines(cb, app_engine):
     r = app_engine.route(PROMPT)
-    x = explain.explain(app_engine, r)
+    x = explain.explain(app_engine.router, r)
     o_ = r.options
     assert sorted(x.sites) == sorted((b, m) for b in o_["blocks"] for m in o_["module"])
     for i, name in enumerate(x.names):
         assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-5)
         for s, (b, m) in enumerate(x.sites):
-            c = app_engine.calibration(b, m, o_["signal"], o_["probe_input"])[i].item()
+            c = app_engine.router.calibration(b, m, o_["signal"], o_["probe_input"])[i].item()
             assert x.constants[s][i] == c and x.raw[s][i] / c == pytest.approx(x.per_site[s][i], rel=1e-4)
     b0, m0 = x.sites[0]
     raw = app_engine.route(PROMPT, calibrated=False, layer=b0, module=m0, k=1)  # one site, raw: the first row
@@ -281,7 +282,7 @@ def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_eng
     assert len(fig.data[0].z) == app_engine.n_layers and list(fig.data[0].x) == list(POOL)
     blocks = app_engine.route_options().blocks  # a contiguous range or one block: one box
     assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(blocks[0] - 0.5, blocks[-1] + 0.5)]
-    monkeypatch.setattr(app_engine, "layer_sweep", lambda *a, **k: pytest.fail("should come from the cache"))
+    monkeypatch.setattr(app_engine.router, "layer_sweep", lambda *a, **k: pytest.fail("should come from the cache"))
     fig2, cache2 = cb.sweep(PROMPT, cache, False, *values(app_engine, k=1, layer="3,5"))
     assert cache2 is cache and [(s.y0, s.y1) for s in fig2.layout.shapes] == [(2.5, 3.5), (4.5, 5.5)]
 
@@ -343,11 +344,7 @@ def test_gate_bounds_work_in_flight_and_is_released_whatever_happens():
         return "ok"
 
     gated = hosting.gpu(work, gate=gate)
-    threads = [threading.Thread(target=gated) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(lambda i: gated(), 6)
     assert peak[0] == 2
     with pytest.raises(ValueError):
         gated(fail=True)

@@ -195,7 +195,7 @@ def test_bad_routing_settings(engine, kwargs, name, shown):
     expect(RequestError, lambda: engine.generate_batch([P], **kwargs), name, shown)
     expect(RequestError, lambda: engine.stream(P, **kwargs), name, shown)
     if "layer" not in kwargs:  # the sweep probes every block whatever `layer` says
-        expect(RequestError, lambda: engine.layer_sweep(P, **kwargs), name, shown)
+        expect(RequestError, lambda: engine.router.layer_sweep(P, **kwargs), name, shown)
 
 
 @pytest.mark.parametrize(("kwargs", "name", "shown"), GENERATE_BAD, ids=_id)
@@ -216,7 +216,7 @@ def test_bad_prompts(engine, prompt, shown):
         lambda: engine.generate(prompt, adapters={"arithmetic": 1.0}),
         lambda: engine.generate_batch([prompt, P]),
         lambda: engine.stream(prompt),
-        lambda: engine.layer_sweep(prompt),
+        lambda: engine.router.layer_sweep(prompt),
     ):
         expect(RequestError, call, "prompt", shown)
 
@@ -261,7 +261,7 @@ def test_routing_settings_beside_an_explicit_mixture_are_an_error(engine, routin
         (lambda e: e.stream(P, timeout=True), "timeout", "got True"),
         (lambda e: e.stream(P, timeout=None), "timeout", "got None"),
         (lambda e: e.export_adapter({}, "unused"), "adapters", "empty"),
-        (lambda e: e.layer_sweep(P, max_new_tokens=3), "max_new_tokens", "3"),
+        (lambda e: e.router.layer_sweep(P, max_new_tokens=3), "max_new_tokens", "3"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -616,7 +616,7 @@ def test_defaults_that_do_not_fit_the_model_are_a_config_error_at_load(world, ti
     """Defaults the pool's model cannot take are found when the engine loads (warm_up), naming the field."""
     model, root, _, _ = world
     engine = tiny_engine(model, tiny_tok, root, {"arithmetic": root / "arithmetic"}, layer="5:100", max_new_tokens=1)
-    expect(ConfigError, engine.warm_up, "layer", "'5:100'")
+    expect(ConfigError, engine.router.warm_up, "layer", "'5:100'")
     expect(RequestError, lambda: engine.route(P), "layer", "'5:100'")  # a request says so too
     assert engine.route(P, layer=-1).selected == ["arithmetic"]
 

@@ -32,8 +32,6 @@ from .results import Routing
 
 TOP = 15  # bars drawn before "Show all"
 FIELDS = ROUTE_FIELDS + GENERATE_FIELDS  # the settings controls, in this order in every callback
-# The numbers always get a plain value back (theirs, or the last valid one): an update dict would make gradio
-# rebuild the component for the session and drop `hosting.lenient`'s patch.
 NUMERIC = ("k", "layer", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
 COMPARE = ("Base model", "LoGo", "Top-1 adapter", "Uniform mixture")
 BLOCK0 = (
@@ -175,7 +173,11 @@ class Callbacks:
         valid = dict(zip(FIELDS, values))
         routed = self.route(prompt, answered, *values) if prompt.strip() else {}
         routed.setdefault(p.answer, self.answer_label(prompt, answered, *values))
-        return {**routed, p.valid: valid, p.settings_notice: box([]), **{p.controls[f]: valid[f] for f in NUMERIC}}
+        # Valid numbers stay as the visitor has them now (values written back would be this event's, and undo
+        # what was typed since it started); a slider gets its value back all the same: leaving it out (an update)
+        # would make gradio rebuild it for the session, without `hosting.lenient`'s patch.
+        sliders = {c: valid[f] for f, c in p.controls.items() if f in NUMERIC and isinstance(c, gr.Slider)}
+        return {**routed, p.valid: valid, p.settings_notice: box([]), **sliders}
 
     def route(self, prompt: str, answered: str | None, *values) -> dict:
         """Route only: redraw the chart and the notes; an answer made with other settings says so."""

@@ -113,7 +113,8 @@ def test_route_draws_what_was_probed(cb, page, app_engine):
     fig = o["chart"]
     order = fig.layout.meta["order"]  # the best TOP bars; the tail is counted in "hidden"
     assert (
-        fig.layout.meta["selected"] == r.selected and order == sorted(r.scores, key=lambda n: -r.scores[n])[: callbacks.TOP]
+        fig.layout.meta["selected"] == r.selected
+        and order == sorted(r.scores, key=lambda n: -r.scores[n])[: callbacks.TOP]
     )
     assert fig.layout.meta["hidden"] == len(POOL) - callbacks.TOP
     assert fig.layout.title.text == "Adapter signal · calibrated norm"
@@ -154,6 +155,15 @@ def test_a_bad_number_goes_back_without_rerouting(cb, page, app_engine, monkeypa
     assert o["settings_notice"]["visible"] and message in o["settings_notice"]["value"]
     assert o["k"] == 3 and o["layer"] == valid["layer"] and o["temperature"] == valid["temperature"]
     assert o["chart"] == gr.skip() and o["valid"] == gr.skip()
+
+
+def test_a_valid_setting_leaves_typed_numbers_alone(cb, page, app_engine):
+    """A settings event answers after the visitor may have typed more: it writes no number back but the
+    sliders' (which must get a plain value, see `Callbacks.settings`), so nothing typed meanwhile is undone."""
+    o = outputs(page, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, max_new_tokens=200)))
+    assert o["valid"]["max_new_tokens"] == 200 and not o["settings_notice"]["visible"]
+    assert o["max_new_tokens"] == 200 and o["k"] == app.start_values(app_engine)["k"]  # the sliders
+    assert all(o[f] == gr.skip() for f in ("min_new_tokens", "layer", "temperature", "top_p", "top_k", "seed"))
 
 
 def test_an_empty_module_set_is_an_error(cb, page, app_engine):
@@ -456,6 +466,7 @@ def test_missing_config_exits_with_the_message():
 def test_timing_line():
     t = {"probe_s": 0.021, "new_tokens": 12, "tokens_per_s": 30.47, "total_s": 0.52}
     assert (
-        callbacks.timing_line(t, 0.31, False) == "12 tokens · probe 21 ms · first token 0.31 s · 30.5 tokens/s · total 0.52 s"
+        callbacks.timing_line(t, 0.31, False)
+        == "12 tokens · probe 21 ms · first token 0.31 s · 30.5 tokens/s · total 0.52 s"
     )
     assert callbacks.timing_line(t, None, True).startswith("stopped after 12 tokens · probe 21 ms · 30.5")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 
-from torch import nn
+from torch import Tensor, nn
 
 from .errors import ConfigError
 
@@ -52,9 +52,14 @@ def module_paths(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def weight_of(module: nn.Module) -> Tensor:
+    """A linear layer's weight: an attribute, or a method on dynamically quantised layers."""
+    return module.weight() if callable(getattr(module, "weight", None)) else module.weight
+
+
 def linear_shape(module: nn.Module) -> tuple[int, int]:
     """(D_in, D_out) of a float, dynamically quantised or bitsandbytes linear layer."""
     if hasattr(module, "in_features"):
         return module.in_features, module.out_features
-    weight = module.weight() if callable(getattr(module, "weight", None)) else module.weight
+    weight = weight_of(module)
     return weight.shape[1], weight.shape[0]

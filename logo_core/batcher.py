@@ -1,5 +1,5 @@
-"""Micro-batching: concurrent requests that arrive within a short window share one decode (a GPU's
-forward pass costs about the same for 1 row as for 8).
+"""Micro-batching, a `Decoder` backend: concurrent one-row plans that arrive within a short window
+share one decode (a GPU's forward pass costs about the same for 1 row as for 8).
 
 Each request is validated, routed and given its mixture alone, in its caller's thread (so a batched
 row has exactly the selection it would have alone); the worker then decodes up to `max_rows` plans
@@ -8,8 +8,8 @@ and streamer. Meant for a dedicated GPU: on a CPU there is little to gain (and l
 the numbers slightly), and on ZeroGPU each call runs in a worker of its own.
 
 Example:
-    >>> batcher = MicroBatcher(engine, window_s=0.02, max_rows=8)
-    >>> batcher.generate("What is 47 + 38?").text       # same interface as the engine's
+    >>> engine.decoder.enable_batching(window_s=0.02, max_rows=8)
+    >>> engine.generate("What is 47 + 38?").text       # concurrent calls now share decodes
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from .generation import stream_in_thread
-from .results import Generation  # noqa: TC001
+from .decoder import Decoded, Plan
 
 
 @dataclass
 class _Job:
-    plan: object  # engine.Plan of one prompt
+    plan: Plan  # of one prompt
+    streamer: object | None
+    stop: threading.Event
     future: Future = field(default_factory=Future)
-    streamer: object | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class RowStreamer:
@@ -52,43 +51,25 @@ class RowStreamer:
 
 
 class MicroBatcher:
-    """Groups concurrent `generate`/`stream` calls into batched decodes.
+    """Groups concurrent one-row plans into batched decodes.
 
     Args:
-        engine: the `LoGoEngine` (shared; read-only).
+        decoder: the `Decoder` whose `merge` and `decode` run each batch.
         window_s: how long the first request of a batch waits for company.
         max_rows: the most requests in one decode.
     """
 
-    def __init__(self, engine, window_s: float = 0.02, max_rows: int = 8) -> None:
-        self.engine, self.window_s, self.max_rows = engine, window_s, max_rows
+    def __init__(self, decoder, window_s: float = 0.02, max_rows: int = 8) -> None:
+        self.decoder, self.window_s, self.max_rows = decoder, window_s, max_rows
         self._queue: queue.Queue[_Job] = queue.Queue()
         self.batches: list[int] = []  # rows of each decode run so far (the tests and the load test read it)
         threading.Thread(target=self._work, daemon=True, name="logo-batcher").start()
 
-    # ---------------------------------------------------------------- the engine's interface
-
-    def generate(self, prompt: str, adapters: dict[str, float] | None = None, **kwargs) -> Generation:
-        job = _Job(self.engine.plan([prompt], None if adapters is None else [adapters], **kwargs))
+    def submit(self, plan: Plan, streamer=None, stop: threading.Event | None = None) -> Decoded:
+        """Queue a one-row plan and wait for its row of a batched decode."""
+        job = _Job(plan, streamer, stop or threading.Event())
         self._queue.put(job)
-        plan, i, ids, seconds = job.future.result()
-        return self.engine.finish(plan, i, ids, seconds, None, job.stop.is_set())
-
-    def stream(self, prompt: str, adapters: dict[str, float] | None = None, timeout: float = 120.0, **kwargs):
-        plan = self.engine.plan([prompt], None if adapters is None else [adapters], **kwargs)
-
-        def decode(streamer, stop):
-            job = _Job(plan, streamer=streamer, stop=stop)
-            self._queue.put(job)
-            return job.future.result()
-
-        def finish(result, _seconds, text, stopped):
-            merged, i, ids, seconds = result
-            return self.engine.finish(merged, i, ids, seconds, text, stopped)
-
-        return stream_in_thread(decode, finish, self.engine.tokenizer, plan.routings[0], timeout)
-
-    # ---------------------------------------------------------------- worker
+        return job.future.result()
 
     def _work(self) -> None:
         while True:
@@ -107,15 +88,14 @@ class MicroBatcher:
                 self._run(group)
 
     def _run(self, jobs: list[_Job]) -> None:
-        engine = self.engine
         try:
-            plan = engine.merge_plans([j.plan for j in jobs])
+            plan = self.decoder.merge([j.plan for j in jobs])
             t0 = time.perf_counter()
-            new = engine.decode(plan, RowStreamer([j.streamer for j in jobs]), [j.stop for j in jobs])
+            new = self.decoder.decode(plan, RowStreamer([j.streamer for j in jobs]), [j.stop for j in jobs])
             seconds = time.perf_counter() - t0
             self.batches.append(len(jobs))
             for i, job in enumerate(jobs):
-                job.future.set_result((plan, i, new[i], seconds))
+                job.future.set_result(Decoded(plan, i, new[i], seconds))
         except BaseException as e:  # every waiting caller hears of it; the worker keeps serving
             for job in jobs:
                 if not job.future.done():

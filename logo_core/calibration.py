@@ -1,43 +1,54 @@
-"""Calibration constants c_i (this project's addition, LOGO.md 2): each adapter's mean signal on neutral,
-task-free prompts, computed once per (block, module, signal, probe input) and cached.
+"""Calibration (this project's addition, docs/method.md §3): each adapter's signal divided by its
+typical signal on a fixed set of prompts, so that the loudest adapter does not win every prompt.
 
-Adapters trained with different intensity differ in overall output scale; dividing by c_i keeps the
-loudest adapter from winning every prompt. One probe pass of the neutral prompts through every block
-serves all settings.
+A `Calibration` is one kind: a prompt set and how the per-site constants come from the adapters'
+raw signals on it. The `Router` owns the calibrations: it probes each prompt set once (every block,
+every module) and caches the constants per (kind, block, module, signal, probe input).
+
+Adding a kind is a few lines: a prompt set and a `fit` function, registered in the router's
+`calibrations` dict.
+
+Example:
+    >>> neutral = Calibration("neutral", ["Hello!", "Tell me something."])
+    >>> c = router.calibration(29, "v_proj", "norm", "residual")  # [N], neutral's constants
 """
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from . import signals
-from .probe import RESIDUAL
 
 
+def mean_signal(raw: Tensor) -> Tensor:
+    """c_i: the mean raw signal of each adapter over the prompt set, [P, N] -> [N]; 1 where it is not a
+    positive finite number (an adapter that does not adapt the module has c = 0 and keeps its zero score)."""
+    c = raw.mean(0)
+    return torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))
+
+
+@dataclass(frozen=True)
 class Calibration:
-    """c_i per site, lazily: the neutral prompts are probed on first use, then each site's constants.
+    """One kind of calibration.
 
-    Args:
-        probe_neutral: () -> {(block, RESIDUAL or module): [P, D]} vectors of the neutral prompts.
-        site: (vectors, block, module) -> a `signals.Site` with the pool's factors there.
+    Attributes:
+        name: how options and traces name it.
+        prompts: the prompt set it is measured on (probed once, through every block).
+        fit: [P, N] raw (masked, uncalibrated) signals of the prompt set at one site -> [N] constants.
     """
 
-    def __init__(self, probe_neutral: Callable[[], dict], site: Callable[..., signals.Site]) -> None:
-        self.probe_neutral, self.site = probe_neutral, site
-        self._vectors: dict | None = None
-        self._constants: dict[tuple, Tensor] = {}
-        self._lock = threading.Lock()
+    name: str
+    prompts: tuple[str, ...]
+    fit: Callable[[Tensor], Tensor] = mean_signal
 
-    def __call__(self, block: int, module: str, signal: str, probe_input: str) -> Tensor:
-        """[N] constants for one site."""
-        key = (block, module, signal, probe_input)
-        with self._lock:
-            if self._vectors is None:
-                self._vectors = self.probe_neutral()
-            if key not in self._constants:
-                h = self._vectors[(block, RESIDUAL if probe_input == "residual" else module)]
-                self._constants[key] = signals.calibration(self.site(h, block, module), signal)
-            return self._constants[key]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+    def constants(self, site: signals.Site, signal: str) -> Tensor:
+        """[N] constants at one site, from the prompt set's vectors there (`site.h`, [P, D])."""
+        return self.fit(signals.site_score(dataclasses.replace(site, calibration=None), signal))

@@ -60,14 +60,6 @@ class CompiledDecoder:
         self.lock = threading.Lock()
         self.compiles = 0  # decode graphs compiled so far (the test counts that a new mixture adds none)
 
-    @classmethod
-    def for_engine(cls, engine) -> CompiledDecoder:
-        """The decode path of an engine: buffers for every module its pool adapts, its settings."""
-        s = engine.settings
-        keys = {key for f in engine.pool.files for key in f.keys}
-        max_len = engine.encode.max_prompt_tokens + engine.defaults.max_new_tokens
-        return cls(engine.model, keys, engine.pool.where, s.max_mixture_rank, s.batch_buckets, max_len)
-
     def accepts(self, plan) -> bool:
         """Whether this path can run a plan (else it runs eager)."""
         B = plan.enc.input_ids.shape[0]

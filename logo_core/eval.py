@@ -40,7 +40,9 @@ KS = (1, 3, 5, 10, 20)
 def full_settings(engine: LoGoEngine) -> list[RouteOptions]:
     """Every (probe input, module, signal, calibrated) over all blocks: one sweep holds every setting."""
     return [
-        engine.route_options(k=1, layer=f"0:{engine.n_layers}", module=m, probe_input=pi, signal=sig, calibrated=cal)
+        engine.router.options(
+            k=1, layer=f"0:{engine.router.n_layers}", module=m, probe_input=pi, signal=sig, calibrated=cal
+        )
         for pi in ("residual", "module")
         for m in engine.pool.modules
         for sig in signals.SIGNALS
@@ -53,7 +55,7 @@ def run_sweep(engine: LoGoEngine, prompts: Sequence[str], batch_size: int) -> di
     settings = full_settings(engine)
     chunks = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="probe sweep", leave=False):
-        chunks.append(engine.sweep_batch(list(prompts[i : i + batch_size]), settings))
+        chunks.append(engine.router.sweep(list(prompts[i : i + batch_size]), settings))
     keys = [(s.probe_input, s.module[0], s.signal, s.calibrated) for s in settings]
     return {key: torch.cat([c[j] for c in chunks]) for j, key in enumerate(keys)}
 
@@ -71,11 +73,11 @@ def label(s: RouteOptions) -> str:
 def candidate_settings(engine: LoGoEngine, every: int = 1) -> list[RouteOptions]:
     """Single blocks (every `every`-th) and block ranges, each module set, both probe inputs and
     signals, calibrated or not: the space the default is chosen from."""
-    L, mods = engine.n_layers, engine.pool.modules
+    L, mods = engine.router.n_layers, engine.pool.modules
     module_sets = [m for m in mods] + ([",".join(mods)] if len(mods) > 1 else [])
     layers = [str(b) for b in range(0, L, every)] + [f"{a}:{L}" for a in (0, L // 3, L // 2, 2 * L // 3)]
     return [
-        engine.route_options(k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
+        engine.router.options(k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
         for lay in layers
         for m in module_sets
         for pi in ("residual", "module")
@@ -169,7 +171,9 @@ class Runner:
             if key not in self.cache:
                 plan = self.engine.plan([prompt], adapters=[{}], max_new_tokens=n)
                 plan.mixture = mixture
-                self.cache[key] = self.engine.tokenizer.decode(self.engine.decode(plan)[0], skip_special_tokens=True)
+                self.cache[key] = self.engine.tokenizer.decode(
+                    self.engine.decoder.decode(plan)[0], skip_special_tokens=True
+                )
         return [self.cache[self._key(*j)] for j in jobs]
 
 
@@ -252,7 +256,7 @@ def evaluate(
     by_label = {r["setting"]: (r, s) for r, s in zip(table, candidates)}
     top = sorted(table, key=lambda r: (-r["dev_top1"], r["sites"]))[0]
     base_s = by_label[top["setting"]][1]
-    L = engine.n_layers
+    L = engine.router.n_layers
     depth_layers = {top["layer"], str(L - 1), f"{L // 2}:{L}", f"0:{L}"}
     if not quick:  # the front along depth: single blocks, short and long ranges
         depth_layers |= {f"{2 * L // 3}:{L}", f"{L // 3}:{2 * L // 3}", *(str(b) for b in range(0, L, max(1, L // 6)))}
@@ -261,7 +265,7 @@ def evaluate(
     cost_prompts = prompts["test"][:: max(1, len(prompts["test"]) // 6)][: 2 if quick else 6]
     probed, costed = [], []
     for lay in depth_layers:
-        probed.append(engine.route_options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
+        probed.append(engine.router.options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
                                            signal=base_s.signal, calibrated=base_s.calibrated))  # fmt: skip
     for s, ms in zip(probed, probe_costs(engine, probed, cost_prompts, rounds=1 if quick else 3)):
         r = {"setting": label(s), "sites": len(s.blocks) * len(s.module)}
@@ -272,7 +276,7 @@ def evaluate(
     chosen_row = min(ok, key=lambda c: (c["route_ms"], -c["dev_top1"]))
     chosen = probed[costed.index(chosen_row)]
     L1 = L - 1
-    reference = engine.route_options(k=min(20, len(names)), layer=L1, module="q_proj" if "q_proj" in engine.pool.modules
+    reference = engine.router.options(k=min(20, len(names)), layer=L1, module="q_proj" if "q_proj" in engine.pool.modules
                                      else engine.pool.modules[0], probe_input="residual", signal="norm", calibrated=False)  # fmt: skip
 
     # 3. k chosen on dev prompts (seen and unseen separately), then every condition on test.
@@ -344,7 +348,7 @@ def evaluate(
     by_block = {}
     for pi in ("residual", "module"):
         for m in engine.pool.modules:
-            s = engine.route_options(
+            s = engine.router.options(
                 k=1, layer=0, module=m, probe_input=pi, signal=chosen.signal, calibrated=chosen.calibrated
             )
             key = (s.probe_input, m, s.signal, s.calibrated)

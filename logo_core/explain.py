@@ -1,13 +1,13 @@
 """Why a prompt got its adapters: every number of one routing decision, in plain words (the app's
-"How LoGo chose" view; LOGO.md 1-3).
+"How LoGo chose" view; docs/method.md §1-5).
 
-The numbers come from the engine's own parts, never recomputed here: raw signals from a sweep with
-`calibrated=False`, constants from `engine.calibration`, per-block scores from a sweep with the
-routing's own settings, final scores, selection and weights from the `Routing` itself.
+The numbers come from the router's own public methods, never recomputed here: raw signals from a
+sweep with `calibrated=False`, constants from `router.calibration`, per-block scores from a sweep with
+the routing's own settings, final scores, selection and weights from the `Routing` itself.
 
 Example:
     >>> r = engine.route("What is the capital of Peru?")
-    >>> x = explain(engine, r)
+    >>> x = explain(engine.router, r)
     >>> x.raw[0][x.names.index(r.selected[0])], x.constants[0][x.names.index(r.selected[0])]
     >>> print(summary_markdown(x))
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from .options import ROUTE_FIELDS
 from .prompts import GAP
 from .results import Routing
+from .router import Router
 
 
 @dataclass
@@ -28,10 +29,10 @@ class Explanation:
     Attributes:
         routing: the routing explained (final scores, selection, weights, ties, options).
         names: the pool's adapters, in pool order (the columns of the per-site lists).
-        sites: the probed (block, module) pairs, in the order the engine averages them.
+        sites: the probed (block, module) pairs, in the order the router averages them.
         raw: [S][N] each adapter's raw signal at each site.
         constants: [S][N] the calibration constants c_i at each site (all 1.0 when not calibrated).
-        per_site: [S][N] the engine's score at each site (raw / c when calibrated); their mean over
+        per_site: [S][N] the router's score at each site (raw / c when calibrated); their mean over
             sites is `routing.scores`.
         prompt_tokens: tokens the probe read (chat template included).
         neutral_prompts: how many neutral prompts the constants average over.
@@ -47,33 +48,33 @@ class Explanation:
     neutral_prompts: int
 
 
-def explain(engine, routing: Routing) -> Explanation:
-    """Recompute, with the engine's own functions, every number behind `routing` (a routed `Routing`)."""
-    opts = engine.route_options(**{f: routing.options[f] for f in ROUTE_FIELDS})
+def explain(router: Router, routing: Routing) -> Explanation:
+    """Recompute, with the router's own methods, every number behind `routing` (a routed `Routing`)."""
+    opts = router.options(**{f: routing.options[f] for f in ROUTE_FIELDS})
     settings = []  # per module: raw and (when calibrated) calibrated scores at each block, one probe pass for all
     for m in opts.module:
         base = {**opts.model_dump(), "module": [m]}
-        settings.append(engine.route_options(**{**base, "calibrated": False}))
-        settings.append(engine.route_options(**base))
-    swept = engine.sweep_batch([routing.prompt], settings)  # 2 x modules tensors [1, L_s, N]
-    N = len(engine.pool)
+        settings.append(router.options(**{**base, "calibrated": False}))
+        settings.append(router.options(**base))
+    swept = router.sweep([routing.prompt], settings)  # 2 x modules tensors [1, L_s, N]
+    N = len(router.pool)
     by_site = {}
     for i, m in enumerate(opts.module):
         raw, scored = swept[2 * i][0], swept[2 * i + 1][0]  # [L_s, N]
         for j, b in enumerate(opts.blocks):
-            c = engine.calibration(b, m, opts.signal, opts.probe_input).tolist() if opts.calibrated else [1.0] * N
+            c = router.calibration(b, m, opts.signal, opts.probe_input).tolist() if opts.calibrated else [1.0] * N
             by_site[(b, m)] = (raw[j].tolist(), c, scored[j].tolist())
-    sites = [(b, m) for b in opts.blocks for m in opts.module]  # the engine's averaging order
-    tokens = engine.encode([routing.prompt], 0, engine.placement.device).input_ids.shape[1]
+    sites = [(b, m) for b in opts.blocks for m in opts.module]  # the router's averaging order
+    tokens = router.encode([routing.prompt], 0, router.device).input_ids.shape[1]
     return Explanation(
         routing=routing,
-        names=list(engine.pool.names),
+        names=list(router.pool.names),
         sites=sites,
         raw=[by_site[s][0] for s in sites],
         constants=[by_site[s][1] for s in sites],
         per_site=[by_site[s][2] for s in sites],
         prompt_tokens=int(tokens),
-        neutral_prompts=len(engine.neutral_prompts),
+        neutral_prompts=len(router.neutral_prompts),
     )
 
 
@@ -190,14 +191,14 @@ def per_site_markdown(x: Explanation, limit: int | None = None) -> str:
     return "\n\n".join(out)
 
 
-def cut_parts(engine, prompt: str, max_new_tokens: int) -> tuple[str, str, str] | None:
+def cut_parts(router: Router, prompt: str, max_new_tokens: int) -> tuple[str, str, str] | None:
     """(kept start, left-out middle, kept end) of a prompt the encoder cut to fit, read off the ids the
     model sees (the encoder marks the cut with `GAP`); None when the whole prompt fits."""
-    enc = engine.encode([prompt], max_new_tokens, engine.placement.device)
+    enc = router.encode([prompt], max_new_tokens, router.device)
     if not enc.notices[0]:
         return None
-    ids, e = enc.input_ids[0].tolist(), engine.encode
-    head, _, tail = engine.tokenizer.decode(ids[len(e.head) : len(ids) - len(e.tail)]).partition(GAP)
+    ids, e = enc.input_ids[0].tolist(), router.encode
+    head, _, tail = e.tok.decode(ids[len(e.head) : len(ids) - len(e.tail)]).partition(GAP)
     return head, prompt[len(head) : len(prompt) - len(tail)], tail
 
 

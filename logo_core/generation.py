@@ -10,7 +10,6 @@ from __future__ import annotations
 import queue
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -129,7 +128,7 @@ def stream_in_thread(decode: Callable, finish: Callable, tokenizer, routing, tim
 
     Args:
         decode: (streamer, stop event) -> new token ids [1, T_new].
-        finish: (what decode returned, generate seconds, text, stopped) -> the `Generation`.
+        finish: (what decode returned, text, stopped) -> the `Generation`.
         timeout: seconds to wait for the next piece before the stream fails (a stuck decoder).
     """
     from transformers import TextIteratorStreamer
@@ -139,13 +138,11 @@ def stream_in_thread(decode: Callable, finish: Callable, tokenizer, routing, tim
     stop = threading.Event()
 
     def work() -> None:
-        t1 = time.perf_counter()
         try:
             box["ids"] = decode(streamer, stop)
         except BaseException as e:  # surfaced to the consumer in done()
             box["error"] = e
             streamer.end()
-        box["generate_s"] = time.perf_counter() - t1
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -154,7 +151,7 @@ def stream_in_thread(decode: Callable, finish: Callable, tokenizer, routing, tim
         thread.join()
         if "error" in box:
             raise box["error"]
-        return finish(box["ids"], box["generate_s"], text, stopped)
+        return finish(box["ids"], text, stopped)
 
     return GenerationStream(routing, _pieces(streamer, timeout), done, stop)
 

@@ -35,11 +35,9 @@ from typing import Literal
 
 import gradio as gr
 
-ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in (
-    "1",
-    "t",
-    "true",
-)  # as `spaces` reads it
+from .loading import on_zero_gpu  # after `import spaces`: loading imports torch
+
+ZERO_GPU = spaces is not None and on_zero_gpu()  # as `spaces` reads it
 
 
 def _glibc() -> ctypes.CDLL | None:

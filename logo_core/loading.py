@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .anatomy import decoder_layers, linear_shape, module_paths
+from .anatomy import decoder_layers, linear_shape, module_paths, weight_of
 from .errors import AdapterLoadError, ConfigError, RequestError
 from .registry import AdapterSpec, BaseModelSpec, PoolConfig
 
@@ -262,7 +262,7 @@ def input_device(model: nn.Module) -> torch.device:
 def site_placement(model: nn.Module, block: int, module: str, place: Placement) -> tuple[torch.device, torch.dtype]:
     """Where a module computes and in what dtype: its mixture factors are made there."""
     layer = decoder_layers(model)[block].get_submodule(module_paths(model)[module])
-    weight = layer.weight() if callable(getattr(layer, "weight", None)) else layer.weight
+    weight = weight_of(layer)
     dtype = weight.dtype if weight.is_floating_point() else place.compute_dtype
     device = weight.device if weight.device.type != "meta" else place.device
     return device, dtype
@@ -350,7 +350,7 @@ MAX_UPDATE_RATIO = 1e3  # heuristic bound on |s B A| / |W| (Frobenius) of one ad
 
 def _weight_norm(layer: nn.Module) -> float | None:
     """|W| (Frobenius) of a float layer; None for quantised or offloaded (meta) weights."""
-    weight = layer.weight() if callable(getattr(layer, "weight", None)) else layer.weight
+    weight = weight_of(layer)
     if not weight.is_floating_point() or weight.device.type == "meta":
         return None
     return float(torch.linalg.norm(weight.detach().float()))

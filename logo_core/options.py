@@ -23,10 +23,11 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -136,6 +137,44 @@ def in_range(name: str, value: int | float, lo: float | None, hi: float | None, 
         )
         raise ValueError(f"`{name}` must be {bounds}{why}, got {_show(value)}")
     return value
+
+
+# ------------------------------------------------------------------------------- typed constraints
+# Each is a pydantic `BeforeValidator` that names the field in its message (`info.field_name`).
+
+
+def Int(lo: int, hi: int | None = None) -> BeforeValidator:
+    """An exact integer (`as_int`) in [lo, hi] (no upper bound if hi is None); None stays None."""
+    return BeforeValidator(
+        lambda v, info: None if v is None else in_range(info.field_name, as_int(info.field_name, v), lo, hi)
+    )
+
+
+def Float(lo: float, hi: float, fix: str = "", open_below: bool = False) -> BeforeValidator:
+    """A finite number (`as_float`) in [lo, hi], or (lo, hi] when `open_below`; `fix` says how to avoid the error."""
+
+    def check(v: Any, info: ValidationInfo) -> float:
+        f = as_float(info.field_name, v)
+        if (f <= lo if open_below else f < lo) or f > hi:
+            bounds = f"> {lo} and at most {hi}" if open_below else f"between {lo} and {hi}{fix}"
+            raise ValueError(f"`{info.field_name}` must be {bounds}, got {_show(v)}")
+        return f
+
+    return BeforeValidator(check)
+
+
+Bool = Annotated[bool, BeforeValidator(lambda v, info: as_bool(info.field_name, v))]
+
+
+def Choice(names: Callable[[], list[str]]) -> Any:
+    """A string among `names()` (looked up when checked: the names live in modules that import torch)."""
+
+    def check(v: Any, info: ValidationInfo) -> str:
+        if not isinstance(v, str) or v not in names():
+            raise ValueError(f"`{info.field_name}` must be one of {names()}, got {_show(v)}")
+        return v
+
+    return Annotated[str, BeforeValidator(check), Field(json_schema_extra=_Choices(names))]
 
 
 def parse_layer(value: Any) -> int | str | tuple[int, ...]:
@@ -255,14 +294,13 @@ class RouteOptions(_Options):
     """Where the probe listens, how each adapter is scored, how many adapters are merged."""
 
     k: int = Field(3, description="How many adapters to merge per prompt (1..the pool size).")
-    signal: str = Field(
+    signal: Choice(signal_names) = Field(
         "norm",
         description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
         "`entropy` = 1/H(softmax(o_i)).",
-        json_schema_extra=_Choices(signal_names),
         validate_default=False,  # a known choice; validating it would import torch
     )
-    calibrated: bool = Field(
+    calibrated: Bool = Field(
         True, description="Divide each adapter's signal by its mean over neutral, task-free prompts."
     )
     layer: int | str | tuple[int, ...] = Field(
@@ -272,10 +310,9 @@ class RouteOptions(_Options):
     module: tuple[str, ...] = Field(
         ("q_proj",), description="Adapted module(s) to probe, e.g. `q_proj` or `q_proj,v_proj` (averaged)."
     )
-    probe_input: str = Field(
+    probe_input: Choice(probe_input_names) = Field(
         "residual",
         description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
-        json_schema_extra=_Choices(probe_input_names),
         validate_default=False,
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
@@ -287,25 +324,6 @@ class RouteOptions(_Options):
         n = ctx.pool_size if ctx else None
         why = f" (the pool size is {n})" if n is not None else ""
         return in_range("k", as_int("k", v), 1, n, why)
-
-    @field_validator("signal", mode="before")
-    @classmethod
-    def _signal(cls, v: Any) -> str:
-        if not isinstance(v, str) or v not in signal_names():
-            raise ValueError(f"`signal` must be one of {signal_names()}, got {_show(v)}")
-        return v
-
-    @field_validator("probe_input", mode="before")
-    @classmethod
-    def _probe_input(cls, v: Any) -> str:
-        if not isinstance(v, str) or v not in probe_input_names():
-            raise ValueError(f"`probe_input` must be one of {probe_input_names()}, got {_show(v)}")
-        return v
-
-    @field_validator("calibrated", mode="before")
-    @classmethod
-    def _calibrated(cls, v: Any) -> bool:
-        return as_bool("calibrated", v)
 
     @field_validator("layer", mode="before")
     @classmethod
@@ -354,57 +372,23 @@ class RouteOptions(_Options):
 class GenerateOptions(_Options):
     """Length and sampling of an answer (greedy unless `do_sample`)."""
 
-    max_new_tokens: int = Field(64, description=f"Longest answer, in tokens (1..{MAX_NEW_TOKENS}).")
-    min_new_tokens: int = Field(0, description="Do not stop before this many tokens (benchmarks); 0 = stop at EOS.")
-    do_sample: bool = Field(False, description="Sample the answer (temperature, top_p, top_k, seed); greedy if false.")
-    temperature: float = Field(1.0, description=f"Sampling temperature ({MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}).")
-    top_p: float = Field(1.0, description="Nucleus sampling: keep the most likely tokens up to this mass (0 < p <= 1).")
-    top_k: int = Field(0, description="Sample among the k most likely tokens only (0 = no limit).")
-    seed: int | None = Field(None, description="Random seed of a sampled answer (same seed, same answer).")
-
-    @field_validator("max_new_tokens", mode="before")
-    @classmethod
-    def _max_new_tokens(cls, v: Any) -> int:
-        return in_range("max_new_tokens", as_int("max_new_tokens", v), 1, MAX_NEW_TOKENS)
-
-    @field_validator("min_new_tokens", mode="before")
-    @classmethod
-    def _min_new_tokens(cls, v: Any) -> int:
-        return in_range("min_new_tokens", as_int("min_new_tokens", v), 0, MAX_NEW_TOKENS)
-
-    @field_validator("do_sample", mode="before")
-    @classmethod
-    def _do_sample(cls, v: Any) -> bool:
-        return as_bool("do_sample", v)
-
-    @field_validator("temperature", mode="before")
-    @classmethod
-    def _temperature(cls, v: Any) -> float:
-        t = as_float("temperature", v)
-        if not MIN_TEMPERATURE <= t <= MAX_TEMPERATURE:
-            raise ValueError(
-                f"`temperature` must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE} "
-                f"(for greedy decoding set do_sample=false), got {_show(v)}"
-            )
-        return t
-
-    @field_validator("top_p", mode="before")
-    @classmethod
-    def _top_p(cls, v: Any) -> float:
-        p = as_float("top_p", v)
-        if not 0 < p <= 1:
-            raise ValueError(f"`top_p` must be > 0 and at most 1, got {_show(v)}")
-        return p
-
-    @field_validator("top_k", mode="before")
-    @classmethod
-    def _top_k(cls, v: Any) -> int:
-        return in_range("top_k", as_int("top_k", v), 0, None)
-
-    @field_validator("seed", mode="before")
-    @classmethod
-    def _seed(cls, v: Any) -> int | None:
-        return None if v is None else in_range("seed", as_int("seed", v), 0, 2**63 - 1)
+    max_new_tokens: Annotated[int, Int(1, MAX_NEW_TOKENS)] = Field(
+        64, description=f"Longest answer, in tokens (1..{MAX_NEW_TOKENS})."
+    )
+    min_new_tokens: Annotated[int, Int(0, MAX_NEW_TOKENS)] = Field(
+        0, description="Do not stop before this many tokens (benchmarks); 0 = stop at EOS."
+    )
+    do_sample: Bool = Field(False, description="Sample the answer (temperature, top_p, top_k, seed); greedy if false.")
+    temperature: Annotated[
+        float, Float(MIN_TEMPERATURE, MAX_TEMPERATURE, " (for greedy decoding set do_sample=false)")
+    ] = Field(1.0, description=f"Sampling temperature ({MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}).")
+    top_p: Annotated[float, Float(0, 1, open_below=True)] = Field(
+        1.0, description="Nucleus sampling: keep the most likely tokens up to this mass (0 < p <= 1)."
+    )
+    top_k: Annotated[int, Int(0)] = Field(0, description="Sample among the k most likely tokens only (0 = no limit).")
+    seed: Annotated[int | None, Int(0, 2**63 - 1)] = Field(
+        None, description="Random seed of a sampled answer (same seed, same answer)."
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> GenerateOptions:
@@ -475,6 +459,13 @@ def check_mixture(adapters: Any, names: list[str]) -> dict[str, float]:
             raise RequestError(f"`adapters[{name!r}]` must be > 0 and at most {MAX_ADAPTER_WEIGHT}, got {_show(w)}")
         out[name] = w
     return out
+
+
+def check_mixtures(adapters: Any, names: list[str], rows: int) -> list[dict[str, float]]:
+    """One explicit mixture per prompt of a batch (`check_mixture` each)."""
+    if not isinstance(adapters, list | tuple) or len(adapters) != rows:
+        raise RequestError(f"`adapters` must be a list of {rows} mixtures, one per prompt")
+    return [check_mixture(a, names) for a in adapters]
 
 
 def given(values: dict) -> dict:

@@ -67,9 +67,12 @@ class _InputTap(nn.Module):
 
 def wants_for(blocks, modules, probe_input: str) -> set[Key]:
     """Capture keys for probing `blocks` x `modules` with the given probe input."""
-    if probe_input == "residual":
-        return {(b, RESIDUAL) for b in blocks}
-    return {(b, m) for b in blocks for m in modules}
+    return {vector_key(b, m, probe_input) for b in blocks for m in modules}
+
+
+def vector_key(block: int, module: str, probe_input: str) -> Key:
+    """The capture key of the vector a site listens to: the block's residual input or the module's own."""
+    return (block, RESIDUAL if probe_input == "residual" else module)
 
 
 def neutral_wants(n_layers: int, modules) -> set[Key]:

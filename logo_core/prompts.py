@@ -10,9 +10,11 @@ The probe and the generation see exactly these ids. Two rules a public demo need
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 _SLOT = "\u2063LOGO-PROMPT\u2063"  # a placeholder no template alters, to find where the user text goes
@@ -31,6 +33,15 @@ class Encoded:
 
     def inputs(self) -> dict[str, Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+    @classmethod
+    def stack(cls, batches: Sequence[Encoded], pad_token_id: int) -> Encoded:
+        """One batch of several, left-padded to the longest (each row keeps its ids: what encoding the
+        prompts together gives)."""
+        T = max(e.input_ids.shape[1] for e in batches)
+        ids = torch.cat([F.pad(e.input_ids, (T - e.input_ids.shape[1], 0), value=pad_token_id) for e in batches])
+        mask = torch.cat([F.pad(e.attention_mask, (T - e.attention_mask.shape[1], 0), value=0) for e in batches])
+        return cls(ids, mask, [n for e in batches for n in e.notices])
 
 
 class PromptEncoder:

@@ -33,6 +33,11 @@ class Routing:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def explicit(cls, prompt: str, weights: dict[str, float], notices: list[str] | None = None) -> Routing:
+        """The trace of a mixture given by the caller (no routing: no scores)."""
+        return cls(prompt, {}, list(weights), dict(weights), {"mode": "explicit"}, notices=list(notices or []))
+
 
 @dataclass
 class Generation:

@@ -13,7 +13,6 @@ every surface (options, CLI, app, evaluation) offers it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -111,11 +110,3 @@ def average(per_site: Sequence[Tensor]) -> Tensor:
 def score(sites: Sequence[Site], signal: str) -> Tensor:
     """[B, N]: every adapter's score for every prompt, averaged over the probed sites."""
     return average([site_score(s, signal) for s in sites])
-
-
-def calibration(neutral: Site, signal: str) -> Tensor:
-    """c_i: the mean raw signal of each adapter over the neutral prompts (this project's calibration,
-    LOGO.md 2). [N]; 1 where it is not a positive finite number (an adapter that does not adapt the
-    module has c = 0 and keeps its zero score)."""
-    c = site_score(dataclasses.replace(neutral, calibration=None), signal).mean(0)
-    return torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -116,3 +118,20 @@ def three_adapters(model: nn.Module, root: Path) -> dict[str, Path]:
         "translate": make_adapter(model, root / "translate", seed=1, r=2, targets=("q_proj", "v_proj", "o_proj")),
         "other": make_adapter(model, root / "other", seed=2, r=6, alpha=6, targets=("v_proj",)),
     }
+
+
+def concurrently(fn: Callable[[int], object], n: int) -> list:
+    """[fn(0), ..., fn(n-1)], each in a thread of its own, all released at once (a barrier)."""
+    out: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        out[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out

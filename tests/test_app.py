@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import stat
@@ -15,10 +16,12 @@ import gradio as gr
 import pytest
 import torch
 from app_fixtures import POOL, ROOT, values
+from helpers import concurrently
 
 import app
-from logo_core import explain, hosting, plots
+from logo_core import callbacks, explain, hosting, plots
 from logo_core.engine import LoGoEngine
+from logo_core.errors import LoGoError
 from logo_core.mixing import attach
 from logo_core.pool import AdapterPool, LoadReport
 from logo_core.registry import Defaults, UnseenExample, load_config
@@ -27,12 +30,20 @@ PROMPT = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
-def cb(app_engine) -> app.Callbacks:
-    return app.Callbacks(app_engine, hosting.PrivateFiles())
+def page(app_engine) -> callbacks.Page:
+    with gr.Blocks():
+        return app.layout(app_engine)
 
 
-def outputs(names, result) -> dict:
-    return dict(zip(names, result))
+@pytest.fixture(scope="module")
+def cb(app_engine, page) -> callbacks.Callbacks:
+    return callbacks.Callbacks(app_engine, hosting.PrivateFiles(), page)
+
+
+def outputs(page: callbacks.Page, result: dict) -> dict:
+    """A callback's {component: value} by the page's names; what it leaves as it is reads gr.skip()."""
+    named = {f.name: getattr(page, f.name) for f in dataclasses.fields(page)} | page.controls
+    return {n: result.get(c, gr.skip()) for n, c in named.items() if isinstance(c, gr.components.Component)}
 
 
 def components(demo: gr.Blocks, kind) -> list:
@@ -71,13 +82,15 @@ def test_startup_problems_and_an_empty_pool_are_shown(app_engine):
     assert any("broken" in m for m in visible_markdowns(app.create_demo(e)))
     e = LoGoEngine(app_engine.model, app_engine.tokenizer, AdapterPool([], []))
     assert any("pool is empty" in m for m in visible_markdowns(app.create_demo(e)))
-    cb = app.Callbacks(e, hosting.PrivateFiles())
-    assert "pool is empty" in outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(e)))["notices"]["value"]
+    with gr.Blocks():
+        cb = callbacks.Callbacks(e, hosting.PrivateFiles(), page := app.layout(e))
+    assert "pool is empty" in outputs(page, cb.route(PROMPT, None, *values(e)))["notices"]["value"]
 
 
 def test_unfit_defaults_are_shown_as_they_are(app_engine):
-    cfg = copy.copy(app_engine)
-    cfg.defaults = Defaults(k=2, module=("k_proj",))  # the pool adapts q_proj and v_proj only
+    cfg, router = copy.copy(app_engine), copy.copy(app_engine.router)
+    cfg.router, cfg.defaults = router, Defaults(k=2, module=("k_proj",))  # the pool adapts q_proj and v_proj only
+    router.defaults = cfg.defaults
     with pytest.warns(UserWarning):  # gradio: the dropdown's value is not among its choices
         demo = app.create_demo(cfg)
     assert any("do not fit this pool" in m and "k\\_proj" in m for m in visible_markdowns(demo))
@@ -94,15 +107,16 @@ def test_examples_by_family_with_unseen_tasks(app_engine):
 # ------------------------------------------------------------------------------------------ routing
 
 
-def test_route_draws_what_was_probed(cb, app_engine):
-    o = outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(app_engine)))
+def test_route_draws_what_was_probed(cb, page, app_engine):
+    o = outputs(page, cb.route(PROMPT, None, *values(app_engine)))
     r = app_engine.route(PROMPT)
     fig = o["chart"]
     order = fig.layout.meta["order"]  # the best TOP bars; the tail is counted in "hidden"
     assert (
-        fig.layout.meta["selected"] == r.selected and order == sorted(r.scores, key=lambda n: -r.scores[n])[: app.TOP]
+        fig.layout.meta["selected"] == r.selected
+        and order == sorted(r.scores, key=lambda n: -r.scores[n])[: callbacks.TOP]
     )
-    assert fig.layout.meta["hidden"] == len(POOL) - app.TOP
+    assert fig.layout.meta["hidden"] == len(POOL) - callbacks.TOP
     assert fig.layout.title.text == "Adapter signal · calibrated norm"
     o_ = r.options
     where = (
@@ -120,9 +134,9 @@ def test_route_draws_what_was_probed(cb, app_engine):
     ("changes", "blocks"),
     [({"layer": "20:25"}, [20, 21, 22, 23, 24]), ({"layer": "3,7"}, [3, 7]), ({"layer": -1}, [29])],
 )
-def test_the_page_takes_every_layer_form(cb, app_engine, changes, blocks):
+def test_the_page_takes_every_layer_form(cb, page, app_engine, changes, blocks):
     start = app.start_values(app_engine)
-    o = outputs(app.SETTINGS_OUT, cb.settings(PROMPT, None, start, *values(app_engine, **changes)))
+    o = outputs(page, cb.settings(PROMPT, None, start, *values(app_engine, **changes)))
     assert o["routing"]["options"]["blocks"] == blocks and not o["settings_notice"]["visible"]
 
 
@@ -130,45 +144,52 @@ def test_the_page_takes_every_layer_form(cb, app_engine, changes, blocks):
     ("changes", "message"),
     [({"k": 99}, f"between 1 and {len(POOL)}"), ({"layer": "40"}, "layer"), ({"temperature": 0}, "temperature")],
 )
-def test_a_bad_number_goes_back_without_rerouting(cb, app_engine, monkeypatch, changes, message):
+def test_a_bad_number_goes_back_without_rerouting(cb, page, app_engine, monkeypatch, changes, message):
     valid = app.start_values(app_engine) | {"k": 3}
 
     def no_route(*a, **kw):
         raise AssertionError("a bad setting must not re-route")
 
     monkeypatch.setattr(app_engine, "route", no_route)
-    o = outputs(app.SETTINGS_OUT, cb.settings(PROMPT, None, valid, *values(app_engine, **changes)))
+    o = outputs(page, cb.settings(PROMPT, None, valid, *values(app_engine, **changes)))
     assert o["settings_notice"]["visible"] and message in o["settings_notice"]["value"]
     assert o["k"] == 3 and o["layer"] == valid["layer"] and o["temperature"] == valid["temperature"]
     assert o["chart"] == gr.skip() and o["valid"] == gr.skip()
 
 
-def test_an_empty_module_set_is_an_error(cb, app_engine):
-    o = outputs(
-        app.SETTINGS_OUT, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, module=[]))
-    )
+def test_a_valid_setting_leaves_typed_numbers_alone(cb, page, app_engine):
+    """A settings event answers after the visitor may have typed more: it writes no number back but the
+    sliders' (which must get a plain value, see `Callbacks.settings`), so nothing typed meanwhile is undone."""
+    o = outputs(page, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, max_new_tokens=200)))
+    assert o["valid"]["max_new_tokens"] == 200 and not o["settings_notice"]["visible"]
+    assert o["max_new_tokens"] == 200 and o["k"] == app.start_values(app_engine)["k"]  # the sliders
+    assert all(o[f] == gr.skip() for f in ("min_new_tokens", "layer", "temperature", "top_p", "top_k", "seed"))
+
+
+def test_an_empty_module_set_is_an_error(cb, page, app_engine):
+    o = outputs(page, cb.settings(PROMPT, None, app.start_values(app_engine), *values(app_engine, module=[])))
     assert "module\\` is empty" in o["settings_notice"]["value"]
 
 
-def test_block_0_explains_its_ties(cb, app_engine):
-    o = outputs(app.ROUTE_OUT, cb.route(PROMPT, None, *values(app_engine, layer="0")))
+def test_block_0_explains_its_ties(cb, page, app_engine):
+    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0")))
     assert "Block 0 routes every prompt alike" in o["notices"]["value"] and "Tie at the top" in o["notices"]["value"]
     assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
 
 
-def test_a_long_prompt_says_which_part_was_cut(cb, app_engine):
+def test_a_long_prompt_says_which_part_was_cut(cb, page, app_engine):
     prompt = "Start here. " + " ".join(f"item{i}" for i in range(3000)) + " Finally: what came first?"
-    head, middle, tail = explain.cut_parts(app_engine, prompt, 0)
+    head, middle, tail = explain.cut_parts(app_engine.router, prompt, 0)
     assert head + middle + tail == prompt and prompt.startswith(head) and middle  # the cut is the middle
     assert tail.endswith("what came first?") and head.startswith("Start here.")
-    note = outputs(app.ROUTE_OUT, cb.route(prompt, None, *values(app_engine)))["notices"]["value"]
-    assert "Prompt cut from" in note and app.plain(middle[:30]) in note and app.plain(tail[:30]) in note
-    assert explain.cut_parts(app_engine, PROMPT, 0) is None
+    note = outputs(page, cb.route(prompt, None, *values(app_engine)))["notices"]["value"]
+    assert "Prompt cut from" in note and callbacks.plain(middle[:30]) in note and callbacks.plain(tail[:30]) in note
+    assert explain.cut_parts(app_engine.router, PROMPT, 0) is None
 
 
 def test_user_text_never_becomes_markup():
     text = "<img src=x onerror=alert(1)> **bold** [link](http://x) `code` $x$ # head"
-    shown = app.plain(text)
+    shown = callbacks.plain(text)
     assert "<" not in shown.replace("\\<", "") and "[" not in shown.replace("\\[", "")
     assert all(f"\\{c}" in shown for c in "<*[`$#")
 
@@ -176,9 +197,9 @@ def test_user_text_never_becomes_markup():
 # ------------------------------------------------------------------------------------------ answers
 
 
-def test_generate_streams_marks_and_records(cb, app_engine):
+def test_generate_streams_marks_and_records(cb, page, app_engine):
     vals = values(app_engine, max_new_tokens=6)
-    steps = [outputs(app.GEN_OUT, s) for s in cb.generate("v1", "Count to five.", *vals)]
+    steps = [outputs(page, s) for s in cb.generate("v1", "Count to five.", *vals)]
     first, last = steps[0], steps[-1]
     assert first["answer"]["value"] == "" and first["chart"].layout.meta["selected"]  # chart before the answer
     assert first["status"] == "generating…" and first["trace"]["value"] is None
@@ -189,34 +210,34 @@ def test_generate_streams_marks_and_records(cb, app_engine):
     answered = last["answered"]  # the answer now belongs to this prompt and these settings
     assert cb.answer_label("Count to five.", answered, *vals)["label"] == "Answer"
     stale = cb.answer_label("Count to five.", answered, *values(app_engine, max_new_tokens=6, k=3))
-    assert stale["label"] == app.STALE and "stale" in stale["elem_classes"]
-    assert cb.answer_label("Count to six.", answered, *vals)["label"] == app.STALE
+    assert stale["label"] == callbacks.STALE and "stale" in stale["elem_classes"]
+    assert cb.answer_label("Count to six.", answered, *vals)["label"] == callbacks.STALE
 
 
-def test_stop_says_after_how_many_tokens(cb, app_engine):
+def test_stop_says_after_how_many_tokens(cb, page, app_engine):
     vals = values(app_engine, max_new_tokens=40, min_new_tokens=40)  # only Stop can end it early
     run = cb.generate("v2", "Count from one to fifty.", *vals)
     next(run)
     for step in run:
-        if step[0] != gr.skip() and step[0]:  # the first piece of the answer
+        if step.get(page.answer):  # the first piece of the answer
             cb.stop("v2")
             break
-    last = outputs(app.GEN_OUT, list(run)[-1])
+    last = outputs(page, list(run)[-1])
     n = int(last["status"].split("stopped after ")[1].split()[0])
     assert 0 < n < 40 and json.loads(Path(last["trace"]["value"]).read_text())["stopped"]
     cb.stop("nobody")  # Stop with nothing running does nothing
 
 
-def test_bad_generate_requests_show_the_message(cb, app_engine):
-    o = outputs(app.GEN_OUT, next(cb.generate("v3", "  ", *values(app_engine))))
+def test_bad_generate_requests_show_the_message(cb, page, app_engine):
+    o = outputs(page, next(cb.generate("v3", "  ", *values(app_engine))))
     assert "prompt\\` is empty" in o["notices"]["value"] and o["answer"] == gr.skip()
 
 
-def test_the_trace_replays_to_the_same_answer(cb, app_engine, capsys):
+def test_the_trace_replays_to_the_same_answer(cb, page, app_engine, capsys):
     from logo_core.__main__ import main as cli
 
     vals = values(app_engine, max_new_tokens=8, do_sample=True, temperature=0.9, seed=1234)
-    last = outputs(app.GEN_OUT, list(cb.generate("v4", "Name a colour.", *vals))[-1])
+    last = outputs(page, list(cb.generate("v4", "Name a colour.", *vals))[-1])
     path = last["trace"]["value"]
     trace = json.loads(Path(path).read_text())
     assert trace["generation"]["seed"] == 1234 and trace["provenance"]["adapters"]
@@ -233,7 +254,7 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
         z.extractall(tmp_path)
     peft = PeftModel.from_pretrained(copy.deepcopy(app_engine.model), str(tmp_path / "logo_mixture")).eval()
     enc = app_engine.encode([PROMPT], 0, app_engine.placement.device)
-    view = attach(app_engine.model, app_engine.mixture_for([r]), fold_weights=app_engine.fold)
+    view = attach(app_engine.model, app_engine.decoder.mixture_for([r]), fold_weights=app_engine.decoder.fold)
     with torch.inference_mode():
         ours, theirs = view(**enc.inputs()).logits, peft(**enc.inputs()).logits
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
@@ -245,20 +266,20 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
 
 def test_explanation_numbers_are_the_engines(cb, app_engine):
     r = app_engine.route(PROMPT)
-    x = explain.explain(app_engine, r)
+    x = explain.explain(app_engine.router, r)
     o_ = r.options
     assert sorted(x.sites) == sorted((b, m) for b in o_["blocks"] for m in o_["module"])
     for i, name in enumerate(x.names):
         assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-5)
         for s, (b, m) in enumerate(x.sites):
-            c = app_engine.calibration(b, m, o_["signal"], o_["probe_input"])[i].item()
+            c = app_engine.router.calibration(b, m, o_["signal"], o_["probe_input"])[i].item()
             assert x.constants[s][i] == c and x.raw[s][i] / c == pytest.approx(x.per_site[s][i], rel=1e-4)
     b0, m0 = x.sites[0]
     raw = app_engine.route(PROMPT, calibrated=False, layer=b0, module=m0, k=1)  # one site, raw: the first row
     assert raw.scores[x.names[0]] == pytest.approx(x.raw[0][0], rel=1e-5)
     summary, table, sites = cb.explain(r.to_dict())
     assert all(f'id="how-{i}"' in summary for i in range(1, 7))
-    rows = len(POOL) if len(POOL) <= 2 * app.TOP else app.TOP + 1  # a long pool: the best TOP and "N more"
+    rows = len(POOL) if len(POOL) <= 2 * callbacks.TOP else callbacks.TOP + 1  # a long pool: the best TOP and "N more"
     assert f"k = {len(r.selected)} of {len(POOL)}" in summary and table.count("\n") == rows + 1
     assert "| 15 |" in sites and "| 29 |" in sites
 
@@ -272,7 +293,7 @@ def test_compare_shows_first_token_and_tokens_per_second(cb, app_engine):
     assert len(steps) == 5 and all(isinstance(a, str) for a in answers)
     assert all("first token" in d and "tokens/s" in d for d in details)
     assert "base model alone" in details[0] and "100\\%" in details[2] and f"all {len(POOL)} adapters" in details[3]
-    assert [list(t.y) for t in latency.data] == [list(app.COMPARE)] * 2  # time to first token | tokens per second
+    assert [list(t.y) for t in latency.data] == [list(callbacks.COMPARE)] * 2  # time to first token | tokens per second
     assert all(v > 0 for t in latency.data for v in t.x)
 
 
@@ -281,7 +302,7 @@ def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_eng
     assert len(fig.data[0].z) == app_engine.n_layers and list(fig.data[0].x) == list(POOL)
     blocks = app_engine.route_options().blocks  # a contiguous range or one block: one box
     assert [(s.y0, s.y1) for s in fig.layout.shapes] == [(blocks[0] - 0.5, blocks[-1] + 0.5)]
-    monkeypatch.setattr(app_engine, "layer_sweep", lambda *a, **k: pytest.fail("should come from the cache"))
+    monkeypatch.setattr(app_engine.router, "layer_sweep", lambda *a, **k: pytest.fail("should come from the cache"))
     fig2, cache2 = cb.sweep(PROMPT, cache, False, *values(app_engine, k=1, layer="3,5"))
     assert cache2 is cache and [(s.y0, s.y1) for s in fig2.layout.shapes] == [(2.5, 3.5), (4.5, 5.5)]
 
@@ -323,7 +344,7 @@ def test_zero_gpu_refusals_become_sentences():
     with pytest.raises(gr.Error, match="got '&lt;b&gt;x'"):  # the page's modal renders HTML: escaped
         app.gpu(app_error)()
     with pytest.raises(gr.Error, match="got '<b>x'"):  # an API client gets the text as it is
-        app.api_gpu(app_error)()
+        hosting.gpu(app_error, known=(LoGoError,))()
 
 
 def test_gate_bounds_work_in_flight_and_is_released_whatever_happens():
@@ -343,11 +364,7 @@ def test_gate_bounds_work_in_flight_and_is_released_whatever_happens():
         return "ok"
 
     gated = hosting.gpu(work, gate=gate)
-    threads = [threading.Thread(target=gated) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(lambda i: gated(), 6)
     assert peak[0] == 2
     with pytest.raises(ValueError):
         gated(fail=True)
@@ -412,7 +429,7 @@ def test_show_all_redraws_the_long_tail(cb):
     routing = {"scores": {n: 40.0 - i for i, n in enumerate(names)}, "selected": names[:2], "ties": [],
                "weights": {names[0]: 0.6, names[1]: 0.4}, "options": {"signal": "norm", "calibrated": True, "k": 2,
                "blocks": [15, 16], "module": ["v_proj"], "probe_input": "residual"}}  # fmt: skip
-    assert cb.redraw(routing, False).layout.meta["hidden"] == 40 - app.TOP
+    assert cb.redraw(routing, False).layout.meta["hidden"] == 40 - callbacks.TOP
     assert cb.redraw(routing, True).layout.meta["order"] == names
     assert cb.redraw(None, True) == gr.skip()
 
@@ -449,6 +466,7 @@ def test_missing_config_exits_with_the_message():
 def test_timing_line():
     t = {"probe_s": 0.021, "new_tokens": 12, "tokens_per_s": 30.47, "total_s": 0.52}
     assert (
-        app.timing_line(t, 0.31, False) == "12 tokens · probe 21 ms · first token 0.31 s · 30.5 tokens/s · total 0.52 s"
+        callbacks.timing_line(t, 0.31, False)
+        == "12 tokens · probe 21 ms · first token 0.31 s · 30.5 tokens/s · total 0.52 s"
     )
-    assert app.timing_line(t, None, True).startswith("stopped after 12 tokens · probe 21 ms · 30.5")
+    assert callbacks.timing_line(t, None, True).startswith("stopped after 12 tokens · probe 21 ms · 30.5")

@@ -46,7 +46,7 @@ def test_architecture_routes_and_mixes_like_peft(arch, tiny_tok, tmp_path):
     assert engine.route(PROMPTS[0], module=TARGETS[arch][-1], probe_input="module").scores != r.scores
 
     names, weights = ["a2", "a0"], [0.6, 0.4]
-    view = attach(engine.model, engine.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})]))
+    view = attach(engine.model, engine.decoder.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})]))
     enc = engine.encode(PROMPTS, 0, engine.placement.device).inputs()
     with torch.no_grad():
         ours, theirs = view(**enc).logits, _peft_cat(reference, adapters, names, weights)(**enc).logits
@@ -124,7 +124,7 @@ def test_export_adapter_loads_in_peft_with_the_same_logits(tiny_tok, tmp_path):
     weights = {"a0": 0.3, "a1": 0.7}
     out = engine.export_adapter(weights, tmp_path / "export")
     peft_model = PeftModel.from_pretrained(reference, str(out)).eval()
-    view = attach(engine.model, engine.mixture_for([Routing("", {}, list(weights), weights, {})]))
+    view = attach(engine.model, engine.decoder.mixture_for([Routing("", {}, list(weights), weights, {})]))
     enc = engine.encode(PROMPTS, 0, engine.placement.device).inputs()
     with torch.no_grad():
         torch.testing.assert_close(view(**enc).logits, peft_model(**enc).logits, rtol=1e-4, atol=1e-4)

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from logo_core.errors import AdapterLoadError, ConfigError, LoGoError, RequestError
 from logo_core.loading import load, load_adapter
 from logo_core.mixing import select_top_k
+from logo_core.options import Context, GenerateOptions, RouteOptions
 from logo_core.pool import load_pool
 from logo_core.registry import BaseModelSpec, load_config, parse_config
 
@@ -75,6 +76,93 @@ def expect(error: type[LoGoError], call, name: str, shown: str) -> str:
 
 
 # ================================================================== the Python API
+
+# The exact sentences of every settings check (options.py's typed constraints), recorded before they
+# replaced the hand-written validators: a constraint may change how a check is written, never what it says.
+EXACT = [  # (options class, values, the whole message)
+    (RouteOptions, {"k": 0}, "`k` must be between 1 and 3 (the pool size is 3), got 0"),
+    (RouteOptions, {"k": 9.0}, "`k` must be between 1 and 3 (the pool size is 3), got 9"),
+    (RouteOptions, {"k": "3"}, "`k` must be an integer, got '3'"),
+    (RouteOptions, {"k": True}, "`k` must be an integer, got True"),
+    (RouteOptions, {"k": 2.5}, "`k` must be an integer, got 2.5"),
+    (RouteOptions, {"signal": "loud"}, "`signal` must be one of ['norm', 'entropy'], got 'loud'"),
+    (RouteOptions, {"signal": 3}, "`signal` must be one of ['norm', 'entropy'], got 3"),
+    (RouteOptions, {"probe_input": "x"}, "`probe_input` must be one of ['residual', 'module'], got 'x'"),
+    (
+        RouteOptions,
+        {"probe_input": ["residual"]},
+        "`probe_input` must be one of ['residual', 'module'], got ['residual']",
+    ),
+    (RouteOptions, {"calibrated": "false"}, "`calibrated` must be true or false, got 'false'"),
+    (RouteOptions, {"calibrated": 1}, "`calibrated` must be true or false, got 1"),
+    (
+        RouteOptions,
+        {"layer": 9},
+        "`layer` must be between -4 and 3 (the model has 4 blocks: 0..3, or -4..-1 from the end), got 9",
+    ),
+    (RouteOptions, {"layer": "1:x"}, "`layer` must be an int, 'a:b' or a list of ints, got '1:x'"),
+    (
+        RouteOptions,
+        {"module": "o_proj"},
+        "`module` 'o_proj' is not adapted by any adapter; choose from ['q_proj', 'v_proj']",
+    ),
+    (RouteOptions, {"module": ""}, "`module` is empty, got '': choose at least one adapted module, e.g. q_proj"),
+    (RouteOptions, {"bogus": 1}, "`bogus` is not a setting here, got 1"),
+    (
+        RouteOptions,
+        {"k": 0, "signal": "x"},
+        "`k` must be between 1 and 3 (the pool size is 3), got 0; `signal` must be one of ['norm', 'entropy'], got 'x'",
+    ),
+    (GenerateOptions, {"max_new_tokens": 0}, "`max_new_tokens` must be between 1 and 1024, got 0"),
+    (GenerateOptions, {"max_new_tokens": 2000}, "`max_new_tokens` must be between 1 and 1024, got 2000"),
+    (GenerateOptions, {"max_new_tokens": 2.5}, "`max_new_tokens` must be an integer, got 2.5"),
+    (GenerateOptions, {"max_new_tokens": "8"}, "`max_new_tokens` must be an integer, got '8'"),
+    (GenerateOptions, {"min_new_tokens": -1}, "`min_new_tokens` must be between 0 and 1024, got -1"),
+    (GenerateOptions, {"min_new_tokens": 5000}, "`min_new_tokens` must be between 0 and 1024, got 5000"),
+    (GenerateOptions, {"do_sample": "yes"}, "`do_sample` must be true or false, got 'yes'"),
+    (GenerateOptions, {"do_sample": 0}, "`do_sample` must be true or false, got 0"),
+    (
+        GenerateOptions,
+        {"temperature": 0},
+        "`temperature` must be between 0.01 and 10.0 (for greedy decoding set do_sample=false), got 0",
+    ),
+    (
+        GenerateOptions,
+        {"temperature": 20},
+        "`temperature` must be between 0.01 and 10.0 (for greedy decoding set do_sample=false), got 20",
+    ),
+    (GenerateOptions, {"temperature": "1"}, "`temperature` must be a finite number, got '1'"),
+    (GenerateOptions, {"temperature": NAN}, "`temperature` must be a finite number, got nan"),
+    (GenerateOptions, {"temperature": True}, "`temperature` must be a finite number, got True"),
+    (GenerateOptions, {"top_p": 0}, "`top_p` must be > 0 and at most 1, got 0"),
+    (GenerateOptions, {"top_p": 1.5}, "`top_p` must be > 0 and at most 1, got 1.5"),
+    (GenerateOptions, {"top_p": -0.1}, "`top_p` must be > 0 and at most 1, got -0.1"),
+    (GenerateOptions, {"top_p": "0.5"}, "`top_p` must be a finite number, got '0.5'"),
+    (GenerateOptions, {"top_k": -1}, "`top_k` must be >= 0, got -1"),
+    (GenerateOptions, {"top_k": 1.5}, "`top_k` must be an integer, got 1.5"),
+    (GenerateOptions, {"seed": -1}, "`seed` must be between 0 and 9223372036854775807, got -1"),
+    (
+        GenerateOptions,
+        {"seed": 9223372036854775808},
+        "`seed` must be between 0 and 9223372036854775807, got 9223372036854775808",
+    ),
+    (GenerateOptions, {"seed": 1.5}, "`seed` must be an integer, got 1.5"),
+    (GenerateOptions, {"seed": "1"}, "`seed` must be an integer, got '1'"),
+    (
+        GenerateOptions,
+        {"min_new_tokens": 9, "max_new_tokens": 4},
+        "`min_new_tokens` (9) must be at most `max_new_tokens` (4)",
+    ),
+    (GenerateOptions, {"tempreature": 1}, "`tempreature` is not a setting here, got 1"),
+]
+
+
+@pytest.mark.parametrize(("cls", "values", "message"), EXACT, ids=[f"{c.__name__}-{_id(v)}" for c, v, _ in EXACT])
+def test_settings_errors_say_exactly_this(cls, values, message):
+    with pytest.raises(RequestError) as info:
+        cls.resolve(values, Context(3, 4, ("q_proj", "v_proj")) if cls is RouteOptions else None)
+    assert str(info.value) == message
+
 
 ROUTE_BAD = [  # (keyword arguments, the name the message gives, how it shows the value)
     ({"k": 0}, "k", "got 0"),
@@ -195,7 +283,7 @@ def test_bad_routing_settings(engine, kwargs, name, shown):
     expect(RequestError, lambda: engine.generate_batch([P], **kwargs), name, shown)
     expect(RequestError, lambda: engine.stream(P, **kwargs), name, shown)
     if "layer" not in kwargs:  # the sweep probes every block whatever `layer` says
-        expect(RequestError, lambda: engine.layer_sweep(P, **kwargs), name, shown)
+        expect(RequestError, lambda: engine.router.layer_sweep(P, **kwargs), name, shown)
 
 
 @pytest.mark.parametrize(("kwargs", "name", "shown"), GENERATE_BAD, ids=_id)
@@ -216,7 +304,7 @@ def test_bad_prompts(engine, prompt, shown):
         lambda: engine.generate(prompt, adapters={"arithmetic": 1.0}),
         lambda: engine.generate_batch([prompt, P]),
         lambda: engine.stream(prompt),
-        lambda: engine.layer_sweep(prompt),
+        lambda: engine.router.layer_sweep(prompt),
     ):
         expect(RequestError, call, "prompt", shown)
 
@@ -261,7 +349,7 @@ def test_routing_settings_beside_an_explicit_mixture_are_an_error(engine, routin
         (lambda e: e.stream(P, timeout=True), "timeout", "got True"),
         (lambda e: e.stream(P, timeout=None), "timeout", "got None"),
         (lambda e: e.export_adapter({}, "unused"), "adapters", "empty"),
-        (lambda e: e.layer_sweep(P, max_new_tokens=3), "max_new_tokens", "3"),
+        (lambda e: e.router.layer_sweep(P, max_new_tokens=3), "max_new_tokens", "3"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -616,7 +704,7 @@ def test_defaults_that_do_not_fit_the_model_are_a_config_error_at_load(world, ti
     """Defaults the pool's model cannot take are found when the engine loads (warm_up), naming the field."""
     model, root, _, _ = world
     engine = tiny_engine(model, tiny_tok, root, {"arithmetic": root / "arithmetic"}, layer="5:100", max_new_tokens=1)
-    expect(ConfigError, engine.warm_up, "layer", "'5:100'")
+    expect(ConfigError, engine.router.warm_up, "layer", "'5:100'")
     expect(RequestError, lambda: engine.route(P), "layer", "'5:100'")  # a request says so too
     assert engine.route(P, layer=-1).selected == ["arithmetic"]
 

@@ -158,12 +158,10 @@ def test_an_old_answer_is_marked_when_the_routing_changes(page):
     page.wait_for_function("() => document.querySelector('#answer').classList.contains('stale')")
 
 
-@pytest.mark.xfail(
-    reason="passes alone (pytest tests/test_browser.py), failed twice inside the whole suite on a busy "
-    "2-core machine: not yet diagnosed (timing of Stop against a fast answer?)",
-    strict=False,
-)
 def test_stop_says_after_how_many_tokens(page):
+    """Was flaky on a busy machine: the settings event of max-new, still running when min-new was typed, wrote
+    the numbers of its start back (min-new 0), so the answer could end at EOS before Stop. Valid numbers are no
+    longer written back (test_app.py::test_a_valid_setting_leaves_typed_numbers_alone)."""
     advanced(page, **{"max-new": 200, "min-new": 200})  # no early end: only Stop can end it
     page.fill("#prompt textarea", "Count from one to one hundred in words.")
     page.evaluate(WATCH_JS)
@@ -232,7 +230,7 @@ def test_a_long_prompt_shows_what_was_cut(page, app_engine):
     route(page, prompt)
     page.wait_for_function("() => document.querySelector('#notices')?.innerText.includes('left out')")
     text = page.inner_text("#notices")
-    head, middle, tail = explain.cut_parts(app_engine, prompt, 0)  # what the model saw, from the engine's ids
+    head, middle, tail = explain.cut_parts(app_engine.router, prompt, 0)  # what the model saw, from the engine's ids
     assert "Prompt cut from" in text  # the library's notice, then where the cut is:
     assert head[-30:] in text and tail[:30] in text and middle[:30] in text and middle[-30:] in text
 
@@ -251,7 +249,7 @@ def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
     rows = page.evaluate(
         "() => [...document.querySelectorAll('#how-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
     )
-    x = explain.explain(app_engine, r)
+    x = explain.explain(app_engine.router, r)
     ranked = sorted(r.scores, key=lambda n: -r.scores[n])
     if len(rows) < len(ranked):  # a long pool: the best ones, then one row counting the rest
         assert rows[-1][1] == f"{len(ranked) - len(rows) + 1} more" and len(rows) - 1 >= len(r.selected)
@@ -261,7 +259,8 @@ def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
         i = x.names.index(name)
         raw_engine = [s[i] for s in x.raw]
         consts = [
-            app_engine.calibration(b, m, r.options["signal"], r.options["probe_input"])[i].item() for b, m in x.sites
+            app_engine.router.calibration(b, m, r.options["signal"], r.options["probe_input"])[i].item()
+            for b, m in x.sites
         ]
         assert float(raw) == pytest.approx(sum(raw_engine) / len(raw_engine), rel=1e-3)
         assert float(c) == pytest.approx(sum(consts) / len(consts), rel=1e-3)

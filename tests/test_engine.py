@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 
 import pytest
 import torch
-from helpers import ARCHS, make_adapter, tiny_engine, tiny_model
+from helpers import ARCHS, concurrently, make_adapter, tiny_engine, tiny_model
 from safetensors.torch import load_file
 
 from logo_core import signals
@@ -129,7 +128,7 @@ def test_calibration_divides_by_the_neutral_mean(setup):
     neutral = torch.stack(
         [
             _direct_scores(engine, reference, adapters, p, block, module, "norm", "residual")
-            for p in engine.neutral_prompts
+            for p in engine.router.neutral_prompts
         ]
     ).mean(0)
     raw = _direct_scores(engine, reference, adapters, PROMPTS[0], block, module, "norm", "residual")
@@ -221,7 +220,7 @@ def test_mixture_equals_peft_prefill_and_decoding(setup, names, weights, fold):
     engine, reference, adapters = setup
     peft_model = _peft(reference, adapters, names, weights)
     enc = encode(engine, PROMPTS[:2])  # a padded batch
-    mixture = engine.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
+    mixture = engine.decoder.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
     view = attach(engine.model, mixture, fold_weights=fold)
     gen = dict(max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0)
     with torch.no_grad():
@@ -243,7 +242,7 @@ def test_mixture_equals_reference_loop(setup):
     """The concatenated fast path equals sum_i w_i s_i B_i A_i x computed adapter by adapter."""
     engine, _, adapters = setup
     names, weights = ["a0", "a1", "a2"], [0.5, 0.3, 0.2]
-    mixture = engine.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
+    mixture = engine.decoder.mixture_for([Routing("", {}, names, dict(zip(names, weights)), {})])
     layer = attach(engine.model, mixture).model.layers[2].self_attn.q_proj
     assert isinstance(layer, MixedLinear)
     x = torch.randn(2, 5, 64)
@@ -296,18 +295,7 @@ def test_concurrent_requests_match_sequential(setup):
     jobs = [(PROMPTS[i % 4], {f"a{i % 4}": 1.0} if i % 3 else {"a0": 0.5, f"a{(i + 1) % 4}": 0.5}) for i in range(8)]
     jobs[5] = (PROMPTS[1], None)  # routed, not explicit
     sequential = [engine.generate(p, adapters=a, max_new_tokens=8).text for p, a in jobs]
-    results: list[str | None] = [None] * len(jobs)
-    barrier = threading.Barrier(len(jobs))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = engine.generate(jobs[i][0], adapters=jobs[i][1], max_new_tokens=8).text
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently(lambda i: engine.generate(jobs[i][0], adapters=jobs[i][1], max_new_tokens=8).text, 8)
     assert results == sequential
     assert len(set(sequential)) > 2
 
@@ -324,7 +312,7 @@ def test_long_prompt_keeps_head_and_tail(setup):
 
 def test_sweep_rows_match_single_layers(setup):
     engine, *_ = setup
-    sweep = engine.layer_sweep(PROMPTS[0], calibrated=True)
+    sweep = engine.router.layer_sweep(PROMPTS[0], calibrated=True)
     assert sweep.shape == (N_LAYERS, 4)
     for b in range(N_LAYERS):
         torch.testing.assert_close(sweep[b], torch.tensor(list(engine.route(PROMPTS[0], layer=b).scores.values())))
@@ -353,11 +341,11 @@ def test_probe_cache_stays_within_its_byte_budget(setup, tiny_tok, tmp_path):
     cached = tiny_engine(engine.model, tiny_tok, tmp_path, adapters, engine={"probe_cache_mb": budget / 2**20})
     for i in range(20):
         cached.route(f"Hello there number {i}. " + "The quick brown fox jumps over the lazy dog. " * 30)
-        assert cached.probe_cache.nbytes <= budget
-        for vectors in cached.probe_cache._entries.values():
+        assert cached.router.probe_cache.nbytes <= budget
+        for vectors in cached.router.probe_cache._entries.values():
             for v in vectors.values():
                 assert v.untyped_storage().nbytes() == v.nbytes  # owns exactly its own [1, D] floats
-    assert len(cached.probe_cache) >= 2
+    assert len(cached.router.probe_cache) >= 2
 
 
 def test_closing_a_stream_stops_decoding(setup):

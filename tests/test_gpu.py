@@ -10,11 +10,10 @@ Greedy tokens must match unless the two best logits at the first differing step 
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 from conftest import ROOT
+from helpers import concurrently
 
 from logo_core.engine import LoGoEngine
 from logo_core.registry import load_config, with_overrides
@@ -48,7 +47,7 @@ def greedy(engine: LoGoEngine, prompt: str, n: int = 24, **kw) -> tuple[list[int
     plan = engine.plan([prompt], max_new_tokens=n, min_new_tokens=n, **kw)
     from logo_core.mixing import attach
 
-    view = attach(engine.model, plan.mixture, fold_weights=engine.fold)
+    view = attach(engine.model, plan.mixture, fold_weights=engine.decoder.fold)
     with torch.inference_mode():
         out = view.generate(**plan.enc.inputs(), max_new_tokens=n, min_new_tokens=n, do_sample=False,
                             output_logits=True, return_dict_in_generate=True, pad_token_id=engine.tokenizer.pad_token_id)  # fmt: skip
@@ -104,39 +103,18 @@ def test_batched_rows_streams_stop_and_concurrency_on_cuda(gpu32):
     list(pieces)
     assert stream.result.stopped and stream.result.timings["new_tokens"] < 300
     alone = [gpu32.generate(p, max_new_tokens=12).text for p in prompts * 2]
-    got: list = [None] * len(alone)
-    barrier = threading.Barrier(len(alone))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        got[i] = gpu32.generate((prompts * 2)[i], max_new_tokens=12).text
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(alone))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = concurrently(lambda i: gpu32.generate((prompts * 2)[i], max_new_tokens=12).text, len(alone))
     assert got == alone
 
 
 def test_micro_batcher_rows_keep_their_selection_on_cuda(gpu32):
-    from logo_core.batcher import MicroBatcher
-
-    batcher = MicroBatcher(gpu32, window_s=0.05, max_rows=8)
     prompts = [spec.examples[0] for spec in gpu32.pool.specs[:8]]
     alone = [gpu32.generate(p, max_new_tokens=12) for p in prompts]
-    got: list = [None] * len(prompts)
-    barrier = threading.Barrier(len(prompts))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        got[i] = batcher.generate(prompts[i], max_new_tokens=12)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    batcher = gpu32.decoder.enable_batching(window_s=0.05, max_rows=8)
+    try:
+        got = concurrently(lambda i: gpu32.generate(prompts[i], max_new_tokens=12), len(prompts))
+    finally:
+        gpu32.decoder.batcher = None
     assert max(batcher.batches) > 1
     for a, g in zip(alone, got):
         assert a.routing.selected == g.routing.selected
@@ -150,15 +128,15 @@ def test_compiled_decode_equals_eager(dtype):
     prompts = [spec.examples[0] for spec in engine.pool.specs]
 
     def ids(p: str) -> list[int]:
-        return engine.decode(engine.plan([p], max_new_tokens=24, min_new_tokens=24))[0].tolist()
+        return engine.decoder.decode(engine.plan([p], max_new_tokens=24, min_new_tokens=24))[0].tolist()
 
     eager = {p: (engine.route(p).selected, greedy(engine, p)) for p in prompts}
     engine.enable_compiled_decode()
-    start = engine.decoder.compiles
+    start = engine.decoder.compiled.compiles
     for p in prompts:
         assert engine.route(p).selected == eager[p][0]
         if dtype == "fp32":
             same_or_near_tie(eager[p][1], (ids(p), None), f"compiled vs eager on {p!r}")
         else:
             ids(p)
-    assert engine.decoder.compiles == start, "a new mixture recompiled the decode step"
+    assert engine.decoder.compiled.compiles == start, "a new mixture recompiled the decode step"

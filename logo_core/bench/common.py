@@ -8,6 +8,7 @@ drifts of a shared, noisy machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -71,6 +72,18 @@ def med(xs: Sequence[float]) -> float:
 def paired_ratio(xs: Sequence[float], base: Sequence[float]) -> float:
     """Median of sample-by-sample ratios x_i / base_i (same prompt, same round)."""
     return med([x / b for x, b in zip(xs, base, strict=True)])
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads set to `threads` inside the block, restored after (None: unchanged)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sync(device: torch.device | str | None) -> None:

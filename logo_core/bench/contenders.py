@@ -2,7 +2,7 @@
 
 - `Base`: the base model alone, transformers' `generate`.
 - `Engine`: ours, through the public API: `engine.plan` (encode, probe, top-k, mixture), then
-  `engine.decode` (a private view with the mixture folded or as low-rank pairs), `engine.finish`.
+  `engine.decoder.run` (a private view with the mixture folded or as low-rank pairs) and `.finish`.
 - `Reference`: the authors' approach written with PEFT's public API (reference-style, not their
   code): every adapter loaded into one PEFT model, a full forward pass with the previous request's
   adapters still active, each adapter's q_proj output in a Python loop, `set_adapter(selected)` and
@@ -59,7 +59,7 @@ class Base:
 
 class Engine:
     """Ours: one early-exit probe, top-k, the mixture folded into private weights or as one low-rank
-    pair per module (`engine.fold`). k = 0 is the engine with no mixture (an explicit `{}`)."""
+    pair per module (`engine.decoder.fold`). k = 0 is the engine with no mixture (an explicit `{}`)."""
 
     def __init__(self, engine: LoGoEngine, k: int, name: str | None = None) -> None:
         self.name = name or (f"engine k={k}" if k else "engine, no adapters")
@@ -73,8 +73,7 @@ class Engine:
             plan = e.plan([prompt], [{}] if self.k == 0 else None, max_new_tokens=n, min_new_tokens=n, **route)
 
             def run(clock):
-                new = e.decode(plan, streamer=clock)
-                return e.finish(plan, 0, new[0], 0.0, None)
+                return e.decoder.finish(e.decoder.run(plan, streamer=clock)[0])
 
             return run
 

@@ -15,12 +15,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from ..loading import load_base
 from ..registry import BaseModelSpec
 from . import measure, speed
-from .common import PROMPTS, Load, machine
+from .common import PROMPTS, Load, machine, torch_threads
 from .contenders import Base, Engine, PeftMerge, Reference, load_peft
 from .memory import memory, trained_pools
 from .synthetic import ROUTINGS, engine_for, pool_config, write_adapters
@@ -116,13 +114,8 @@ def run(s: Settings, out: Path, mode: str, log=print, threads: int | None = None
         mode: a label for the report.
         threads: torch intra-op threads for this run (restored after); None keeps torch's default.
     """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _run(s, out, mode, log)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(s: Settings, out: Path, mode: str, log) -> dict:

@@ -12,7 +12,7 @@ median of >= `reps` interleaved repeats taken in this one run. Sections (`--only
   implementation of the authors' approach against ours.
 - `routing`: routing at N against N = 8.
 - `batch`: 32 prompts in one `generate_batch` (a mixture per row) against 32 calls.
-- `microbatch`: 8 concurrent callers through `MicroBatcher(engine, 0.02, 8)` against 1 caller.
+- `microbatch`: 8 concurrent callers through the micro-batcher (`engine.decoder.enable_batching(0.02, 8)`) against 1 caller.
 - `compiled`: the compiled decode path against eager and against the base model compiled the same
   way, recompilations when the mixture changes, batch 8 with 8 mixtures against batch 1.
 

@@ -166,18 +166,21 @@ def concurrent(call: Callable[[str], object], prompts: Sequence[str]) -> None:
 
 
 def micro_batching(engine: LoGoEngine, prompts: Sequence[str], n: int, k: int, reps: int, window_s: float = 0.02):
-    """C concurrent callers through `MicroBatcher` against 1 caller: tokens/s of the whole service."""
-    from ..batcher import MicroBatcher
-
-    batcher = MicroBatcher(engine, window_s=window_s, max_rows=len(prompts))
+    """C concurrent callers through the micro-batcher (`Decoder.enable_batching`) against 1 caller: tokens/s
+    of the whole service."""
+    saved = engine.decoder.batcher
+    batcher = engine.decoder.enable_batching(window_s=window_s, max_rows=len(prompts))
     dev, C = engine.placement.device, len(prompts)
     kw = dict(k=k, max_new_tokens=n, min_new_tokens=n)
-    concurrent(lambda p: batcher.generate(p, **kw), prompts)  # warm-up
-    start = len(batcher.batches)
-    many, one = [], []
-    for i in range(reps):
-        many.append(seconds(lambda: concurrent(lambda p: batcher.generate(p, **kw), prompts), dev))
-        one.append(seconds(lambda i=i: batcher.generate(prompts[i % C], **kw), dev))
+    try:
+        concurrent(lambda p: engine.generate(p, **kw), prompts)  # warm-up
+        start = len(batcher.batches)
+        many, one = [], []
+        for i in range(reps):
+            many.append(seconds(lambda: concurrent(lambda p: engine.generate(p, **kw), prompts), dev))
+            one.append(seconds(lambda i=i: engine.generate(prompts[i % C], **kw), dev))
+    finally:
+        engine.decoder.batcher = saved
     rows = batcher.batches[start:]
     return {
         "callers": C,
@@ -208,7 +211,7 @@ def compiled_decode(engine: LoGoEngine, prompts: Sequence[str], n: int, k: int, 
     kw = dict(k=k, max_new_tokens=n, min_new_tokens=n)
     eager = [engine.generate(p, **kw).timings["tokens_per_s"] for p in prompts[:1]]  # warm-up
     compile_s = engine.enable_compiled_decode(log)
-    decoder: CompiledDecoder = engine.decoder
+    decoder: CompiledDecoder = engine.decoder.compiled
     enc = engine.encode([prompts[0]], n, dev)
     base_cfg = decoder.generation_config(fixed_length(tok, n))
     t0 = time.perf_counter()
@@ -220,11 +223,11 @@ def compiled_decode(engine: LoGoEngine, prompts: Sequence[str], n: int, k: int, 
         return n / seconds(lambda: run_generate(engine.model, e.inputs(), base_cfg), dev)
 
     def engine_tps(p: str, compiled: bool) -> float:
-        saved, engine.decoder = engine.decoder, decoder if compiled else None
+        saved, engine.decoder.compiled = engine.decoder.compiled, decoder if compiled else None
         try:
             return engine.generate(p, **kw).timings["tokens_per_s"]
         finally:
-            engine.decoder = saved
+            engine.decoder.compiled = saved
 
     rows: dict[str, list[float]] = {"base compiled": [], "engine compiled": [], "engine eager": []}
     engine_tps(prompts[0], True)  # warm-up of the first mixture (its factors, the graph replay)
@@ -279,7 +282,7 @@ def compiled_batch(engine: LoGoEngine, prompts: Sequence[str], n: int, k: int, r
         "batch_tps": batch * n / med(big),
         "batch1_tps": n / med(one),
         "batch_vs_batch1": med([(batch * n / a) / (n / b) for a, b in zip(big, one, strict=True)]),
-        "batch_on_compiled_path": engine.decoder.accepts(engine.plan(rows, **kw)),
+        "batch_on_compiled_path": engine.decoder.compiled.accepts(engine.plan(rows, **kw)),
     }
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ..loading import decide_placement, load
 from ..registry import BaseModelSpec, PoolConfig, load_config, with_overrides
-from .common import PROMPTS, med, paired_ratio
+from .common import PROMPTS, med, paired_ratio, torch_threads
 from .synthetic import engine_for
 
 DTYPES = ("fp32", "bf16", "int8")
@@ -168,7 +168,8 @@ def app_speed(
     for i in range(rounds):
         prompt = prompts[i % len(prompts)]
         for name, e in engines.items():
-            tps[name].append(_threads(candidates[name].threads, lambda e=e, p=prompt: _app_tps(e, p, n)))
+            with torch_threads(candidates[name].threads):
+                tps[name].append(_app_tps(e, prompt, n))
         log(f"  app speed round {i + 1}/{rounds} done")
     first = next(iter(engines))
     return [
@@ -180,11 +181,13 @@ def app_speed(
                 a.selected == b.selected for a, b in zip(ref, e.route_batch(route_prompts), strict=True)
             ),
             "compile_s": compile_s.get(name),
-            "mixture_rank": e.decoder.max_rank if e.decoder else None,
+            "mixture_rank": e.decoder.compiled.max_rank if e.decoder.compiled else None,
             "threads": candidates[name].threads or torch.get_num_threads(),
             "samples": len(tps[name]),
             "routed_prompts": len(route_prompts),
-            "on_compiled_path": e.decoder.accepts(e.plan([prompts[0]], max_new_tokens=n)) if e.decoder else None,
+            "on_compiled_path": e.decoder.compiled.accepts(e.plan([prompts[0]], max_new_tokens=n))
+            if e.decoder.compiled
+            else None,
         }
         for name, e in engines.items()
     ]
@@ -200,14 +203,3 @@ def mixture_rank(cfg: PoolConfig) -> int:
 
 def _app_tps(engine, prompt: str, n: int) -> float:
     return engine.generate(prompt, max_new_tokens=n, min_new_tokens=n).timings["tokens_per_s"]
-
-
-def _threads(threads: int | None, fn):
-    """fn() with torch's intra-op threads set to `threads` (restored after)."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(before)

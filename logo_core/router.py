@@ -1,0 +1,184 @@
+"""The routing side of LoGo: probe -> signals -> calibration -> top-k -> `Routing` (docs/method.md §1-5).
+
+The router owns everything a routing decision needs: the probe model, the pool's stacked factors,
+the prompt encoder, the probe cache and the calibrations. It never generates; `explain`, `eval` and
+the bench read routing numbers through its public methods.
+
+Example:
+    >>> router = engine.router
+    >>> r = router.route_batch(["What is 47 + 38?"], k=3)[0]
+    >>> per_block = router.sweep(["What is 47 + 38?"], [router.options(layer="0:30")])[0]  # [1, 30, N]
+    >>> c = router.calibration(29, "v_proj", "norm", "residual")  # [N]
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import options, signals
+from .anatomy import decoder_layers
+from .calibration import Calibration
+from .errors import ConfigError, RequestError
+from .mixing import select_top_k, ties_at_cut
+from .options import Context, RouteOptions
+from .pool import AdapterPool
+from .probe import ProbeCache, neutral_wants, probe, run_probe, vector_key, wants_for
+from .prompts import Encoded, PromptEncoder
+from .registry import PoolConfig
+from .results import Routing
+
+
+class Router:
+    """Score every adapter of a pool for each prompt and pick the top k.
+
+    Args:
+        model: the model the probe runs (the clean base model, or its fp32 copy); never modified.
+        pool: the validated adapters.
+        encode: the prompt encoder (the probe sees exactly the ids generation sees).
+        device: where encoded prompts go (the model's input device).
+        config: adapters.yaml: `defaults` (a request's omitted settings), `neutral_prompts` (the prompt
+            set of the `neutral` calibration), `engine` (the longest prompt, the probe cache's budget).
+    """
+
+    def __init__(
+        self, model: nn.Module, pool: AdapterPool, encode: PromptEncoder, device: torch.device, config: PoolConfig
+    ) -> None:
+        self.model, self.pool, self.encode, self.device = model, pool, encode, device
+        self.defaults, self.max_prompt_chars = config.defaults, config.engine.max_prompt_chars
+        cache_mb = config.engine.probe_cache_mb
+        self.probe_cache = ProbeCache(int(cache_mb * 2**20)) if cache_mb else None
+        self.n_layers = len(decoder_layers(model))
+        self.context = Context(len(pool), self.n_layers, tuple(pool.modules))
+        self.calibrations = {"neutral": Calibration("neutral", config.neutral_prompts)}
+        self._vectors: dict[str, dict] = {}  # calibration kind -> its prompt set's probe vectors
+        self._constants: dict[tuple, Tensor] = {}  # (kind, block, module, signal, probe_input) -> [N]
+        self._lock = threading.Lock()
+
+    @property
+    def neutral_prompts(self) -> list[str]:
+        return list(self.calibrations["neutral"].prompts)
+
+    def options(self, **route) -> RouteOptions:
+        """The defaults of adapters.yaml overridden by `route` (None = default), checked against this
+        model and pool; raises `RequestError` with the fix."""
+        if not self.pool.files:
+            raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
+        k = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
+        return RouteOptions.resolve(options.merged(self.defaults, RouteOptions, {"k": k, **route}), self.context)
+
+    def warm_up(self) -> None:
+        """Check adapters.yaml's defaults against this model and pool and calibrate them now rather than
+        in the first request. Raises `ConfigError` naming the field that does not fit."""
+        if self.pool.files:  # an empty pool still serves the base model; requests say why routing cannot
+            try:
+                o = self.options()
+            except RequestError as e:
+                raise ConfigError(f"adapters.yaml `defaults` do not fit this model and pool: {e}") from None
+            for b, m in itertools.product(o.blocks, o.module):
+                self.calibration(b, m, o.signal, o.probe_input)
+
+    # ------------------------------------------------------------------------------ calibration
+
+    def calibration(self, block: int, module: str, signal: str, probe_input: str, kind: str = "neutral") -> Tensor:
+        """[N] constants of one calibration kind at one site (its prompt set probed on first use)."""
+        key = (kind, block, module, signal, probe_input)
+        with self._lock:
+            if key not in self._constants:
+                cal = self.calibrations[kind]
+                if kind not in self._vectors:  # every block's residual and module inputs: all settings
+                    enc = self.encode(list(cal.prompts), 0, self.device)
+                    wants = neutral_wants(self.n_layers, self.pool.modules)
+                    self._vectors[kind] = run_probe(self.model, enc.input_ids, enc.attention_mask, wants)
+                h = self._vectors[kind][vector_key(block, module, probe_input)]
+                self._constants[key] = cal.constants(self._site(h, block, module), signal)
+            return self._constants[key]
+
+    # ------------------------------------------------------------------------------ scoring
+
+    def _site(self, h: Tensor, block: int, module: str, calibration: Tensor | None = None) -> signals.Site:
+        A, G, mask = self.pool.probe_stack((block, module))
+        up = lambda: self.pool.probe_up((block, module))  # noqa: E731 (read only for entropy)
+        return signals.Site(h.to(A.device), A, G, up, mask, calibration)
+
+    def _sites(self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None) -> list[signals.Site]:
+        """The probed sites of `opts` (or of some of its blocks), calibrated if asked."""
+        out = []
+        for b in opts.blocks if blocks is None else blocks:
+            for m in opts.module:
+                cal = self.calibration(b, m, opts.signal, opts.probe_input) if opts.calibrated else None
+                out.append(self._site(hs[vector_key(b, m, opts.probe_input)], b, m, cal))
+        return out
+
+    def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:
+        wants = set().union(*(wants_for(s.blocks, s.module, s.probe_input) for s in settings))
+        return probe(self.model, enc, wants, self.probe_cache, self.pool.modules)
+
+    def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
+        """Route checked prompts already encoded (`enc`, the ids generation will see) with resolved options."""
+        t0 = time.perf_counter()
+        scores = signals.score(self._sites(self._probe(enc, [opts]), opts), opts.signal).cpu()  # [B, N]
+        probe_s = (time.perf_counter() - t0) / len(prompts)
+        return [self._routing(p, scores[i], opts, probe_s, enc.notices[i]) for i, p in enumerate(prompts)]
+
+    def _routing(self, prompt: str, scores: Tensor, opts: RouteOptions, probe_s: float, notices: list) -> Routing:
+        idx, w = select_top_k(scores, opts.k)
+        names = self.pool.names
+        ties = [names[i] for i in ties_at_cut(scores, idx)]
+        if ties:  # the pool order, not the prompt, decided who is in
+            notices = [*notices, f"Tie at the top-{opts.k} cut: {', '.join(ties)} score the same; pool order chose."]
+        return Routing(
+            prompt=prompt,
+            scores=dict(zip(names, scores.tolist())),
+            selected=[names[j] for j in idx],
+            weights={names[j]: wj for j, wj in zip(idx, w)},
+            options={"mode": "routed", **opts.trace()},
+            ties=ties,
+            timings={"probe_s": probe_s},
+            notices=list(notices),
+        )
+
+    # ------------------------------------------------------------------------------ public entry points
+
+    def route_batch(self, prompts: Sequence[str], **route) -> list[Routing]:
+        """Route several prompts with one probe pass.
+
+        Args:
+            prompts: the users' messages (the chat template is applied here).
+            **route: `RouteOptions` fields (k, signal, calibrated, layer, module, probe_input);
+                omitted or None = the defaults of adapters.yaml.
+
+        Returns:
+            One `Routing` per prompt: every adapter's score, the selected names and their weights.
+        """
+        prompts = options.check_prompts(prompts, self.max_prompt_chars)
+        opts = self.options(**route)
+        return self.routings(prompts, self.encode(prompts, 0, self.device), opts)
+
+    def sweep(self, prompts: Sequence[str], settings: Sequence[RouteOptions]) -> list[Tensor]:
+        """Per-block scores of several settings from ONE probe pass over every block they need.
+
+        Returns:
+            One [B, L_s, N] tensor per setting: the scores at each of its blocks (their mean over
+            blocks is what `route_batch` uses: `signals.average`).
+        """
+        prompts = options.check_prompts(prompts, self.max_prompt_chars)
+        hs = self._probe(self.encode(prompts, 0, self.device), settings)
+        return [
+            torch.stack([signals.score(self._sites(hs, s, [b]), s.signal) for b in s.blocks], dim=1).cpu()
+            for s in settings
+        ]
+
+    def layer_sweep(self, prompt: str, **route) -> Tensor:
+        """Scores of every adapter at every block for one prompt (every block: no `layer`). [L, N]"""
+        if route.get("layer") is not None:
+            raise RequestError(
+                f"`layer` has no effect on a layer sweep (it scores every block), got {route['layer']!r}"
+            )
+        opts = self.options(**{**route, "layer": f"0:{self.n_layers}"})
+        return self.sweep([options.check_prompt(prompt, self.max_prompt_chars)], [opts])[0][0]

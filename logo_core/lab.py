@@ -290,8 +290,10 @@ class Lab:
 
     def __init__(self, prompts: list[Prompt], vectors: Tensor, pool: PoolFactors) -> None:
         self.prompts, self.vectors, self.pool = prompts, vectors, pool
-        self.index = {s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s]) for s in
-                      ("dev", "test", "people", "background", "neutral", "offpool_dev", "offpool_test")}  # fmt: skip
+        self.index = {
+            s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s])
+            for s in ("dev", "test", "people", "background", "neutral", "offpool_dev", "offpool_test")
+        }
         self._signals: dict[tuple, Tensor] = {}
 
     def signals(self, variant: str, module: str, inp: str, pooling: str) -> Tensor:
@@ -389,15 +391,122 @@ def grid() -> list[Setting]:
     """The settings the lab tries on dev prompts."""
     out = list(NAMED.values())
     for variant, module, inp, pooling, cal, blocks in itertools.product(
-        VARIANTS, ("q_proj", "v_proj", "both"), INPUTS, ("last", "mean", "both"), CALIBRATIONS,
+        VARIANTS,
+        ("q_proj", "v_proj", "both"),
+        INPUTS,
+        ("last", "mean", "both"),
+        CALIBRATIONS,
         ("0:30", "10:30", "15:30", "20:30", "25:30", "5:15"),
-    ):  # fmt: skip
+    ):
         out.append(Setting(variant, module, inp, pooling, cal, blocks))
     return out
 
 
 def fmt(m: tuple[float, float, float]) -> str:
     return f"{m[0]:.1f} [{m[1]:.1f}, {m[2]:.1f}]"
+
+
+def search(lab: Lab, split: str = "dev", top: int = 20) -> tuple[Setting, list[dict]]:
+    """The grid on `split` (flat decisions), then the best `top` with each decision rule.
+
+    Chosen: the highest own top-1, ties broken by family hit, then by the grid's order.
+    """
+    rows = []
+    for st in grid():
+        h = hits(lab, st, split)
+        rows.append({"setting": st, **{k: 100 * v.mean().item() for k, v in h.items()}})
+    best = sorted(rows, key=lambda r: (-r["own_top1"], -r["family_hit"]))[:top]
+    for r in best:
+        for decision in ("family", "family_contrast"):
+            st = replace(r["setting"], decision=decision)
+            h = hits(lab, st, split)
+            rows.append({"setting": st, **{k: 100 * v.mean().item() for k, v in h.items()}})
+    chosen = max(rows, key=lambda r: (r["own_top1"], r["family_hit"]))["setting"]
+    return chosen, rows
+
+
+def top_margin(lab: Lab, st: Setting, split: str) -> Tensor:
+    """[P] the best adapter's calibrated score: what the abstain rule thresholds."""
+    idx = lab.index[split]
+    return lab.scores(st, idx).max(-1).values
+
+
+def abstain(lab: Lab, st: Setting, pool_cost: float = 0.02) -> dict:
+    """Choose the abstain threshold on dev: the highest one that abstains on at most `pool_cost` of
+    the pool's dev prompts; report the share abstained on off-pool and pool prompts of each split."""
+    dev = top_margin(lab, st, "dev")
+    tau = torch.quantile(dev, pool_cost).item()
+    out = {"threshold": tau, "chosen_on": f"dev: at most {100 * pool_cost:.0f}% of pool prompts abstain"}
+    for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
+        m = top_margin(lab, st, split)
+        out[split] = bootstrap((m < tau).float())
+    return out
+
+
+def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
+    """Markdown and JSON: the dev grid's best rows, then test and people-style figures with 95% intervals."""
+    named = {**NAMED, "chosen": chosen}
+    metrics = ("own_top1", "own_top3", "family_hit", "unseen_family_hit")
+    data: dict = {"chosen": asdict(chosen), "named": {k: asdict(v) for k, v in named.items()}, "splits": {}}
+    lines = [
+        "## Dev: the best settings of the grid",
+        "",
+        f"{len(rows)} settings scored on {len(lab.index['dev'])} dev prompts. Chosen: `{chosen.name}`.",
+        "",
+        "| setting (variant/module/input/pooling/calibration/blocks/decision) | own top-1 | own top-3 | family hit | unseen family hit |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (-r["own_top1"], -r["family_hit"]))[:15]:
+        lines.append(f"| `{r['setting'].name}` | " + " | ".join(f"{r[m]:.1f}" for m in metrics) + " |")
+    by_axis = {}  # the best dev own top-1 for each value of each axis: what mattered
+    for r in rows:
+        for axis, value in asdict(r["setting"]).items():
+            key = (axis, value)
+            by_axis[key] = max(by_axis.get(key, 0.0), r["own_top1"])
+    lines += [
+        "",
+        "Best dev own top-1 for each value of each axis (the others free):",
+        "",
+        "| axis | " + " | ".join(["value: best own top-1"] * 1) + " |",
+        "|---|---|",
+    ]
+    for axis in asdict(chosen):
+        vals = [(v, s) for (a, v), s in by_axis.items() if a == axis]
+        lines.append(f"| {axis} | " + ", ".join(f"{v}: {s:.1f}" for v, s in vals) + " |")
+    for split, title in (("test", "Test prompts (template phrasings)"), ("people", "People-style test prompts")):
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "95% percentile-bootstrap intervals over prompts.",
+            "",
+            "| setting | own top-1 | own top-3 | family hit | unseen family hit |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        per = {name: hits(lab, st, split) for name, st in named.items()}
+        data["splits"][split] = {}
+        for name, h in per.items():
+            cells = {m: bootstrap(h[m]) for m in metrics}
+            data["splits"][split][name] = cells
+            lines.append(f"| {name} (`{named[name].name}`) | " + " | ".join(fmt(cells[m]) for m in metrics) + " |")
+        for base in NAMED:
+            d = {m: paired(per["chosen"][m], per[base][m]) for m in metrics}
+            data["splits"][split][f"chosen - {base}"] = d
+            lines.append(f"| chosen - {base} (paired) | " + " | ".join(fmt(d[m]) for m in metrics) + " |")
+    ab = abstain(lab, chosen)
+    data["abstain"] = ab
+    lines += [
+        "",
+        "## Abstaining",
+        "",
+        f"Threshold on the best adapter's calibrated score: {ab['threshold']:.3f} ({ab['chosen_on']}).",
+        "",
+        "| prompts | share answered by the base model (abstained), 95% interval |",
+        "|---|---:|",
+    ]
+    for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
+        lines.append(f"| {split} | {fmt(ab[split])} |")
+    return "\n".join(lines) + "\n", data
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -421,14 +530,20 @@ def main(argv: list[str] | None = None) -> None:
     vectors = cached_vectors(cfg, loaded, prompts, Path(args.cache))
     lab = Lab(prompts, vectors, pool_factors(cfg, loaded.model))
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
-    rows = []
-    for st in grid():
-        h = hits(lab, st, "dev")
-        rows.append({"setting": asdict(st), **{k: bootstrap(v)[0] for k, v in h.items()}})
+    chosen, rows = search(lab)
+    log.info("grid of %d settings on dev in %.0f s; chosen %s", len(rows), time.perf_counter() - t0, chosen.name)
+    text, data = report(lab, chosen, rows)
+    header = (
+        f"# Routing lab\n\nPool `{args.config}` (sha256 of its weights {pool_hash(cfg)}), "
+        f"{args.n_dev} dev and {args.n_test} test prompts per task; "
+        f"`python -m logo_core.lab --out {args.out}` ({time.perf_counter() - t0:.0f} s).\n\n"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dev_grid.json").write_text(json.dumps(rows, indent=0) + "\n")
-    log.info("grid of %d settings on dev in %.0f s", len(rows), time.perf_counter() - t0)
+    (out / "results.md").write_text(header + text)
+    data["dev_grid"] = [{**r, "setting": asdict(r["setting"])} for r in rows]
+    (out / "results.json").write_text(json.dumps(data, indent=0) + "\n")
+    print(header + text)
 
 
 if __name__ == "__main__":

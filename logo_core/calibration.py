@@ -16,8 +16,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -52,3 +56,52 @@ class Calibration:
     def constants(self, site: signals.Site, signal: str) -> Tensor:
         """[N] constants at one site, from the prompt set's vectors there (`site.h`, [P, D])."""
         return self.fit(signals.site_score(dataclasses.replace(site, calibration=None), signal))
+
+
+class StatsStore:
+    """The background calibration's (mu, sigma) of each setting on disk, so start-up does not probe the
+    background set again: shipped files next to the pool (`assets/calibration/`, read-only) first,
+    then a user cache.
+
+    A file is named by a hash of everything the numbers depend on (the probe model, the pool's weight
+    hashes in pool order, the prompt set, the setting), so a changed pool, model or prompt set never
+    reads stale constants: it misses, recomputes and writes a new file.
+    """
+
+    def __init__(self, identity: dict, read_dirs: list[Path], write_dir: Path | None) -> None:
+        self.identity = json.dumps(identity, sort_keys=True, default=str)
+        self.read_dirs, self.write_dir = read_dirs, write_dir
+
+    def name(self, key: tuple) -> str:
+        return hashlib.sha256(f"{self.identity}|{key!r}".encode()).hexdigest()[:32] + ".safetensors"
+
+    def load(self, key: tuple) -> tuple[Tensor, Tensor] | None:
+        from safetensors.torch import load_file
+
+        for d in [*self.read_dirs, *([self.write_dir] if self.write_dir else [])]:
+            path = d / self.name(key)
+            if path.is_file():
+                try:
+                    t = load_file(path)
+                    return t["mu"], t["sigma"]
+                except Exception:  # a truncated or foreign file: recompute rather than fail a request
+                    continue
+        return None
+
+    def save(self, key: tuple, stats: tuple[Tensor, Tensor], directory: Path | None = None) -> Path | None:
+        """Write atomically to `directory` (default: the user cache); None when it cannot be written."""
+        from safetensors.torch import save_file
+
+        d = directory or self.write_dir
+        if d is None:
+            return None
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / self.name(key)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            mu, sd = stats
+            save_file({"mu": mu.contiguous(), "sigma": sd.contiguous()}, str(tmp), metadata={"key": repr(key)})
+            tmp.replace(path)
+            return path
+        except OSError:  # a read-only home (some Spaces): keep the constants in memory only
+            return None

@@ -31,7 +31,9 @@ Factors = dict[Key, tuple[Tensor, Tensor]]  # one adapter: {key: (A [R, D_in], s
 def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     """Indices of the k largest scores (ties -> lower pool index first) and their weights.
 
-    Weights are w_i = sigma_i / sum_{j in S} sigma_j (LOGO.md 3: plain normalisation, no softmax).
+    Weights are w_i = sigma_i / sum_{j in S} sigma_j (docs/method.md: plain normalisation, no softmax),
+    over the positive part of each score: a calibrated z-score below 0 gets no weight, and when no
+    chosen score is positive the weights are uniform.
     A NaN or infinite score (a broken adapter) is never selected; if fewer than k scores are finite,
     fewer than k adapters are returned.
     """
@@ -42,7 +44,7 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     order = [i for i in torch.sort(ranked, descending=True, stable=True).indices.tolist() if finite[i]][:k]
     if not order:
         return [], []
-    chosen = scores[order]
+    chosen = scores[order].clamp_min(0)
     total = float(chosen.sum())
     weights = [1.0 / len(order)] * len(order) if total <= 0 else (chosen / total).tolist()
     return order, weights

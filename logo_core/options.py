@@ -52,6 +52,55 @@ def signal_names() -> list[str]:
     return list(SIGNALS)
 
 
+CALIBRATIONS = ("background", "neutral")  # docs/method.md: calibration
+POOLINGS = {"last": ("last",), "mean": ("mean",), "both": ("last", "mean")}  # `pooling` -> the probe's poolings
+
+
+def pooling_names() -> list[str]:
+    return list(POOLINGS)
+
+
+def calibration_names() -> list[str]:
+    return list(CALIBRATIONS)
+
+
+# Routing settings selectable by name (`preset`); a request's own settings still override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's reference (LoGo, ACL 2026): raw norm at the last block's q_proj, k = 20.
+    "paper": {
+        "k": 20,
+        "signal": "norm",
+        "calibrated": False,
+        "layer": -1,
+        "module": "q_proj",
+        "probe_input": "residual",
+    },
+    # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
+    "neutral": {
+        "k": 1,
+        "signal": "norm",
+        "calibrated": True,
+        "calibration": "neutral",
+        "layer": "15:30",
+        "module": "v_proj",
+        "probe_input": "residual",
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def preset_values(name: Any, pool_size: int) -> dict[str, Any]:
+    """The settings of a named preset (none for None; an unknown name is left to `preset`'s own check),
+    with k cut to the pool size as a default is."""
+    values = dict(PRESETS.get(name, {})) if isinstance(name, str) else {}
+    if "k" in values:
+        values["k"] = min(values["k"], pool_size)
+    return values
+
+
 def probe_input_names() -> list[str]:
     from .probe import PROBE_INPUTS
 
@@ -166,15 +215,19 @@ def Float(lo: float, hi: float, fix: str = "", open_below: bool = False) -> Befo
 Bool = Annotated[bool, BeforeValidator(lambda v, info: as_bool(info.field_name, v))]
 
 
-def Choice(names: Callable[[], list[str]]) -> Any:
-    """A string among `names()` (looked up when checked: the names live in modules that import torch)."""
+def Choice(names: Callable[[], list[str]], optional: bool = False) -> Any:
+    """A string among `names()` (looked up when checked: the names live in modules that import torch);
+    None too when `optional`."""
 
-    def check(v: Any, info: ValidationInfo) -> str:
+    def check(v: Any, info: ValidationInfo) -> str | None:
+        if v is None and optional:
+            return None
         if not isinstance(v, str) or v not in names():
             raise ValueError(f"`{info.field_name}` must be one of {names()}, got {_show(v)}")
         return v
 
-    return Annotated[str, BeforeValidator(check), Field(json_schema_extra=_Choices(names))]
+    kind = str | None if optional else str
+    return Annotated[kind, BeforeValidator(check), Field(json_schema_extra=_Choices(names))]
 
 
 def parse_layer(value: Any) -> int | str | tuple[int, ...]:
@@ -300,8 +353,19 @@ class RouteOptions(_Options):
         "`entropy` = 1/H(softmax(o_i)).",
         validate_default=False,  # a known choice; validating it would import torch
     )
-    calibrated: Bool = Field(
-        True, description="Divide each adapter's signal by its mean over neutral, task-free prompts."
+    calibrated: Bool = Field(True, description="Calibrate each adapter's signal (see `calibration`).")
+    calibration: Choice(calibration_names) = Field(
+        "background",
+        description="`background`: the z-score (sigma_i - mu_i) / s_i of the signal against its mean mu_i and "
+        "spread s_i over unlabelled task-like prompts; `neutral`: sigma_i divided by its mean on neutral chat prompts.",
+        validate_default=False,
+    )
+    abstain_below: Annotated[
+        float | None, BeforeValidator(lambda v, info: None if v is None else as_float(info.field_name, v))
+    ] = Field(
+        None,
+        description="Answer with the base model when the best calibrated score is below this (no adapter stands "
+        "out); none = always route.",
     )
     layer: int | str | tuple[int, ...] = Field(
         -1,
@@ -313,6 +377,18 @@ class RouteOptions(_Options):
     probe_input: Choice(probe_input_names) = Field(
         "residual",
         description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
+        validate_default=False,
+    )
+    pooling: Choice(pooling_names) = Field(
+        "last",
+        description="Which prompt tokens the probe reads: `last` (the paper), `mean` over the user's tokens, or "
+        "`both` (their calibrated scores averaged).",
+        validate_default=False,
+    )
+    preset: Choice(preset_names, optional=True) = Field(
+        None,
+        description="A named setting (`paper`: the paper's reference; `neutral`: this project's earlier default); "
+        "the request's own settings override it.",
         validate_default=False,
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
@@ -358,6 +434,11 @@ class RouteOptions(_Options):
         if self._blocks is None:
             raise RuntimeError("RouteOptions.blocks needs options resolved against an engine (RouteOptions.resolve)")
         return self._blocks
+
+    @property
+    def poolings(self) -> tuple[str, ...]:
+        """The probe's poolings: ("last",), ("mean",) or both."""
+        return POOLINGS[self.pooling]
 
     @property
     def layer_text(self) -> str:

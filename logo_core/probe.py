@@ -20,7 +20,9 @@ from .views import private_view
 
 PROBE_INPUTS = ("residual", "module")  # the hidden state entering a block, or a module's own input
 RESIDUAL = "<residual>"  # capture key of a block's input (before its norm), beside module names
-Key = tuple[int, str]  # (block, module name or RESIDUAL)
+MEAN = "@mean"  # suffix of a capture key pooled over the user's tokens instead of the last token
+POOLINGS = ("last", "mean")
+Key = tuple[int, str]  # (block, module name or RESIDUAL, + MEAN when mean-pooled)
 
 
 class StopProbe(Exception):
@@ -28,15 +30,22 @@ class StopProbe(Exception):
 
 
 class _Capture:
-    """The last-token vectors one pass must record; complete -> stop the pass (early exit)."""
+    """The vectors one pass must record (last token, or mean over the user's tokens); complete -> stop
+    the pass (early exit)."""
 
-    def __init__(self, wants: set[Key]) -> None:
-        self.wants, self.found = wants, {}
+    def __init__(self, wants: set[Key], user: Tensor | None = None) -> None:
+        self.wants, self.found, self.user = wants, {}, user
 
     def record(self, key: Key, x: Tensor) -> None:
         # [B, T, D] -> [B, D] of the last (left-padded: real) token; a copy, so no cached vector
         # keeps the whole sequence's activations alive.
-        self.found[key] = x[:, -1].to(torch.float32, copy=True)
+        if key in self.wants:
+            self.found[key] = x[:, -1].to(torch.float32, copy=True)
+        mean_key = (key[0], key[1] + MEAN)
+        if mean_key in self.wants:
+            w = self.user.to(x.device, torch.float32)  # [B, T]
+            w = w / w.sum(-1, keepdim=True).clamp_min(1)
+            self.found[mean_key] = torch.einsum("bt,btd->bd", w, x.float())
         if self.found.keys() >= self.wants:
             raise StopProbe
 
@@ -65,37 +74,42 @@ class _InputTap(nn.Module):
         return self.module(x, *args, **kwargs)
 
 
-def wants_for(blocks, modules, probe_input: str) -> set[Key]:
-    """Capture keys for probing `blocks` x `modules` with the given probe input."""
-    return {vector_key(b, m, probe_input) for b in blocks for m in modules}
+def wants_for(blocks, modules, probe_input: str, poolings=("last",)) -> set[Key]:
+    """Capture keys for probing `blocks` x `modules` x `poolings` with the given probe input."""
+    return {vector_key(b, m, probe_input, p) for b in blocks for m in modules for p in poolings}
 
 
-def vector_key(block: int, module: str, probe_input: str) -> Key:
-    """The capture key of the vector a site listens to: the block's residual input or the module's own."""
-    return (block, RESIDUAL if probe_input == "residual" else module)
+def vector_key(block: int, module: str, probe_input: str, pooling: str = "last") -> Key:
+    """The capture key of the vector a site listens to: the block's residual input or the module's own,
+    at the last token or averaged over the user's tokens."""
+    name = RESIDUAL if probe_input == "residual" else module
+    return (block, name if pooling == "last" else name + MEAN)
 
 
 def neutral_wants(n_layers: int, modules) -> set[Key]:
-    """Every block's residual and module inputs: what calibration captures once for all settings."""
-    return {(b, m) for b in range(n_layers) for m in (RESIDUAL, *modules)}
+    """Every block's residual and module inputs, both poolings: what calibration captures once for all settings."""
+    return {(b, m + s) for b in range(n_layers) for m in (RESIDUAL, *modules) for s in ("", MEAN)}
 
 
 @torch.inference_mode()
-def run_probe(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, wants: set[Key]) -> dict[Key, Tensor]:
-    """One forward pass of the clean base model that returns the requested last-token vectors.
+def run_probe(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, wants: set[Key], user: Tensor | None = None
+) -> dict[Key, Tensor]:
+    """One forward pass of the clean base model that returns the requested vectors.
 
     Args:
         model: the shared causal LM (never modified).
         input_ids, attention_mask: [B, T], left-padded, so the last prompt token is at position -1.
-        wants: capture keys, (block, RESIDUAL) or (block, module name).
+        wants: capture keys, (block, RESIDUAL) or (block, module name), `+ MEAN` for mean pooling.
+        user: [B, T] the user's tokens (`Encoded.user`), needed by mean-pooled keys; every real token if None.
 
     Returns:
         {key: [B, D] fp32 vector}, each owning its storage.
     """
-    capture = _Capture(set(wants))
+    capture = _Capture(set(wants), attention_mask.bool() if user is None else user)
     layers, paths = layers_path(model), module_paths(model)
     taps = {}
-    for block, key in wants:
+    for block, key in {(b, k.removesuffix(MEAN)) for b, k in wants}:  # one tap per place, both poolings
         if key == RESIDUAL:
             taps[f"{layers}.{block}"] = lambda m, k=(block, key): _BlockTap(m, k, capture)
         else:
@@ -118,12 +132,12 @@ def probe(model: nn.Module, enc, wants: set[Key], cache: ProbeCache | None, modu
     depend on what it was batched with). A miss captures every block up to the deepest one wanted,
     so any later setting on the same prompt hits."""
     if cache is None or enc.input_ids.shape[0] != 1:
-        return run_probe(model, enc.input_ids, enc.attention_mask, wants)
+        return run_probe(model, enc.input_ids, enc.attention_mask, wants, enc.user)
     key = tuple(enc.input_ids[0].tolist())
     hit = cache.get(key, wants)
     if hit is None:
         every = neutral_wants(max(b for b, _ in wants) + 1, modules)
-        hit = run_probe(model, enc.input_ids, enc.attention_mask, wants | every)
+        hit = run_probe(model, enc.input_ids, enc.attention_mask, wants | every, enc.user)
         cache.put(key, hit)
     return hit
 

@@ -25,11 +25,13 @@ GAP = "\n[...]\n"  # marks the cut inside the prompt the model sees
 @dataclass
 class Encoded:
     """A left-padded batch: input_ids and attention_mask [B, T] on the model's device, one list of
-    notices per prompt (truncation)."""
+    notices per prompt (truncation), and `user` [B, T] marking the user's own tokens (not the chat
+    template's head and tail: what the probe's `mean` pooling averages over)."""
 
     input_ids: Tensor
     attention_mask: Tensor
     notices: list[list[str]]
+    user: Tensor | None = None
 
     def inputs(self) -> dict[str, Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
@@ -103,7 +105,9 @@ class PromptEncoder:
         pad = self.tok.pad_token_id
         input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), T), dtype=torch.long)
+        user = torch.zeros((len(rows), T), dtype=torch.bool)
         for i, r in enumerate(rows):  # left padding: the last prompt token is at -1 in every row
             input_ids[i, T - len(r) :] = torch.tensor(r)
             mask[i, T - len(r) :] = 1
-        return Encoded(input_ids.to(device), mask.to(device), [list(n) for n in notices])
+            user[i, T - len(r) + len(self.head) : T - len(self.tail)] = True
+        return Encoded(input_ids.to(device), mask.to(device), [list(n) for n in notices], user.to(device))

@@ -212,6 +212,11 @@ class PoolConfig(_Strict):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     defaults: Defaults = Field(default_factory=Defaults)
     neutral_prompts: list[str] = Field(default_factory=lambda: list(NEUTRAL_PROMPTS), min_length=1)
+    background_prompts: list[str] = Field(
+        default_factory=list,
+        description="Unlabelled task-like prompts of the `background` calibration; empty = every adapter's "
+        "`examples`, pooled (which adapter a prompt came from is never used).",
+    )
     adapters: list[AdapterSpec] = Field(default_factory=list)
     unseen_examples: list[UnseenExample] = Field(
         default_factory=list, description="Prompts of tasks without an adapter, shown as demo examples."
@@ -223,6 +228,17 @@ class PoolConfig(_Strict):
     @classmethod
     def _usable_neutral(cls, value: list[str]) -> list[str]:
         return _usable_prompts(value)
+
+    @field_validator("background_prompts")
+    @classmethod
+    def _usable_background(cls, value: list[str]) -> list[str]:
+        return _usable_prompts(value) if value else value
+
+    def background(self) -> list[str]:
+        """The background prompt set: `background_prompts`, or the adapters' examples pooled and de-duplicated
+        (their order kept; the adapter each came from dropped), or the neutral prompts for a pool without any."""
+        pooled = self.background_prompts or list(dict.fromkeys(p for a in self.adapters for p in a.examples))
+        return pooled or list(self.neutral_prompts)
 
     @field_validator("adapters")
     @classmethod

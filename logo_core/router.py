@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import options, signals
 from .anatomy import decoder_layers
-from .calibration import Calibration
+from .calibration import Calibration, StatsStore
 from .errors import ConfigError, RequestError
 from .mixing import select_top_k, ties_at_cut
 from .options import Context, RouteOptions
@@ -55,9 +55,14 @@ class Router:
         self.probe_cache = ProbeCache(int(cache_mb * 2**20)) if cache_mb else None
         self.n_layers = len(decoder_layers(model))
         self.context = Context(len(pool), self.n_layers, tuple(pool.modules))
-        self.calibrations = {"neutral": Calibration("neutral", config.neutral_prompts)}
+        self.calibrations = {
+            "neutral": Calibration("neutral", config.neutral_prompts),
+            "background": Calibration("background", config.background()),
+        }
         self._vectors: dict[str, dict] = {}  # calibration kind -> its prompt set's probe vectors
         self._constants: dict[tuple, Tensor] = {}  # (kind, block, module, signal, probe_input) -> [N]
+        self._stats: dict[tuple, tuple[Tensor, Tensor]] = {}  # background: setting -> (mu, sigma) [N]
+        self.stats_store = _stats_store(config, pool, model)
         self._lock = threading.Lock()
 
     @property
@@ -65,12 +70,14 @@ class Router:
         return list(self.calibrations["neutral"].prompts)
 
     def options(self, **route) -> RouteOptions:
-        """The defaults of adapters.yaml overridden by `route` (None = default), checked against this
-        model and pool; raises `RequestError` with the fix."""
+        """The defaults of adapters.yaml, then a named `preset`, then `route` (None = default), checked
+        against this model and pool; raises `RequestError` with the fix."""
         if not self.pool.files:
             raise RequestError("the adapter pool is empty: add adapters to adapters.yaml")
         k = min(self.defaults.k, len(self.pool))  # a default larger than a partly skipped pool shrinks
-        return RouteOptions.resolve(options.merged(self.defaults, RouteOptions, {"k": k, **route}), self.context)
+        preset = options.preset_values(route.get("preset"), len(self.pool))
+        merged = options.merged(self.defaults, RouteOptions, {"k": k, **preset, **options.given(route)})
+        return RouteOptions.resolve(merged, self.context)
 
     def warm_up(self) -> None:
         """Check adapters.yaml's defaults against this model and pool and calibrate them now rather than
@@ -80,43 +87,90 @@ class Router:
                 o = self.options()
             except RequestError as e:
                 raise ConfigError(f"adapters.yaml `defaults` do not fit this model and pool: {e}") from None
-            for b, m in itertools.product(o.blocks, o.module):
-                self.calibration(b, m, o.signal, o.probe_input)
+            if o.calibrated:
+                self.calibrate(o)
 
     # ------------------------------------------------------------------------------ calibration
 
-    def calibration(self, block: int, module: str, signal: str, probe_input: str, kind: str = "neutral") -> Tensor:
+    def _prompt_vectors(self, kind: str) -> dict:
+        """Every block's residual and module inputs of one calibration's prompt set (probed once; hold the lock)."""
+        if kind not in self._vectors:
+            enc = self.encode(list(self.calibrations[kind].prompts), 0, self.device)
+            wants = neutral_wants(self.n_layers, self.pool.modules)
+            self._vectors[kind] = run_probe(self.model, enc.input_ids, enc.attention_mask, wants, enc.user)
+        return self._vectors[kind]
+
+    def calibration(
+        self, block: int, module: str, signal: str, probe_input: str, kind: str = "neutral", pooling: str = "last"
+    ) -> Tensor:
         """[N] constants of one calibration kind at one site (its prompt set probed on first use)."""
-        key = (kind, block, module, signal, probe_input)
+        key = (kind, block, module, signal, probe_input, pooling)
         with self._lock:
             if key not in self._constants:
-                cal = self.calibrations[kind]
-                if kind not in self._vectors:  # every block's residual and module inputs: all settings
-                    enc = self.encode(list(cal.prompts), 0, self.device)
-                    wants = neutral_wants(self.n_layers, self.pool.modules)
-                    self._vectors[kind] = run_probe(self.model, enc.input_ids, enc.attention_mask, wants)
-                h = self._vectors[kind][vector_key(block, module, probe_input)]
-                self._constants[key] = cal.constants(self._site(h, block, module), signal)
+                h = self._prompt_vectors(kind)[vector_key(block, module, probe_input, pooling)]
+                self._constants[key] = self.calibrations[kind].constants(self._site(h, block, module), signal)
             return self._constants[key]
+
+    def calibrate(self, opts: RouteOptions) -> None:
+        """Compute (or load) every constant `opts` needs now rather than in a request."""
+        for b, m, p in itertools.product(opts.blocks, opts.module, opts.poolings):
+            if opts.calibration == "background":
+                self.background_stats(opts, m, p)
+            else:
+                self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
+
+    def background_stats(self, opts: RouteOptions, module: str, pooling: str) -> tuple[Tensor, Tensor]:
+        """(mu, sigma) [N] of one stream (a module and a pooling over the setting's blocks): mean and spread
+        of each adapter's raw score, averaged over the blocks, on the background prompts (docs/method.md,
+        background calibration). Cached in memory and in `stats_store` (keyed by the model, the pool's
+        weights and the prompts)."""
+        key = (opts.blocks, module, pooling, opts.signal, opts.probe_input)
+        with self._lock:
+            if key not in self._stats:
+                found = self.stats_store.load(key) if self.stats_store else None
+                if found is None:
+                    hs = self._prompt_vectors("background")
+                    sites = [
+                        self._site(hs[vector_key(b, module, opts.probe_input, pooling)], b, module) for b in opts.blocks
+                    ]
+                    found = signals.zscore_stats(signals.score(sites, opts.signal).cpu())  # from [P, N]
+                    if self.stats_store:
+                        self.stats_store.save(key, found)
+                self._stats[key] = found
+            return self._stats[key]
 
     # ------------------------------------------------------------------------------ scoring
 
-    def _site(self, h: Tensor, block: int, module: str, calibration: Tensor | None = None) -> signals.Site:
+    def _site(
+        self, h: Tensor, block: int, module: str, calibration: Tensor | None = None, shift: Tensor | None = None
+    ) -> signals.Site:
         A, G, mask = self.pool.probe_stack((block, module))
         up = lambda: self.pool.probe_up((block, module))  # noqa: E731 (read only for entropy)
-        return signals.Site(h.to(A.device), A, G, up, mask, calibration)
+        return signals.Site(h.to(A.device), A, G, up, mask, calibration, shift)
 
-    def _sites(self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None) -> list[signals.Site]:
-        """The probed sites of `opts` (or of some of its blocks), calibrated if asked."""
+    def _sites(
+        self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None, calibrate: bool = True
+    ) -> list[signals.Site]:
+        """The probed sites of `opts` (or of some of its blocks), calibrated if asked.
+
+        `background` gives every site of a stream (module, pooling) its stream's (mu, sigma): the mean
+        over the sites is then the mean over streams of each stream's z-score of its block-mean raw
+        signal, and a per-block sweep still averages to it.
+        """
+        calibrate = calibrate and opts.calibrated
         out = []
         for b in opts.blocks if blocks is None else blocks:
-            for m in opts.module:
-                cal = self.calibration(b, m, opts.signal, opts.probe_input) if opts.calibrated else None
-                out.append(self._site(hs[vector_key(b, m, opts.probe_input)], b, m, cal))
+            for m, p in itertools.product(opts.module, opts.poolings):
+                cal = mu = None
+                if calibrate and opts.calibration == "background":
+                    mu, cal = self.background_stats(opts, m, p)
+                elif calibrate:
+                    cal = self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
+                out.append(self._site(hs[vector_key(b, m, opts.probe_input, p)], b, m, cal, mu))
         return out
 
     def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:
-        wants = set().union(*(wants_for(s.blocks, s.module, s.probe_input) for s in settings))
+        wants = set().union(*(wants_for(s.blocks, s.module, s.probe_input, s.poolings) for s in settings))
         return probe(self.model, enc, wants, self.probe_cache, self.pool.modules)
 
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
@@ -127,8 +181,23 @@ class Router:
         return [self._routing(p, scores[i], opts, probe_s, enc.notices[i]) for i, p in enumerate(prompts)]
 
     def _routing(self, prompt: str, scores: Tensor, opts: RouteOptions, probe_s: float, notices: list) -> Routing:
-        idx, w = select_top_k(scores, opts.k)
         names = self.pool.names
+        best = float(scores.max()) if len(scores) else float("-inf")
+        if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
+            return Routing(
+                prompt=prompt,
+                scores=dict(zip(names, scores.tolist())),
+                selected=[],
+                weights={},
+                options={"mode": "abstained", **opts.trace()},
+                timings={"probe_s": probe_s},
+                notices=[
+                    *notices,
+                    f"No adapter stands out (best score {best:.3f} < abstain_below "
+                    f"{opts.abstain_below:g}): answered by the base model.",
+                ],
+            )
+        idx, w = select_top_k(scores, opts.k)
         ties = [names[i] for i in ties_at_cut(scores, idx)]
         if ties:  # the pool order, not the prompt, decided who is in
             notices = [*notices, f"Tie at the top-{opts.k} cut: {', '.join(ties)} score the same; pool order chose."]
@@ -182,3 +251,21 @@ class Router:
             )
         opts = self.options(**{**route, "layer": f"0:{self.n_layers}"})
         return self.sweep([options.check_prompt(prompt, self.max_prompt_chars)], [opts])[0][0]
+
+
+def _stats_store(config: PoolConfig, pool: AdapterPool, model: nn.Module) -> StatsStore | None:
+    """Where background constants are kept: shipped beside the pool, then the user cache; None (memory only)
+    when an adapter's weights have no hash to key them by."""
+    from .loading import cache_dir
+
+    shas = [f.sha256 for f in pool.files]
+    if not shas or not all(shas):
+        return None
+    identity = {
+        "model": config.base_model.id,
+        "revision": config.base_model.revision,
+        "probe_dtype": str(next(model.parameters()).dtype),
+        "adapters": shas,
+        "background": config.background(),
+    }
+    return StatsStore(identity, [config.root / "assets" / "calibration"], cache_dir() / "calibration")

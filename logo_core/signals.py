@@ -73,7 +73,9 @@ class Site:
         G: their Gram matrices s^2 B^T B, [N, R, R] fp32 (`gram`): enough for `norm`.
         up: () -> the stacked up-projections s*B [N, D_out, R], read only for a signal of whole outputs.
         mask: [N] bool, the adapters that adapt this module (the others say nothing here).
-        calibration: [N] each adapter's mean signal on neutral prompts, or None for raw signals.
+        calibration: [N] each adapter's scale: its mean signal on neutral prompts (`neutral`), or the
+            spread sigma_i of its mean signal over the background prompts (`background`); None for raw.
+        shift: [N] subtracted before the division (`background`: the background's mean mu_i), or None.
     """
 
     h: Tensor
@@ -82,6 +84,7 @@ class Site:
     up: Callable[[], Tensor]
     mask: Tensor
     calibration: Tensor | None = None
+    shift: Tensor | None = None
 
 
 def site_signal(site: Site, signal: str) -> Tensor:
@@ -97,6 +100,8 @@ def site_score(site: Site, signal: str) -> Tensor:
     # An adapter that does not adapt this module says nothing here (the entropy of o = 0 is not 0).
     sig = torch.where(site.mask.to(sig.device), sig, torch.zeros_like(sig))
     if site.calibration is not None:
+        if site.shift is not None:  # affine, so the mean over sites is (mean raw - mu) / sigma exactly
+            sig = sig - site.shift.to(sig.device)
         sig = sig / site.calibration.to(sig.device)
     return sig
 
@@ -110,3 +115,16 @@ def average(per_site: Sequence[Tensor]) -> Tensor:
 def score(sites: Sequence[Site], signal: str) -> Tensor:
     """[B, N]: every adapter's score for every prompt, averaged over the probed sites."""
     return average([site_score(s, signal) for s in sites])
+
+
+def zscore_stats(raw: Tensor) -> tuple[Tensor, Tensor]:
+    """(mu, sigma), [N] each: mean and spread of every adapter's raw score over a background [P, N].
+
+    An adapter with no spread (it does not adapt the probed modules, or one prompt) gets sigma = 1, so
+    its z-score stays finite (docs/method.md, background calibration).
+    """
+    raw = raw.double()
+    mu = raw.mean(0)
+    sd = raw.std(0) if raw.shape[0] > 1 else torch.zeros_like(mu)
+    sd = torch.where(torch.isfinite(sd) & (sd > 1e-12 * mu.abs().clamp_min(1.0)), sd, torch.ones_like(sd))
+    return mu.float(), sd.float()

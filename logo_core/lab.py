@@ -431,15 +431,31 @@ def top_margin(lab: Lab, st: Setting, split: str) -> Tensor:
     return lab.scores(st, idx).max(-1).values
 
 
-def abstain(lab: Lab, st: Setting, pool_cost: float = 0.02) -> dict:
-    """Choose the abstain threshold on dev: the highest one that abstains on at most `pool_cost` of
-    the pool's dev prompts; report the share abstained on off-pool and pool prompts of each split."""
-    dev = top_margin(lab, st, "dev")
-    tau = torch.quantile(dev, pool_cost).item()
-    out = {"threshold": tau, "chosen_on": f"dev: at most {100 * pool_cost:.0f}% of pool prompts abstain"}
+def abstain(lab: Lab, st: Setting) -> dict:
+    """Choose the abstain threshold on dev and report it.
+
+    Rule (dev only): the threshold on the best calibrated score that minimises the balanced error,
+    the mean of (off-pool dev questions routed to an adapter) and (pool dev prompts abstained); among
+    equal errors the midpoint. Reported per split: the share abstained, and for pool prompts the share
+    whose own adapter was top-1 and is now lost to the base model (what abstaining costs).
+    """
+    off, pool = top_margin(lab, st, "offpool_dev"), top_margin(lab, st, "dev")
+    cands = torch.cat([off, pool]).sort().values
+    cands = torch.cat([cands[:1] - 1, (cands[1:] + cands[:-1]) / 2, cands[-1:] + 1])
+    err = torch.stack([((off >= t).float().mean() + (pool < t).float().mean()) / 2 for t in cands])
+    best = cands[err == err.min()]
+    tau = ((best.min() + best.max()) / 2).item()
+    out = {
+        "threshold": tau,
+        "chosen_on": "dev: least balanced error between off-pool dev questions and pool dev prompts",
+    }
     for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
         m = top_margin(lab, st, split)
         out[split] = bootstrap((m < tau).float())
+        if not split.startswith("offpool"):
+            h = hits(lab, st, split)["own_top1"]
+            seen = torch.tensor([not lab.prompts[i].unseen for i in lab.index[split].tolist()])
+            out[f"{split}_lost"] = bootstrap((m[seen] < tau).float() * h)
     return out
 
 
@@ -501,11 +517,12 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
         "",
         f"Threshold on the best adapter's calibrated score: {ab['threshold']:.3f} ({ab['chosen_on']}).",
         "",
-        "| prompts | share answered by the base model (abstained), 95% interval |",
-        "|---|---:|",
+        "| prompts | abstained (answered by the base model) | own adapter was top-1 but abstained |",
+        "|---|---:|---:|",
     ]
     for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
-        lines.append(f"| {split} | {fmt(ab[split])} |")
+        lost = fmt(ab[f"{split}_lost"]) if f"{split}_lost" in ab else ""
+        lines.append(f"| {split} | {fmt(ab[split])} | {lost} |")
     return "\n".join(lines) + "\n", data
 
 

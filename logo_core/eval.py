@@ -131,7 +131,7 @@ def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: S
 
 
 def mixtures_from_scores(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str, float]]:
-    """Top-k mixtures (LOGO.md 3), one per row."""
+    """Top-k mixtures (docs/method.md §5), one per row."""
     out = []
     for row in scores:
         idx, w = select_top_k(row, min(k, len(names)))

@@ -1,4 +1,4 @@
-"""Pure functions: probe vectors -> one score per adapter (LOGO.md, section 2).
+"""Pure functions: probe vectors -> one score per adapter (docs/method.md §2).
 
 Read top to bottom: every adapter's LoRA output on the probe vector (`lora_outputs`), its signal
 (`SIGNALS`), the mask of adapters that adapt the module, the calibration, and the mean over the
@@ -49,12 +49,12 @@ def output_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
 
 
 def norm_signal(o: Tensor) -> Tensor:
-    """sigma_i = ||o_i||_2 (LOGO.md 2, `norm`)."""
+    """sigma_i = ||o_i||_2 (docs/method.md §2, `norm`)."""
     return torch.linalg.vector_norm(o, dim=-1)
 
 
 def entropy_signal(o: Tensor) -> Tensor:
-    """sigma_i = 1 / (H(softmax(o_i)) + 1e-6), H(p) = -sum p log(p + 1e-8) (LOGO.md 2, `entropy`)."""
+    """sigma_i = 1 / (H(softmax(o_i)) + 1e-6), H(p) = -sum p log(p + 1e-8) (docs/method.md §2, `entropy`)."""
     p = torch.softmax(o, dim=-1)
     H = -(p * torch.log(p + 1e-8)).sum(dim=-1)
     return 1.0 / (H + 1e-6)
@@ -103,7 +103,7 @@ def site_score(site: Site, signal: str) -> Tensor:
 
 def average(per_site: Sequence[Tensor]) -> Tensor:
     """The mean over sites (probed blocks x modules) of per-site scores [B, N] (this project's
-    multi-block listening, LOGO.md 2)."""
+    multi-block listening, docs/method.md §4)."""
     return torch.stack(list(per_site)).mean(0)
 
 

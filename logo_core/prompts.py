@@ -101,9 +101,10 @@ class PromptEncoder:
         rows, notices = zip(*(self.ids(p, budget) for p in prompts))
         T = max(len(r) for r in rows)
         pad = self.tok.pad_token_id
-        input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        host = torch.device("cpu")  # assembled on the host, then moved to the model's device in one copy each
+        input_ids = torch.full((len(rows), T), pad, dtype=torch.long, device=host)
+        mask = torch.zeros((len(rows), T), dtype=torch.long, device=host)
         for i, r in enumerate(rows):  # left padding: the last prompt token is at -1 in every row
-            input_ids[i, T - len(r) :] = torch.tensor(r)
+            input_ids[i, T - len(r) :] = torch.tensor(r, dtype=torch.long, device=host)
             mask[i, T - len(r) :] = 1
         return Encoded(input_ids.to(device), mask.to(device), [list(n) for n in notices])

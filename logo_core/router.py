@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -101,18 +102,20 @@ class Router:
 
     # ------------------------------------------------------------------------------ scoring
 
-    def _site(self, h: Tensor, block: int, module: str, calibration: Tensor | None = None) -> signals.Site:
+    def _site(self, h: Tensor, block: int, module: str, calibrate=None) -> signals.Site:
         A, G, mask = self.pool.probe_stack((block, module))
         up = lambda: self.pool.probe_up((block, module))  # noqa: E731 (read only for entropy)
-        return signals.Site(h.to(A.device), A, G, up, mask, calibration)
+        return signals.Site(h.to(A.device), A, G, up, mask, calibrate)
 
     def _sites(self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None) -> list[signals.Site]:
         """The probed sites of `opts` (or of some of its blocks), calibrated if asked."""
-        out = []
+        out, kind = [], self.calibrations["neutral"]
         for b in opts.blocks if blocks is None else blocks:
             for m in opts.module:
-                cal = self.calibration(b, m, opts.signal, opts.probe_input) if opts.calibrated else None
-                out.append(self._site(hs[vector_key(b, m, opts.probe_input)], b, m, cal))
+                calibrate = None
+                if opts.calibrated:
+                    calibrate = functools.partial(kind.apply, c=self.calibration(b, m, opts.signal, opts.probe_input))
+                out.append(self._site(hs[vector_key(b, m, opts.probe_input)], b, m, calibrate))
         return out
 
     def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:

@@ -73,7 +73,8 @@ class Site:
         G: their Gram matrices s^2 B^T B, [N, R, R] fp32 (`gram`): enough for `norm`.
         up: () -> the stacked up-projections s*B [N, D_out, R], read only for a signal of whole outputs.
         mask: [N] bool, the adapters that adapt this module (the others say nothing here).
-        calibration: [N] each adapter's mean signal on neutral prompts, or None for raw signals.
+        calibration: raw [B, N] -> calibrated [B, N] (a `calibration.Calibration`'s `apply` with its constants
+            at this site), or None for raw signals.
     """
 
     h: Tensor
@@ -81,7 +82,7 @@ class Site:
     G: Tensor
     up: Callable[[], Tensor]
     mask: Tensor
-    calibration: Tensor | None = None
+    calibration: Callable[[Tensor], Tensor] | None = None
 
 
 def site_signal(site: Site, signal: str) -> Tensor:
@@ -96,9 +97,7 @@ def site_score(site: Site, signal: str) -> Tensor:
     sig = site_signal(site, signal)  # [B, N]
     # An adapter that does not adapt this module says nothing here (the entropy of o = 0 is not 0).
     sig = torch.where(site.mask.to(sig.device), sig, torch.zeros_like(sig))
-    if site.calibration is not None:
-        sig = sig / site.calibration.to(sig.device)
-    return sig
+    return sig if site.calibration is None else site.calibration(sig)
 
 
 def average(per_site: Sequence[Tensor]) -> Tensor:

@@ -1,4 +1,4 @@
-"""Baselines the evaluation compares LoGo against (LOGO.md, "Baselines").
+"""Baselines the evaluation compares LoGo against (docs/method.md §8).
 
 Each returns explicit mixtures {adapter: weight} that `LoGoEngine.generate_batch(adapters=...)`
 runs with the same mixing code as LoGo, so only the choice of adapters differs.

@@ -5,8 +5,8 @@ A `Calibration` is one kind: a prompt set and how the per-site constants come fr
 raw signals on it. The `Router` owns the calibrations: it probes each prompt set once (every block,
 every module) and caches the constants per (kind, block, module, signal, probe input).
 
-Adding a kind is a few lines: a prompt set and a `fit` function, registered in the router's
-`calibrations` dict.
+Adding a kind is a few lines: a prompt set, a `fit` (its raw signals -> constants) and an `apply`
+(raw signals and constants -> calibrated ones), registered in the router's `calibrations` dict.
 
 Example:
     >>> neutral = Calibration("neutral", ["Hello!", "Tell me something."])
@@ -36,6 +36,17 @@ def mean_signal(raw: Tensor) -> Tensor:
     return torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c))
 
 
+def divide(sig: Tensor, c: Tensor) -> Tensor:
+    """sigma_i / c_i: [B, N] raw signals, [N] constants -> [B, N] calibrated."""
+    return sig / c.to(sig.device)
+
+
+def standardize(sig: Tensor, c: tuple[Tensor, Tensor]) -> Tensor:
+    """(sigma_i - mu_i) / s_i: [B, N] raw signals, c = (mu, s) [N] each -> [B, N] z-scores (the `background` kind)."""
+    mu, sd = c
+    return (sig - mu.to(sig.device)) / sd.to(sig.device)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """One kind of calibration.
@@ -43,12 +54,14 @@ class Calibration:
     Attributes:
         name: how options and traces name it.
         prompts: the prompt set it is measured on (probed once, through every block).
-        fit: [P, N] raw (masked, uncalibrated) signals of the prompt set at one site -> [N] constants.
+        fit: [P, N] raw (masked, uncalibrated) signals of the prompt set at one site -> its constants there.
+        apply: ([B, N] raw signals, the constants) -> [B, N] calibrated signals.
     """
 
     name: str
     prompts: tuple[str, ...]
     fit: Callable[[Tensor], Tensor] = mean_signal
+    apply: Callable[[Tensor, Tensor], Tensor] = divide
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(self.prompts))

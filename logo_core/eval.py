@@ -106,10 +106,15 @@ def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: S
     """Median ms of one warm `route` per setting, the settings interleaved round by round (so a busy
     spell of a shared machine hits them all alike)."""
     kws = [
-        dict(layer=s.layer_text, module=",".join(s.module), probe_input=s.probe_input, signal=s.signal,
-             calibrated=s.calibrated)
+        dict(
+            layer=s.layer_text,
+            module=",".join(s.module),
+            probe_input=s.probe_input,
+            signal=s.signal,
+            calibrated=s.calibrated,
+        )
         for s in settings
-    ]  # fmt: skip
+    ]
     for kw in kws:  # warm: calibration and probe stacks are not timed
         engine.route(prompts[0], **kw)
     times: list[list[float]] = [[] for _ in settings]
@@ -126,7 +131,7 @@ def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: S
 
 
 def mixtures_from_scores(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str, float]]:
-    """Top-k mixtures (LOGO.md 3), one per row."""
+    """Top-k mixtures (docs/method.md §5), one per row."""
     out = []
     for row in scores:
         idx, w = select_top_k(row, min(k, len(names)))
@@ -265,8 +270,16 @@ def evaluate(
     cost_prompts = prompts["test"][:: max(1, len(prompts["test"]) // 6)][: 2 if quick else 6]
     probed, costed = [], []
     for lay in depth_layers:
-        probed.append(engine.router.options(k=1, layer=lay, module=",".join(base_s.module), probe_input=base_s.probe_input,
-                                           signal=base_s.signal, calibrated=base_s.calibrated))  # fmt: skip
+        probed.append(
+            engine.router.options(
+                k=1,
+                layer=lay,
+                module=",".join(base_s.module),
+                probe_input=base_s.probe_input,
+                signal=base_s.signal,
+                calibrated=base_s.calibrated,
+            )
+        )
     for s, ms in zip(probed, probe_costs(engine, probed, cost_prompts, rounds=1 if quick else 3)):
         r = {"setting": label(s), "sites": len(s.blocks) * len(s.module)}
         for split in ("dev", "test"):
@@ -276,8 +289,14 @@ def evaluate(
     chosen_row = min(ok, key=lambda c: (c["route_ms"], -c["dev_top1"]))
     chosen = probed[costed.index(chosen_row)]
     L1 = L - 1
-    reference = engine.router.options(k=min(20, len(names)), layer=L1, module="q_proj" if "q_proj" in engine.pool.modules
-                                     else engine.pool.modules[0], probe_input="residual", signal="norm", calibrated=False)  # fmt: skip
+    reference = engine.router.options(
+        k=min(20, len(names)),
+        layer=L1,
+        module="q_proj" if "q_proj" in engine.pool.modules else engine.pool.modules[0],
+        probe_input="residual",
+        signal="norm",
+        calibrated=False,
+    )
 
     # 3. k chosen on dev prompts (seen and unseen separately), then every condition on test.
     runner = Runner(engine, batch_size)
@@ -374,7 +393,7 @@ def evaluate(
             "signal": chosen.signal,
             "calibrated": chosen.calibrated,
             "k": k_seen,
-        },  # fmt: skip
+        },
         "reference": label(reference),
         "best_dev_top1": best_dev,
         "routing": table,
@@ -563,11 +582,20 @@ def dtype_check(config: str, dtype: str, probe_dtype: str, n_test: int, batch_si
         )
     a, b = chosen.values()
     same = sum(x == y for x, y in zip(a, b))
-    return "\n".join([
-        f"The shipped routing (adapters.yaml's defaults), {n_test} test prompts per task, batches of {batch_size}:",
-        "", "| generation | seen average | unseen average | s |", "|---|---:|---:|---:|", *rows, "",
-        f"Same adapters chosen: {same} of {len(a)} prompts.",
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                f"The shipped routing (adapters.yaml's defaults), {n_test} test prompts per task, batches of {batch_size}:",
+                "",
+                "| generation | seen average | unseen average | s |",
+                "|---|---:|---:|---:|",
+                *rows,
+                "",
+                f"Same adapters chosen: {same} of {len(a)} prompts.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,8 +129,9 @@ def rss_mb(pid: int) -> float:
 
 def start_app(port: int) -> subprocess.Popen:
     """`python app.py` on a port; returns once it answers HTTP."""
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(600):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):

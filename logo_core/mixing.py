@@ -1,10 +1,10 @@
-"""Top-k, merge weights, and the mixture y = W x + sum_i w_i s_i B_i (A_i x) (LOGO.md 3 and 4).
+"""Top-k, merge weights, and the mixture y = W x + sum_i w_i s_i B_i (A_i x) (docs/method.md §5 and §6).
 
 A request's mixture lives in modules of its own: `attach` returns a private view of the shared
 model (`views.private_view`) in which each adapted linear layer is replaced by
 
 - `MixedLinear`: the base layer plus one low-rank pair, x -> Bw (A x), with A the stacked A_i and
-  Bw the side-by-side w_i s_i B_i (the rank-concatenation of LOGO.md 4); one pair per row when rows
+  Bw the side-by-side w_i s_i B_i (the rank-concatenation of docs/method.md §6); one pair per row when rows
   of a batch carry different mixtures. Also the fixed-shape buffers of the compiled path.
 - or a folded `nn.Linear` with W + Bw A: one mixture, float weights (CPU default): decoding then
   costs exactly what the base model costs.
@@ -31,7 +31,7 @@ Factors = dict[Key, tuple[Tensor, Tensor]]  # one adapter: {key: (A [R, D_in], s
 def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     """Indices of the k largest scores (ties -> lower pool index first) and their weights.
 
-    Weights are w_i = sigma_i / sum_{j in S} sigma_j (docs/method.md: plain normalisation, no softmax),
+    Weights are w_i = sigma_i / sum_{j in S} sigma_j (docs/method.md §5: plain normalisation, no softmax),
     over the positive part of each score: a calibrated z-score below 0 gets no weight, and when no
     chosen score is positive the weights are uniform.
     A NaN or infinite score (a broken adapter) is never selected; if fewer than k scores are finite,

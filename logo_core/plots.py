@@ -22,9 +22,23 @@ SELECTED_TRACE = "selected (top-k)"  # trace names: the browser test reads them
 OTHER_TRACE = "not selected"
 # Family colours (Okabe-Ito, colour-blind safe, then plotly's G10); SELECTED/OTHER serve a pool without families.
 FAMILY_PALETTE = [
-    "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442", "#000000",
-    "#3366CC", "#DC3912", "#FF9900", "#109618", "#990099", "#0099C6", "#DD4477", "#66AA00",
-]  # fmt: skip
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#D55E00",
+    "#0072B2",
+    "#CC79A7",
+    "#F0E442",
+    "#000000",
+    "#3366CC",
+    "#DC3912",
+    "#FF9900",
+    "#109618",
+    "#990099",
+    "#0099C6",
+    "#DD4477",
+    "#66AA00",
+]
 
 
 def _layout(fig: go.Figure, title: str, height: int, **overrides) -> go.Figure:
@@ -381,9 +395,13 @@ def cost_accuracy(rows: Sequence[Mapping], chosen: str = "", title: str = "") ->
             best = r["dev_top1"]
     fig = go.Figure()
     fig.add_scatter(
-        x=[r["route_ms"] for r in front], y=[r["dev_top1"] for r in front], mode="lines", name="front (dev)",
-        line=dict(color=CUTOFF, dash="dot"), hoverinfo="skip",
-    )  # fmt: skip
+        x=[r["route_ms"] for r in front],
+        y=[r["dev_top1"] for r in front],
+        mode="lines",
+        name="front (dev)",
+        line=dict(color=CUTOFF, dash="dot"),
+        hoverinfo="skip",
+    )
     for split, symbol in (("dev", "circle"), ("test", "diamond-open")):
         fig.add_scatter(
             x=[r["route_ms"] for r in rows],

@@ -1,4 +1,4 @@
-"""The one probe pass (LOGO.md 1): run the clean base model up to the probe block(s) and stop.
+"""The one probe pass (docs/method.md §1): run the clean base model up to the probe block(s) and stop.
 
 The pass runs on a private view of the model (`views.private_view`) whose probed blocks and
 modules are wrapped by capture taps; the shared model is never touched, so concurrent probes and

@@ -103,11 +103,12 @@ class PromptEncoder:
         rows, notices = zip(*(self.ids(p, budget) for p in prompts))
         T = max(len(r) for r in rows)
         pad = self.tok.pad_token_id
-        input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        user = torch.zeros((len(rows), T), dtype=torch.bool)
+        host = torch.device("cpu")  # assembled on the host, then moved to the model's device in one copy each
+        input_ids = torch.full((len(rows), T), pad, dtype=torch.long, device=host)
+        mask = torch.zeros((len(rows), T), dtype=torch.long, device=host)
+        user = torch.zeros((len(rows), T), dtype=torch.bool, device=host)
         for i, r in enumerate(rows):  # left padding: the last prompt token is at -1 in every row
-            input_ids[i, T - len(r) :] = torch.tensor(r)
+            input_ids[i, T - len(r) :] = torch.tensor(r, dtype=torch.long, device=host)
             mask[i, T - len(r) :] = 1
             user[i, T - len(r) + len(self.head) : T - len(self.tail)] = True
         return Encoded(input_ids.to(device), mask.to(device), [list(n) for n in notices], user.to(device))

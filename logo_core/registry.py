@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .errors import ConfigError, RequestError
 from .options import GenerateOptions, RouteOptions, _show, check_prompt
 
-# Task-free prompts whose mean signal calibrates each adapter's overall loudness (LOGO.md, 2).
+# Task-free prompts whose mean signal calibrates each adapter's overall loudness (docs/method.md §3).
 NEUTRAL_PROMPTS = [
     "Hello!",
     "Tell me something.",

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from . import options, signals
 from .anatomy import decoder_layers
-from .calibration import Calibration, StatsStore
+from .calibration import Calibration, StatsStore, standardize
 from .errors import ConfigError, RequestError
 from .mixing import select_top_k, ties_at_cut
 from .options import Context, RouteOptions
@@ -57,7 +58,7 @@ class Router:
         self.context = Context(len(pool), self.n_layers, tuple(pool.modules))
         self.calibrations = {
             "neutral": Calibration("neutral", config.neutral_prompts),
-            "background": Calibration("background", config.background()),
+            "background": Calibration("background", config.background(), apply=standardize),
         }
         self._vectors: dict[str, dict] = {}  # calibration kind -> its prompt set's probe vectors
         self._constants: dict[tuple, Tensor] = {}  # (kind, block, module, signal, probe_input) -> [N]
@@ -141,12 +142,10 @@ class Router:
 
     # ------------------------------------------------------------------------------ scoring
 
-    def _site(
-        self, h: Tensor, block: int, module: str, calibration: Tensor | None = None, shift: Tensor | None = None
-    ) -> signals.Site:
+    def _site(self, h: Tensor, block: int, module: str, calibrate=None) -> signals.Site:
         A, G, mask = self.pool.probe_stack((block, module))
         up = lambda: self.pool.probe_up((block, module))  # noqa: E731 (read only for entropy)
-        return signals.Site(h.to(A.device), A, G, up, mask, calibration, shift)
+        return signals.Site(h.to(A.device), A, G, up, mask, calibrate)
 
     def _sites(
         self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None, calibrate: bool = True
@@ -155,18 +154,20 @@ class Router:
 
         `background` gives every site of a stream (module, pooling) its stream's (mu, sigma): the mean
         over the sites is then the mean over streams of each stream's z-score of its block-mean raw
-        signal, and a per-block sweep still averages to it.
+        signal (it is affine), and a per-block sweep still averages to it.
         """
         calibrate = calibrate and opts.calibrated
+        kind = self.calibrations[opts.calibration]
         out = []
         for b in opts.blocks if blocks is None else blocks:
             for m, p in itertools.product(opts.module, opts.poolings):
-                cal = mu = None
+                fn = None
                 if calibrate and opts.calibration == "background":
-                    mu, cal = self.background_stats(opts, m, p)
+                    fn = functools.partial(kind.apply, c=self.background_stats(opts, m, p))
                 elif calibrate:
-                    cal = self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
-                out.append(self._site(hs[vector_key(b, m, opts.probe_input, p)], b, m, cal, mu))
+                    c = self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
+                    fn = functools.partial(kind.apply, c=c)
+                out.append(self._site(hs[vector_key(b, m, opts.probe_input, p)], b, m, fn))
         return out
 
     def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:

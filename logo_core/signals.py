@@ -1,4 +1,4 @@
-"""Pure functions: probe vectors -> one score per adapter (LOGO.md, section 2).
+"""Pure functions: probe vectors -> one score per adapter (docs/method.md §2).
 
 Read top to bottom: every adapter's LoRA output on the probe vector (`lora_outputs`), its signal
 (`SIGNALS`), the mask of adapters that adapt the module, the calibration, and the mean over the
@@ -49,12 +49,12 @@ def output_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
 
 
 def norm_signal(o: Tensor) -> Tensor:
-    """sigma_i = ||o_i||_2 (LOGO.md 2, `norm`)."""
+    """sigma_i = ||o_i||_2 (docs/method.md §2, `norm`)."""
     return torch.linalg.vector_norm(o, dim=-1)
 
 
 def entropy_signal(o: Tensor) -> Tensor:
-    """sigma_i = 1 / (H(softmax(o_i)) + 1e-6), H(p) = -sum p log(p + 1e-8) (LOGO.md 2, `entropy`)."""
+    """sigma_i = 1 / (H(softmax(o_i)) + 1e-6), H(p) = -sum p log(p + 1e-8) (docs/method.md §2, `entropy`)."""
     p = torch.softmax(o, dim=-1)
     H = -(p * torch.log(p + 1e-8)).sum(dim=-1)
     return 1.0 / (H + 1e-6)
@@ -73,9 +73,8 @@ class Site:
         G: their Gram matrices s^2 B^T B, [N, R, R] fp32 (`gram`): enough for `norm`.
         up: () -> the stacked up-projections s*B [N, D_out, R], read only for a signal of whole outputs.
         mask: [N] bool, the adapters that adapt this module (the others say nothing here).
-        calibration: [N] each adapter's scale: its mean signal on neutral prompts (`neutral`), or the
-            spread sigma_i of its mean signal over the background prompts (`background`); None for raw.
-        shift: [N] subtracted before the division (`background`: the background's mean mu_i), or None.
+        calibration: raw [B, N] -> calibrated [B, N] (a `calibration.Calibration`'s `apply` with its constants
+            at this site), or None for raw signals.
     """
 
     h: Tensor
@@ -83,8 +82,7 @@ class Site:
     G: Tensor
     up: Callable[[], Tensor]
     mask: Tensor
-    calibration: Tensor | None = None
-    shift: Tensor | None = None
+    calibration: Callable[[Tensor], Tensor] | None = None
 
 
 def site_signal(site: Site, signal: str) -> Tensor:
@@ -99,16 +97,12 @@ def site_score(site: Site, signal: str) -> Tensor:
     sig = site_signal(site, signal)  # [B, N]
     # An adapter that does not adapt this module says nothing here (the entropy of o = 0 is not 0).
     sig = torch.where(site.mask.to(sig.device), sig, torch.zeros_like(sig))
-    if site.calibration is not None:
-        if site.shift is not None:  # affine, so the mean over sites is (mean raw - mu) / sigma exactly
-            sig = sig - site.shift.to(sig.device)
-        sig = sig / site.calibration.to(sig.device)
-    return sig
+    return sig if site.calibration is None else site.calibration(sig)
 
 
 def average(per_site: Sequence[Tensor]) -> Tensor:
     """The mean over sites (probed blocks x modules) of per-site scores [B, N] (this project's
-    multi-block listening, LOGO.md 2)."""
+    multi-block listening, docs/method.md §4)."""
     return torch.stack(list(per_site)).mean(0)
 
 

@@ -16,9 +16,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 PROMPT = "Express the date 2047-11-19 in long Swedish format."  # an unseen task: no Swedish date adapter
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DONE = "() => document.querySelector('#status')?.innerText.includes('tokens/s')"
 
 

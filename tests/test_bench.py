@@ -60,9 +60,17 @@ def expected_contenders() -> list[str]:
     return names + [f"reference k={k}" for k in s.peer_ks] + [f"peft merge k={k}" for k in s.peer_ks]
 
 
-def test_outputs_written(quick_run: Path):
-    for name in ("bench.json", "bench.md", "readme.md", "amortisation.html", "amortisation.png"):
-        assert (quick_run / name).stat().st_size > 0, name
+def test_outputs_written(quick_run: Path, report: dict):
+    """Each output is what its name says: the JSON's sections, the reports' headings, a plotly page, a PNG."""
+    assert set(report) >= {"settings", "e2e", "probe_vs_n", "batched", "dtype", "app_speed", "memory", "meta", "targets"}
+    assert report["amortisation_png_error"] is None and report["settings"]["n_pool"] == cpu.QUICK.n_pool
+    bench_md = (quick_run / "bench.md").read_text()
+    for heading in ("## End to end, per request", "## Batched routing", "## Resident memory", "## Targets"):
+        assert heading in bench_md, heading
+    readme = (quick_run / "readme.md").read_text()
+    assert "## Targets" in readme and "| issue | target | measured |" in readme
+    assert "plotly" in (quick_run / "amortisation.html").read_text()
+    assert (quick_run / "amortisation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_contender_with_positive_finite_ratios(report: dict, quick_run: Path):

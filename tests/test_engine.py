@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from logo_core import signals
 from logo_core.mixing import MixedLinear, attach, reference_delta, select_top_k, ties_at_cut
+from logo_core.probe import RESIDUAL, run_probe
 from logo_core.results import Routing
 
 PROMPTS = ["What is 47 + 38?", "Translate the cat to French.", "Is this review positive? I loved it.", "Hi"]
@@ -52,7 +53,7 @@ def _lora(path, block: int, module: str):
 
 
 def _direct_scores(engine, reference, adapters, prompt, block, module, signal, probe_input):
-    """Signals computed from the formulas of LOGO.md on a full, hook-free pass of the base copy."""
+    """Signals computed from the formulas of docs/method.md §1-2 on a full, hook-free pass of the base copy."""
     inputs = {}
     target = getattr(reference.model.layers[block].self_attn, module)
     handle = target.register_forward_pre_hook(lambda m, a: inputs.update(x=a[0][:, -1]))
@@ -114,12 +115,19 @@ def test_rslora_scale_is_alpha_over_sqrt_r(setup):
     assert engine.pool.files[1].scale == pytest.approx(6 / 6)
 
 
-def test_residual_and_module_inputs_differ(setup):
-    """`module` must read the normed module input, not the residual: the scores must differ."""
+def test_module_input_is_the_normed_residual(setup):
+    """`module` reads the module's own input, which is the block's input norm of what `residual` reads; the
+    norm rescales the vector, so the two probe inputs score the adapters differently (not by round-off)."""
     engine, *_ = setup
-    a = engine.route(PROMPTS[0], calibrated=False, probe_input="residual").scores
-    b = engine.route(PROMPTS[0], calibrated=False, probe_input="module").scores
-    assert a != b
+    block, ids = N_LAYERS - 1, encode(engine, PROMPTS[:1])
+    hs = run_probe(engine.model, ids["input_ids"], ids["attention_mask"], {(block, RESIDUAL), (block, "q_proj")})
+    norm = engine.model.model.layers[block].input_layernorm
+    with torch.no_grad():
+        torch.testing.assert_close(hs[(block, "q_proj")], norm(hs[(block, RESIDUAL)]), rtol=1e-5, atol=1e-6)
+    opts = dict(calibrated=False, layer=block, module="q_proj")
+    a = torch.tensor(list(engine.route(PROMPTS[0], probe_input="residual", **opts).scores.values()))
+    b = torch.tensor(list(engine.route(PROMPTS[0], probe_input="module", **opts).scores.values()))
+    assert ((a - b).abs() / a.abs().clamp_min(1e-6)).max() > 0.01
 
 
 def test_calibration_divides_by_the_neutral_mean(setup):

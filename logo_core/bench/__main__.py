@@ -23,8 +23,12 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     ap.add_argument("--quick", action="store_true", help="CPU run: small pools, few tokens, one repetition (smoke run)")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default docs/bench; docs/bench/quick with "
-                    "--quick, docs/bench/tiny with --shape tiny)")  # fmt: skip
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default docs/bench; docs/bench/quick with --quick, docs/bench/tiny with --shape tiny)",
+    )
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's; with --quick, 1 on a busy machine)"
     )

@@ -54,17 +54,48 @@ class Settings:
 
 
 FULL = Settings(
-    n_pool=32, ks=(1, 3, 20), lowrank_ks=(3, 20), peer_ks=(3, 20), lengths=(16, 128), e2e_prompts=4, reps=1,
-    pool_sizes=(8, 64, 256), route_reps=5, batch=32, memory_pools=(8, 256), dtype_tokens=32, dtype_timed=3,
-    app_tokens=128, app_rounds=3, compiled=True, memory_extras=True,
-)  # fmt: skip
+    n_pool=32,
+    ks=(1, 3, 20),
+    lowrank_ks=(3, 20),
+    peer_ks=(3, 20),
+    lengths=(16, 128),
+    e2e_prompts=4,
+    reps=1,
+    pool_sizes=(8, 64, 256),
+    route_reps=5,
+    batch=32,
+    memory_pools=(8, 256),
+    dtype_tokens=32,
+    dtype_timed=3,
+    app_tokens=128,
+    app_rounds=3,
+    compiled=True,
+    memory_extras=True,
+)
 QUICK = Settings(
-    n_pool=8, ks=(3, 8), lowrank_ks=(3,), peer_ks=(3,), lengths=(4, 8), e2e_prompts=1, reps=1, pool_sizes=(4, 16),
-    route_reps=1, batch=4, memory_pools=(4, 16), dtype_tokens=4, dtype_timed=1, app_tokens=8, app_rounds=1,
-    memory_extras=False, agreement_prompts=4, dtypes=("fp32", "bf16"), compiled=False,
-    candidates=("fp32, fold (default)", "bf16 + fp32 probe, fold"), memory_routings=(list(ROUTINGS)[1],),
+    n_pool=8,
+    ks=(3, 8),
+    lowrank_ks=(3,),
+    peer_ks=(3,),
+    lengths=(4, 8),
+    e2e_prompts=1,
+    reps=1,
+    pool_sizes=(4, 16),
+    route_reps=1,
+    batch=4,
+    memory_pools=(4, 16),
+    dtype_tokens=4,
+    dtype_timed=1,
+    app_tokens=8,
+    app_rounds=1,
+    memory_extras=False,
+    agreement_prompts=4,
+    dtypes=("fp32", "bf16"),
+    compiled=False,
+    candidates=("fp32, fold (default)", "bf16 + fp32 probe, fold"),
+    memory_routings=(list(ROUTINGS)[1],),
     trained_sizes=(2, 4),
-)  # fmt: skip
+)
 
 
 def contenders(model, tok, root: Path, adapters: dict, s: Settings) -> list:
@@ -99,8 +130,12 @@ def memory_configs(adapters: dict, s: Settings) -> dict[str, dict]:
     if s.memory_extras:
         big, (label, how) = s.memory_pools[-1], next(iter(ROUTINGS.items()))
         configs[f"engine N={big}, {label}, k={s.ks[-1]}"] = {
-            "kind": "engine", "adapters": first(big), "k": s.ks[-1], "route": how, "routing": f"{label}, k={s.ks[-1]}",
-        }  # fmt: skip
+            "kind": "engine",
+            "adapters": first(big),
+            "k": s.ks[-1],
+            "route": how,
+            "routing": f"{label}, k={s.ks[-1]}",
+        }
         configs[f"reference N={s.n_pool}"] = {"kind": "reference", "adapters": first(s.n_pool), "k": 3}
     return configs
 
@@ -165,8 +200,9 @@ def _run(s: Settings, out: Path, mode: str, log) -> dict:
         res["memory"] = memory(memory_configs(adapters, s), root, log, requests=4 if s.memory_extras else 1)
         if s.trained_pool and trained:
             log("the trained pool at two sizes (start-up, routing, memory) ...")
-            res["trained_pools"] = trained_pools(Path(s.trained_pool), s.trained_sizes, root, log,
-                                                 prompts=24 if s.memory_extras else 2)  # fmt: skip
+            res["trained_pools"] = trained_pools(
+                Path(s.trained_pool), s.trained_sizes, root, log, prompts=24 if s.memory_extras else 2
+            )
     res["meta"] = {"mode": mode, **machine(), **load.finish()}
     res["targets"] = targets(res, s)
     out.mkdir(parents=True, exist_ok=True)

@@ -118,18 +118,31 @@ def run(shape_name: str, device: str, out: Path, sections=SECTIONS, tokenizer: s
             log("compiled decode path ...")
             buckets = sorted({1, s.compiled_batch})
             eng_c = engine_for(
-                model, tok, with_length(cfg, n), place, pool=engine.pool, max_mixture_rank=8 * shape.compiled_k,
-                batch_buckets=buckets, max_prompt_tokens=256,
-            )  # fmt: skip
+                model,
+                tok,
+                with_length(cfg, n),
+                place,
+                pool=engine.pool,
+                max_mixture_rank=8 * shape.compiled_k,
+                batch_buckets=buckets,
+                max_prompt_tokens=256,
+            )
             res["compiled"] = measure.compiled_decode(
                 eng_c, PROMPTS, n, shape.compiled_k, s.reps, s.compiled_batch, log
             )
         del engine
         gc.collect()
     res["meta"] = {
-        **machine(place.device), **load.finish(), "device": str(place.device), "dtype": place.dtype,
-        "shape": shape.name, "shape_config": shape.config, "pool": shape.pool, "k": shape.k, "settings": asdict(s),
-    }  # fmt: skip
+        **machine(place.device),
+        **load.finish(),
+        "device": str(place.device),
+        "dtype": place.dtype,
+        "shape": shape.name,
+        "shape_config": shape.config,
+        "pool": shape.pool,
+        "k": shape.k,
+        "settings": asdict(s),
+    }
     return save(res, shape, out, sections)
 
 

@@ -79,17 +79,28 @@ def trained_pools(config: Path, sizes: Sequence[int], root: Path, log, prompts: 
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
     rows = []
     for n in sizes:
-        sub = dict(raw, adapters=[
-            dict(a, path=str((config.resolve().parent / a["path"]).resolve())) if "path" in a else a
-            for a in raw["adapters"][: n or None]
-        ])  # fmt: skip
+        sub = dict(
+            raw,
+            adapters=[
+                dict(a, path=str((config.resolve().parent / a["path"]).resolve())) if "path" in a else a
+                for a in raw["adapters"][: n or None]
+            ],
+        )
         path = root / f"trained-{n}.yaml"
         path.write_text(yaml.safe_dump(sub, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        spec = {"label": f"trained N={len(sub['adapters'])}", "kind": "trained", "config": str(path),
-                "requests": prompts, "adapters": {}, "k": 0}  # fmt: skip
+        spec = {
+            "label": f"trained N={len(sub['adapters'])}",
+            "kind": "trained",
+            "config": str(path),
+            "requests": prompts,
+            "adapters": {},
+            "k": 0,
+        }
         rows.append(child_result(spec, start_child(spec)))  # one at a time: start-up is a time
-        log(f"  {spec['label']}: start {rows[-1]['load_s']:.1f} s, route {rows[-1]['route_ms']:.0f} ms, "
-            f"{rows[-1]['rss_mb']:.0f} MB")  # fmt: skip
+        log(
+            f"  {spec['label']}: start {rows[-1]['load_s']:.1f} s, route {rows[-1]['route_ms']:.0f} ms, "
+            f"{rows[-1]['rss_mb']:.0f} MB"
+        )
     for r in rows:
         for key in ("load_s", "route_ms", "rss_mb"):
             r[f"{key}_ratio"] = r[key] / rows[0][key]
@@ -147,9 +158,19 @@ def memory_child(spec: dict) -> None:
             engine.route(p)
             times.append(1000 * (time.perf_counter() - t1))
         engine.generate(examples[0], max_new_tokens=8)
-        print(json.dumps({"config": spec["label"], "kind": kind, "n": len(engine.adapters), "load_s": load_s,
-                          "route_ms": statistics.median(times), "rss_mb": held_mb(),
-                          "stacks_mb": engine.pool.stacked_bytes / MB}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "config": spec["label"],
+                    "kind": kind,
+                    "n": len(engine.adapters),
+                    "load_s": load_s,
+                    "route_ms": statistics.median(times),
+                    "rss_mb": held_mb(),
+                    "stacks_mb": engine.pool.stacked_bytes / MB,
+                }
+            )
+        )
         return
     model, tok = load_base(BaseModelSpec(device="cpu", dtype="fp32"))
     adapters = {k: Path(v) for k, v in spec["adapters"].items()}

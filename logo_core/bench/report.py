@@ -70,17 +70,46 @@ def targets(res: dict, s) -> list[dict]:
     out = [
         ("#13", "decode tok/s, k=3 folded (the CPU default) / base", rows["engine k=3"]["decode_ratio"], ">=", 0.97),
         ("#13", f"decode tok/s, k={k_big} folded / base", rows[f"engine k={k_big}"]["decode_ratio"], ">=", 0.97),
-        ("#5", f"route + {long_} tokens, k=3 / base generating {long_}", rows["engine k=3"][f"e2e_{long_}_ratio"], "<=", 1.15),
-        ("#13", f"route + {short} tokens (a short answer), k=3 / base", rows["engine k=3"][f"e2e_{short}_ratio"], "<=", 1.25),
-        ("#5", f"reference / engine, end to end ({long_} tokens), k={s.peer_ks[-1]}",
-         paired_ratio(raw[f"reference k={s.peer_ks[-1]}"], raw[f"engine k={s.peer_ks[-1]}"]), ">=", 1.5),
+        (
+            "#5",
+            f"route + {long_} tokens, k=3 / base generating {long_}",
+            rows["engine k=3"][f"e2e_{long_}_ratio"],
+            "<=",
+            1.15,
+        ),
+        (
+            "#13",
+            f"route + {short} tokens (a short answer), k=3 / base",
+            rows["engine k=3"][f"e2e_{short}_ratio"],
+            "<=",
+            1.25,
+        ),
+        (
+            "#5",
+            f"reference / engine, end to end ({long_} tokens), k={s.peer_ks[-1]}",
+            paired_ratio(raw[f"reference k={s.peer_ks[-1]}"], raw[f"engine k={s.peer_ks[-1]}"]),
+            ">=",
+            1.5,
+        ),
         ("#5", f"routing N={n1} / N={n0}, {paper}", route[(paper, n1)]["ratio"], "<=", 1.5),
         ("#5", f"routing N={n1} / N={n0}, {multi}", route[(multi, n1)]["ratio"], "<=", 1.5),
-        ("#5", f"batched routing of {res['batched']['prompts']} prompts, speedup", res["batched"]["speedup"], ">=", 4.0),
+        (
+            "#5",
+            f"batched routing of {res['batched']['prompts']} prompts, speedup",
+            res["batched"]["speedup"],
+            ">=",
+            4.0,
+        ),
         ("#5", f"resident MB added by N={big} adapters, {paper}", paper_big, "<=", 150.0),
         ("#13", f"resident MB, N={big} over N={s.memory_pools[0]}, {multi}", multi_big, "<=", 100.0),
-        ("#13", f"app tokens/s, {s.app_tokens}-token answer, routing = fp32 (best: {best['candidate']})", best["tps"], ">=", 30.0),
-    ]  # fmt: skip
+        (
+            "#13",
+            f"app tokens/s, {s.app_tokens}-token answer, routing = fp32 (best: {best['candidate']})",
+            best["tps"],
+            ">=",
+            30.0,
+        ),
+    ]
     return [
         {
             "issue": i,
@@ -108,9 +137,15 @@ def targets_table(res: dict) -> str:
     """The issues' targets, measured against threshold (bench.md and the README's short version)."""
     return md_table(
         res["targets"],
-        [("issue", "issue"), ("target", "target"), ("measured", "measured"), ("op", ""), ("threshold", "target"),
-         ("met", "met")],
-    )  # fmt: skip
+        [
+            ("issue", "issue"),
+            ("target", "target"),
+            ("measured", "measured"),
+            ("op", ""),
+            ("threshold", "target"),
+            ("met", "met"),
+        ],
+    )
 
 
 def trained_pool_section(res: dict) -> list[str]:
@@ -132,7 +167,7 @@ def trained_pool_section(res: dict) -> list[str]:
                 ("rss_mb_ratio", "x"),
                 ("stacks_mb", "probe stacks MB"),
             ],
-        ),  # fmt: skip
+        ),
         "",
         "Start-up is `LoGoEngine.from_config` (model, adapters, calibration, warm-up) in a fresh process with the "
         "model already converted; routing is the median over the pool's own example prompts.",
@@ -170,7 +205,7 @@ def cpu_markdown(res: dict, s) -> str:
                 ("decode_tps", "decode tok/s"),
                 ("decode_ratio", "x base"),
             ],
-        ),  # fmt: skip
+        ),
         "",
         "`engine k=...` folds the mixture into private copies of the adapted weights (`engine: {mixture: auto}` on a "
         "CPU; the copy is made before the prefill, inside the first-token time); `low-rank` keeps one low-rank pair "
@@ -190,7 +225,7 @@ def cpu_markdown(res: dict, s) -> str:
                 ("first_route_s", "first route s (stacks)"),
                 ("load_s", "pool load s"),
             ],
-        ),  # fmt: skip
+        ),
         "",
         "## Batched routing",
         "",
@@ -203,7 +238,7 @@ def cpu_markdown(res: dict, s) -> str:
                 ("speedup", "speedup"),
                 ("same_selection", "same selection"),
             ],
-        ),  # fmt: skip
+        ),
         "",
         *trained_pool_section(res),
         "## Resident memory (psutil RSS, one subprocess per configuration, after a few requests)",
@@ -220,7 +255,7 @@ def cpu_markdown(res: dict, s) -> str:
                 ("factor_cache_mb", "factor cache MB"),
             ],
             0,
-        ),  # fmt: skip
+        ),
         "",
         "The engine's fixed cost (libraries it imports, calibration, the private weight copies of a folded request) "
         "shows in the smallest pool; the difference to it, same routing, is what the extra adapters cost. Probe "
@@ -242,7 +277,7 @@ def cpu_markdown(res: dict, s) -> str:
                 ("synthetic_same_top1", "same top-1 (synthetic)"),
                 ("synthetic_same_top3", "same top-3 (synthetic)"),
             ],
-        ),  # fmt: skip
+        ),
         "",
         "tok/s here is the app's own figure (`timings['tokens_per_s']`: new tokens / prefill + decode). Synthetic random "
         "adapters score close together, so small numeric changes reorder them more easily than trained ones.",
@@ -261,7 +296,7 @@ def cpu_markdown(res: dict, s) -> str:
                 ("compile_s", "compile s"),
                 ("on_compiled_path", "compiled path used"),
             ],
-        ),  # fmt: skip
+        ),
         "",
         "`+ fp32 probe` = `base_model: {dtype: bf16|int8, probe_dtype: fp32}`: generation in the low precision, routing "
         "on an fp32 copy (so it is fp32's). Compiled = `engine.enable_compiled_decode()` (static KV cache of "
@@ -284,8 +319,15 @@ def readme_markdown(res: dict, s) -> str:
     """The README's short version (scripts/update_readme.py copies it): targets, end to end, app speed."""
     short, long_ = s.lengths
     m = res["meta"]
-    keep = {"base", "engine k=1", "engine k=3", f"engine k={s.ks[-1]}", f"engine k={s.ks[-1]}, low-rank",
-            f"reference k={s.peer_ks[-1]}", f"peft merge k={s.peer_ks[-1]}"}  # fmt: skip
+    keep = {
+        "base",
+        "engine k=1",
+        "engine k=3",
+        f"engine k={s.ks[-1]}",
+        f"engine k={s.ks[-1]}, low-rank",
+        f"reference k={s.peer_ks[-1]}",
+        f"peft merge k={s.peer_ks[-1]}",
+    }
     return "\n".join(
         [
             "# LoGo benchmark",
@@ -304,7 +346,7 @@ def readme_markdown(res: dict, s) -> str:
                     (f"e2e_{long_}_ratio", f"{long_} tok x base"),
                     ("decode_ratio", "decode x base"),
                 ],
-            ),  # fmt: skip
+            ),
             "",
             f"## The app's tokens/s ({s.app_tokens}-token answer, shipped pool and defaults)",
             "",
@@ -316,7 +358,7 @@ def readme_markdown(res: dict, s) -> str:
                     ("vs_default", "x default"),
                     ("routing_identical", "routing = fp32"),
                 ],
-            ),  # fmt: skip
+            ),
             "",
             "## Targets",
             "",
@@ -346,49 +388,141 @@ def device_markdown(runs: dict) -> str:
     return "\n".join(parts)
 
 
+# The device run's tables: result key -> (section title, [(field, column title)], digits), one row per
+# result (a dict, or a list of them).
+DEVICE_TABLES = {
+    "first": (
+        "First answer after load",
+        [
+            ("pool_load_s", "pool load s"),
+            ("warm_up_s", "calibration s"),
+            ("first_answer_s", "first answer s"),
+            ("warm_answer_s", "same answer warm s"),
+            ("first_after_load_s", "first answer after load s"),
+            ("new_tokens", "new tokens"),
+        ],
+        2,
+    ),
+    "memory": (
+        "Device memory added by the pool",
+        [
+            ("routing", "probe at"),
+            ("n", "N"),
+            ("k", "k"),
+            ("stacks_mb", "probe stacks MB"),
+            ("factor_cache_mb", "factor cache MB"),
+            ("resident_added_mb", "resident added MB"),
+            ("peak_added_mb", "peak over the base's peak MB"),
+        ],
+        1,
+    ),
+    "routing": (
+        "Routing against pool size",
+        [
+            ("routing", "probe at"),
+            ("n", "N"),
+            ("route_ms", "route ms"),
+            ("ratio", "x smallest N"),
+            ("first_route_s", "first route s"),
+            ("samples", "samples"),
+        ],
+        2,
+    ),
+    "batch": (
+        "Batched generation (a mixture per row) against separate calls",
+        [
+            ("prompts", "prompts"),
+            ("distinct_mixtures", "mixtures"),
+            ("new_tokens", "new tokens"),
+            ("batch_tps", "batch tok/s"),
+            ("calls_tps", "calls tok/s"),
+            ("speedup", "speedup"),
+        ],
+        2,
+    ),
+    "microbatch": (
+        "Micro-batching: concurrent callers against one",
+        [
+            ("callers", "callers"),
+            ("new_tokens", "new tokens"),
+            ("many_tps", "tok/s, all callers"),
+            ("one_tps", "tok/s, 1 caller"),
+            ("throughput_ratio", "throughput x"),
+            ("mean_rows_per_decode", "rows per decode"),
+        ],
+        2,
+    ),
+}
+COMPILED_TABLES = [  # both of the "compiled" result: the path at batch 1, then a batch of mixtures
+    [
+        ("k", "k"),
+        ("compile_s", "compile s"),
+        ("base compiled_tps", "base compiled tok/s"),
+        ("engine compiled_tps", "engine compiled tok/s"),
+        ("engine eager_tps", "engine eager tok/s"),
+        ("compiled_vs_compiled_base", "x compiled base"),
+        ("compiled_vs_eager", "x eager"),
+        ("recompiles_on_switch", "recompiles on new mixtures"),
+        ("switch_added_ms", "added ms"),
+    ],
+    [
+        ("batch", "batch"),
+        ("batch_mixtures", "mixtures"),
+        ("batch_tps", "batch tok/s"),
+        ("batch1_tps", "batch 1 tok/s"),
+        ("batch_vs_batch1", "throughput x"),
+        ("batch_on_compiled_path", "compiled path"),
+    ],
+]
+
+
 def device_part(key: str, r: dict) -> list[str]:
     m = r["meta"]
     k = m["k"]
-    parts = [f"## {key}", "", f"{header(m)}", "", f"{m['shape']}: {m['dtype']} on {m['device']}, N = {m['pool']}, k = {k}; "
-             f"model built in {r['build_s']:.1f} s (random init, not a load).", ""]  # fmt: skip
-    if "first" in r:
-        parts += ["### First answer after load", "", md_table([r["first"]], [
-            ("pool_load_s", "pool load s"), ("warm_up_s", "calibration s"), ("first_answer_s", "first answer s"),
-            ("warm_answer_s", "same answer warm s"), ("first_after_load_s", "first answer after load s"),
-            ("new_tokens", "new tokens")]), ""]  # fmt: skip
-    if "memory" in r:
-        parts += ["### Device memory added by the pool", "", md_table(r["memory"], [
-            ("routing", "probe at"), ("n", "N"), ("k", "k"), ("stacks_mb", "probe stacks MB"),
-            ("factor_cache_mb", "factor cache MB"), ("resident_added_mb", "resident added MB"),
-            ("peak_added_mb", "peak over the base's peak MB")], 1), ""]  # fmt: skip
+    model = f"{m['shape']}: {m['dtype']} on {m['device']}, N = {m['pool']}, k = {k}; "
+    parts = [
+        f"## {key}",
+        "",
+        header(m),
+        "",
+        model + f"model built in {r['build_s']:.1f} s (random init, not a load).",
+        "",
+    ]
+
+    def section(name: str) -> None:
+        title, cols, digits = DEVICE_TABLES[name]
+        rows = r[name] if isinstance(r[name], list) else [r[name]]
+        parts.extend([f"### {title}", "", md_table(rows, cols, digits), ""])
+
+    for name in ("first", "memory"):
+        if name in r:
+            section(name)
     if "e2e" in r:
         n = max(int(x) for x in r["e2e"]["raw"])
         raw = r["e2e"]["raw"][str(n)]
         ref = paired_ratio(raw[f"reference k={k}"], raw[f"engine k={k}"])
-        parts += ["### End to end", "", md_table(r["e2e"]["rows"], [
-            ("contender", "contender"), ("setup_ms", "route+mix ms"), ("first_token_ms", "first token ms"),
-            (f"e2e_{n}_s", f"{n} tok s"), (f"e2e_{n}_ratio", "x base"), ("decode_tps", "decode tok/s"),
-            ("decode_ratio", "x base")]), "", f"Reference-style / ours, end to end ({n} tokens, k = {k}): **{fmt(ref)}**.", ""]  # fmt: skip
-    if "routing" in r:
-        parts += ["### Routing against pool size", "", md_table(r["routing"], [
-            ("routing", "probe at"), ("n", "N"), ("route_ms", "route ms"), ("ratio", "x smallest N"),
-            ("first_route_s", "first route s"), ("samples", "samples")]), ""]  # fmt: skip
-    if "batch" in r:
-        parts += ["### Batched generation (a mixture per row) against separate calls", "", md_table([r["batch"]], [
-            ("prompts", "prompts"), ("distinct_mixtures", "mixtures"), ("new_tokens", "new tokens"),
-            ("batch_tps", "batch tok/s"), ("calls_tps", "calls tok/s"), ("speedup", "speedup")]), ""]  # fmt: skip
-    if "microbatch" in r:
-        parts += ["### Micro-batching: concurrent callers against one", "", md_table([r["microbatch"]], [
-            ("callers", "callers"), ("new_tokens", "new tokens"), ("many_tps", "tok/s, all callers"),
-            ("one_tps", "tok/s, 1 caller"), ("throughput_ratio", "throughput x"),
-            ("mean_rows_per_decode", "rows per decode")]), ""]  # fmt: skip
+        cols = [
+            ("contender", "contender"),
+            ("setup_ms", "route+mix ms"),
+            ("first_token_ms", "first token ms"),
+            (f"e2e_{n}_s", f"{n} tok s"),
+            (f"e2e_{n}_ratio", "x base"),
+            ("decode_tps", "decode tok/s"),
+            ("decode_ratio", "x base"),
+        ]
+        parts += [
+            "### End to end",
+            "",
+            md_table(r["e2e"]["rows"], cols),
+            "",
+            f"Reference-style / ours, end to end ({n} tokens, k = {k}): **{fmt(ref)}**.",
+            "",
+        ]
+    for name in ("routing", "batch", "microbatch"):
+        if name in r:
+            section(name)
     if "compiled" in r:
-        parts += ["### Compiled decode path", "", md_table([r["compiled"]], [
-            ("k", "k"), ("compile_s", "compile s"), ("base compiled_tps", "base compiled tok/s"),
-            ("engine compiled_tps", "engine compiled tok/s"), ("engine eager_tps", "engine eager tok/s"),
-            ("compiled_vs_compiled_base", "x compiled base"), ("compiled_vs_eager", "x eager"),
-            ("recompiles_on_switch", "recompiles on new mixtures"), ("switch_added_ms", "added ms")]), "",
-            md_table([r["compiled"]], [("batch", "batch"), ("batch_mixtures", "mixtures"), ("batch_tps", "batch tok/s"),
-            ("batch1_tps", "batch 1 tok/s"), ("batch_vs_batch1", "throughput x"),
-            ("batch_on_compiled_path", "compiled path")]), ""]  # fmt: skip
+        parts += ["### Compiled decode path", ""]
+        for cols in COMPILED_TABLES:
+            parts += [md_table([r["compiled"]], cols), ""]
     return parts

@@ -25,7 +25,7 @@ from ..registry import PoolConfig, parse_config, with_overrides
 
 RANK, ALPHA, TARGETS, STD = 8, 16, ("q_proj", "v_proj"), 0.02
 
-# The paper's reference routing (LOGO.md: k of 260, raw norm, last block, q_proj, residual): the
+# The paper's reference routing (docs/method.md §8: k of 260, raw norm, last block, q_proj, residual): the
 # synthetic pools route this way unless a measurement says otherwise.
 PAPER = {"signal": "norm", "calibrated": False, "layer": -1, "module": "q_proj", "probe_input": "residual"}
 # Where the probe listens: the paper's setting, and the multi-block one adapters.yaml ships (every
@@ -120,40 +120,23 @@ class Shape:
     pool: int  # N
 
 
-LLAMA_8B = dict(  # meta-llama/Llama-3.1-8B's config.json (rope scaling left out: it changes no cost)
-    vocab_size=128256,
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    max_position_embeddings=131072,
-    rope_theta=500000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-)
-SMOLLM2_135M = dict(  # HuggingFaceTB/SmolLM2-135M-Instruct's config.json: the demo's model
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    max_position_embeddings=8192,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
-)
-TINY = dict(
-    vocab_size=49152,  # SmolLM2's tokenizer
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=1024,
-    tie_word_embeddings=True,
-)
+def llama_config(
+    vocab: int, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, context: int, **rest
+) -> dict:
+    """A transformers LlamaConfig's fields: sizes, then anything else (rope, norm eps, tied embeddings)."""
+    sizes = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers)
+    return sizes | dict(num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=context) | rest
+
+
+# Known shapes (rope scaling left out: it changes no cost), as llama_config(vocab, hidden, intermediate, layers,
+# heads, kv_heads, context, ...).
+LLAMA_8B = llama_config(
+    128256, 4096, 14336, 32, 32, 8, 131072, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False
+)  # meta-llama/Llama-3.1-8B's config.json
+SMOLLM2_135M = llama_config(
+    49152, 576, 1536, 30, 9, 3, 8192, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True
+)  # HuggingFaceTB/SmolLM2-135M-Instruct's: the demo's model
+TINY = llama_config(49152, 64, 128, 2, 4, 2, 1024, tie_word_embeddings=True)  # SmolLM2's tokenizer, a tiny body
 SHAPES = {
     "llama-8b": Shape("llama-8b", LLAMA_8B, k=20, compiled_k=20, pool=260),
     "smollm2": Shape("smollm2", SMOLLM2_135M, k=20, compiled_k=3, pool=260),

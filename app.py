@@ -163,6 +163,34 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 choices("probe_input"), value=init["probe_input"], label="Probe input", info=info("probe_input", step=1)
             )
         with gr.Row():
+            c["calibration"] = gr.Radio(
+                choices("calibration"),
+                value=init["calibration"],
+                label="Calibration",
+                info=info("calibration", step=3),
+                elem_id="calibration",
+            )
+            c["pooling"] = gr.Radio(
+                choices("pooling"),
+                value=init["pooling"],
+                label="Pooling",
+                info=info("pooling", step=1),
+                elem_id="pooling",
+            )
+            c["abstain_below"] = gr.Number(
+                init["abstain_below"],
+                label="Abstain below",
+                info=info("abstain_below", " Empty: always route.", 4),
+                elem_id="abstain",
+            )
+            presets = gr.Dropdown(
+                ["paper", "neutral", "adapters.yaml"],
+                value=None,
+                label="Load a preset into these controls",
+                elem_id="preset",
+            )
+            c["preset"] = gr.State(None)  # the controls always say every setting: a preset only fills them
+        with gr.Row():
             c["layer"] = gr.Textbox(
                 init["layer"],
                 label="Probe block(s)",
@@ -248,6 +276,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
         settings_notice,
         controls={f: c[f] for f in FIELDS},
         block=block,
+        presets=presets,
         how=how,
         compared=compared,
         sweep=(sweep_tab, normalize, sweep_plot),
@@ -275,13 +304,19 @@ def wire(p: Page, cb: Callbacks) -> None:
     c, b = p.controls, p.buttons
     typed = [
         e
-        for f in ("layer", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
+        for f in ("layer", "abstain_below", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
         for e in (c[f].submit, c[f].blur)
     ]
-    picked = [c[f].input for f in ("k", "signal", "calibrated", "module", "probe_input", "max_new_tokens", "do_sample")]
+    picked = [
+        c[f].input
+        for f in ("k", "signal", "calibrated", "calibration", "module", "probe_input", "pooling", "max_new_tokens")
+    ] + [c["do_sample"].input]
     on_settings = dict(fn=gpu(cb.settings), inputs=[p.prompt, p.answered, p.valid, *p.settings], outputs=p.checked())
     then_explain(gr.on(picked + typed, **on_settings, **quiet, **ui("settings")))
     block_set = p.block.input(lambda x: str(int(x)), p.block, c["layer"], **quiet, **ui("block"))
+    routing_controls = [c[f] for f in ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input")]
+    preset_set = p.presets.input(cb.preset, p.presets, [*routing_controls, c["pooling"]], **quiet, **ui("preset"))
+    then_explain(preset_set.then(**on_settings, **quiet, **ui("preset_settings")))
     then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))
     p.prompt.change(cb.answer_label, [p.prompt, p.answered, *p.settings], p.answer, queue=False, **quiet, **ui("mark"))
     route_only = dict(fn=gpu(cb.route), inputs=[p.prompt, p.answered, *p.settings], outputs=p.routed())

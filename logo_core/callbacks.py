@@ -32,7 +32,7 @@ from .results import Routing
 
 TOP = 15  # bars drawn before "Show all"
 FIELDS = ROUTE_FIELDS + GENERATE_FIELDS  # the settings controls, in this order in every callback
-NUMERIC = ("k", "layer", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
+NUMERIC = ("k", "layer", "abstain_below", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
 COMPARE = ("Base model", "LoGo", "Top-1 adapter", "Uniform mixture")
 BLOCK0 = (
     "Block 0 routes every prompt alike: the last token's input there is the embedding of the chat template's "
@@ -88,6 +88,7 @@ class Page:
     settings_notice: gr.Markdown
     controls: dict  # {setting: its control}, in FIELDS order
     block: gr.Slider
+    presets: gr.Dropdown  # fills the routing controls with a named setting
     how: list  # "How LoGo chose": summary, every adapter's numbers, each probed site
     compared: list  # per COMPARE row its answer, then per row its numbers, then the latency panels
     sweep: tuple  # the layer sweep's tab, "scale each block" checkbox and heatmap
@@ -148,7 +149,8 @@ class Callbacks:
 
     def notes(self, r: dict, max_new_tokens: int) -> list[str]:
         """The library's notices (a cut prompt, a tie), why block 0 cannot route, which part of a long prompt was cut."""
-        notes = list(r["notices"]) + ([BLOCK0] if r["options"]["blocks"] == [0] else [])
+        block0 = r["options"]["blocks"] == [0] and r["options"].get("pooling", "last") == "last"
+        notes = list(r["notices"]) + ([BLOCK0] if block0 else [])
         parts = explain.cut_parts(self.engine.router, r["prompt"], max_new_tokens) if r["notices"] else None
         return notes + ([explain.cut_note(parts)] if parts else [])
 
@@ -158,6 +160,15 @@ class Callbacks:
             return gr.skip()
         stale = key(prompt, values) != answered
         return gr.update(label=STALE if stale else "Answer", elem_classes=["answer", "stale"] if stale else ["answer"])
+
+    def preset(self, name: str | None) -> dict:
+        """The routing controls filled with a named setting (`options.PRESETS`, or adapters.yaml's defaults)."""
+        if not name:
+            return {}
+        o = self.engine.route_options(preset=None if name == "adapters.yaml" else name)
+        values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module)}
+        shown = ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input", "pooling")
+        return {self.page.controls[f]: values[f] for f in shown}
 
     def settings(self, prompt: str, answered: str | None, valid: dict, *values) -> dict:
         """A setting changed: check them all (a bad number goes back to its last valid value, beside the

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from .options import ROUTE_FIELDS
@@ -29,42 +30,71 @@ class Explanation:
     Attributes:
         routing: the routing explained (final scores, selection, weights, ties, options).
         names: the pool's adapters, in pool order (the columns of the per-site lists).
-        sites: the probed (block, module) pairs, in the order the router averages them.
+        sites: the probed (block, module, pooling) triples, in the order the router averages them.
         raw: [S][N] each adapter's raw signal at each site.
-        constants: [S][N] the calibration constants c_i at each site (all 1.0 when not calibrated).
-        per_site: [S][N] the router's score at each site (raw / c when calibrated); their mean over
-            sites is `routing.scores`.
+        constants: [S][N] the divisor at each site: c_i (neutral), the background spread s_i (background),
+            1.0 when not calibrated.
+        shifts: [S][N] what is subtracted first: the background mean mu_i (background), else 0.
+        per_site: [S][N] the router's score at each site, (raw - shift) / constant; their mean over sites
+            is `routing.scores`.
         prompt_tokens: tokens the probe read (chat template included).
-        neutral_prompts: how many neutral prompts the constants average over.
+        neutral_prompts: how many neutral prompts the neutral constants average over.
+        background_prompts: how many background prompts mu and s come from.
     """
 
     routing: Routing
     names: list[str]
-    sites: list[tuple[int, str]]
+    sites: list[tuple[int, str, str]]
     raw: list[list[float]]
     constants: list[list[float]]
+    shifts: list[list[float]]
     per_site: list[list[float]]
     prompt_tokens: int
     neutral_prompts: int
+    background_prompts: int
+
+    @property
+    def background(self) -> bool:
+        o = self.routing.options
+        return bool(o["calibrated"]) and o.get("calibration") == "background"
+
+    def streams(self) -> list[tuple[str, str]]:
+        """The (module, pooling) streams, in order; each is z-scored on its own when calibrated by background."""
+        return list(dict.fromkeys((m, p) for _, m, p in self.sites))
+
+    def stream_mean(self, rows: list[list[float]], stream: tuple[str, str], i: int) -> float:
+        """The mean over one stream's blocks of rows[site][i]."""
+        vals = [row[i] for (_, m, p), row in zip(self.sites, rows) if (m, p) == stream]
+        return sum(vals) / len(vals)
 
 
 def explain(router: Router, routing: Routing) -> Explanation:
     """Recompute, with the router's own methods, every number behind `routing` (a routed `Routing`)."""
-    opts = router.options(**{f: routing.options[f] for f in ROUTE_FIELDS})
-    settings = []  # per module: raw and (when calibrated) calibrated scores at each block, one probe pass for all
-    for m in opts.module:
-        base = {**opts.model_dump(), "module": [m]}
+    opts = router.options(**{f: routing.options[f] for f in ROUTE_FIELDS if f in routing.options})
+    streams = list(itertools.product(opts.module, opts.poolings))
+    settings = []  # per stream: raw and (when calibrated) calibrated scores at each block, one probe pass for all
+    for m, p in streams:
+        base = {**opts.model_dump(), "module": [m], "pooling": p, "preset": None}
         settings.append(router.options(**{**base, "calibrated": False}))
         settings.append(router.options(**base))
-    swept = router.sweep([routing.prompt], settings)  # 2 x modules tensors [1, L_s, N]
+    swept = router.sweep([routing.prompt], settings)  # 2 x streams tensors [1, L_s, N]
     N = len(router.pool)
+    background = opts.calibrated and opts.calibration == "background"
     by_site = {}
-    for i, m in enumerate(opts.module):
+    for i, (m, p) in enumerate(streams):
         raw, scored = swept[2 * i][0], swept[2 * i + 1][0]  # [L_s, N]
+        if background:
+            mu, sd = (t.tolist() for t in router.background_stats(opts, m, p))
         for j, b in enumerate(opts.blocks):
-            c = router.calibration(b, m, opts.signal, opts.probe_input).tolist() if opts.calibrated else [1.0] * N
-            by_site[(b, m)] = (raw[j].tolist(), c, scored[j].tolist())
-    sites = [(b, m) for b in opts.blocks for m in opts.module]  # the router's averaging order
+            if background:
+                c, shift = sd, mu
+            elif opts.calibrated:
+                c = router.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p).tolist()
+                shift = [0.0] * N
+            else:
+                c, shift = [1.0] * N, [0.0] * N
+            by_site[(b, m, p)] = (raw[j].tolist(), c, shift, scored[j].tolist())
+    sites = [(b, m, p) for b in opts.blocks for m, p in streams]  # the router's averaging order
     tokens = router.encode([routing.prompt], 0, router.device).input_ids.shape[1]
     return Explanation(
         routing=routing,
@@ -72,9 +102,11 @@ def explain(router: Router, routing: Routing) -> Explanation:
         sites=sites,
         raw=[by_site[s][0] for s in sites],
         constants=[by_site[s][1] for s in sites],
-        per_site=[by_site[s][2] for s in sites],
+        shifts=[by_site[s][2] for s in sites],
+        per_site=[by_site[s][3] for s in sites],
         prompt_tokens=int(tokens),
         neutral_prompts=len(router.neutral_prompts),
+        background_prompts=len(router.calibrations["background"].prompts),
     )
 
 
@@ -107,9 +139,29 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         where = "blocks **" + ", ".join(map(str, blocks)) + "**"
     what = "the hidden state entering the block" if o["probe_input"] == "residual" else "the module's own input"
     signal = "‖o_i‖ (its length: `norm`)" if o["signal"] == "norm" else "1 / H(softmax(o_i)) (`entropy`)"
-    mean = f" averaged over the {S} probed sites (block x module)" if S > 1 else ""
+    mean = f" averaged over the {S} probed sites (block x module x token reading)" if S > 1 else ""
     raw = ", ".join(f"{name(n)} {fmt(_mean(x.raw, idx[n]))}" for n in top)
-    if o["calibrated"]:
+    if x.background:
+        stream = x.streams()[0]
+        z = ", ".join(
+            f"{name(n)} ({fmt(x.stream_mean(x.raw, stream, idx[n]))} − {fmt(x.shifts[0][idx[n]])}) / "
+            f"{fmt(x.constants[0][idx[n]])} = {fmt(x.stream_mean(x.per_site, stream, idx[n]))}"
+            for n in top
+        )
+        several = len(x.streams()) > 1
+        step3 = (
+            f"Each adapter's signal, averaged over the blocks, is compared with the same number on "
+            f"{x.background_prompts} background prompts (the pool's example prompts, which adapter each came "
+            "from unused): z_i = (σ_i − μ_i) / s_i, with μ_i the background's mean and s_i its spread. An adapter "
+            "that is loud on every task-like prompt gains nothing; one that answers this prompt more than usual "
+            f"stands out. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
+            + (
+                f" The score is the mean of the z of the {len(x.streams())} streams (module x token reading)."
+                if several
+                else ""
+            )
+        )
+    elif o["calibrated"]:
         cal = ", ".join(
             f"{name(n)} {fmt(x.raw[0][idx[n]])} / {fmt(x.constants[0][idx[n]])} = {fmt(x.per_site[0][idx[n]])}"
             for n in top
@@ -125,12 +177,20 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     k, n_pool = len(r.selected), len(x.names)
     left = [n for n in ranked if n not in r.selected][:1]
     cut = f" · first left out: {name(left[0])} {fmt(r.scores[left[0]])}" if left else ""
-    total = sum(r.scores[n] for n in r.selected)
-    weights = ", ".join(f"{name(n)} {fmt(r.scores[n])} / {fmt(total)} = {r.weights[n]:.3f}" for n in r.selected)
+    total = sum(max(r.scores[n], 0.0) for n in r.selected)
+    weights = ", ".join(
+        f"{name(n)} {fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}" for n in r.selected
+    )
     mix = " + ".join(f"{r.weights[n]:.2f}·Δ{name(n)}(x)" for n in r.selected)
     steps = [
         f"**Probe.** One pass of the base model over the prompt (**{x.prompt_tokens} tokens** with the chat "
-        f"template), stopped after block {blocks[-1]}. At {where} LoGo reads h: {what} at the last prompt token.",
+        f"template), stopped after block {blocks[-1]}. At {where} LoGo reads h: {what} at "
+        + {
+            "last": "the last prompt token",
+            "mean": "the mean over your tokens",
+            "both": "the last prompt token and the mean over your tokens (two readings)",
+        }[o.get("pooling", "last")]
+        + ".",
         f"**Signal.** Each adapter i maps h to o_i = s_i·B_i·A_i·h at **{modules}**; its signal σ_i = {signal}{mean}. "
         f"Raw signal of the best: {raw}.",
         f"**Calibration.** {step3}",
@@ -138,11 +198,19 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         + ", ".join(f"{name(n)} {fmt(r.scores[n])}" for n in r.selected)
         + cut
         + (f" · **tie** at the cut: {', '.join(map(name, r.ties))} (pool order chose)." if r.ties else "."),
-        f"**Weights.** w_i = σ_i / Σ σ_j over the chosen: {weights}.",
+        (
+            f"**Weights.** w_i = max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}."
+            if r.selected
+            else "**Abstained.** No adapter stands out (the best score is below `abstain_below`): the base "
+            "model answers alone."
+        ),
         f"**Mixture.** While answering, every adapted module computes y = W x + {mix}, "
         "where Δ(x) = s·B·A·x is one adapter's LoRA update.",
     ]
-    settings = f"k = {k} · {'calibrated' if o['calibrated'] else 'raw'} {o['signal']} · {where} · {modules} · {o['probe_input']}"
+    cal_name = o.get("calibration", "neutral") + "-calibrated" if o["calibrated"] else "raw"
+    settings = (
+        f"k = {k} · {cal_name} {o['signal']} · {where} · {modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
+    )
     head = f"**How LoGo chose the adapters for this prompt** ({settings})"
     return "\n\n".join([head, *(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))])
 
@@ -153,18 +221,25 @@ def table_markdown(x: Explanation, limit: int | None = None) -> str:
     idx = {n: i for i, n in enumerate(x.names)}
     ranked = sorted(r.scores, key=lambda n: -r.scores[n])
     several = len(x.sites) > 1
-    head = "| rank | adapter | raw σ" + (" (mean)" if several else "") + " | c" + (" (mean)" if several else "")
-    lines = [head + " | score | chosen | weight |", "|---:|---|---:|---:|---:|:---:|---:|"]
+    m_ = " (mean)" if several else ""
+    cols = f" | μ{m_} | s{m_}" if x.background else f" | c{m_}"
+    head = f"| rank | adapter | raw σ{m_}{cols}"
+    lines = [
+        head + " | score | chosen | weight |",
+        "|---:|---|---:|" + "---:|" * (2 if x.background else 1) + "---:|:---:|---:|",
+    ]
     for rank, n in enumerate(ranked[:limit], 1):
         i = idx[n]
         chosen = "✔" if n in r.weights else ("tie" if n in r.ties else "")
         weight = f"{r.weights[n]:.3f}" if n in r.weights else ""
+        consts = (
+            f"{fmt(_mean(x.shifts, i))} | {fmt(_mean(x.constants, i))}" if x.background else fmt(_mean(x.constants, i))
+        )
         lines.append(
-            f"| {rank} | {name(n)} | {fmt(_mean(x.raw, i))} | {fmt(_mean(x.constants, i))} | "
-            f"{fmt(r.scores[n])} | {chosen} | {weight} |"
+            f"| {rank} | {name(n)} | {fmt(_mean(x.raw, i))} | {consts} | {fmt(r.scores[n])} | {chosen} | {weight} |"
         )
     if limit is not None and len(ranked) > limit:
-        lines.append(f"| | *{len(ranked) - limit} more* | | | | | |")
+        lines.append(f"| | *{len(ranked) - limit} more* |" + " |" * (6 if x.background else 5))
     return "\n".join(lines)
 
 
@@ -173,17 +248,19 @@ def per_site_markdown(x: Explanation, limit: int | None = None) -> str:
     r = x.routing
     idx = {n: i for i, n in enumerate(x.names)}
     ranked = sorted(r.scores, key=lambda n: -r.scores[n])[:limit]
-    modules = len({m for _, m in x.sites}) > 1
+    streams = len(x.streams()) > 1
     head = "| block | " + " | ".join(name(n) for n in ranked) + " |"
     out = []
-    for title, rows in (
-        ("score at each site (its mean is the score)", x.per_site),
-        ("raw σ", x.raw),
-        ("c", x.constants),
-    ):
+    tables = [("score at each site (its mean is the score)", x.per_site), ("raw σ", x.raw)]
+    tables += (
+        [("μ (background mean)", x.shifts), ("s (background spread)", x.constants)]
+        if x.background
+        else [("c", x.constants)]
+    )
+    for title, rows in tables:
         lines = [f"**{title}**", "", head, "|---:|" + "---:|" * len(ranked)]
-        for (b, m), row in zip(x.sites, rows):
-            site = f"{b} · {m}" if modules else str(b)
+        for (b, m, p), row in zip(x.sites, rows):
+            site = f"{b} · {m} · {p}" if streams else str(b)
             lines.append(f"| {site} | " + " | ".join(fmt(row[idx[n]]) for n in ranked) + " |")
         if title.startswith("score"):
             lines.append("| **mean** | " + " | ".join(f"**{fmt(r.scores[n])}**" for n in ranked) + " |")

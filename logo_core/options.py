@@ -355,7 +355,7 @@ class RouteOptions(_Options):
     )
     calibrated: Bool = Field(True, description="Calibrate each adapter's signal (see `calibration`).")
     calibration: Choice(calibration_names) = Field(
-        "background",
+        "neutral",
         description="`background`: the z-score (sigma_i - mu_i) / s_i of the signal against its mean mu_i and "
         "spread s_i over unlabelled task-like prompts; `neutral`: sigma_i divided by its mean on neutral chat prompts.",
         validate_default=False,

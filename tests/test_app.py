@@ -172,7 +172,7 @@ def test_an_empty_module_set_is_an_error(cb, page, app_engine):
 
 
 def test_block_0_explains_its_ties(cb, page, app_engine):
-    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0")))
+    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0", pooling="last")))
     assert "Block 0 routes every prompt alike" in o["notices"]["value"] and "Tie at the top" in o["notices"]["value"]
     assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
 
@@ -268,20 +268,27 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
     r = app_engine.route(PROMPT)
     x = explain.explain(app_engine.router, r)
     o_ = r.options
-    assert sorted(x.sites) == sorted((b, m) for b in o_["blocks"] for m in o_["module"])
+    poolings = ["last", "mean"] if o_["pooling"] == "both" else [o_["pooling"]]
+    assert sorted(x.sites) == sorted((b, m, p) for b in o_["blocks"] for m in o_["module"] for p in poolings)
+    assert o_["calibration"] == "background"  # adapters.yaml's default: z-scores against the background
+    stats = app_engine.router.background_stats
+    opts = app_engine.route_options()
     for i, name in enumerate(x.names):
-        assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-5)
-        for s, (b, m) in enumerate(x.sites):
-            c = app_engine.router.calibration(b, m, o_["signal"], o_["probe_input"])[i].item()
-            assert x.constants[s][i] == c and x.raw[s][i] / c == pytest.approx(x.per_site[s][i], rel=1e-4)
-    b0, m0 = x.sites[0]
-    raw = app_engine.route(PROMPT, calibrated=False, layer=b0, module=m0, k=1)  # one site, raw: the first row
+        assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-4, abs=1e-5)
+        for s, (b, m, p) in enumerate(x.sites):
+            mu, sd = (t[i].item() for t in stats(opts, m, p))
+            assert (x.shifts[s][i], x.constants[s][i]) == (pytest.approx(mu), pytest.approx(sd))
+            assert (x.raw[s][i] - mu) / sd == pytest.approx(x.per_site[s][i], rel=1e-4, abs=1e-5)
+    b0, m0, p0 = x.sites[0]
+    raw = app_engine.route(PROMPT, calibrated=False, layer=b0, module=m0, pooling=p0, k=1)  # one site, raw
     assert raw.scores[x.names[0]] == pytest.approx(x.raw[0][0], rel=1e-5)
     summary, table, sites = cb.explain(r.to_dict())
     assert all(f'id="how-{i}"' in summary for i in range(1, 7))
     rows = len(POOL) if len(POOL) <= 2 * callbacks.TOP else callbacks.TOP + 1  # a long pool: the best TOP and "N more"
     assert f"k = {len(r.selected)} of {len(POOL)}" in summary and table.count("\n") == rows + 1
-    assert "| 15 |" in sites and "| 29 |" in sites
+    first, last = o_["blocks"][0], o_["blocks"][-1]
+    assert f"| {first} · q_proj · last |" in sites and f"| {last} · v_proj · mean |" in sites
+    assert "μ (background mean)" in sites and "background prompts" in summary
 
 
 # ------------------------------------------------------------------------------------------ compare & sweep

@@ -1,0 +1,158 @@
+"""The routing lab's additions on tiny random models: background z-scores against their formula, mean
+pooling over the user's tokens, presets, abstaining, weights of negative scores, the on-disk constants;
+and on the real pool, the router against the lab's plain reference path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import make_adapter, tiny_engine, tiny_model
+
+from logo_core.calibration import StatsStore
+from logo_core.mixing import select_top_k
+
+PROMPTS = ["What is 47 + 38?", "Translate the cat to French.", "Is this review positive? I loved it."]
+N_LAYERS = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_tok, tmp_path_factory):
+    model = tiny_model("llama", len(tiny_tok), n_layers=N_LAYERS)
+    reference = copy.deepcopy(model)
+    root = tmp_path_factory.mktemp("bg")
+    adapters = {f"a{i}": make_adapter(model, root / f"a{i}", seed=i, r=4, alpha=8) for i in range(4)}
+    engine = tiny_engine(model, tiny_tok, root, adapters, k=2)
+    return engine, reference, adapters
+
+
+def _vectors(engine, reference, prompts, block, pooling):
+    """The residual stream entering `block` on a hook-free pass of the base copy: last token or the mean over
+    the user's own tokens (found by tokenising the user's text alone, not with the encoder's mask)."""
+    out = []
+    for p in prompts:
+        enc = engine.encode([p], 0, engine.placement.device)
+        with torch.no_grad():
+            h = reference(**enc.inputs(), output_hidden_states=True).hidden_states[block][0]  # [T, D]
+        if pooling == "last":
+            out.append(h[-1])
+            continue
+        ids = enc.input_ids[0].tolist()
+        user = engine.tokenizer(p, add_special_tokens=False)["input_ids"]
+        start = next(i for i in range(len(ids)) if ids[i : i + len(user)] == user)
+        out.append(h[start : start + len(user)].mean(0))
+    return torch.stack(out)
+
+
+def _raw(engine, adapters, h, block, module="q_proj"):
+    """||s B A h|| of every adapter, from its files: [P, N]."""
+    from test_engine import _lora
+
+    cols = []
+    for path in adapters.values():
+        A, B, s = _lora(path, block, module)
+        cols.append(torch.linalg.vector_norm(s * (h @ A.T) @ B.T, dim=-1))
+    return torch.stack(cols, 1)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_background_zscore_matches_the_formula(setup, pooling):
+    engine, reference, adapters = setup
+    block = 2
+    background = list(engine.router.calibrations["background"].prompts)
+    bg = _raw(engine, adapters, _vectors(engine, reference, background, block, pooling), block)
+    raw = _raw(engine, adapters, _vectors(engine, reference, PROMPTS[:1], block, pooling), block)[0]
+    expected = (raw - bg.mean(0)) / bg.std(0)
+    r = engine.route(PROMPTS[0], calibration="background", layer=block, module="q_proj", pooling=pooling)
+    torch.testing.assert_close(torch.tensor(list(r.scores.values())), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_background_sweep_averages_to_the_route(setup):
+    """The z-score is applied per site with the stream's (mu, sigma), so per-block scores average to the route's."""
+    engine, *_ = setup
+    kw = dict(calibration="background", layer="1:4", module="q_proj,v_proj", pooling="both")
+    per_block = engine.router.sweep([PROMPTS[1]], [engine.route_options(**kw)])[0][0]  # [L, N]
+    routed = torch.tensor(list(engine.route(PROMPTS[1], **kw).scores.values()))
+    torch.testing.assert_close(per_block.mean(0), routed, rtol=1e-5, atol=1e-6)
+
+
+def test_both_poolings_average_the_two(setup):
+    engine, *_ = setup
+    kw = dict(calibration="background", layer="1:3", module="v_proj")
+    one = [torch.tensor(list(engine.route(PROMPTS[2], pooling=p, **kw).scores.values())) for p in ("last", "mean")]
+    both = torch.tensor(list(engine.route(PROMPTS[2], pooling="both", **kw).scores.values()))
+    torch.testing.assert_close(both, torch.stack(one).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_presets_name_settings_and_requests_override_them(setup):
+    engine, *_ = setup
+    paper = engine.route(PROMPTS[0], preset="paper").options
+    assert (paper["calibrated"], paper["layer"], paper["module"], paper["k"]) == (False, -1, ["q_proj"], 4)
+    assert engine.route(PROMPTS[0], preset="paper", k=1).options["k"] == 1  # the request wins, k cut to the pool
+    with pytest.raises(ValueError, match=r"`preset` must be one of \['paper', 'neutral'\], got 'best'"):
+        engine.route(PROMPTS[0], preset="best")
+
+
+def test_abstaining_answers_with_the_base_model(setup):
+    engine, *_ = setup
+    routed = engine.route(PROMPTS[0], calibration="background")
+    best = max(routed.scores.values())
+    r = engine.route(PROMPTS[0], calibration="background", abstain_below=best + 0.01)
+    assert r.selected == [] and r.weights == {} and r.options["mode"] == "abstained"
+    assert "answered by the base model" in r.notices[-1]
+    assert engine.route(PROMPTS[0], calibration="background", abstain_below=best - 0.01).selected  # routes again
+    g = engine.generate(PROMPTS[0], calibration="background", abstain_below=best + 0.01, max_new_tokens=6)
+    base = engine.generate(PROMPTS[0], adapters={}, max_new_tokens=6)
+    assert g.text == base.text and g.routing.selected == []
+    with pytest.raises(ValueError, match="`abstain_below` must be a finite number, got 'high'"):
+        engine.route(PROMPTS[0], abstain_below="high")
+
+
+def test_negative_scores_get_no_weight():
+    idx, w = select_top_k(torch.tensor([3.0, -1.0, 0.5]), 3)
+    assert idx == [0, 2, 1] and w[2] == 0.0 and abs(sum(w) - 1) < 1e-9 and min(w) >= 0
+    _, w = select_top_k(torch.tensor([-2.0, -1.0]), 2)  # nothing positive: uniform
+    assert w == [0.5, 0.5]
+
+
+def test_constants_are_kept_on_disk_and_keyed_by_the_pool(tmp_path):
+    store = StatsStore({"model": "m", "adapters": ["sha-a"]}, [tmp_path / "shipped"], tmp_path / "cache")
+    key = ((1, 2), "v_proj", "last", "norm", "residual")
+    stats = (torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.25]))
+    assert store.load(key) is None
+    store.save(key, stats)
+    torch.testing.assert_close(store.load(key), stats)
+    other = StatsStore({"model": "m", "adapters": ["sha-b"]}, [tmp_path / "shipped"], tmp_path / "cache")
+    assert other.load(key) is None  # another pool never reads these constants
+    assert store.load(((1, 3), "v_proj", "last", "norm", "residual")) is None  # nor another setting
+    (tmp_path / "cache" / store.name(key)).write_bytes(b"not safetensors")
+    assert store.load(key) is None  # a broken file is recomputed, not fatal
+
+
+@pytest.mark.slow
+def test_router_matches_the_lab_reference(real_engine):
+    """The shipped default, fast path (Gram matrices, cached constants) against the lab's plain path
+    (whole outputs from the adapters' files, the background probed here) on the real pool."""
+    from logo_core import lab
+    from logo_core.prompts import PromptEncoder
+    from logo_core.registry import load_config
+
+    cfg = load_config("adapters.yaml")
+    prompts = ["A bag of flour weighs 1.5 kg. How many grams is that?", "Spell out 19 in German.", "Hi!"]
+    background = cfg.background()
+    encoder = PromptEncoder(real_engine.tokenizer, cfg.engine.max_prompt_tokens, 8192)
+    x = lab.collect(real_engine.router.model, encoder, prompts + background)  # [P, L, 2, 2, D]
+    pool = lab.pool_factors(cfg, real_engine.model)
+    parts = []
+    for module in ("q_proj", "v_proj"):
+        for pooling in (0, 1):
+            v = x[:, :, 0, pooling]
+            sig = lab.block_signals(v, pool, v[len(prompts) :], "norm", module)
+            bg = sig[len(prompts) :]
+            parts.append(lab.calibrate(sig[: len(prompts)], bg, bg, "z_after", slice(0, 30)))
+    expected = torch.stack(parts).mean(0)
+    routed = real_engine.route_batch(prompts)
+    got = torch.tensor([[r.scores[n] for n in real_engine.adapters] for r in routed])
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
+    assert [r.selected[0] for r in routed[:2]] == ["units_kg_g", "number_words_de"]

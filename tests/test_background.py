@@ -5,6 +5,7 @@ and on the real pool, the router against the lab's plain reference path."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -156,3 +157,15 @@ def test_router_matches_the_lab_reference(real_engine):
     got = torch.tensor([[r.scores[n] for n in real_engine.adapters] for r in routed])
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
     assert [r.selected[0] for r in routed[:2]] == ["units_kg_g", "number_words_de"]
+
+
+@pytest.mark.slow
+def test_shipped_constants_fit_the_shipped_pool(real_engine):
+    """assets/calibration holds the default setting's constants for exactly this model and pool, so start-up
+    reads them and never probes the background (rerun scripts/ship_calibration.py after retraining)."""
+    router, opts = real_engine.router, real_engine.route_options()
+    shipped = router.stats_store.read_dirs[0]
+    for m, p in itertools.product(opts.module, opts.poolings):
+        key = (opts.blocks, m, p, opts.signal, opts.probe_input)
+        assert (shipped / router.stats_store.name(key)).is_file(), f"no shipped constants for {key}"
+    assert "background" not in router._vectors  # warm-up found them: no background probe ran

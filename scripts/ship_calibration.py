@@ -1,0 +1,41 @@
+"""Write the background calibration constants of adapters.yaml's default setting into assets/calibration/.
+
+Start-up then reads them instead of probing the background prompts (seconds on a CPU). The files are
+named by a hash of the model, the pool's weights, the prompt set and the setting, so after retraining
+an adapter, changing the background or the default, rerun this: stale files are removed, a stale file
+is never read (its name no longer matches).
+
+    python scripts/ship_calibration.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from logo_core.engine import LoGoEngine  # noqa: E402
+
+
+def main() -> None:
+    engine = LoGoEngine.from_config(ROOT / "adapters.yaml")
+    router, opts = engine.router, engine.route_options()
+    store = router.stats_store
+    out = ROOT / "assets" / "calibration"
+    keep = set()
+    for m, p in itertools.product(opts.module, opts.poolings):
+        key = (opts.blocks, m, p, opts.signal, opts.probe_input)
+        path = store.save(key, router.background_stats(opts, m, p), directory=out)
+        keep.add(path.name)
+        print(f"wrote {path.relative_to(ROOT)} ({m}, {p})")
+    for stale in out.glob("*.safetensors"):
+        if stale.name not in keep:
+            stale.unlink()
+            print(f"removed {stale.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

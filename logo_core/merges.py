@@ -1,0 +1,146 @@
+"""Which merge weights help? Task scores of k = 1 against k = 3 under several weighting schemes, on dev prompts.
+
+Routing is done once per prompt (the shipped default setting, its calibrated scores); each scheme turns
+the top-3 scores into weights and the prompt is answered with that explicit mixture. Seen tasks (an
+adapter of their own) and unseen tasks (relatives only: where the paper expects merging to help) are
+reported apart, with 95% bootstrap intervals and paired differences against k = 1. Results are cached
+per (scheme, prompt) in a JSON file, so a stopped run resumes.
+
+Example:
+    python -m logo_core.merges --n 4 --split dev --out docs/lab/merges
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def proportional(scores: list[float]) -> list[float]:
+    """The library's weights: positive parts normalised (uniform if none is positive)."""
+    pos = [max(s, 0.0) for s in scores]
+    total = sum(pos)
+    return [p / total for p in pos] if total > 0 else [1 / len(scores)] * len(scores)
+
+
+def softmax(t: float):
+    def weights(scores: list[float]) -> list[float]:
+        m = max(scores)
+        e = [math.exp((s - m) / t) for s in scores]
+        return [x / sum(e) for x in e]
+
+    return weights
+
+
+def top_full(share: float):
+    """The best adapter at full strength, the others at `share` x their proportional weight."""
+
+    def weights(scores: list[float]) -> list[float]:
+        p = proportional(scores)
+        return [1.0] + [share * w for w in p[1:]]
+
+    return weights
+
+
+SCHEMES = {
+    "k1": (1, lambda s: [1.0]),
+    "k3 proportional": (3, proportional),
+    "k3 softmax T=1": (3, softmax(1.0)),
+    "k3 softmax T=0.5": (3, softmax(0.5)),
+    "k3 softmax T=0.25": (3, softmax(0.25)),
+    "k3 top full + 0.25 shares": (3, top_full(0.25)),
+    "k3 top full + 0.5 shares": (3, top_full(0.5)),
+}
+
+
+def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
+    from .eval import max_tokens
+    from .tasks import TASKS
+
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    names = engine.adapters
+    tasks = [
+        t
+        for t in TASKS.values()
+        if t.name in names or (t.unseen and any(TASKS[a].family == t.family for a in names if a in TASKS))
+    ]
+    rows = [(t, ex) for t in tasks for ex in t.examples(split, n)]
+    routings = []
+    for i in range(0, len(rows), batch):
+        routings += engine.route_batch([ex.prompt for _, ex in rows[i : i + batch]], k=3)
+    for scheme, (k, fn) in SCHEMES.items():
+        todo = [
+            (j, t, ex, r) for j, ((t, ex), r) in enumerate(zip(rows, routings)) if f"{scheme}|{ex.prompt}" not in cache
+        ]
+        for i in range(0, len(todo), batch):
+            part = todo[i : i + batch]
+            mixtures = []
+            for _, _, _, r in part:
+                chosen = r.selected[:k]
+                mixtures.append(dict(zip(chosen, fn([r.scores[c] for c in chosen]))))
+            length = max(max_tokens([ex]) for _, _, ex, _ in part)
+            outs = engine.generate_batch([ex.prompt for _, _, ex, _ in part], mixtures, max_new_tokens=length)
+            for (_, t, ex, _), g in zip(part, outs):
+                cache[f"{scheme}|{ex.prompt}"] = {
+                    "task": t.name,
+                    "unseen": t.unseen,
+                    "score": t.score(g.text, ex.answer),
+                }
+            cache_path.write_text(json.dumps(cache, indent=0, ensure_ascii=False) + "\n")
+            log.info("%s: %d / %d", scheme, min(i + batch, len(todo)), len(todo))
+    return {scheme: [cache[f"{scheme}|{ex.prompt}"] for _, ex in rows] for scheme in SCHEMES}
+
+
+def report(results: dict, split: str, n: int) -> str:
+    from .lab import bootstrap, fmt, paired
+
+    lines = [
+        f"Task score (0-100) on {n} {split} prompts per task, routed by the shipped default; 95% bootstrap "
+        "intervals; differences are paired over the same prompts.",
+        "",
+        "| scheme | seen | unseen | seen - k1 (paired) | unseen - k1 (paired) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = results["k1"]
+    for scheme, rows in results.items():
+        cells = []
+        for unseen in (False, True):
+            cells.append(fmt(bootstrap(torch.tensor([r["score"] / 100 for r in rows if r["unseen"] == unseen]))))
+        for unseen in (False, True):
+            a = torch.tensor([r["score"] / 100 for r in rows if r["unseen"] == unseen])
+            b = torch.tensor([r["score"] / 100 for r in base if r["unseen"] == unseen])
+            cells.append("" if scheme == "k1" else fmt(paired(a, b)))
+        lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m logo_core.merges", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="adapters.yaml")
+    p.add_argument("--split", default="dev", choices=["dev", "test", "people"])
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--out", default="docs/lab/merges")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    from .engine import LoGoEngine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    engine = LoGoEngine.from_config(args.config)
+    results = run(engine, args.split, args.n, out / f"cache-{args.split}.json")
+    text = report(results, args.split, args.n)
+    (out / f"{args.split}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,7 @@
 
     python scripts/update_readme.py        # after `make eval` / `make bench`
 
-The README's numbers are never typed by hand: they come from docs/eval/results.md and
+The README's numbers are never typed by hand: they come from docs/lab/results.md, docs/eval/results.md and
 docs/bench/readme.md (the short version of docs/bench/bench.md) and docs/loadtest/loadtest.md, which
 the evaluation, the benchmark and the load test write.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmark writes a short version for the README (docs/bench/readme.md) beside its full tables.
 SECTIONS = {
+    "lab": ROOT / "docs/lab/results.md",
     "eval": ROOT / "docs/eval/results.md",
     "bench": ROOT / "docs/bench/readme.md",
     "loadtest": ROOT / "docs/loadtest/loadtest.md",

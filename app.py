@@ -180,7 +180,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             c["abstain_below"] = gr.Number(
                 init["abstain_below"],
                 label="Abstain below",
-                info=info("abstain_below", " Empty: always route.", 4),
+                info=info("abstain_below", " Empty: adapters.yaml's default; -100: always route.", 4),
                 elem_id="abstain",
             )
             presets = gr.Dropdown(

@@ -365,7 +365,7 @@ class RouteOptions(_Options):
     ] = Field(
         None,
         description="Answer with the base model when the best calibrated score is below this (no adapter stands "
-        "out); none = always route.",
+        "out); none = the default of adapters.yaml (a very low number, e.g. -100, never abstains).",
     )
     layer: int | str | tuple[int, ...] = Field(
         -1,

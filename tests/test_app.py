@@ -172,7 +172,7 @@ def test_an_empty_module_set_is_an_error(cb, page, app_engine):
 
 
 def test_block_0_explains_its_ties(cb, page, app_engine):
-    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0", pooling="last")))
+    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0", pooling="last", abstain_below=-100)))
     assert "Block 0 routes every prompt alike" in o["notices"]["value"] and "Tie at the top" in o["notices"]["value"]
     assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
 

@@ -1,0 +1,112 @@
+"""PEFT's Arrow as a peer of LoGo: its routing read from its own coefficients, on the lab's prompts.
+
+Arrow (peft 0.21, `create_arrow_model`) routes every token at every adapted layer: the cosine-like
+similarity |x . p_e| of the token with each adapter's prototype p_e (the top right singular vector of
+its B A, computed by PEFT), top-k, softmax. To compare it with LoGo's one choice per prompt, this module
+runs the Arrow model over each prompt, recomputes each token's coefficients at each adapted layer from
+PEFT's own prototypes with PEFT's formula, and averages them over the user's tokens and all layers: the
+adapter with the largest mean coefficient is Arrow's top-1 for the prompt.
+
+Example:
+    python -m logo_core.arrow --top-k 1 3 --n 10 --out docs/lab/arrow.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg, top_k: int, temperature: float = 1.0):
+    """(arrow model, tokenizer) over adapters.yaml's pool, adapter e of Arrow = the pool's adapter e."""
+    from peft import ArrowConfig, create_arrow_model
+
+    from .loading import load_base
+
+    base, tok = load_base(cfg.base_model)
+    paths = [str(cfg.adapter_dir(a)) for a in cfg.adapters]
+    model = create_arrow_model(base, paths, ArrowConfig(top_k=top_k, router_temperature=temperature))
+    return model.eval(), tok
+
+
+def coefficients(model, encoder, prompts: list[str], batch: int = 8) -> torch.Tensor:
+    """[P, E] each adapter's Arrow coefficient, averaged over the user's tokens and every adapted layer."""
+    layers = [
+        (name, m) for name, m in model.named_modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow
+    ]
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, n=name: inputs.__setitem__(n, a[0])) for name, m in layers]
+    out = []
+    try:
+        for s in range(0, len(prompts), batch):
+            enc = encoder(prompts[s : s + batch], 0, torch.device("cpu"))
+            with torch.inference_mode():
+                model(**enc.inputs())
+                total = 0
+                for name, m in layers:
+                    arrow = m.lora_arrow["arrow_router"]
+                    x = inputs[name].float()  # [B, T, D]
+                    sim = torch.abs(x @ arrow.prototypes.float().T)  # [B, T, E]
+                    top_v, idx = torch.topk(sim, arrow.top_k, dim=-1)
+                    full = torch.full_like(sim, float("-inf")).scatter(-1, idx, top_v)
+                    total = total + torch.softmax(full / arrow.temperature, dim=-1)  # PEFT's coefficients
+                w = enc.user.float() / enc.user.float().sum(-1, keepdim=True)  # mean over the user's tokens
+                out.append(torch.einsum("bt,bte->be", w, total / len(layers)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m logo_core.arrow", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="adapters.yaml")
+    p.add_argument("--top-k", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--n", type=int, default=10, help="test and people-style prompts per task")
+    p.add_argument("--out", default="docs/lab/arrow.md")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    from .lab import bootstrap, fmt
+    from .prompts import PromptEncoder
+    from .registry import load_config
+    from .tasks import TASKS
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    names = [a.name for a in cfg.adapters]
+    families = [a.family or a.name for a in cfg.adapters]
+    lines = [
+        f"# PEFT's Arrow as a routing peer\n\n`python -m logo_core.arrow --n {args.n}`: {args.n} test and {args.n} "
+        "people-style prompts per task (the lab's items). Arrow's top-1 = the adapter with the largest coefficient, "
+        "averaged over the user's tokens and all adapted layers (PEFT's prototypes and formula). 95% bootstrap intervals.",
+        "",
+        "| Arrow | prompts | own top-1 | family hit (seen) | unseen family hit |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for k in args.top_k:
+        model, tok = build(cfg, k)
+        encoder = PromptEncoder(tok, cfg.engine.max_prompt_tokens, 8192)
+        for split in ("test", "people"):
+            rows = [(t, ex) for t in TASKS.values() for ex in t.examples(split, args.n)]
+            coeff = coefficients(model, encoder, [ex.prompt for _, ex in rows])
+            top = coeff.argmax(-1).tolist()
+            seen = [(t, j) for (t, _), j in zip(rows, top) if t.name in names]
+            unseen = [(t, j) for (t, _), j in zip(rows, top) if t.unseen and t.family in families]
+            own = bootstrap(torch.tensor([float(names[j] == t.name) for t, j in seen]))
+            fam = bootstrap(torch.tensor([float(families[j] == t.family) for t, j in seen]))
+            ufam = bootstrap(torch.tensor([float(families[j] == t.family) for t, j in unseen]))
+            lines.append(f"| top_k {k} | {split} | {fmt(own)} | {fmt(fam)} | {fmt(ufam)} |")
+            log.info(lines[-1])
+        del model
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -95,7 +95,9 @@ def table(cache: dict) -> str:
         scores = [by[t]["dev"] for t in tasks if t in by]
         secs = sum(c["seconds"] for c in cells) / len(cells)
         row = " | ".join(f"{by[t]['dev']:.1f}" if t in by else "" for t in tasks)
-        lines.append(f"| `{key}` | {row} | {sum(scores) / len(scores):.1f} | {min(scores):.1f} | {secs:.0f} |")
+        part = "" if len(scores) == len(tasks) else f" ({len(scores)} of {len(tasks)} tasks)"
+        mean, worst = f"{sum(scores) / len(scores):.1f}{part}", f"{min(scores):.1f}{part}"
+        lines.append(f"| `{key}` | {row} | {mean} | {worst} | {secs:.0f} |")
     n = {c["n_dev"] for c in cache.values()}
     note = "seconds are wall time on this machine beside other jobs (compare within one run only)."
     lines += ["", f"Dev prompts per task: {', '.join(map(str, sorted(n)))}; {note}"]

@@ -1,0 +1,90 @@
+"""The routing lab's arithmetic, the recipe search's plumbing and the merge schemes, without a model."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from logo_core import lab, merges
+from logo_core.recipes import parse_recipe, table
+from logo_core.train import lr_factor, recipe_key
+
+
+def _signals(seed: int, P: int, L: int = 5, N: int = 3) -> torch.Tensor:
+    return torch.rand(P, L, N, generator=torch.Generator().manual_seed(seed)) + 0.1
+
+
+@pytest.mark.parametrize("how", lab.CALIBRATIONS)
+def test_calibrations_match_their_formulas(how):
+    sig, bg, ne = _signals(0, 4), _signals(1, 20), _signals(2, 6)
+    blocks = slice(1, 4)
+    s, b, n = sig[:, blocks], bg[:, blocks], ne[:, blocks]
+    expected = {
+        "raw": s.mean(1),
+        "neutral": (s / n.mean(0)).mean(1),
+        "bg_mean": (s / b.mean(0)).mean(1),
+        "z_before": ((s - b.mean(0)) / b.std(0)).mean(1),
+        "z_after": (s.mean(1) - b.mean(1).mean(0)) / b.mean(1).std(0),
+        "percentile": torch.stack([(b.mean(1) < row).float().mean(0) for row in s.mean(1)]),
+    }[how]
+    torch.testing.assert_close(lab.calibrate(sig, bg, ne, how, blocks), expected)
+
+
+def test_unknown_calibration_is_named():
+    with pytest.raises(ValueError, match="`calibration` must be one of raw, neutral"):
+        lab.calibrate(_signals(0, 2), _signals(1, 3), _signals(2, 3), "zz", slice(0, 2))
+
+
+def test_bootstrap_interval_brackets_the_mean_and_paired_zero():
+    x = torch.tensor([1.0] * 30 + [0.0] * 70)
+    mean, lo, hi = lab.bootstrap(x)
+    assert mean == pytest.approx(30.0) and lo < 30 < hi and hi - lo < 25
+    assert lab.paired(x, x) == (0.0, 0.0, 0.0)
+    d, dlo, dhi = lab.paired(torch.ones(50), torch.zeros(50))
+    assert d == dlo == dhi == 100.0
+
+
+def test_family_decision_keeps_families_together():
+    """`family`: the family with the best mean score first, then its members by score."""
+
+    class Pool:
+        families = ["a", "a", "b", "b"]
+
+    st = lab.Setting(decision="family")
+    fake = lab.Lab.__new__(lab.Lab)
+    fake.pool = Pool()
+    scores = torch.tensor([[5.0, -3.0, 2.0, 1.9]])  # a: mean 1.0, b: mean 1.95 -> b first despite a's 5.0
+    assert fake.ranking(st, scores, torch.tensor([0])).tolist() == [[2, 3, 0, 1]]
+    assert fake.ranking(lab.Setting(), scores, torch.tensor([0])).tolist() == [[0, 2, 3, 1]]
+
+
+def test_recipes_parse_and_name():
+    args = parse_recipe("steps=150 lr=5e-3 schedule=cosine", argparse.Namespace(threads=1))
+    assert (args.steps, args.lr, args.schedule, args.bf16) == (150, 5e-3, "cosine", True)
+    assert recipe_key(args) == "steps150-b8-lr0.005-cosine-r8-a16-bf16-seed0"
+    assert parse_recipe("bf16=0", argparse.Namespace(threads=1)).bf16 is False
+    cells = {
+        "x/t1": dict(recipe="x", task="t1", n_dev=8, dev=50.0, seconds=10.0),
+        "x/t2": dict(recipe="x", task="t2", n_dev=8, dev=70.0, seconds=30.0),
+    }
+    cells["y/t1"] = dict(recipe="y", task="t1", n_dev=8, dev=90.0, seconds=50.0)
+    text = table(cells)
+    assert "| `x` | 50.0 | 70.0 | 60.0 | 50.0 | 20 |" in text and "90.0 (1 of 2 tasks)" in text
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedule_warms_up_then_decays(schedule):
+    f = [lr_factor(s, 100, schedule) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and max(f) == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))  # never rises after warm-up
+    assert f[-1] < (0.15 if schedule == "linear" else 0.01)
+
+
+def test_merge_schemes():
+    s = [2.0, 1.0, -0.5]
+    assert merges.proportional(s) == pytest.approx([2 / 3, 1 / 3, 0.0])
+    w = merges.softmax(0.5)(s)
+    assert sum(w) == pytest.approx(1.0) and w[0] > w[1] > w[2] > 0
+    assert merges.top_full(0.25)(s) == pytest.approx([1.0, 0.25 / 3, 0.0])

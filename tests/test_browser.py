@@ -14,6 +14,8 @@ from app_fixtures import CHROMIUM, CHROMIUM_ARGS, POOL, served
 import app
 from logo_core import explain
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 TIMEOUT_MS = 180_000  # the CPU is shared with training jobs: generous, but a hang still fails
 
 # The signal chart as drawn: its meta (order, selected, hidden), every drawn bar's score, title and subtitle.

@@ -10,6 +10,8 @@ import torch
 from logo_core import baselines
 from logo_core import eval as logo_eval
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def quick(real_engine):

@@ -12,6 +12,8 @@ from conftest import ROOT
 
 from logo_core.__main__ import main as cli
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 
 def test_routing_is_deterministic_and_complete(real_engine):
     prompt = real_engine.pool.specs[0].examples[0]

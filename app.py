@@ -112,11 +112,9 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 elem_id="prompt",
             )
             with gr.Row():
-                buttons = {
-                    "generate": gr.Button("Generate", variant="primary", elem_id="generate-btn", min_width=90),
-                    "route": gr.Button("Route only", elem_id="route-btn", min_width=90),
-                    "stop": gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=90),
-                }
+                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", min_width=90)
+                route_btn = gr.Button("Route only", elem_id="route-btn", min_width=90)
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=90)
             answer = gr.Textbox(
                 label="Answer",
                 lines=6,
@@ -130,7 +128,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             notices = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="notices", latex_delimiters=[])
             with gr.Row():
                 trace = gr.DownloadButton("Download trace (JSON)", interactive=False, size="sm", elem_id="trace")
-                buttons["export"] = gr.Button("Export mixture (PEFT adapter)", size="sm", elem_id="export-btn")
+                export_btn = gr.Button("Export mixture (PEFT adapter)", size="sm", elem_id="export-btn")
             adapter_file = gr.File(label="This mixture as a PEFT adapter", visible=False, elem_id="adapter-file")
             with gr.Accordion("Examples", open=False), gr.Tabs():
                 examples = []
@@ -222,7 +220,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             with gr.Accordion("Glossary", open=True):
                 gr.Markdown((DOCS / "glossary.md").read_text(encoding="utf-8"), elem_id="glossary")
         with gr.Tab("Compare", id="compare"):
-            buttons["compare"] = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+            compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             with gr.Row(equal_height=True):
                 compared = [gr.Textbox(label=x, lines=5, interactive=False, elem_classes=["answer"]) for x in COMPARE]
             with gr.Row():
@@ -230,7 +228,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             compared.append(gr.Plot(show_label=False, elem_id="latency-plot"))
         with gr.Tab("Layer sweep", id="sweep") as sweep_tab:
             with gr.Row():
-                buttons["sweep"] = gr.Button("Sweep", variant="primary", scale=0, min_width=120)
+                sweep_btn = gr.Button("Sweep", variant="primary", scale=0, min_width=120)
                 normalize = gr.Checkbox(True, label="Scale each block to its best adapter")
             sweep_plot = gr.Plot(show_label=False, elem_id="sweep-plot")
         with gr.Tab("About", id="about"):
@@ -250,8 +248,15 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
         block=block,
         how=how,
         compared=compared,
-        sweep=(sweep_tab, normalize, sweep_plot),
-        buttons=buttons,
+        sweep_tab=sweep_tab,
+        normalize=normalize,
+        sweep_plot=sweep_plot,
+        generate_btn=generate_btn,
+        route_btn=route_btn,
+        stop_btn=stop_btn,
+        export_btn=export_btn,
+        compare_btn=compare_btn,
+        sweep_btn=sweep_btn,
         examples=examples,
         visitor=gr.State(),
         routing=gr.State(None),
@@ -272,7 +277,7 @@ def wire(p: Page, cb: Callbacks) -> None:
     def then_explain(event) -> None:
         event.then(gpu(cb.explain), p.routing, p.how, **quiet, **ui("explain"))
 
-    c, b = p.controls, p.buttons
+    c = p.controls
     typed = [
         e
         for f in ("layer", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
@@ -285,25 +290,23 @@ def wire(p: Page, cb: Callbacks) -> None:
     then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))
     p.prompt.change(cb.answer_label, [p.prompt, p.answered, *p.settings], p.answer, queue=False, **quiet, **ui("mark"))
     route_only = dict(fn=gpu(cb.route), inputs=[p.prompt, p.answered, *p.settings], outputs=p.routed())
-    then_explain(b["route"].click(**route_only, trigger_mode="always_last", **ui("route")))
+    then_explain(p.route_btn.click(**route_only, trigger_mode="always_last", **ui("route")))
     for ex in p.examples:  # an example routes at once
         then_explain(ex.load_input_event.then(**route_only, trigger_mode="always_last", **ui("example")))
     inputs = [p.visitor, p.prompt, *p.settings]
     generating = gr.on(
-        [b["generate"].click, p.prompt.submit], heavy(cb.generate), inputs, p.generated(), **ui("generate")
+        [p.generate_btn.click, p.prompt.submit], heavy(cb.generate), inputs, p.generated(), **ui("generate")
     )
     then_explain(generating)
     # Stop closes this visitor's stream: decoding ends after the current token and the answer says how many
     # it got. On ZeroGPU the stream lives in a GPU worker process, so Stop cancels the event there.
-    b["stop"].click(cb.stop, p.visitor, None, queue=False, cancels=[generating] if ZERO_GPU else None, **ui("stop"))
+    p.stop_btn.click(cb.stop, p.visitor, None, queue=False, cancels=[generating] if ZERO_GPU else None, **ui("stop"))
     p.show_all.input(cb.redraw, [p.routing, p.show_all], p.chart, **quiet, **ui("show_all"))
-    b["export"].click(gpu(cb.export), p.routing, p.adapter_file, **ui("export"))
-    b["compare"].click(heavy(cb.compare), [p.prompt, *p.settings], p.compared, concurrency_limit=1, **ui("compare"))
-    tab, normalize, plot = p.sweep
-    sweep_in = [p.prompt, p.sweep_cache, normalize, *p.settings]
-    gr.on(
-        [b["sweep"].click, tab.select, normalize.input], heavy(cb.sweep), sweep_in, [plot, p.sweep_cache], **ui("sweep")
-    )
+    p.export_btn.click(gpu(cb.export), p.routing, p.adapter_file, **ui("export"))
+    p.compare_btn.click(heavy(cb.compare), [p.prompt, *p.settings], p.compared, concurrency_limit=1, **ui("compare"))
+    sweep_in, sweep_out = [p.prompt, p.sweep_cache, p.normalize, *p.settings], [p.sweep_plot, p.sweep_cache]
+    redo = [p.sweep_btn.click, p.sweep_tab.select, p.normalize.input]
+    gr.on(redo, heavy(cb.sweep), sweep_in, sweep_out, **ui("sweep"))
 
 
 def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:

@@ -90,8 +90,15 @@ class Page:
     block: gr.Slider
     how: list  # "How LoGo chose": summary, every adapter's numbers, each probed site
     compared: list  # per COMPARE row its answer, then per row its numbers, then the latency panels
-    sweep: tuple  # the layer sweep's tab, "scale each block" checkbox and heatmap
-    buttons: dict  # {"generate" | "route" | "stop" | "export" | "compare" | "sweep": gr.Button}
+    sweep_tab: gr.Tab
+    normalize: gr.Checkbox  # "scale each block to its best adapter"
+    sweep_plot: gr.Plot
+    generate_btn: gr.Button
+    route_btn: gr.Button
+    stop_btn: gr.Button
+    export_btn: gr.Button
+    compare_btn: gr.Button
+    sweep_btn: gr.Button
     examples: list  # gr.Examples, one per family
     visitor: gr.State  # this page's id: Stop closes this visitor's answer only
     routing: gr.State  # the routing on the chart (a `Routing.to_dict()`)

@@ -387,8 +387,11 @@ def test_every_generation_waits_on_the_one_gate(app_engine):
     demo = app.create_demo(app_engine)
     fns = {f.api_name: f.fn for f in demo.fns.values()}
     assert {name for name, fn in fns.items() if getattr(fn, "gate", None) is app.HEAVY} == {
-        "generate", "ui_generate", "ui_compare", "ui_sweep",
-    }  # fmt: skip
+        "generate",
+        "ui_generate",
+        "ui_compare",
+        "ui_sweep",
+    }
     assert getattr(fns["route"], "gate", "missing") is None
     held = 0
     while app.HEAVY.acquire(blocking=False):
@@ -426,9 +429,20 @@ def test_typed_endpoint_signature_and_doc():
 
 def test_show_all_redraws_the_long_tail(cb):
     names = [f"task{i:02d}" for i in range(40)]
-    routing = {"scores": {n: 40.0 - i for i, n in enumerate(names)}, "selected": names[:2], "ties": [],
-               "weights": {names[0]: 0.6, names[1]: 0.4}, "options": {"signal": "norm", "calibrated": True, "k": 2,
-               "blocks": [15, 16], "module": ["v_proj"], "probe_input": "residual"}}  # fmt: skip
+    routing = {
+        "scores": {n: 40.0 - i for i, n in enumerate(names)},
+        "selected": names[:2],
+        "ties": [],
+        "weights": {names[0]: 0.6, names[1]: 0.4},
+        "options": {
+            "signal": "norm",
+            "calibrated": True,
+            "k": 2,
+            "blocks": [15, 16],
+            "module": ["v_proj"],
+            "probe_input": "residual",
+        },
+    }
     assert cb.redraw(routing, False).layout.meta["hidden"] == 40 - callbacks.TOP
     assert cb.redraw(routing, True).layout.meta["order"] == names
     assert cb.redraw(None, True) == gr.skip()

@@ -156,8 +156,15 @@ def tiny_run(tmp_path_factory) -> dict:
     ((key, entry),) = runs.items()
     assert key.endswith("/ tiny")
     md = (out / "gpu.md").read_text()
-    for title in ("First answer after load", "Device memory", "End to end", "Routing against pool size",
-                  "Batched generation", "Micro-batching", "Compiled decode path"):  # fmt: skip
+    for title in (
+        "First answer after load",
+        "Device memory",
+        "End to end",
+        "Routing against pool size",
+        "Batched generation",
+        "Micro-batching",
+        "Compiled decode path",
+    ):
         assert title in md, title
     return entry
 

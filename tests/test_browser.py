@@ -290,8 +290,10 @@ def test_how_summary_fits_a_lecture_screen(server):
 
 def test_a_setting_links_to_its_step(page):
     page.get_by_role("link", name="k: step 4").click()
-    page.wait_for_function("() => { const r = document.getElementById('how-4')?.getBoundingClientRect(); "
-                           "return r && r.top >= 0 && r.bottom <= innerHeight; }")  # fmt: skip
+    page.wait_for_function(
+        "() => { const r = document.getElementById('how-4')?.getBoundingClientRect(); "
+        "return r && r.top >= 0 && r.bottom <= innerHeight; }"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- #8 layout
@@ -314,9 +316,11 @@ def test_phone_answer_follows_the_prompt_and_title_clears_the_legend(server):
     title = page.locator("#signal-plot .gtitle").first.bounding_box()
     legend = page.locator("#signal-plot .legend").first.bounding_box()
     overlap = not (
-        title["x"] + title["width"] <= legend["x"] or legend["x"] + legend["width"] <= title["x"]
-        or title["y"] + title["height"] <= legend["y"] or legend["y"] + legend["height"] <= title["y"]
-    )  # fmt: skip
+        title["x"] + title["width"] <= legend["x"]
+        or legend["x"] + legend["width"] <= title["x"]
+        or title["y"] + title["height"] <= legend["y"]
+        or legend["y"] + legend["height"] <= title["y"]
+    )
     assert not overlap
     assert title["x"] + title["width"] <= chart["x"] + chart["width"]  # the title is not cut off either
     page.close()

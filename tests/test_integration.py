@@ -74,8 +74,22 @@ def test_prompt_injection_stays_text(real_engine):
 def test_cli_json_and_replay(real_engine, tmp_path, capsys):
     """`generate --json` prints the trace; `replay` rebuilds the engine and gets the same answer back,
     for a sampled answer too (the trace records the seed it drew)."""
-    assert cli(["generate", "--prompt", "Tell me a fact.", "--do-sample", "--temperature", "1.3", "--json",
-                "--max-new-tokens", "10"]) == 0  # fmt: skip
+    assert (
+        cli(
+            [
+                "generate",
+                "--prompt",
+                "Tell me a fact.",
+                "--do-sample",
+                "--temperature",
+                "1.3",
+                "--json",
+                "--max-new-tokens",
+                "10",
+            ]
+        )
+        == 0
+    )
     trace = json.loads(capsys.readouterr().out)
     assert list(trace["routing"]["scores"]) == real_engine.adapters
     assert trace["generation"]["do_sample"] and isinstance(trace["generation"]["seed"], int)

@@ -17,7 +17,6 @@ import re
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -73,9 +72,9 @@ def mixture_text(weights: dict) -> str:
     return ", ".join(f"{n} {w:.0%}" for n, w in weights.items())
 
 
-@dataclass
 class Page:
-    """The components the callbacks read and write, as `layout` built them."""
+    """The components the callbacks read and write: `app.layout` creates them and sets them here (one
+    attribute each, as annotated below)."""
 
     prompt: gr.Textbox
     answer: gr.Textbox
@@ -87,7 +86,7 @@ class Page:
     adapter_file: gr.File
     settings_notice: gr.Markdown
     controls: dict  # {setting: its control}, in FIELDS order
-    block: gr.Slider
+    block: gr.Slider  # "...or pick one block" (sets `layer`)
     how: list  # "How LoGo chose": summary, every adapter's numbers, each probed site
     compared: list  # per COMPARE row its answer, then per row its numbers, then the latency panels
     sweep_tab: gr.Tab

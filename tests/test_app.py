@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import stat
@@ -42,7 +41,7 @@ def cb(app_engine, page) -> callbacks.Callbacks:
 
 def outputs(page: callbacks.Page, result: dict) -> dict:
     """A callback's {component: value} by the page's names; what it leaves as it is reads gr.skip()."""
-    named = {f.name: getattr(page, f.name) for f in dataclasses.fields(page)} | page.controls
+    named = vars(page) | page.controls
     return {n: result.get(c, gr.skip()) for n, c in named.items() if isinstance(c, gr.components.Component)}
 
 

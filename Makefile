@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-dev chromium demo test lint eval bench screenshots
+.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -21,6 +21,10 @@ demo: install
 test: install-dev chromium
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
+
+test-fast:  # while iterating: everything but the tests marked slow (real model, browser, subprocess runs); < 2 min
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q -m "not slow"
 
 eval: install-dev
 	$(PYTHON) -m logo_core.eval --out docs/eval

@@ -95,6 +95,9 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
     """The page's components, inside the current `gr.Blocks`: prompt and answer beside the chart, the
     settings, then the tabs (How LoGo chose, Compare, Layer sweep, About)."""
     n, L, init = len(engine.pool), engine.n_layers, start_values(engine)
+    p = Page()
+    p.visitor, p.routing, p.answered, p.valid = gr.State(), gr.State(None), gr.State(None), gr.State(init)
+    p.sweep_cache, c = gr.State(None), {}
     gr.Markdown(
         f"# LoGo · LoRA on the Go\nOne probe pass of {plain(engine.provenance.get('model_name', ''))} ({L} "
         f"blocks) scores **{n} LoRA adapters** for your prompt; the top-k are merged on the fly. [Paper]({PAPER})"
@@ -103,7 +106,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
     gr.Markdown("\n\n".join(f"⚠️ {plain(m)}" for m in notes), visible=bool(notes), elem_classes="logo-warning")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
-            prompt = gr.Textbox(
+            p.prompt = gr.Textbox(
                 label="Prompt (Enter: answer · Shift+Enter: new line)",
                 lines=1,
                 max_lines=12,
@@ -112,12 +115,10 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 elem_id="prompt",
             )
             with gr.Row():
-                buttons = {
-                    "generate": gr.Button("Generate", variant="primary", elem_id="generate-btn", min_width=90),
-                    "route": gr.Button("Route only", elem_id="route-btn", min_width=90),
-                    "stop": gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=90),
-                }
-            answer = gr.Textbox(
+                p.generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", min_width=90)
+                p.route_btn = gr.Button("Route only", elem_id="route-btn", min_width=90)
+                p.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=90)
+            p.answer = gr.Textbox(
                 label="Answer",
                 lines=6,
                 max_lines=24,
@@ -126,23 +127,22 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 elem_id="answer",
                 elem_classes=["answer"],
             )
-            status = gr.Markdown(elem_classes="logo-timings", elem_id="status")
-            notices = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="notices", latex_delimiters=[])
+            p.status = gr.Markdown(elem_classes="logo-timings", elem_id="status")
+            p.notices = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="notices", latex_delimiters=[])
             with gr.Row():
-                trace = gr.DownloadButton("Download trace (JSON)", interactive=False, size="sm", elem_id="trace")
-                buttons["export"] = gr.Button("Export mixture (PEFT adapter)", size="sm", elem_id="export-btn")
-            adapter_file = gr.File(label="This mixture as a PEFT adapter", visible=False, elem_id="adapter-file")
+                p.trace = gr.DownloadButton("Download trace (JSON)", interactive=False, size="sm", elem_id="trace")
+                p.export_btn = gr.Button("Export mixture (PEFT adapter)", size="sm", elem_id="export-btn")
+            p.adapter_file = gr.File(label="This mixture as a PEFT adapter", visible=False, elem_id="adapter-file")
             with gr.Accordion("Examples", open=False), gr.Tabs():
-                examples = []
+                p.examples = []
                 for family, items in example_groups(engine, unseen_examples).items():
                     with gr.Tab(family):
                         rows, labels = [[p] for _, p in items], [label for label, _ in items]
-                        examples.append(gr.Examples(rows, [prompt], example_labels=labels, examples_per_page=20))
+                        p.examples.append(gr.Examples(rows, [p.prompt], example_labels=labels, examples_per_page=20))
         with gr.Column(scale=6, min_width=320):
             placeholder = plots.empty_figure("Type a prompt and press Enter, Generate or Route only.")
-            chart = gr.Plot(placeholder, show_label=False, elem_id="signal-plot")
-            show_all = gr.Checkbox(False, label=f"Show all {n} adapters", visible=n > TOP, elem_id="show-all")
-    c = {}  # the settings controls
+            p.chart = gr.Plot(placeholder, show_label=False, elem_id="signal-plot")
+            p.show_all = gr.Checkbox(False, label=f"Show all {n} adapters", visible=n > TOP, elem_id="show-all")
     with gr.Accordion("Routing settings", open=True):
         with gr.Row():
             c["k"] = lenient(
@@ -183,7 +183,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 info=info("abstain_below", " Empty: adapters.yaml's default; -100: always route.", 4),
                 elem_id="abstain",
             )
-            presets = gr.Dropdown(
+            p.presets = gr.Dropdown(
                 ["paper", "neutral", "adapters.yaml"],
                 value=None,
                 label="Load a preset into these controls",
@@ -198,7 +198,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 elem_id="layer",
                 info=info("layer", f" Here 0..{L - 1} or -{L}..-1, e.g. 15:30 or 3,5.", 1),
             )
-            block = lenient(
+            p.block = lenient(
                 gr.Slider(0, L - 1, value=L - 1, step=1, label="…or pick one block", elem_id="block-slider")
             )
             c["module"] = gr.Dropdown(
@@ -213,7 +213,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             "What each setting changes, in *How LoGo chose*: [probe block and input: step 1](#how-1) · "
             "[module and signal: step 2](#how-2) · [calibrated: step 3](#how-3) · [k: step 4](#how-4)"
         )
-        settings_notice = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="settings-notice")
+        p.settings_notice = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="settings-notice")
     with gr.Accordion("Advanced: answer length and sampling", open=False):
         with gr.Row():
             c["max_new_tokens"] = lenient(
@@ -242,52 +242,30 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             c["seed"] = gr.Number(init["seed"], precision=0, label="Seed", info=info("seed"), elem_id="seed")
     with gr.Tabs():
         with gr.Tab("How LoGo chose", id="how"):
-            how = [gr.Markdown("Route a prompt to see how its adapters were chosen.", elem_id="how-summary")]
+            p.how = [gr.Markdown("Route a prompt to see how its adapters were chosen.", elem_id="how-summary")]
             with gr.Accordion("Every adapter's numbers", open=True):
-                how.append(gr.Markdown(elem_id="how-table"))
+                p.how.append(gr.Markdown(elem_id="how-table"))
             with gr.Accordion("At each probed block", open=False):
-                how.append(gr.Markdown(elem_id="how-sites"))
+                p.how.append(gr.Markdown(elem_id="how-sites"))
             with gr.Accordion("Glossary", open=True):
                 gr.Markdown((DOCS / "glossary.md").read_text(encoding="utf-8"), elem_id="glossary")
         with gr.Tab("Compare", id="compare"):
-            buttons["compare"] = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+            p.compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             with gr.Row(equal_height=True):
-                compared = [gr.Textbox(label=x, lines=5, interactive=False, elem_classes=["answer"]) for x in COMPARE]
+                p.compared = [gr.Textbox(label=x, lines=5, interactive=False, elem_classes=["answer"]) for x in COMPARE]
             with gr.Row():
-                compared += [gr.Markdown(elem_classes="logo-timings") for _ in COMPARE]
-            compared.append(gr.Plot(show_label=False, elem_id="latency-plot"))
-        with gr.Tab("Layer sweep", id="sweep") as sweep_tab:
+                p.compared += [gr.Markdown(elem_classes="logo-timings") for _ in COMPARE]
+            p.compared.append(gr.Plot(show_label=False, elem_id="latency-plot"))
+        with gr.Tab("Layer sweep", id="sweep") as p.sweep_tab:
             with gr.Row():
-                buttons["sweep"] = gr.Button("Sweep", variant="primary", scale=0, min_width=120)
-                normalize = gr.Checkbox(True, label="Scale each block to its best adapter")
-            sweep_plot = gr.Plot(show_label=False, elem_id="sweep-plot")
+                p.sweep_btn = gr.Button("Sweep", variant="primary", scale=0, min_width=120)
+                p.normalize = gr.Checkbox(True, label="Scale each block to its best adapter")
+            p.sweep_plot = gr.Plot(show_label=False, elem_id="sweep-plot")
         with gr.Tab("About", id="about"):
             math = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
             gr.Markdown((DOCS / "about.md").read_text(encoding="utf-8"), latex_delimiters=math)
-    return Page(
-        prompt,
-        answer,
-        status,
-        notices,
-        chart,
-        show_all,
-        trace,
-        adapter_file,
-        settings_notice,
-        controls={f: c[f] for f in FIELDS},
-        block=block,
-        presets=presets,
-        how=how,
-        compared=compared,
-        sweep=(sweep_tab, normalize, sweep_plot),
-        buttons=buttons,
-        examples=examples,
-        visitor=gr.State(),
-        routing=gr.State(None),
-        answered=gr.State(None),
-        valid=gr.State(init),
-        sweep_cache=gr.State(None),
-    )
+    p.controls = {f: c[f] for f in FIELDS}  # in the callbacks' order
+    return p
 
 
 def wire(p: Page, cb: Callbacks) -> None:
@@ -301,7 +279,7 @@ def wire(p: Page, cb: Callbacks) -> None:
     def then_explain(event) -> None:
         event.then(gpu(cb.explain), p.routing, p.how, **quiet, **ui("explain"))
 
-    c, b = p.controls, p.buttons
+    c = p.controls
     typed = [
         e
         for f in ("layer", "abstain_below", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
@@ -320,25 +298,23 @@ def wire(p: Page, cb: Callbacks) -> None:
     then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))
     p.prompt.change(cb.answer_label, [p.prompt, p.answered, *p.settings], p.answer, queue=False, **quiet, **ui("mark"))
     route_only = dict(fn=gpu(cb.route), inputs=[p.prompt, p.answered, *p.settings], outputs=p.routed())
-    then_explain(b["route"].click(**route_only, trigger_mode="always_last", **ui("route")))
+    then_explain(p.route_btn.click(**route_only, trigger_mode="always_last", **ui("route")))
     for ex in p.examples:  # an example routes at once
         then_explain(ex.load_input_event.then(**route_only, trigger_mode="always_last", **ui("example")))
     inputs = [p.visitor, p.prompt, *p.settings]
     generating = gr.on(
-        [b["generate"].click, p.prompt.submit], heavy(cb.generate), inputs, p.generated(), **ui("generate")
+        [p.generate_btn.click, p.prompt.submit], heavy(cb.generate), inputs, p.generated(), **ui("generate")
     )
     then_explain(generating)
     # Stop closes this visitor's stream: decoding ends after the current token and the answer says how many
     # it got. On ZeroGPU the stream lives in a GPU worker process, so Stop cancels the event there.
-    b["stop"].click(cb.stop, p.visitor, None, queue=False, cancels=[generating] if ZERO_GPU else None, **ui("stop"))
+    p.stop_btn.click(cb.stop, p.visitor, None, queue=False, cancels=[generating] if ZERO_GPU else None, **ui("stop"))
     p.show_all.input(cb.redraw, [p.routing, p.show_all], p.chart, **quiet, **ui("show_all"))
-    b["export"].click(gpu(cb.export), p.routing, p.adapter_file, **ui("export"))
-    b["compare"].click(heavy(cb.compare), [p.prompt, *p.settings], p.compared, concurrency_limit=1, **ui("compare"))
-    tab, normalize, plot = p.sweep
-    sweep_in = [p.prompt, p.sweep_cache, normalize, *p.settings]
-    gr.on(
-        [b["sweep"].click, tab.select, normalize.input], heavy(cb.sweep), sweep_in, [plot, p.sweep_cache], **ui("sweep")
-    )
+    p.export_btn.click(gpu(cb.export), p.routing, p.adapter_file, **ui("export"))
+    p.compare_btn.click(heavy(cb.compare), [p.prompt, *p.settings], p.compared, concurrency_limit=1, **ui("compare"))
+    sweep_in, sweep_out = [p.prompt, p.sweep_cache, p.normalize, *p.settings], [p.sweep_plot, p.sweep_cache]
+    redo = [p.sweep_btn.click, p.sweep_tab.select, p.normalize.input]
+    gr.on(redo, heavy(cb.sweep), sweep_in, sweep_out, **ui("sweep"))
 
 
 def create_demo(engine: LoGoEngine, unseen_examples=()) -> gr.Blocks:

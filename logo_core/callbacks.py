@@ -17,7 +17,6 @@ import re
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -73,9 +72,9 @@ def mixture_text(weights: dict) -> str:
     return ", ".join(f"{n} {w:.0%}" for n, w in weights.items())
 
 
-@dataclass
 class Page:
-    """The components the callbacks read and write, as `layout` built them."""
+    """The components the callbacks read and write: `app.layout` creates them and sets them here (one
+    attribute each, as annotated below)."""
 
     prompt: gr.Textbox
     answer: gr.Textbox
@@ -87,12 +86,19 @@ class Page:
     adapter_file: gr.File
     settings_notice: gr.Markdown
     controls: dict  # {setting: its control}, in FIELDS order
-    block: gr.Slider
+    block: gr.Slider  # "...or pick one block" (sets `layer`)
     presets: gr.Dropdown  # fills the routing controls with a named setting
     how: list  # "How LoGo chose": summary, every adapter's numbers, each probed site
     compared: list  # per COMPARE row its answer, then per row its numbers, then the latency panels
-    sweep: tuple  # the layer sweep's tab, "scale each block" checkbox and heatmap
-    buttons: dict  # {"generate" | "route" | "stop" | "export" | "compare" | "sweep": gr.Button}
+    sweep_tab: gr.Tab
+    normalize: gr.Checkbox  # "scale each block to its best adapter"
+    sweep_plot: gr.Plot
+    generate_btn: gr.Button
+    route_btn: gr.Button
+    stop_btn: gr.Button
+    export_btn: gr.Button
+    compare_btn: gr.Button
+    sweep_btn: gr.Button
     examples: list  # gr.Examples, one per family
     visitor: gr.State  # this page's id: Stop closes this visitor's answer only
     routing: gr.State  # the routing on the chart (a `Routing.to_dict()`)

@@ -8,7 +8,7 @@ probe's cost against its accuracy, plots.
 
 Seen tasks have an adapter in the pool; unseen tasks (a held-out member of a family, or a whole
 held-out family) have none: their scores are the headline. Every probe setting is scored from ONE
-probe pass per batch (`LoGoEngine.sweep_batch`); the routing setting and k are chosen on dev prompts
+probe pass per batch (`Router.sweep`); the routing setting and k are chosen on dev prompts
 drawn from the tasks' dev splits (items never trained on), then reported on the held-out test splits.
 """
 

@@ -15,15 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 PROMPT = "Express the date 2047-11-19 in long Swedish format."  # an unseen task: no Swedish date adapter
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DONE = "() => document.querySelector('#status')?.innerText.includes('tokens/s')"
 
 
@@ -44,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default=str(ROOT / "adapters.yaml"))
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     args = p.parse_args(argv)
-    from app_fixtures import served
+    from app_fixtures import CHROMIUM, CHROMIUM_ARGS, served
     from playwright.sync_api import sync_playwright
 
     import app
@@ -54,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config)
     engine = LoGoEngine.from_pool_config(with_overrides(cfg, engine={"probe_cache_mb": 32}))
     with served(app.create_demo(engine, cfg.unseen_examples)) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         desk = browser.new_page(viewport={"width": 1280, "height": 900})
         desk.set_default_timeout(300_000)
         desk.goto(url)

@@ -17,9 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 POOL = tuple(a.name for a in load_config(ROOT / "adapters.yaml").adapters)  # the shipped pool, in file order
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def values(engine, **changes) -> list:

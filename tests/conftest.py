@@ -61,3 +61,25 @@ def app_engine():
         engine={"max_prompt_tokens": 512, "probe_cache_mb": 32},
     )
     return LoGoEngine.from_pool_config(cfg)
+
+
+REAL_MODEL = {"tokenizer", "real_engine", "app_engine"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test on the real model (SmolLM2 and the shipped pool, loaded and calibrated) is slow: `make test-fast`
+    (`-m "not slow"`) leaves it out; modules that are slow throughout say so with `pytestmark`."""
+    for item in items:
+        if REAL_MODEL & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread_for_tiny_models(request):
+    """Tiny models gain nothing from a second intra-op thread, and beside another busy process (these 2 cores
+    run a training job) its barrier waits cost 10-100x: route + generate of the tiny model took 0.1-1.4 s with
+    2 threads, 10-25 ms with 1. The real model keeps torch's default."""
+    from logo_core.bench.common import torch_threads
+
+    with torch_threads(None if REAL_MODEL & set(request.fixturenames) else 1):
+        yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import stat
@@ -42,7 +41,7 @@ def cb(app_engine, page) -> callbacks.Callbacks:
 
 def outputs(page: callbacks.Page, result: dict) -> dict:
     """A callback's {component: value} by the page's names; what it leaves as it is reads gr.skip()."""
-    named = {f.name: getattr(page, f.name) for f in dataclasses.fields(page)} | page.controls
+    named = vars(page) | page.controls
     return {n: result.get(c, gr.skip()) for n, c in named.items() if isinstance(c, gr.components.Component)}
 
 
@@ -275,7 +274,7 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
     opts = app_engine.route_options()
     for i, name in enumerate(x.names):
         assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-4, abs=1e-5)
-        for s, (b, m, p) in enumerate(x.sites):
+        for s, (_b, m, p) in enumerate(x.sites):
             mu, sd = (t[i].item() for t in stats(opts, m, p))
             assert (x.shifts[s][i], x.constants[s][i]) == (pytest.approx(mu), pytest.approx(sd))
             assert (x.raw[s][i] - mu) / sd == pytest.approx(x.per_site[s][i], rel=1e-4, abs=1e-5)
@@ -394,8 +393,11 @@ def test_every_generation_waits_on_the_one_gate(app_engine):
     demo = app.create_demo(app_engine)
     fns = {f.api_name: f.fn for f in demo.fns.values()}
     assert {name for name, fn in fns.items() if getattr(fn, "gate", None) is app.HEAVY} == {
-        "generate", "ui_generate", "ui_compare", "ui_sweep",
-    }  # fmt: skip
+        "generate",
+        "ui_generate",
+        "ui_compare",
+        "ui_sweep",
+    }
     assert getattr(fns["route"], "gate", "missing") is None
     held = 0
     while app.HEAVY.acquire(blocking=False):
@@ -433,9 +435,20 @@ def test_typed_endpoint_signature_and_doc():
 
 def test_show_all_redraws_the_long_tail(cb):
     names = [f"task{i:02d}" for i in range(40)]
-    routing = {"scores": {n: 40.0 - i for i, n in enumerate(names)}, "selected": names[:2], "ties": [],
-               "weights": {names[0]: 0.6, names[1]: 0.4}, "options": {"signal": "norm", "calibrated": True, "k": 2,
-               "blocks": [15, 16], "module": ["v_proj"], "probe_input": "residual"}}  # fmt: skip
+    routing = {
+        "scores": {n: 40.0 - i for i, n in enumerate(names)},
+        "selected": names[:2],
+        "ties": [],
+        "weights": {names[0]: 0.6, names[1]: 0.4},
+        "options": {
+            "signal": "norm",
+            "calibrated": True,
+            "k": 2,
+            "blocks": [15, 16],
+            "module": ["v_proj"],
+            "probe_input": "residual",
+        },
+    }
     assert cb.redraw(routing, False).layout.meta["hidden"] == 40 - callbacks.TOP
     assert cb.redraw(routing, True).layout.meta["order"] == names
     assert cb.redraw(None, True) == gr.skip()

@@ -11,6 +11,8 @@ from app_fixtures import POOL, served
 import app
 from logo_core.options import GENERATE_FIELDS, ROUTE_FIELDS
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def server(app_engine):

@@ -983,6 +983,7 @@ def test_cli_checks_every_argument_before_loading(tmp_path):
         assert rc == 2 and "Traceback" not in err and expected in err, (argv, rc, err)
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_end_to_end_on_a_tiny_model(world, tiny_tok, tmp_path):
     """Errors only the loaded model can find (block range, adapted modules), then route, generate,
     replay and export succeed: one interpreter, the tiny model loaded from disk each time."""

@@ -17,6 +17,8 @@ from helpers import make_adapter, tiny_engine, tiny_model
 from logo_core.bench import contenders, cpu, device, synthetic
 from logo_core.bench.common import PROMPTS
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +64,17 @@ def expected_contenders() -> list[str]:
 
 def test_outputs_written(quick_run: Path, report: dict):
     """Each output is what its name says: the JSON's sections, the reports' headings, a plotly page, a PNG."""
-    assert set(report) >= {"settings", "e2e", "probe_vs_n", "batched", "dtype", "app_speed", "memory", "meta", "targets"}
+    assert set(report) >= {
+        "settings",
+        "e2e",
+        "probe_vs_n",
+        "batched",
+        "dtype",
+        "app_speed",
+        "memory",
+        "meta",
+        "targets",
+    }
     assert report["amortisation_png_error"] is None and report["settings"]["n_pool"] == cpu.QUICK.n_pool
     bench_md = (quick_run / "bench.md").read_text()
     for heading in ("## End to end, per request", "## Batched routing", "## Resident memory", "## Targets"):
@@ -144,8 +156,15 @@ def tiny_run(tmp_path_factory) -> dict:
     ((key, entry),) = runs.items()
     assert key.endswith("/ tiny")
     md = (out / "gpu.md").read_text()
-    for title in ("First answer after load", "Device memory", "End to end", "Routing against pool size",
-                  "Batched generation", "Micro-batching", "Compiled decode path"):  # fmt: skip
+    for title in (
+        "First answer after load",
+        "Device memory",
+        "End to end",
+        "Routing against pool size",
+        "Batched generation",
+        "Micro-batching",
+        "Compiled decode path",
+    ):
         assert title in md, title
     return entry
 

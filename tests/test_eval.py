@@ -10,6 +10,8 @@ import torch
 from logo_core import baselines
 from logo_core import eval as logo_eval
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def quick(real_engine):
@@ -23,9 +25,13 @@ def test_setting_scores_equal_engine_routing(real_engine):
     L = real_engine.n_layers
     mods = ",".join(real_engine.pool.modules)
     settings = [
-        real_engine.route_options(layer=L - 1, module="q_proj", probe_input="residual", signal="norm", calibrated=False),
-        real_engine.route_options(layer=f"{L // 2}:{L}", module=mods, probe_input="module", signal="entropy", calibrated=True),
-    ]  # fmt: skip
+        real_engine.route_options(
+            layer=L - 1, module="q_proj", probe_input="residual", signal="norm", calibrated=False
+        ),
+        real_engine.route_options(
+            layer=f"{L // 2}:{L}", module=mods, probe_input="module", signal="entropy", calibrated=True
+        ),
+    ]
     for s in settings:
         ours = logo_eval.setting_scores(sweep, s)
         for i, p in enumerate(prompts):

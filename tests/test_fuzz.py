@@ -132,7 +132,7 @@ JSONISH = st.one_of(
             "\u0663",
             "1e3",
         ]
-    ),  # fmt: skip
+    ),
     st.lists(st.one_of(st.integers(-6, 6), st.floats(), st.booleans(), st.text(max_size=3)), max_size=3),
     st.dictionaries(st.text(max_size=3), st.integers(-2, 2), max_size=2),
 )
@@ -409,20 +409,74 @@ def test_prompts(world, after, prompt):
 
 # Each field's kind: what an accepted value must already be (no coercion; 3.0 is the integer 3).
 KINDS = {
-    "base_model": {"id": "str", "gguf_file": "str?", "revision": "str?", "device": "str", "dtype": "str",
-                   "probe_dtype": "str", "device_map": "any"},
-    "engine": {"mixture": "str", "max_prompt_tokens": "int", "max_prompt_chars": "int", "probe_cache_mb": "float",
-               "factor_cache_mb": "float", "compile": "bool", "max_mixture_rank": "int", "batch_buckets": "ints",
-               "batching": "str", "batch_window_ms": "float", "batch_max_rows": "int"},
-    "defaults": {"k": "int", "signal": "str", "calibrated": "bool", "layer": "any", "module": "any",
-                 "probe_input": "str", "max_new_tokens": "int", "min_new_tokens": "int", "do_sample": "bool",
-                 "temperature": "float", "top_p": "float", "top_k": "int", "seed": "int?"},
-    "adapters": {"name": "str", "path": "str?", "hub": "any", "description": "str", "family": "str", "examples": "strs"},
+    "base_model": {
+        "id": "str",
+        "gguf_file": "str?",
+        "revision": "str?",
+        "device": "str",
+        "dtype": "str",
+        "probe_dtype": "str",
+        "device_map": "any",
+    },
+    "engine": {
+        "mixture": "str",
+        "max_prompt_tokens": "int",
+        "max_prompt_chars": "int",
+        "probe_cache_mb": "float",
+        "factor_cache_mb": "float",
+        "compile": "bool",
+        "max_mixture_rank": "int",
+        "batch_buckets": "ints",
+        "batching": "str",
+        "batch_window_ms": "float",
+        "batch_max_rows": "int",
+    },
+    "defaults": {
+        "k": "int",
+        "signal": "str",
+        "calibrated": "bool",
+        "layer": "any",
+        "module": "any",
+        "probe_input": "str",
+        "max_new_tokens": "int",
+        "min_new_tokens": "int",
+        "do_sample": "bool",
+        "temperature": "float",
+        "top_p": "float",
+        "top_k": "int",
+        "seed": "int?",
+    },
+    "adapters": {
+        "name": "str",
+        "path": "str?",
+        "hub": "any",
+        "description": "str",
+        "family": "str",
+        "examples": "strs",
+    },
     "unseen_examples": {"task": "str", "family": "str", "prompt": "str"},
-}  # fmt: skip
+}
 GOOD = {
-    "str": st.sampled_from(["auto", "cpu", "cuda:1", "fp32", "bf16", "same", "fold", "lowrank", "on", "off", "norm",
-                            "residual", "module", "a", "Tell me something.", "x/y"]),
+    "str": st.sampled_from(
+        [
+            "auto",
+            "cpu",
+            "cuda:1",
+            "fp32",
+            "bf16",
+            "same",
+            "fold",
+            "lowrank",
+            "on",
+            "off",
+            "norm",
+            "residual",
+            "module",
+            "a",
+            "Tell me something.",
+            "x/y",
+        ]
+    ),
     "str?": st.one_of(st.none(), st.sampled_from(["main", "model.gguf", "x"])),
     "int": st.one_of(st.integers(-2, 2000), st.sampled_from([16.0, 100.0])),
     "int?": st.one_of(st.none(), st.integers(-1, 10)),
@@ -430,9 +484,12 @@ GOOD = {
     "bool": st.booleans(),
     "ints": st.lists(st.integers(-1, 300), max_size=3),
     "strs": st.lists(st.sampled_from(["What is 1 + 1?", "", " ", "\x00"]), max_size=2),
-    "any": st.one_of(st.sampled_from(["auto", "15:30", "v_proj", -1, 3]), st.lists(st.integers(-3, 3), max_size=2),
-                     st.fixed_dictionaries({"repo": st.sampled_from(["a/b", "../x", "a/.."])})),
-}  # fmt: skip
+    "any": st.one_of(
+        st.sampled_from(["auto", "15:30", "v_proj", -1, 3]),
+        st.lists(st.integers(-3, 3), max_size=2),
+        st.fixed_dictionaries({"repo": st.sampled_from(["a/b", "../x", "a/.."])}),
+    ),
+}
 
 
 def coerced(kind: str, given, got) -> str | None:

@@ -49,8 +49,15 @@ def greedy(engine: LoGoEngine, prompt: str, n: int = 24, **kw) -> tuple[list[int
 
     view = attach(engine.model, plan.mixture, fold_weights=engine.decoder.fold)
     with torch.inference_mode():
-        out = view.generate(**plan.enc.inputs(), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                            output_logits=True, return_dict_in_generate=True, pad_token_id=engine.tokenizer.pad_token_id)  # fmt: skip
+        out = view.generate(
+            **plan.enc.inputs(),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
     return out.sequences[0, plan.enc.input_ids.shape[1] :].tolist(), [x[0].float().cpu() for x in out.logits]
 
 

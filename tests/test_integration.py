@@ -12,6 +12,8 @@ from conftest import ROOT
 
 from logo_core.__main__ import main as cli
 
+pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
+
 
 def test_routing_is_deterministic_and_complete(real_engine):
     prompt = real_engine.pool.specs[0].examples[0]
@@ -72,8 +74,22 @@ def test_prompt_injection_stays_text(real_engine):
 def test_cli_json_and_replay(real_engine, tmp_path, capsys):
     """`generate --json` prints the trace; `replay` rebuilds the engine and gets the same answer back,
     for a sampled answer too (the trace records the seed it drew)."""
-    assert cli(["generate", "--prompt", "Tell me a fact.", "--do-sample", "--temperature", "1.3", "--json",
-                "--max-new-tokens", "10"]) == 0  # fmt: skip
+    assert (
+        cli(
+            [
+                "generate",
+                "--prompt",
+                "Tell me a fact.",
+                "--do-sample",
+                "--temperature",
+                "1.3",
+                "--json",
+                "--max-new-tokens",
+                "10",
+            ]
+        )
+        == 0
+    )
     trace = json.loads(capsys.readouterr().out)
     assert list(trace["routing"]["scores"]) == real_engine.adapters
     assert trace["generation"]["do_sample"] and isinstance(trace["generation"]["seed"], int)

@@ -40,7 +40,11 @@ def placed_engine(model, tokenizer, root, adapters: dict, dtype: torch.dtype, **
     """An engine as `from_pool_config` builds one: each module's factors placed by `loading.site_placement`."""
     place = Placement(torch.device("cpu"), "bf16" if dtype == torch.bfloat16 else "fp32", dtype)
     cfg = parse_config(
-        {"adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()], "defaults": {"k": 2}, "engine": engine},
+        {
+            "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()],
+            "defaults": {"k": 2},
+            "engine": engine,
+        },
         file=str(root / "adapters.yaml"),
         root=root,
     )
@@ -66,7 +70,9 @@ def requests(engine: LoGoEngine, tmp_path) -> dict:
         "route_batch": [r.scores for r in engine.route_batch(PROMPTS, signal="entropy", probe_input="module")],
         "generate": engine.generate(PROMPTS[0], **gen).text,
         "stream": ("".join(stream), stream.result.text),
-        "batch": [g.text for g in engine.generate_batch(PROMPTS, adapters=[{"a1": 1.0}, {"a0": 0.5, "a2": 0.5}], **gen)],
+        "batch": [
+            g.text for g in engine.generate_batch(PROMPTS, adapters=[{"a1": 1.0}, {"a0": 0.5, "a2": 0.5}], **gen)
+        ],
         "export": sorted(p.name for p in exported.iterdir()),
     }
 

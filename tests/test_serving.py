@@ -81,6 +81,7 @@ def test_batcher_reports_errors_and_keeps_serving(engine):
     assert batcher.batches == [1]
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_decode_equals_eager_and_never_recompiles_for_a_new_mixture(engine):
     mixes = [{"a0": 1.0}, {"a1": 0.5, "a2": 0.5}, {"a3": 0.3, "a0": 0.7}, {}]
     eager = [engine.generate(p, adapters=m, max_new_tokens=10).text for p, m in zip(PROMPTS, mixes)]

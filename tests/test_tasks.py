@@ -235,10 +235,17 @@ def test_check_tables_and_doc_sections(tmp_path):
     suite = suite_table()
     assert all(f.name in suite for f in FAMILIES) and "whole family" in suite
     rows = [
-        {"task": "date_fr", "family": "date", "unseen": False, "base_all": 0.0, "base_test_only_phrasing": 0.0,
-         "adapter_all": 90.0, "adapter_test_only_phrasing": 80.0},
+        {
+            "task": "date_fr",
+            "family": "date",
+            "unseen": False,
+            "base_all": 0.0,
+            "base_test_only_phrasing": 0.0,
+            "adapter_all": 90.0,
+            "adapter_test_only_phrasing": 80.0,
+        },
         {"task": "date_sv", "family": "date", "unseen": True, "base_all": 5.0, "base_test_only_phrasing": float("nan")},
-    ]  # fmt: skip
+    ]
     text = table(rows, n=20)
     assert "| date | date_fr | exact_match | 0 | 90 | +90 | 0 | 80 |" in text
     assert "date_sv (unseen)" in text and "beats the base on 1 of 1" in text

@@ -159,7 +159,7 @@ def first_answer(model, tok, cfg, place, k: int, s: DeviceSettings) -> dict:
     t0 = time.perf_counter()
     engine = engine_for(model, tok, cfg, place)
     load_s = time.perf_counter() - t0
-    warm_up_s = seconds(engine.warm_up, place.device)
+    warm_up_s = seconds(engine.router.warm_up, place.device)
     first_s = seconds(lambda: engine.generate(PROMPTS[0], **kw), place.device)
     warm_s = seconds(lambda: engine.generate(PROMPTS[0], **kw), place.device)
     return {

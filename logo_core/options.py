@@ -354,6 +354,18 @@ class RouteOptions(_Options):
         validate_default=False,  # a known choice; validating it would import torch
     )
     calibrated: Bool = Field(True, description="Calibrate each adapter's signal (see `calibration`).")
+    layer: int | str | tuple[int, ...] = Field(
+        -1,
+        description="Probe block(s): an index (negative from the end), a range `a:b` or a list; several are averaged.",
+    )
+    module: tuple[str, ...] = Field(
+        ("q_proj",), description="Adapted module(s) to probe, e.g. `q_proj` or `q_proj,v_proj` (averaged)."
+    )
+    probe_input: Choice(probe_input_names) = Field(
+        "residual",
+        description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
+        validate_default=False,
+    )
     calibration: Choice(calibration_names) = Field(
         "neutral",
         description="`background`: the z-score (sigma_i - mu_i) / s_i of the signal against its mean mu_i and "
@@ -366,18 +378,6 @@ class RouteOptions(_Options):
         None,
         description="Answer with the base model when the best calibrated score is below this (no adapter stands "
         "out); none = the default of adapters.yaml (a very low number, e.g. -100, never abstains).",
-    )
-    layer: int | str | tuple[int, ...] = Field(
-        -1,
-        description="Probe block(s): an index (negative from the end), a range `a:b` or a list; several are averaged.",
-    )
-    module: tuple[str, ...] = Field(
-        ("q_proj",), description="Adapted module(s) to probe, e.g. `q_proj` or `q_proj,v_proj` (averaged)."
-    )
-    probe_input: Choice(probe_input_names) = Field(
-        "residual",
-        description="`residual`: the hidden state entering the block (the paper); `module`: the module's own input.",
-        validate_default=False,
     )
     pooling: Choice(pooling_names) = Field(
         "last",

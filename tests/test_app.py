@@ -25,7 +25,7 @@ from logo_core.mixing import attach
 from logo_core.pool import AdapterPool, LoadReport
 from logo_core.registry import Defaults, UnseenExample, load_config
 
-PROMPT = "What is the capital of France?"
+PROMPT = "Write the number 342 in French words."  # a pool prompt: routed, not abstained
 
 
 @pytest.fixture(scope="module")

@@ -64,11 +64,11 @@ def test_route_defaults_are_adapters_yaml(client, app_engine):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_route_positional_and_keywords(client, k):
-    trace = client.predict("What is the capital of Peru?", k, "norm", True, -1, "q_proj", "residual", api_name="/route")
+    trace = client.predict("Write the number 342 in French words.", k, "norm", True, -1, "q_proj", "residual", api_name="/route")
     check_trace(trace, k)
     assert trace["options"]["blocks"] == [29] and trace["options"]["module"] == ["q_proj"]
     trace = client.predict(
-        "Sort: pear apple fig", k=k, signal="entropy", layer="20:30", module=["q_proj", "v_proj"], api_name="/route"
+        "Convert 'user name' to snake_case.", k=k, signal="entropy", layer="20:30", module=["q_proj", "v_proj"], api_name="/route"
     )
     check_trace(trace, k)
     assert trace["options"]["signal"] == "entropy" and trace["options"]["blocks"] == list(range(20, 30))
@@ -80,6 +80,15 @@ def test_generate_with_a_seed(client):
     assert text == again == trace["text"] and trace["generation"]["seed"] == 7
     check_trace(trace["routing"], 2)
     assert 0 < trace["timings"]["new_tokens"] <= 6 and trace["provenance"]["adapters"]
+
+
+def test_an_off_pool_question_is_answered_by_the_base_model(client):
+    """adapters.yaml's `abstain_below`: no adapter stands out for general knowledge, and the trace says so."""
+    trace = client.predict("What is the capital of Peru?", api_name="/route")
+    assert trace["selected"] == [] and trace["options"]["mode"] == "abstained"
+    assert any("answered by the base model" in n for n in trace["notices"])
+    routed = client.predict("What is the capital of Peru?", abstain_below=-100, api_name="/route")
+    assert len(routed["selected"]) == 2  # abstaining off: routed as before
 
 
 @pytest.mark.parametrize(
@@ -96,11 +105,11 @@ def test_bad_requests_are_errors_with_the_message(client, kwargs, message):
 
     with pytest.raises(AppError, match=message):
         client.predict(**kwargs, api_name="/route")
-    check_trace(client.predict("Is this review positive? Great phone!", api_name="/route"), 2)  # still serving
+    check_trace(client.predict("Write the date 2024-03-05 in German.", api_name="/route"), 2)  # still serving
 
 
 def test_concurrent_users_get_their_own_results(client):
-    jobs = {"a": ("What is 20 + 22?", 1), "b": ("Translate to French: the dog runs.", 3)}
+    jobs = {"a": ("How many grams are in 2.5 kg?", 1), "b": ("Write the number 77 in Spanish words.", 3)}
     running = {u: client.submit(p, k, max_new_tokens=4, api_name="/generate") for u, (p, k) in jobs.items()}
     for u, (prompt, k) in jobs.items():
         text, trace = running[u].result(timeout=300)

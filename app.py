@@ -163,20 +163,8 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 choices("probe_input"), value=init["probe_input"], label="Probe input", info=info("probe_input", step=1)
             )
         with gr.Row():
-            c["calibration"] = gr.Radio(
-                choices("calibration"),
-                value=init["calibration"],
-                label="Calibration",
-                info=info("calibration", step=3),
-                elem_id="calibration",
-            )
-            c["pooling"] = gr.Radio(
-                choices("pooling"),
-                value=init["pooling"],
-                label="Pooling",
-                info=info("pooling", step=1),
-                elem_id="pooling",
-            )
+            for f, label, step in (("calibration", "Calibration", 3), ("pooling", "Pooling", 1)):
+                c[f] = gr.Radio(choices(f), value=init[f], label=label, info=info(f, step=step), elem_id=f)
             c["abstain_below"] = gr.Number(
                 init["abstain_below"],
                 label="Abstain below",

@@ -122,6 +122,17 @@ class Page:
         return [self.answer, self.chart, self.status, self.notices, self.trace, self.routing, self.answered]
 
 
+def preset_controls(engine: LoGoEngine, name: str | None) -> dict:
+    """{routing setting: control value} of a named preset ("adapters.yaml": the defaults); {} for none."""
+    if not name:
+        return {}
+    o = engine.route_options(preset=None if name == "adapters.yaml" else name)
+    values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module)}
+    return {
+        f: values[f] for f in ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input", "pooling")
+    }
+
+
 class Callbacks:
     """The page's event handlers: call the engine, `plots` or `explain`, return {component: value}
     (components left out stay as they are). Testable without a browser.
@@ -169,12 +180,7 @@ class Callbacks:
 
     def preset(self, name: str | None) -> dict:
         """The routing controls filled with a named setting (`options.PRESETS`, or adapters.yaml's defaults)."""
-        if not name:
-            return {}
-        o = self.engine.route_options(preset=None if name == "adapters.yaml" else name)
-        values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module)}
-        shown = ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input", "pooling")
-        return {self.page.controls[f]: values[f] for f in shown}
+        return {self.page.controls[f]: v for f, v in preset_controls(self.engine, name).items()}
 
     def settings(self, prompt: str, answered: str | None, valid: dict, *values) -> dict:
         """A setting changed: check them all (a bad number goes back to its last valid value, beside the

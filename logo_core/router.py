@@ -121,10 +121,8 @@ class Router:
                 self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
 
     def background_stats(self, opts: RouteOptions, module: str, pooling: str) -> tuple[Tensor, Tensor]:
-        """(mu, sigma) [N] of one stream (a module and a pooling over the setting's blocks): mean and spread
-        of each adapter's raw score, averaged over the blocks, on the background prompts (docs/method.md,
-        background calibration). Cached in memory and in `stats_store` (keyed by the model, the pool's
-        weights and the prompts)."""
+        """(mu, sigma) [N] of one stream (module, pooling): mean and spread over the background prompts of each
+        adapter's block-mean raw score (docs/method.md §3); cached in memory and in `stats_store`."""
         key = (opts.blocks, module, pooling, opts.signal, opts.probe_input)
         with self._lock:
             if key not in self._stats:
@@ -147,24 +145,20 @@ class Router:
         up = lambda: self.pool.probe_up((block, module))  # noqa: E731 (read only for entropy)
         return signals.Site(h.to(A.device), A, G, up, mask, calibrate)
 
-    def _sites(
-        self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None, calibrate: bool = True
-    ) -> list[signals.Site]:
+    def _sites(self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None) -> list[signals.Site]:
         """The probed sites of `opts` (or of some of its blocks), calibrated if asked.
 
         `background` gives every site of a stream (module, pooling) its stream's (mu, sigma): the mean
         over the sites is then the mean over streams of each stream's z-score of its block-mean raw
         signal (it is affine), and a per-block sweep still averages to it.
         """
-        calibrate = calibrate and opts.calibrated
-        kind = self.calibrations[opts.calibration]
-        out = []
+        kind, out = self.calibrations[opts.calibration], []
         for b in opts.blocks if blocks is None else blocks:
             for m, p in itertools.product(opts.module, opts.poolings):
                 fn = None
-                if calibrate and opts.calibration == "background":
+                if opts.calibrated and opts.calibration == "background":
                     fn = functools.partial(kind.apply, c=self.background_stats(opts, m, p))
-                elif calibrate:
+                elif opts.calibrated:
                     c = self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
                     fn = functools.partial(kind.apply, c=c)
                 out.append(self._site(hs[vector_key(b, m, opts.probe_input, p)], b, m, fn))
@@ -185,19 +179,7 @@ class Router:
         names = self.pool.names
         best = float(scores.max()) if len(scores) else float("-inf")
         if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
-            return Routing(
-                prompt=prompt,
-                scores=dict(zip(names, scores.tolist())),
-                selected=[],
-                weights={},
-                options={"mode": "abstained", **opts.trace()},
-                timings={"probe_s": probe_s},
-                notices=[
-                    *notices,
-                    f"No adapter stands out (best score {best:.3f} < abstain_below "
-                    f"{opts.abstain_below:g}): answered by the base model.",
-                ],
-            )
+            return abstained(prompt, dict(zip(names, scores.tolist())), opts, best, probe_s, notices)
         idx, w = select_top_k(scores, opts.k)
         ties = [names[i] for i in ties_at_cut(scores, idx)]
         if ties:  # the pool order, not the prompt, decided who is in
@@ -270,3 +252,17 @@ def _stats_store(config: PoolConfig, pool: AdapterPool, model: nn.Module) -> Sta
         "background": config.background(),
     }
     return StatsStore(identity, [config.root / "assets" / "calibration"], cache_dir() / "calibration")
+
+
+def abstained(prompt: str, scores: dict, opts: RouteOptions, best: float, probe_s: float, notices: list) -> Routing:
+    """The routing of a prompt for which no adapter stands out: nothing selected, the base model answers."""
+    why = f"No adapter stands out (best score {best:.3f} < abstain_below {opts.abstain_below:g}): answered by the base model."
+    return Routing(
+        prompt=prompt,
+        scores=scores,
+        selected=[],
+        weights={},
+        options={"mode": "abstained", **opts.trace()},
+        timings={"probe_s": probe_s},
+        notices=[*notices, why],
+    )

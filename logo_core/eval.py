@@ -37,11 +37,21 @@ KS = (1, 3, 5, 10, 20)
 # ------------------------------------------------------------------------------------------ routing
 
 
+# The harness's grid is the per-site family (neutral constants, last token, never abstaining); the background
+# calibration and token readings are scored by the routing lab (`logo_core.lab`), which chose the default.
+GRID = {"calibration": "neutral", "pooling": "last", "abstain_below": -1e9}
+
+
+def grid_options(engine: LoGoEngine, **route) -> RouteOptions:
+    """`Router.options` with the harness's grid fixed (`GRID`), whatever adapters.yaml's defaults."""
+    return engine.router.options(**{**GRID, **route})
+
+
 def full_settings(engine: LoGoEngine) -> list[RouteOptions]:
     """Every (probe input, module, signal, calibrated) over all blocks: one sweep holds every setting."""
     return [
-        engine.router.options(
-            k=1, layer=f"0:{engine.router.n_layers}", module=m, probe_input=pi, signal=sig, calibrated=cal
+        grid_options(
+            engine, k=1, layer=f"0:{engine.router.n_layers}", module=m, probe_input=pi, signal=sig, calibrated=cal
         )
         for pi in ("residual", "module")
         for m in engine.pool.modules
@@ -77,7 +87,7 @@ def candidate_settings(engine: LoGoEngine, every: int = 1) -> list[RouteOptions]
     module_sets = [m for m in mods] + ([",".join(mods)] if len(mods) > 1 else [])
     layers = [str(b) for b in range(0, L, every)] + [f"{a}:{L}" for a in (0, L // 3, L // 2, 2 * L // 3)]
     return [
-        engine.router.options(k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
+        grid_options(engine, k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
         for lay in layers
         for m in module_sets
         for pi in ("residual", "module")
@@ -112,6 +122,7 @@ def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: S
             probe_input=s.probe_input,
             signal=s.signal,
             calibrated=s.calibrated,
+            **GRID,
         )
         for s in settings
     ]
@@ -271,7 +282,8 @@ def evaluate(
     probed, costed = [], []
     for lay in depth_layers:
         probed.append(
-            engine.router.options(
+            grid_options(
+                engine,
                 k=1,
                 layer=lay,
                 module=",".join(base_s.module),
@@ -289,7 +301,8 @@ def evaluate(
     chosen_row = min(ok, key=lambda c: (c["route_ms"], -c["dev_top1"]))
     chosen = probed[costed.index(chosen_row)]
     L1 = L - 1
-    reference = engine.router.options(
+    reference = grid_options(
+        engine,
         k=min(20, len(names)),
         layer=L1,
         module="q_proj" if "q_proj" in engine.pool.modules else engine.pool.modules[0],
@@ -367,8 +380,8 @@ def evaluate(
     by_block = {}
     for pi in ("residual", "module"):
         for m in engine.pool.modules:
-            s = engine.router.options(
-                k=1, layer=0, module=m, probe_input=pi, signal=chosen.signal, calibrated=chosen.calibrated
+            s = grid_options(
+                engine, k=1, layer=0, module=m, probe_input=pi, signal=chosen.signal, calibrated=chosen.calibrated
             )
             key = (s.probe_input, m, s.signal, s.calibrated)
             by_block[f"{m} {pi}"] = [pct(top_hits(sweeps["test"][key][:, b], labels["test"])) for b in range(L)]

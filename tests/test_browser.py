@@ -148,7 +148,7 @@ def test_enter_submits_and_shift_enter_adds_a_line(page):
 
 
 def test_an_old_answer_is_marked_when_the_routing_changes(page):
-    generate(page, "What is the capital of France?")
+    generate(page, "Write the number 342 in French words.")
     assert "earlier" not in answer_label(page)
     page.evaluate(MARK_JS)
     set_number(page, "#k-slider input[type=number]", 3)
@@ -157,7 +157,7 @@ def test_an_old_answer_is_marked_when_the_routing_changes(page):
     assert "earlier" in answer_label(page)
     set_number(page, "#k-slider input[type=number]", 2)  # back to the answer's settings: the answer fits again
     page.wait_for_function("() => !document.querySelector('#answer').classList.contains('stale')")
-    page.fill("#prompt textarea", "What is the capital of Spain?")  # a new prompt: the old answer is marked
+    page.fill("#prompt textarea", "Write the number 77 in Spanish words.")  # a new prompt: the old answer is marked
     page.wait_for_function("() => document.querySelector('#answer').classList.contains('stale')")
 
 
@@ -253,7 +253,7 @@ def test_a_long_prompt_shows_what_was_cut(page, app_engine):
 
 
 def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
-    prompt = "Name the capital city of Chile."
+    prompt = "Give the plural of the word child."
     route(page, prompt)
     page.get_by_role("tab", name="How LoGo chose").click()
     r = app_engine.route(prompt)
@@ -288,7 +288,7 @@ def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
 
 def test_how_summary_fits_a_lecture_screen(server):
     page = open_page(server, 1280, 720)
-    route(page, "What is the capital of Peru?")
+    route(page, "How many grams are in 2.5 kg?")
     page.get_by_role("tab", name="How LoGo chose").click()
     page.wait_for_function("() => document.querySelector('#how-summary')?.innerText.includes('Mixture')")
     box = page.locator("#how-summary").bounding_box()
@@ -321,7 +321,7 @@ def test_first_screen_shows_prompt_answer_and_chart(server):
 
 def test_phone_answer_follows_the_prompt_and_title_clears_the_legend(server):
     page = open_page(server, 390, 844, is_mobile=True, has_touch=True, device_scale_factor=2)
-    generate(page, "What is the capital of Peru?")
+    generate(page, "How many grams are in 2.5 kg?")
     prompt, answer = page.locator("#prompt").bounding_box(), page.locator("#answer").bounding_box()
     chart = page.locator("#signal-plot").bounding_box()
     assert prompt["y"] + prompt["height"] <= answer["y"] < chart["y"]

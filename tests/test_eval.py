@@ -25,18 +25,19 @@ def test_setting_scores_equal_engine_routing(real_engine):
     L = real_engine.n_layers
     mods = ",".join(real_engine.pool.modules)
     settings = [
-        real_engine.route_options(
-            layer=L - 1, module="q_proj", probe_input="residual", signal="norm", calibrated=False
+        logo_eval.grid_options(
+            real_engine, layer=L - 1, module="q_proj", probe_input="residual", signal="norm", calibrated=False
         ),
-        real_engine.route_options(
-            layer=f"{L // 2}:{L}", module=mods, probe_input="module", signal="entropy", calibrated=True
+        logo_eval.grid_options(
+            real_engine, layer=f"{L // 2}:{L}", module=mods, probe_input="module", signal="entropy", calibrated=True
         ),
     ]
     for s in settings:
         ours = logo_eval.setting_scores(sweep, s)
         for i, p in enumerate(prompts):
             kw = dict(layer=s.layer_text, module=",".join(s.module), probe_input=s.probe_input, signal=s.signal)
-            expected = torch.tensor(list(real_engine.route(p, calibrated=s.calibrated, **kw).scores.values()))
+            routed = real_engine.route(p, calibrated=s.calibrated, **kw, **logo_eval.GRID)
+            expected = torch.tensor(list(routed.scores.values()))
             torch.testing.assert_close(ours[i], expected, rtol=1e-5, atol=1e-6)
 
 

@@ -64,11 +64,18 @@ def test_route_defaults_are_adapters_yaml(client, app_engine):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_route_positional_and_keywords(client, k):
-    trace = client.predict("Write the number 342 in French words.", k, "norm", True, -1, "q_proj", "residual", api_name="/route")
+    trace = client.predict(
+        "Write the number 342 in French words.", k, "norm", True, -1, "q_proj", "residual", api_name="/route"
+    )
     check_trace(trace, k)
     assert trace["options"]["blocks"] == [29] and trace["options"]["module"] == ["q_proj"]
     trace = client.predict(
-        "Convert 'user name' to snake_case.", k=k, signal="entropy", layer="20:30", module=["q_proj", "v_proj"], api_name="/route"
+        "Convert 'user name' to snake_case.",
+        k=k,
+        signal="entropy",
+        layer="20:30",
+        module=["q_proj", "v_proj"],
+        api_name="/route",
     )
     check_trace(trace, k)
     assert trace["options"]["signal"] == "entropy" and trace["options"]["blocks"] == list(range(20, 30))

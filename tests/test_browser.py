@@ -214,12 +214,15 @@ def test_out_of_range_k_goes_back_with_the_range_and_does_not_reroute(page):
     assert not page.evaluate(REDRAWN_JS) and page.evaluate(CHART_JS)["meta"] == before["meta"]
 
 
-def test_an_empty_module_set_is_an_error_on_the_page(page):
-    page.locator("#module .token-remove").first.click()
+def test_an_empty_module_set_is_an_error_on_the_page(page, app_engine):
+    modules = list(app_engine.route_options().module)
+    for _ in modules:  # remove every probed module
+        page.locator("#module .token-remove").first.click()
     page.wait_for_function("() => document.querySelector('#settings-notice')?.innerText.includes('module')")
     assert "empty" in page.inner_text("#settings-notice")
-    page.locator("#module input[role=combobox]").click()
-    page.get_by_role("option", name="v_proj").click()
+    for m in modules:  # back to the defaults
+        page.locator("#module input[role=combobox]").click()
+        page.get_by_role("option", name=m).click()
     page.wait_for_function("() => !document.querySelector('#settings-notice')?.checkVisibility()")
 
 
@@ -269,16 +272,16 @@ def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
         assert rows[-1][1] == f"{len(ranked) - len(rows) + 1} more" and len(rows) - 1 >= len(r.selected)
         rows = rows[:-1]
     assert [row[1] for row in rows] == ranked[: len(rows)]  # best first
-    for _, name, raw, c, score, chosen, weight in rows:
+    opts = app_engine.route_options()
+    assert x.background  # adapters.yaml's default: columns raw, background mean, background spread
+    for _, name, raw, mu, sd, score, chosen, weight in rows:
         i = x.names.index(name)
         raw_engine = [s[i] for s in x.raw]
-        consts = [
-            app_engine.router.calibration(b, m, r.options["signal"], r.options["probe_input"])[i].item()
-            for b, m in x.sites
-        ]
+        stats = [[t[i].item() for t in app_engine.router.background_stats(opts, m, p)] for _, m, p in x.sites]
         assert float(raw) == pytest.approx(sum(raw_engine) / len(raw_engine), rel=1e-3)
-        assert float(c) == pytest.approx(sum(consts) / len(consts), rel=1e-3)
-        assert float(score) == pytest.approx(r.scores[name], rel=1e-3)
+        assert float(mu) == pytest.approx(sum(s[0] for s in stats) / len(stats), rel=1e-3, abs=1e-3)
+        assert float(sd) == pytest.approx(sum(s[1] for s in stats) / len(stats), rel=1e-3, abs=1e-3)
+        assert float(score) == pytest.approx(r.scores[name], rel=1e-3, abs=1e-3)
         assert (chosen == "✔") == (name in r.selected)
         if weight:
             assert float(weight) == pytest.approx(r.weights[name], abs=1e-3)

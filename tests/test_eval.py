@@ -90,11 +90,12 @@ def test_targets_judge_the_dev_chosen_k(quick):
     r = json.loads(json.dumps(quick))  # a copy to doctor
     logo = f"LoGo k={r['k_unseen']}"
     r["scores"]["unseen"][logo]["average"] = r["scores"]["unseen"]["base"]["average"] + 10  # exactly base + 10
-    r["scores"]["unseen"]["random k=1"]["average"] = r["scores"]["unseen"][logo]["average"]  # a tie is not above
+    rand = f"random k={r['k_unseen']}"
+    r["scores"]["unseen"][rand]["average"] = r["scores"]["unseen"][logo]["average"]  # a tie is not above
     r["scores"]["seen"][f"LoGo k={r['k_seen']}"]["average"] = r["scores"]["seen"]["oracle"]["average"] - 3.5
     rows = {line.split("|")[4].strip(): line.split("|")[6].strip() for line in logo_eval.targets(r)[4:]}
-    assert rows["base + 10"] == "yes" and rows["random k=1"] == "**no**" and rows["oracle - 3"] == "**no**"
-    assert {"uniform (all adapters)", "retrieval k=1", "LoraHub (5 examples per task)"} <= set(rows)
+    assert rows["base + 10"] == "yes" and rows[rand] == "**no**" and rows["oracle - 3"] == "**no**"
+    assert {"uniform (all adapters)", f"retrieval k={r['k_unseen']}", "LoraHub (5 examples per task)"} <= set(rows)
 
 
 def test_jsonl_scoring(real_engine, tmp_path):

@@ -39,12 +39,12 @@ def test_generation_comes_back_with_timings_and_provenance(real_engine):
 def test_own_adapter_wins_on_its_examples(real_engine):
     """The shipped adapters' own example prompts route to their adapter, or at least its family, far above
     chance at the default setting. Siblings differ only in the language, locale or unit named in the prompt,
-    so top-1 among 48 is hard: measured 79/144 top-1 and 125/144 family hits (chance 1/48 and about 1/8)."""
+    so top-1 among 48 is hard (chance 1/48 and about 1/8 for the family). Abstaining is off: this is routing."""
     specs = real_engine.pool.specs
     prompts = [p for spec in specs for p in spec.examples]
     owners = [spec for spec in specs for _ in spec.examples]
     family = {spec.name: spec.family for spec in specs}
-    routed = real_engine.route_batch(prompts)
+    routed = real_engine.route_batch(prompts, abstain_below=-100)
     hits = sum(r.selected[0] == owner.name for r, owner in zip(routed, owners))
     fam_hits = sum(family[r.selected[0]] == owner.family for r, owner in zip(routed, owners))
     assert hits / len(prompts) >= 0.4 and fam_hits / len(prompts) >= 0.75, (hits, fam_hits, len(prompts))
@@ -56,7 +56,7 @@ def test_batch_routing_matches_single(real_engine):
     for p, r in zip(prompts, batch):
         single = real_engine.route(p, k=2)
         assert r.selected == single.selected
-        assert r.scores == pytest.approx(single.scores, rel=1e-4)
+        assert r.scores == pytest.approx(single.scores, rel=1e-4, abs=1e-5)  # z-scores pass through 0
 
 
 def test_prompt_injection_stays_text(real_engine):

@@ -29,10 +29,11 @@ import torch
 import yaml
 from torch import Tensor
 
+from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
+from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
+
 log = logging.getLogger(__name__)
 
-INPUTS = ("residual", "module")  # the block's input (before its norm), or q/v's own input (after it)
-POOLINGS = ("last", "mean")  # the last prompt token, or the mean over the user's tokens
 MODULES = ("q_proj", "v_proj")
 OFFPOOL = Path(__file__).resolve().parent.parent / "assets" / "offpool.yaml"  # questions no adapter is for
 VARIANTS = ("norm", "centred", "whitened", "contrast_pool", "contrast_family")

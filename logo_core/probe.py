@@ -21,7 +21,7 @@ from .views import private_view
 PROBE_INPUTS = ("residual", "module")  # the hidden state entering a block, or a module's own input
 RESIDUAL = "<residual>"  # capture key of a block's input (before its norm), beside module names
 MEAN = "@mean"  # suffix of a capture key pooled over the user's tokens instead of the last token
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean")  # the last prompt token, or the mean over the user's tokens
 Key = tuple[int, str]  # (block, module name or RESIDUAL, + MEAN when mean-pooled)
 
 
@@ -34,7 +34,9 @@ class _Capture:
     the pass (early exit)."""
 
     def __init__(self, wants: set[Key], user: Tensor | None = None) -> None:
-        self.wants, self.found, self.user = wants, {}, user
+        self.wants, self.found = wants, {}
+        # [B, T] averaging weights over the user's tokens, made once per pass (not once per captured vector)
+        self.user = None if user is None else user.float() / user.float().sum(-1, keepdim=True).clamp_min(1)
 
     def record(self, key: Key, x: Tensor) -> None:
         # [B, T, D] -> [B, D] of the last (left-padded: real) token; a copy, so no cached vector
@@ -43,9 +45,7 @@ class _Capture:
             self.found[key] = x[:, -1].to(torch.float32, copy=True)
         mean_key = (key[0], key[1] + MEAN)
         if mean_key in self.wants:
-            w = self.user.to(x.device, torch.float32)  # [B, T]
-            w = w / w.sum(-1, keepdim=True).clamp_min(1)
-            self.found[mean_key] = torch.einsum("bt,btd->bd", w, x.float())
+            self.found[mean_key] = torch.einsum("bt,btd->bd", self.user.to(x.device), x.float())
         if self.found.keys() >= self.wants:
             raise StopProbe
 

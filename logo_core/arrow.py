@@ -7,6 +7,10 @@ runs the Arrow model over each prompt, recomputes each token's coefficients at e
 PEFT's own prototypes with PEFT's formula, and averages them over the user's tokens and all layers: the
 adapter with the largest mean coefficient is Arrow's top-1 for the prompt.
 
+`ArrowPeer` answers with Arrow beside LoGo (the Compare tab, the evaluation's Arrow rows). PEFT injects
+its layers into the model it is given, and the engine's model is shared and never modified, so the peer
+builds its Arrow model once, lazily, on a private copy of the engine's base model.
+
 Example:
     python -m logo_core.arrow --top-k 1 3 --n 10 --out docs/lab/arrow.md
 """
@@ -14,7 +18,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +43,7 @@ def build(cfg, top_k: int, temperature: float = 1.0):
     return model.eval(), tok
 
 
-def coefficients(model, encoder, prompts: list[str], batch: int = 8) -> torch.Tensor:
+def coefficients(model, encoder, prompts: list[str], batch: int = 8, device=None) -> torch.Tensor:
     """[P, E] each adapter's Arrow coefficient, averaged over the user's tokens and every adapted layer."""
     layers = [
         (name, m) for name, m in model.named_modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow
@@ -44,7 +53,7 @@ def coefficients(model, encoder, prompts: list[str], batch: int = 8) -> torch.Te
     out = []
     try:
         for s in range(0, len(prompts), batch):
-            enc = encoder(prompts[s : s + batch], 0, torch.device("cpu"))
+            enc = encoder(prompts[s : s + batch], 0, device or torch.device("cpu"))
             with torch.inference_mode():
                 model(**enc.inputs())
                 total = 0
@@ -56,11 +65,110 @@ def coefficients(model, encoder, prompts: list[str], batch: int = 8) -> torch.Te
                     full = torch.full_like(sim, float("-inf")).scatter(-1, idx, top_v)
                     total = total + torch.softmax(full / arrow.temperature, dim=-1)  # PEFT's coefficients
                 w = enc.user.float() / enc.user.float().sum(-1, keepdim=True)  # mean over the user's tokens
-                out.append(torch.einsum("bt,bte->be", w, total / len(layers)))
+                out.append(torch.einsum("bt,bte->be", w, total / len(layers)).cpu())
     finally:
         for h in hooks:
             h.remove()
     return torch.cat(out)
+
+
+@dataclass
+class ArrowAnswer:
+    """Arrow's answer to one prompt: its text (filled as it streams), the adapters it leaned on (mean
+    coefficient over the user's tokens and layers, those of at least 5% or the top one), and timings."""
+
+    text: str = ""
+    weights: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ArrowPeer:
+    """PEFT's Arrow over an engine's pool, on its own copy of the base model (built on first use).
+
+    Args:
+        engine: a loaded `LoGoEngine` (its model is copied, never modified).
+        top_k, temperature: `ArrowConfig`'s (per token and layer: top-k adapters, softmax temperature).
+    """
+
+    def __init__(self, engine, top_k: int = 3, temperature: float = 1.0) -> None:
+        self.engine, self.top_k, self.temperature = engine, top_k, temperature
+        self._model, self._lock = None, threading.Lock()
+
+    def model(self):
+        """The Arrow model; the first call copies the base model and loads every adapter (seconds)."""
+        from peft import ArrowConfig, create_arrow_model
+
+        with self._lock:
+            if self._model is None:
+                paths = [str(f.path.parent if f.path.is_file() else f.path) for f in self.engine.pool.files]
+                cfg = ArrowConfig(top_k=self.top_k, router_temperature=self.temperature)
+                self._model = create_arrow_model(copy.deepcopy(self.engine.model), paths, cfg).eval()
+            return self._model
+
+    def weights(self, prompts: list[str]) -> list[dict[str, float]]:
+        """Per prompt, the adapters Arrow leaned on: {name: mean coefficient}, those >= 5% (at least one)."""
+        coeff = coefficients(self.model(), self.engine.encode, prompts, device=self.engine.placement.device)
+        names, out = self.engine.adapters, []
+        for row in coeff.tolist():
+            order = sorted(range(len(names)), key=lambda i: -row[i])
+            out.append({names[i]: row[i] for i in order if row[i] >= 0.05 or i == order[0]})
+        return out
+
+    def stream(self, prompt: str, max_new_tokens: int) -> Iterator[ArrowAnswer]:
+        """Greedy answer, yielded as it grows (the same `ArrowAnswer`, its text longer each time)."""
+        from transformers import TextIteratorStreamer
+
+        t0 = time.perf_counter()
+        answer = ArrowAnswer(weights=self.weights([prompt])[0])
+        model, tok = self.model(), self.engine.tokenizer
+        enc = self.engine.encode([prompt], max_new_tokens, self.engine.placement.device)
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=120)
+        box: dict = {}
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    box["ids"] = model.generate(
+                        **enc.inputs(),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        streamer=streamer,
+                        pad_token_id=tok.pad_token_id,
+                    )
+            except BaseException as e:  # raised to the consumer below
+                box["error"] = e
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        first = None
+        for piece in streamer:
+            first = first or time.perf_counter() - t0
+            answer.text += piece
+            yield answer
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        total = time.perf_counter() - t0
+        n = int(box["ids"].shape[1] - enc.input_ids.shape[1])
+        answer.timings = {
+            "first_token_s": first or total,
+            "total_s": total,
+            "tokens_per_s": n / max(total - (first or 0), 1e-9),
+        }
+        yield answer
+
+    def generate_batch(self, prompts: list[str], max_new_tokens: int, batch: int = 16) -> list[str]:
+        """Greedy answers for many prompts (the evaluation's Arrow rows), left-padded batches."""
+        model, tok, out = self.model(), self.engine.tokenizer, []
+        for s in range(0, len(prompts), batch):
+            enc = self.engine.encode(prompts[s : s + batch], max_new_tokens, self.engine.placement.device)
+            with self._lock, torch.inference_mode():
+                ids = model.generate(
+                    **enc.inputs(), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+                )
+            out += tok.batch_decode(ids[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        return [t.strip() for t in out]
 
 
 def main(argv: list[str] | None = None) -> None:

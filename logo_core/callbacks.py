@@ -22,17 +22,17 @@ from pathlib import Path
 import gradio as gr
 
 from . import explain, plots
+from .compare import PEERS, Peers, Row
 from .engine import LoGoEngine
 from .errors import LoGoError
 from .hosting import PrivateFiles
-from .mixing import uniform
 from .options import GENERATE_FIELDS, ROUTE_FIELDS
 from .results import Routing
 
 TOP = 15  # bars drawn before "Show all"
 FIELDS = ROUTE_FIELDS + GENERATE_FIELDS  # the settings controls, in this order in every callback
 NUMERIC = ("k", "layer", "abstain_below", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
-COMPARE = ("Base model", "LoGo", "Top-1 adapter", "Uniform mixture")
+COMPARE = PEERS
 BLOCK0 = (
     "Block 0 routes every prompt alike: the last token's input there is the embedding of the chat template's "
     "last token, the same for every prompt, so no adapter's score depends on the prompt (calibrated, they all tie)."
@@ -43,6 +43,14 @@ STALE = "Answer (to an earlier prompt or settings: press Generate for this one)"
 def plain(text: str) -> str:
     """Text shown in Markdown but never read as Markdown or HTML (ASCII punctuation escaped, one line)."""
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).split()))
+
+
+def compare_line(row: Row) -> str:
+    """'first token 0.31 s · 30.5 tokens/s · number_words_de 100%' (or why a peer did not answer)."""
+    t = row.timings
+    speed = f"first token **{t['first_token_s']:.2f} s** · {t['tokens_per_s']:.1f} tokens/s · " if t else ""
+    note = f" · {plain(row.note)}" if row.note else ""
+    return f"{speed}{plain(mixture_text(row.weights))}{note}"
 
 
 def box(notes: list[str]) -> dict:
@@ -148,6 +156,7 @@ class Callbacks:
         self.descriptions = {n: engine.pool.description(n) for n in engine.pool.names}
         self.families = {n: engine.pool.family(n) for n in engine.pool.names}
         self.streams = {}  # visitor id -> the GenerationStream that Stop closes
+        self.peers = Peers(engine)  # Arrow and the retriever, built on the first Compare
 
     def split(self, values) -> tuple[dict, dict]:
         """The controls' values as (routing, generation) settings; unticked *Sample* leaves the sampling
@@ -285,24 +294,18 @@ class Callbacks:
         return gr.update(value=self.files.write("logo_mixture_peft.zip", data.getvalue()), visible=True)
 
     def compare(self, prompt: str, *values):
-        """Base model, LoGo, its top-1 adapter alone, the uniform mixture: answers, time to first token, tokens/s."""
+        """Base model, LoGo, Arrow, retrieval (`compare.PEERS`): answers as they stream, then each one's
+        adapters and weights, time to first token and tokens/s."""
         route, gen = self.split(values)
-        answers, details, stats = [""] * 4, ["*waiting…*"] * 4, {}
+        answers, details, stats = [""] * len(COMPARE), ["*waiting…*"] * len(COMPARE), {}
         yield (*answers, *details, plots.empty_figure("running…", height=200))
-        mixtures = [{}, None, None, uniform(self.engine.adapters)]
         for i, label in enumerate(COMPARE):
-            t0, first = time.perf_counter(), None
-            stream = self.engine.stream(prompt, adapters=mixtures[i], **(route if i == 1 else {}), **gen)
-            for piece in stream:
-                first, answers[i] = first or time.perf_counter() - t0, answers[i] + piece
-            g = stream.result
-            if label == "LoGo":  # the next row answers with its best adapter alone
-                mixtures[2] = {g.routing.selected[0]: 1.0}
-            stats[label] = {"first_token_s": first or g.timings["total_s"], "tokens_per_s": g.timings["tokens_per_s"]}
-            details[i] = (
-                f"first token **{stats[label]['first_token_s']:.2f} s** · {g.timings['tokens_per_s']:.1f} tokens/s · "
-                f"{plain(mixture_text(g.routing.weights))}"
-            )
+            for row in self.peers.rows(label, prompt, route, gen):
+                answers[i] = row.text
+                yield (*answers, *details, gr.skip())
+            if row.timings:
+                stats[label] = row.timings
+            details[i] = compare_line(row)
             yield (*answers, *details, plots.latency_panels(stats, "Time to first token and decoding speed"))
 
     def sweep(self, prompt: str, cache: dict | None, normalize: bool, *values):

@@ -15,11 +15,13 @@ drawn from the tasks' dev splits (items never trained on), then reported on the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import baselines, signals
 from .engine import LoGoEngine
+from .intervals import bootstrap, fmt, paired
 from .mixing import select_top_k
 from .options import RouteOptions
 from .tasks import METRICS, TASKS, Task
@@ -156,21 +159,53 @@ def max_tokens(examples) -> int:
     return min(48, 8 + 3 * longest)
 
 
-class Runner:
-    """Generates each distinct (prompt, mixture, length) once, batched; conditions share the cache."""
+@dataclass(frozen=True)
+class ArrowJob:
+    """A condition answered by PEFT's Arrow at this `top_k` (`arrow.ArrowPeer`), not by a mixture."""
 
-    def __init__(self, engine: LoGoEngine, batch_size: int) -> None:
+    top_k: int
+
+
+class Runner:
+    """Generates each distinct (prompt, mixture, length) once, batched; conditions share the cache.
+
+    With `cache_dir`, every answer is also appended to `answers-<digest>.jsonl` there, the digest taken over
+    the engine's provenance (model, revision, adapter hashes), so an interrupted evaluation resumes where it
+    stopped and a changed pool starts afresh. LoraHub's merged adapters are not written (they are refit).
+    """
+
+    def __init__(self, engine: LoGoEngine, batch_size: int, cache_dir: Path | None = None) -> None:
         self.engine, self.batch_size = engine, batch_size
-        self.cache: dict[tuple, str] = {}
+        self.cache: dict[str, str] = {}
+        self.file = None
+        if cache_dir is not None:
+            blob = json.dumps(engine.provenance, sort_keys=True, default=str).encode()
+            self.file = Path(cache_dir) / f"answers-{hashlib.sha256(blob).hexdigest()[:16]}.jsonl"
+            if self.file.is_file():
+                for line in self.file.read_text(encoding="utf-8").splitlines():
+                    if line.strip():
+                        row = json.loads(line)
+                        self.cache[row["key"]] = row["answer"]
 
     @staticmethod
-    def _key(prompt: str, mixture, n: int) -> tuple:
+    def _key(prompt: str, mixture, n: int) -> str:
         if isinstance(mixture, dict):
-            return prompt, n, tuple(sorted((k, round(v, 6)) for k, v in mixture.items()))
-        return prompt, n, ("custom", id(mixture))  # a `Mixture` object (LoraHub's merged adapter)
+            what = sorted([k, round(v, 6)] for k, v in mixture.items())
+        elif isinstance(mixture, ArrowJob):
+            what = ["arrow", mixture.top_k]
+        else:
+            what = ["custom", id(mixture)]  # a `Mixture` object (LoraHub's merged adapter)
+        return json.dumps([prompt, n, what], ensure_ascii=False)
+
+    def _keep(self, key: str, answer: str, persist: bool = True) -> None:
+        self.cache[key] = answer
+        if self.file is not None and persist:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            with self.file.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
 
     def run(self, jobs: Sequence[tuple], desc: str) -> list[str]:
-        """jobs: (prompt, {adapter: weight} or a `Mixture`, max_new_tokens) -> answers."""
+        """jobs: (prompt, {adapter: weight}, an `ArrowJob` or a `Mixture`, max_new_tokens) -> answers."""
         todo = {self._key(*j): j for j in jobs if self._key(*j) not in self.cache}
         plain = sorted(
             ((k, j) for k, j in todo.items() if isinstance(j[1], dict)), key=lambda kv: (kv[1][2], len(kv[1][0]))
@@ -182,25 +217,77 @@ class Runner:
                 [j[0] for _, j in chunk], adapters=[j[1] for _, j in chunk], max_new_tokens=n
             )
             for (key, _), g in zip(chunk, gens):
-                self.cache[key] = g.text
+                self._keep(key, g.text)
+        arrow = [(k, j) for k, j in todo.items() if isinstance(j[1], ArrowJob)]
+        for top_k in sorted({j[1].top_k for _, j in arrow}):
+            from .arrow import ArrowPeer
+
+            peer = ArrowPeer(self.engine, top_k=top_k)  # one Arrow model in memory at a time
+            mine = sorted((kj for kj in arrow if kj[1][1].top_k == top_k), key=lambda kj: (kj[1][2], len(kj[1][0])))
+            for i in tqdm(range(0, len(mine), self.batch_size), desc=f"{desc} (Arrow)", leave=False):
+                chunk = mine[i : i + self.batch_size]
+                texts = peer.generate_batch([j[0] for _, j in chunk], max(j[2] for _, j in chunk), self.batch_size)
+                for (key, _), text in zip(chunk, texts):
+                    self._keep(key, text)
+            del peer
         for key, (prompt, mixture, n) in todo.items():  # custom mixtures: plan, swap the mixture, decode
             if key not in self.cache:
                 plan = self.engine.plan([prompt], adapters=[{}], max_new_tokens=n)
                 plan.mixture = mixture
-                self.cache[key] = self.engine.tokenizer.decode(
-                    self.engine.decoder.decode(plan)[0], skip_special_tokens=True
-                )
+                text = self.engine.tokenizer.decode(self.engine.decoder.decode(plan)[0], skip_special_tokens=True)
+                self._keep(key, text, persist=False)
         return [self.cache[self._key(*j)] for j in jobs]
 
 
 def score_condition(runner: Runner, tasks: Sequence[Task], test: dict, mixes: Sequence, lengths: dict, desc: str):
-    """{task: mean score} of one condition (one mixture per test prompt, in task order)."""
+    """One condition (one mixture per test prompt, in task order): ({task: mean score}, [per-prompt score])."""
     jobs = [(ex.prompt, m, lengths[t.name]) for (t, ex), m in zip(_rows(tasks, test), mixes, strict=True)]
     texts = runner.run(jobs, desc)
+    per_prompt = [t.score(text, ex.answer) for (t, ex), text in zip(_rows(tasks, test), texts)]
     per_task: dict[str, list[float]] = {}
-    for (t, ex), text in zip(_rows(tasks, test), texts):
-        per_task.setdefault(t.name, []).append(t.score(text, ex.answer))
-    return {name: statistics.fmean(v) for name, v in per_task.items()}
+    for (t, _), score in zip(_rows(tasks, test), per_prompt):
+        per_task.setdefault(t.name, []).append(score)
+    return {name: statistics.fmean(v) for name, v in per_task.items()}, per_prompt
+
+
+def default_routing(engine: LoGoEngine, prompts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, list[bool]]:
+    """The shipped default's routing (adapters.yaml): [P, N] scores and, per prompt, whether it abstained."""
+    names, rows = engine.adapters, []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="route (shipped default)", leave=False):
+        rows += engine.route_batch(list(prompts[i : i + batch_size]))
+    scores = torch.tensor([[r.scores[n] for n in names] for r in rows]).reshape(len(rows), len(names))
+    return scores, [r.options.get("mode") == "abstained" for r in rows]
+
+
+def default_mixtures(routed: tuple[torch.Tensor, list[bool]], names: Sequence[str], k: int) -> list[dict]:
+    """The shipped default's top-k mixtures; an abstained prompt gets the base model ({})."""
+    scores, abstained = routed
+    return [{} if a else m for m, a in zip(mixtures_from_scores(scores, names, k), abstained, strict=True)]
+
+
+def default_accuracy(routed: dict, names, adapter_family, seen, unseen, test) -> dict:
+    """The shipped default's routing on the test prompts, each figure (mean, low, high) in percent: own
+    adapter top-1 and top-3 (seen), top-1 in the prompt's family (seen; unseen tasks whose family has
+    adapters), and how often it abstained."""
+    out = {}
+    if seen:
+        scores, abstained = routed[("seen", "test")]
+        rows = _rows(seen, test)
+        own = torch.tensor([names.index(t.name) for t, _ in rows])
+        fams = [t.family for t, _ in rows]
+        keep = ~torch.tensor(abstained)  # an abstained prompt chose no adapter: a miss
+        out["own_top1"] = bootstrap(top_hits(scores, own.tolist()) & keep)
+        out["own_top3"] = bootstrap(top_hits(scores, own.tolist(), 3) & keep)
+        out["family_hit"] = bootstrap(family_hits(scores, fams, adapter_family) & keep)
+        out["abstained"] = bootstrap(~keep)
+    if unseen:
+        scores, abstained = routed[("unseen", "test")]
+        rows = _rows(unseen, test)
+        idx = [i for i, (t, _) in enumerate(rows) if t.family in adapter_family]
+        if idx:
+            hit = family_hits(scores[idx], [rows[i][0].family for i in idx], adapter_family)
+            out["unseen_family_hit"] = bootstrap(hit & ~torch.tensor([abstained[i] for i in idx]))
+    return out
 
 
 def _rows(tasks: Sequence[Task], examples: dict) -> list:
@@ -223,8 +310,13 @@ def evaluate(
     quick: bool = False,
     lorahub_steps: int = 40,
     log=print,
+    cache_dir: Path | None = None,
+    arrow_ks: Sequence[int] = (1, 3),
 ) -> dict:
-    """The whole evaluation; returns a JSON-able dict of every figure."""
+    """The whole evaluation; returns a JSON-able dict of every figure.
+
+    `cache_dir`: keep every answer there (`Runner`), so a rerun after an interruption resumes.
+    """
     names = engine.adapters
     adapter_family = [engine.pool.family(n) for n in names]
     seen = [t for t in TASKS.values() if t.name in names]
@@ -311,52 +403,56 @@ def evaluate(
         calibrated=False,
     )
 
-    # 3. k chosen on dev prompts (seen and unseen separately), then every condition on test.
-    runner = Runner(engine, batch_size)
+    # 3. The shipped default (adapters.yaml) routes every prompt; k chosen on dev prompts (seen and unseen
+    # separately), then every condition on test, each prompt's score kept for paired intervals.
+    runner = Runner(engine, batch_size, cache_dir)
     retriever = baselines.Retriever(engine.pool.specs)
-    dev_seen_scores = setting_scores(sweeps["dev"], chosen)
+    log("routing with the shipped default ...")
+    routed = {
+        (split, which): default_routing(engine, [ex.prompt for _, ex in _rows(tasks, exs)], batch_size)
+        for split, tasks in (("seen", seen), ("unseen", unseen))
+        if tasks
+        for which, exs in (("dev", dev), ("test", test))
+    }
     k_dev: dict[str, dict[int, float]] = {"seen": {}, "unseen": {}}
-    for k in ks:
-        log(f"dev k={k} ...")
-        s_dev = score_condition(
-            runner, seen, dev, mixtures_from_scores(dev_seen_scores, names, k), lengths, f"dev k={k}"
-        )
-        k_dev["seen"][k] = mean(s_dev, [t.name for t in seen])
-    un_dev_sweep = run_sweep(engine, [ex.prompt for _, ex in _rows(unseen, dev)], batch_size) if unseen else None
-    if unseen:
-        un_dev_scores = setting_scores(un_dev_sweep, chosen)
-        for k in ks:
-            s_dev = score_condition(
-                runner, unseen, dev, mixtures_from_scores(un_dev_scores, names, k), lengths, f"unseen dev k={k}"
+    for split, tasks in (("seen", seen), ("unseen", unseen)):
+        for k in ks if tasks else ():
+            log(f"{split} dev k={k} ...")
+            mixes = default_mixtures(routed[(split, "dev")], names, k)
+            k_dev[split][k] = mean(
+                score_condition(runner, tasks, dev, mixes, lengths, f"{split} dev k={k}")[0], [t.name for t in tasks]
             )
-            k_dev["unseen"][k] = mean(s_dev, [t.name for t in unseen])
     k_seen = max(ks, key=lambda k: (k_dev["seen"][k], -k))
     k_unseen = max(ks, key=lambda k: (k_dev["unseen"].get(k, 0.0), -k)) if unseen else k_seen
 
-    def conditions(tasks, sweep, rows, k_best) -> dict[str, list]:
-        sc = setting_scores(sweep, chosen)
+    def conditions(tasks, split, sweep, rows, k_best) -> dict[str, list]:
         n = len(rows)
         conds = {"base": [{} for _ in range(n)]}
         if tasks is seen:
             conds["oracle"] = [{t.name: 1.0} for t, _ in rows]
         for k in ks:
-            conds[f"LoGo k={k}"] = mixtures_from_scores(sc, names, k)
+            conds[f"LoGo k={k}"] = default_mixtures(routed[(split, "test")], names, k)
         conds[f"reference (raw norm, last block, q_proj, k={reference.k})"] = mixtures_from_scores(
             setting_scores(sweep, reference), names, reference.k
         )
         conds["uniform (all adapters)"] = [baselines.uniform(names) for _ in range(n)]
         conds[f"random k={k_best}"] = [baselines.random_k(names, k_best, seed=i) for i in range(n)]
         conds[f"retrieval k={k_best}"] = retriever.select([ex.prompt for _, ex in rows], k_best)
+        for k in arrow_ks:
+            conds[f"Arrow top_k={k} (PEFT)"] = [ArrowJob(min(k, len(names)))] * n
         return conds
 
     scores: dict[str, dict[str, dict[str, float]]] = {"seen": {}, "unseen": {}}
+    per_prompt: dict[str, dict[str, list[float]]] = {"seen": {}, "unseen": {}}
     for split, tasks, sweep, k_best in (("seen", seen, sweeps["test"], k_seen), ("unseen", unseen, un_sweep, k_unseen)):
         if not tasks:
             continue
         rows = _rows(tasks, test)
-        for cond, mixes in conditions(tasks, sweep, rows, k_best).items():
+        for cond, mixes in conditions(tasks, split, sweep, rows, k_best).items():
             log(f"{split}: {cond} ...")
-            scores[split][cond] = score_condition(runner, tasks, test, mixes, lengths, f"{split} {cond}")
+            scores[split][cond], per_prompt[split][cond] = score_condition(
+                runner, tasks, test, mixes, lengths, f"{split} {cond}"
+            )
     if unseen:
         log("LoraHub ...")
         hub = baselines.LoraHub(engine, steps=lorahub_steps)
@@ -365,15 +461,17 @@ def evaluate(
             cands, w = hub.fit(t.examples("train", 5, seed=7), seed=i)
             lorahub[t.name] = dict(zip(cands, w))
             mixes += [hub.mixture(cands, w)] * len(test[t.name])
-        scores["unseen"]["LoraHub (5 examples per task)"] = score_condition(
+        cond = "LoraHub (5 examples per task)"
+        scores["unseen"][cond], per_prompt["unseen"][cond] = score_condition(
             runner, unseen, test, mixes, lengths, "LoraHub"
         )
+    shipped = default_accuracy(routed, names, adapter_family, seen, unseen, test)
     for split, tasks in (("seen", seen), ("unseen", unseen)):
         for cond in scores[split]:
             scores[split][cond]["average"] = mean(scores[split][cond], [t.name for t in tasks])
 
     # 4. Analyses for the plots.
-    test_scores = setting_scores(sweeps["test"], chosen)
+    test_scores = routed[("seen", "test")][0]  # the shipped default's scores
     heat = torch.stack(
         [test_scores[[i for i, (t, _) in enumerate(_rows(seen, test)) if t.name == s.name]].mean(0) for s in seen]
     )
@@ -398,6 +496,7 @@ def evaluate(
         "k_dev": {split: {str(k): v for k, v in d.items()} for split, d in k_dev.items()},
         "k_seen": k_seen,
         "k_unseen": k_unseen,
+        "shipped_default": engine.route_options().trace(),
         "default": {
             "label": label(chosen),
             "layer": chosen.layer_text,
@@ -413,6 +512,8 @@ def evaluate(
         "probe_cost": costed,
         "routing_by_block": by_block,
         "scores": scores,
+        "per_prompt": per_prompt,
+        "shipped_routing": shipped,
         "lorahub": lorahub if unseen else {},
         "heatmap": heat.tolist(),
         "wall_s": time.perf_counter() - t_start,
@@ -427,39 +528,65 @@ def _fmt(x: float) -> str:
 
 
 def _family_table(results: dict, split: str) -> list[str]:
-    """Conditions x families (mean over each family's tasks) and the average."""
+    """Conditions x families (mean over each family's tasks), the average and its 95% interval."""
     tasks = results[f"{split}_tasks"]
     fams = sorted({results["families"][t] for t in tasks})
-    lines = ["| condition | " + " | ".join(fams) + " | **average** |", "|---|" + "---:|" * (len(fams) + 1)]
+    head = "| condition | " + " | ".join(fams) + " | **average** | 95% CI |"
+    lines = [head, "|---|" + "---:|" * (len(fams) + 2)]
     for cond, sc in results["scores"][split].items():
         cells = [_fmt(statistics.fmean(sc[t] for t in tasks if results["families"][t] == f)) for f in fams]
-        lines.append(f"| {cond} | " + " | ".join(cells) + f" | **{_fmt(sc['average'])}** |")
+        _, lo, hi = bootstrap(torch.tensor(results["per_prompt"][split][cond]), scale=1.0)
+        ci = f"[{lo:.1f}, {hi:.1f}]"
+        lines.append(f"| {cond} | " + " | ".join(cells) + f" | **{_fmt(sc['average'])}** | {ci} |")
     return lines
 
 
 def targets(results: dict) -> list[str]:
-    """The pool issue's targets against this run's averages: seen within 3 points of the oracle;
-    unseen above every peer and at least 10 points above the base model."""
-    seen, unseen = results["scores"]["seen"], results["scores"].get("unseen", {})
-    logo_seen, logo_unseen = f"LoGo k={results['k_seen']}", f"LoGo k={results['k_unseen']}"
-    seen_row, unseen_row = f"seen: {logo_seen} (dev-chosen k)", f"unseen: {logo_unseen} (dev-chosen k)"
-    rows = [(seen_row, seen[logo_seen]["average"], ">=", "oracle - 3", seen["oracle"]["average"] - 3)]
-    if unseen:
-        got = unseen[logo_unseen]["average"]
-        for cond in unseen:
-            if cond.startswith(("uniform", "random", "retrieval", "LoraHub")):
-                rows.append((unseen_row, got, ">", cond, unseen[cond]["average"]))
-        rows.append((unseen_row, got, ">=", "base + 10", unseen["base"]["average"] + 10))
+    """The routing issue's targets, each read from a paired interval over the same test prompts (LoGo at
+    the dev-chosen k minus the other condition, in points). A ">" row is met only when the whole interval
+    is above the bar; a ">=" row when the estimate reaches it (the interval says how sure that is)."""
+    pp = results["per_prompt"]
+    logo = {"seen": f"LoGo k={results['k_seen']}", "unseen": f"LoGo k={results['k_unseen']}"}
+    rows = []
+    if pp.get("seen"):
+        seen = pp["seen"]
+        rows.append(("seen", logo["seen"], "oracle", -5.0, ">="))
+        rows += [("seen", logo["seen"], c, 0.0, ">=") for c in seen if c.startswith("retrieval")]
+        if "LoGo k=3" in seen and "LoGo k=1" in seen:
+            rows.append(("seen", "LoGo k=3", "LoGo k=1", 0.0, ">="))
+    if pp.get("unseen"):
+        unseen = pp["unseen"]
+        peers = ("uniform", "random", "retrieval", "LoraHub", "Arrow")
+        rows += [("unseen", logo["unseen"], c, 0.0, ">") for c in unseen if c.startswith(peers)]
+        rows.append(("unseen", logo["unseen"], "base", 10.0, ">="))
+        if "LoGo k=3" in unseen and "LoGo k=1" in unseen:
+            rows.append(("unseen", "LoGo k=3", "LoGo k=1", 0.0, ">"))
     lines = [
-        "### Targets (average task score)",
+        "### Targets (task score, paired over the same test prompts)",
         "",
-        "| LoGo | score | | against | score | met |",
-        "|---|---:|---|---|---:|---|",
+        "| tasks | condition | against | difference [95% CI], points | target | met |",
+        "|---|---|---|---:|---|---|",
     ]
-    for name, got, op, against, bar in rows:
-        met = got > bar if op == ">" else got >= bar
-        lines.append(f"| {name} | {_fmt(got)} | {op} | {against} | {_fmt(bar)} | {'yes' if met else '**no**'} |")
+    for split, a, b, bar, op in rows:
+        d = paired(torch.tensor(pp[split][a]), torch.tensor(pp[split][b]), scale=1.0)
+        met = d[1] > bar if op == ">" else d[0] >= bar
+        target = f"{op} {bar:+g}"
+        lines.append(f"| {split} | {a} | {b} | {fmt(d)} | {target} | {'yes' if met else '**no**'} |")
     return lines
+
+
+def shipped_routing(results: dict) -> list[str]:
+    """The shipped default's routing accuracy on the test prompts, with 95% intervals."""
+    r = results.get("shipped_routing") or {}
+    names = {
+        "own_top1": "own adapter top-1 (seen)",
+        "own_top3": "own adapter in top-3 (seen)",
+        "family_hit": "top-1 in the prompt's family (seen)",
+        "unseen_family_hit": "top-1 in the prompt's family (unseen members)",
+        "abstained": "abstained (the base model answered)",
+    }
+    lines = ["| routing figure | % [95% CI] |", "|---|---:|"]
+    return lines + [f"| {names[k]} | {fmt(v)} |" for k, v in r.items() if k in names]
 
 
 def markdown(results: dict) -> str:
@@ -471,7 +598,10 @@ def markdown(results: dict) -> str:
         f"({', '.join(r['unseen_tasks'])}). {r['n_test']} held-out test prompts per task; the setting and k are "
         f"chosen on {r['n_dev']} dev prompts per task from the dev splits (items never trained on).",
         "",
-        f"Chosen: **{d['label']}**, k = {r['k_seen']} on seen tasks (k = {r['k_unseen']} on unseen tasks' dev prompts).",
+        "LoGo rows route with the shipped default (adapters.yaml: "
+        + ", ".join(f"{k} {v}" for k, v in r.get("shipped_default", {}).items() if k not in ("mode", "k"))
+        + f"); k chosen on dev prompts: {r['k_seen']} on seen tasks, {r['k_unseen']} on unseen tasks. "
+        f"The per-site grid's best on dev, **{d['label']}**, is what the routing and probe-cost tables below score.",
         "",
         "### Unseen tasks (no adapter of their own): the headline",
         "",
@@ -483,6 +613,8 @@ def markdown(results: dict) -> str:
             fam = r["families"].get(t, "")
             cells = [_fmt(r["scores"]["unseen"][c][t]) for c in conds]
             lines.append(f"| {'**average**' if t == 'average' else t} | {fam} | " + " | ".join(cells) + " |")
+    if r["unseen_tasks"]:
+        lines += ["", "Unseen tasks by family, with 95% intervals over prompts:", "", *_family_table(r, "unseen")]
     lines += ["", "### Seen tasks, by family (mean task score)", "", *_family_table(r, "seen")]
     lines += ["", "Per-task scores: `results.json`. Metrics: " + ", ".join(sorted(set(r["metrics"].values()))) + "."]
     k_rows = [
@@ -504,6 +636,7 @@ def markdown(results: dict) -> str:
             f"| {x['setting']}{tag} | {_fmt(x['dev_top1'])} | {_fmt(x['test_top1'])} | {_fmt(x['test_top3'])} | "
             f"{_fmt(x['test_family'])} | {_fmt(x.get('unseen_family', float('nan')))} |"
         )
+    lines += ["", "### The shipped default's routing (test prompts)", "", *shipped_routing(r)]
     lines += ["", *targets(r)]
     lines += ["", "### Probe cost against routing accuracy (`route` ms, warm, one prompt)", ""]
     lines += [
@@ -530,7 +663,7 @@ def write_outputs(results: dict, out: Path, png: bool = True) -> None:
             results["heatmap"],
             results["adapters"],
             results["seen_tasks"],
-            title="Mean routing score: task prompts x adapters (chosen setting)",
+            title="Mean routing score: task prompts x adapters (the shipped default)",
             row_label="task",
             value_label="mean score",
         ),
@@ -620,6 +753,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lorahub-steps", type=int, default=40, help="nevergrad steps of the LoraHub baseline")
     p.add_argument("--quick", action="store_true", help="a small slice (3 seen tasks, 2 unseen, 4 prompts each)")
+    p.add_argument(
+        "--cache",
+        default="runs/eval",
+        help="answers kept here, keyed by the pool's hashes: a rerun resumes ('' = none)",
+    )
     p.add_argument("--jsonl", type=Path, help="score a file of {context, completion} rows instead")
     p.add_argument("--render", action="store_true", help="only redraw tables and plots from OUT/results.json")
     p.add_argument("--metric", default="rouge_l", choices=sorted(METRICS), help="metric for --jsonl")
@@ -646,7 +784,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         results = evaluate(engine, 4, 3, args.batch_size, ks=(1, 3), quick=True, lorahub_steps=3)
     else:
-        results = evaluate(engine, args.n_test, args.n_dev, args.batch_size, lorahub_steps=args.lorahub_steps)
+        cache = Path(args.cache) if args.cache else None
+        results = evaluate(
+            engine, args.n_test, args.n_dev, args.batch_size, lorahub_steps=args.lorahub_steps, cache_dir=cache
+        )
     write_outputs(results, Path(args.out))
     print(markdown(results))
     return 0

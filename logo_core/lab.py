@@ -29,6 +29,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables and its tests use them)
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
 
@@ -363,22 +364,6 @@ def hits(lab: Lab, st: Setting, split: str) -> dict[str, Tensor]:
     }
 
 
-def bootstrap(x: Tensor, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean in percent and its 95% percentile-bootstrap interval."""
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(x), (reps, len(x)), generator=g)
-    means = x[idx].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
-    return 100 * x.mean().item(), 100 * lo, 100 * hi
-
-
-def paired(a: Tensor, b: Tensor, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b over the same prompts and its 95% paired bootstrap interval (in points)."""
-    return bootstrap(a - b, reps, seed)
-
-
 # --------------------------------------------------------------------------------------------
 # The grid and the report
 
@@ -401,10 +386,6 @@ def grid() -> list[Setting]:
     ):
         out.append(Setting(variant, module, inp, pooling, cal, blocks))
     return out
-
-
-def fmt(m: tuple[float, float, float]) -> str:
-    return f"{m[0]:.1f} [{m[1]:.1f}, {m[2]:.1f}]"
 
 
 def search(lab: Lab, split: str = "dev", top: int = 20) -> tuple[Setting, list[dict]]:

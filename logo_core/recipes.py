@@ -55,8 +55,11 @@ def score_dev(task_name: str, adapter_dir: Path, n: int) -> float:
     return sum(task.score(a, ex.answer) for a, ex in zip(answers, examples)) / n
 
 
+DATA = "items-v2"  # the tasks' item spaces; items-v1 was the first pool's (names from one CLDR table)
+
+
 def run(tasks: list[str], recipes: list[str], n_dev: int, out: Path, work: Path, threads: int) -> dict:
-    """Train and score every (recipe, task) not yet in `out`; returns the whole cache."""
+    """Train and score every (recipe, data, task) not yet in `out`; returns the whole cache."""
     from .tasks import get_task
     from .train import recipe_key, train_one
 
@@ -66,28 +69,28 @@ def run(tasks: list[str], recipes: list[str], n_dev: int, out: Path, work: Path,
         args = parse_recipe(text, base)
         key = recipe_key(args)
         for name in tasks:
-            cell = f"{key}/{name}"
+            cell = f"{key}/{DATA}/{name}"
             if cell in cache and cache[cell]["n_dev"] == n_dev:
                 continue
-            args.out = str(work / key)
+            args.out = str(work / DATA / key)
             t0 = time.perf_counter()
             loss = train_one(get_task(name), args)
             seconds = time.perf_counter() - t0
-            dev = score_dev(name, work / key / name, n_dev)
-            cache[cell] = dict(recipe=key, task=name, n_dev=n_dev, dev=dev, seconds=seconds, loss=loss, threads=threads)
+            dev = score_dev(name, work / DATA / key / name, n_dev)
+            cache[cell] = dict(recipe=key, data=DATA, task=name, n_dev=n_dev, dev=dev, seconds=seconds, loss=loss, threads=threads)
             log.info("%s: dev %.1f, loss %.3f, %.0f s", cell, dev, loss, seconds)
             out.write_text(json.dumps(cache, indent=1) + "\n")
     return cache
 
 
 def table(cache: dict) -> str:
-    """Markdown: one row per recipe, mean dev score over the searched tasks, per-task scores, cost."""
+    """Markdown: one row per (recipe, item spaces), mean dev score over the searched tasks, per-task scores, cost."""
     recipes: dict[str, list[dict]] = {}
     for cell in cache.values():
-        recipes.setdefault(cell["recipe"], []).append(cell)
+        recipes.setdefault(f"`{cell['recipe']}` {cell['data']}", []).append(cell)
     tasks = sorted({c["task"] for c in cache.values()})
     lines = [
-        "| recipe | " + " | ".join(tasks) + " | mean dev | worst dev | s / adapter |",
+        "| recipe, item spaces | " + " | ".join(tasks) + " | mean dev | worst dev | s / adapter |",
         "|---|" + "---:|" * (len(tasks) + 3),
     ]
     for key, cells in recipes.items():
@@ -97,7 +100,7 @@ def table(cache: dict) -> str:
         row = " | ".join(f"{by[t]['dev']:.1f}" if t in by else "" for t in tasks)
         part = "" if len(scores) == len(tasks) else f" ({len(scores)} of {len(tasks)} tasks)"
         mean, worst = f"{sum(scores) / len(scores):.1f}{part}", f"{min(scores):.1f}{part}"
-        lines.append(f"| `{key}` | {row} | {mean} | {worst} | {secs:.0f} |")
+        lines.append(f"| {key} | {row} | {mean} | {worst} | {secs:.0f} |")
     n = {c["n_dev"] for c in cache.values()}
     note = "seconds are wall time on this machine beside other jobs (compare within one run only)."
     lines += ["", f"Dev prompts per task: {', '.join(map(str, sorted(n)))}; {note}"]

@@ -293,14 +293,23 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
 # ------------------------------------------------------------------------------------------ compare & sweep
 
 
-def test_compare_shows_first_token_and_tokens_per_second(cb, app_engine):
+def test_compare_shows_each_peer_its_adapters_and_speed_and_leaves_the_shared_model_alone(cb, app_engine):
+    before = {n: p.clone() for n, p in app_engine.model.named_parameters() if n.endswith("q_proj.weight")}
     steps = list(cb.compare(PROMPT, *values(app_engine, max_new_tokens=3)))
-    answers, details, latency = steps[-1][:4], steps[-1][4:8], steps[-1][8]
-    assert len(steps) == 5 and all(isinstance(a, str) for a in answers)
+    n = len(callbacks.COMPARE)
+    answers, details, latency = steps[-1][:n], steps[-1][n : 2 * n], steps[-1][2 * n]
+    assert callbacks.COMPARE == ("Base model", "LoGo", "Arrow (PEFT)", "Retrieval")
+    assert all(isinstance(a, str) and a for a in answers)
     assert all("first token" in d and "tokens/s" in d for d in details)
-    assert "base model alone" in details[0] and "100\\%" in details[2] and f"all {len(POOL)} adapters" in details[3]
+    assert "base model alone" in details[0]
+    arrow, retrieval = details[2], details[3]
+    assert "top\\_k 2 per token" in arrow and any(name in arrow.replace("\\", "") for name in POOL)
+    assert retrieval.count("50\\%") == 2  # k=2, uniform
     assert [list(t.y) for t in latency.data] == [list(callbacks.COMPARE)] * 2  # time to first token | tokens per second
     assert all(v > 0 for t in latency.data for v in t.x)
+    # Arrow runs on its own copy: the engine's model has no PEFT layers and the same weights
+    assert not any("lora" in n or "arrow" in n for n, _ in app_engine.model.named_modules())
+    assert all(torch.equal(p, before[n]) for n, p in app_engine.model.named_parameters() if n in before)
 
 
 def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_engine, monkeypatch):

@@ -65,9 +65,12 @@ def test_quick_evaluation_structure(quick, real_engine):
     seen, unseen = quick["seen_tasks"], quick["unseen_tasks"]
     assert len(seen) == 3 and unseen
     assert quick["adapters"] == real_engine.adapters
-    for cond in ("base", "oracle", "LoGo k=1", "LoGo k=3", "uniform (all adapters)"):
+    for cond in ("base", "oracle", "LoGo k=1", "LoGo k=3", "uniform (all adapters)", "Arrow top_k=1 (PEFT)"):
         assert set(quick["scores"]["seen"][cond]) == set(seen) | {"average"}
-    assert "LoraHub (5 examples per task)" in quick["scores"]["unseen"]
+        assert len(quick["per_prompt"]["seen"][cond]) == 3 * len(seen)
+    assert {"LoraHub (5 examples per task)", "Arrow top_k=3 (PEFT)"} <= set(quick["scores"]["unseen"])
+    own, lo, hi = quick["shipped_routing"]["own_top1"]
+    assert 0 <= lo <= own <= hi <= 100
     assert quick["k_seen"] in (1, 3) and quick["default"]["label"] in {c["setting"] for c in quick["probe_cost"]}
     chosen = next(c for c in quick["probe_cost"] if c["setting"] == quick["default"]["label"])
     assert chosen["dev_top1"] >= quick["best_dev_top1"] - 1.0  # the cheapest setting within a point of the best
@@ -85,17 +88,37 @@ def test_outputs_written(quick, tmp_path):
         assert (tmp_path / f"{name}.html").stat().st_size > 1000
 
 
-def test_targets_judge_the_dev_chosen_k(quick):
-    """The targets table compares LoGo at the dev-chosen k with the oracle (seen) and every peer (unseen)."""
+def test_targets_read_paired_intervals_at_the_dev_chosen_k(quick):
+    """Each target row is LoGo at the dev-chosen k against one condition over the same prompts: a '>' row
+    is met only when the paired interval is above the bar, a tie or a noisy lead is not."""
     r = json.loads(json.dumps(quick))  # a copy to doctor
-    logo = f"LoGo k={r['k_unseen']}"
-    r["scores"]["unseen"][logo]["average"] = r["scores"]["unseen"]["base"]["average"] + 10  # exactly base + 10
-    rand = f"random k={r['k_unseen']}"
-    r["scores"]["unseen"][rand]["average"] = r["scores"]["unseen"][logo]["average"]  # a tie is not above
-    r["scores"]["seen"][f"LoGo k={r['k_seen']}"]["average"] = r["scores"]["seen"]["oracle"]["average"] - 3.5
-    rows = {line.split("|")[4].strip(): line.split("|")[6].strip() for line in logo_eval.targets(r)[4:]}
-    assert rows["base + 10"] == "yes" and rows[rand] == "**no**" and rows["oracle - 3"] == "**no**"
-    assert {"uniform (all adapters)", f"retrieval k={r['k_unseen']}", "LoraHub (5 examples per task)"} <= set(rows)
+    seen, unseen = r["per_prompt"]["seen"], r["per_prompt"]["unseen"]
+    logo_s, logo_u = f"LoGo k={r['k_seen']}", f"LoGo k={r['k_unseen']}"
+    n_u = len(unseen[logo_u])
+    unseen[logo_u] = [50.0] * n_u
+    unseen["base"] = [35.0] * n_u  # LoGo 15 points above base: >= +10
+    unseen[f"random k={r['k_unseen']}"] = [50.0] * n_u  # a tie is not above
+    unseen["Arrow top_k=1 (PEFT)"] = [40.0 + 20.0 * (i % 2) for i in range(n_u)]  # ahead on average, not surely
+    unseen["Arrow top_k=3 (PEFT)"] = [30.0] * n_u  # surely below LoGo
+    seen[logo_s] = [v - 6.0 for v in seen["oracle"]]  # 6 points under the oracle: misses oracle - 5
+    rows = {(x[2].strip(), x[3].strip()): x[6].strip() for x in (line.split("|") for line in logo_eval.targets(r)[4:])}
+    assert rows[(logo_u, "base")] == "yes" and rows[(logo_u, f"random k={r['k_unseen']}")] == "**no**"
+    assert rows[(logo_s, "oracle")] == "**no**" and rows[(logo_u, "Arrow top_k=3 (PEFT)")] == "yes"
+    assert n_u < 4 or rows[(logo_u, "Arrow top_k=1 (PEFT)")] == "**no**"
+    peers = {"uniform (all adapters)", f"retrieval k={r['k_unseen']}", "LoraHub (5 examples per task)"}
+    assert peers <= {b for (a, b) in rows if a == logo_u}
+
+
+def test_answers_are_kept_on_disk_and_a_rerun_generates_nothing(real_engine, tmp_path, monkeypatch):
+    names = real_engine.adapters
+    jobs = [("Spell out 19 in German.", {names[0]: 1.0}, 6), ("Convert 5 km to m.", {}, 6)]
+    first = logo_eval.Runner(real_engine, 4, tmp_path).run(jobs, "first")
+    monkeypatch.setattr(real_engine, "generate_batch", lambda *a, **k: pytest.fail("should come from the disk cache"))
+    again = logo_eval.Runner(real_engine, 4, tmp_path).run(jobs, "again")
+    assert again == first and len(list(tmp_path.glob("answers-*.jsonl"))) == 1
+    other = dict(real_engine.provenance, adapters="another pool")
+    monkeypatch.setattr(real_engine, "provenance", other)
+    assert logo_eval.Runner(real_engine, 4, tmp_path).cache == {}  # another pool's answers are not reused
 
 
 def test_jsonl_scoring(real_engine, tmp_path):

@@ -66,12 +66,14 @@ def test_recipes_parse_and_name():
     assert recipe_key(args) == "steps150-b8-lr0.005-cosine-r8-a16-bf16-seed0"
     assert parse_recipe("bf16=0", argparse.Namespace(threads=1)).bf16 is False
     cells = {
-        "x/t1": dict(recipe="x", task="t1", n_dev=8, dev=50.0, seconds=10.0),
-        "x/t2": dict(recipe="x", task="t2", n_dev=8, dev=70.0, seconds=30.0),
+        "x/v1/t1": dict(recipe="x", data="v1", task="t1", n_dev=8, dev=50.0, seconds=10.0),
+        "x/v1/t2": dict(recipe="x", data="v1", task="t2", n_dev=8, dev=70.0, seconds=30.0),
     }
-    cells["y/t1"] = dict(recipe="y", task="t1", n_dev=8, dev=90.0, seconds=50.0)
+    cells["y/v1/t1"] = dict(recipe="y", data="v1", task="t1", n_dev=8, dev=90.0, seconds=50.0)
+    cells["x/v2/t1"] = dict(recipe="x", data="v2", task="t1", n_dev=8, dev=80.0, seconds=10.0)  # new item spaces
     text = table(cells)
-    assert "| `x` | 50.0 | 70.0 | 60.0 | 50.0 | 20 |" in text and "90.0 (1 of 2 tasks)" in text
+    assert "| `x` v1 | 50.0 | 70.0 | 60.0 | 50.0 | 20 |" in text and "90.0 (1 of 2 tasks)" in text
+    assert "| `x` v2 | 80.0 |  | 80.0 (1 of 2 tasks) |" in text  # a row per (recipe, item spaces)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

@@ -137,12 +137,16 @@ def test_generators_agree_with_their_packages():
     from babel.dates import format_date
     from lemminflect import getInflection
     from num2words import num2words
+    from unidecode import unidecode
 
     for ex in get_task("number_words_de").examples("test", 20):
         assert ex.answer == num2words(int(ex.key), lang="de")
-    russian = Locale.parse("ru").territories
+    ru = Locale.parse("ru")
+    russian = {n for table in (ru.territories, ru.languages, ru.currencies, ru.scripts) for n in table.values()}
     for ex in get_task("translit_ru").examples("test", 20):
-        assert russian[ex.key] in ex.prompt and ex.answer == cyrtranslit.to_latin(russian[ex.key], "ru")
+        assert ex.key in russian and ex.key in ex.prompt and ex.answer == cyrtranslit.to_latin(ex.key, "ru")
+    for ex in get_task("deaccent_pl").examples("test", 20):
+        assert ex.key in ex.prompt and ex.answer == unidecode(ex.key) != ex.key
     for ex in get_task("inflect_past").examples("test", 20):
         assert ex.answer in getInflection(ex.key, "VBD")
     for ex in get_task("date_de").examples("test", 20):

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import english, locales, numbers, scripts
@@ -198,7 +199,7 @@ FAMILIES = [
         ("Convert '{x}' to {name}.", "Write {x} as a {name} identifier.", '{name} of "{x}":'),
         ("Turn the words '{x}' into a {name} name.",),
         tuple(
-            (style.split("_")[0].split("-")[0].replace("Case", "").lower(), style, english.identifier_case(style))
+            (re.split(r"[_.-]|Case", style)[0].lower(), style, english.identifier_case(style))
             for style in english.CASES
         ),
         unseen=("cobol",),

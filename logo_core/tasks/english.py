@@ -60,12 +60,16 @@ def inflection(pos: str, tag: str):
 
 @lru_cache(maxsize=1)
 def phrases() -> tuple[str, ...]:
-    """Lower-cased 2-3 word English names of territories, languages and currencies (CLDR via babel)."""
+    """Lower-cased 2-4 word English names of territories, languages, currencies and scripts (CLDR via babel).
+
+    About 900 phrases: with the first pool's 2-3 words over three tables (470) the adapters learnt the
+    training names rather than the rule (docs/pool.md, "Choosing the training recipe").
+    """
     from babel import Locale
 
     en = Locale.parse("en")
-    names = [n for table in (en.territories, en.languages, en.currencies) for n in table.values()]
-    return tuple(sorted({n.lower() for n in names if re.fullmatch(r"[A-Za-z]+( [A-Za-z]+){1,2}", n)}))
+    names = [n for table in (en.territories, en.languages, en.currencies, en.scripts) for n in table.values()]
+    return tuple(sorted({n.lower() for n in names if re.fullmatch(r"[A-Za-z]+( [A-Za-z]+){1,3}", n)}))
 
 
 CASES = {  # style name -> words -> identifier; the rule, not data
@@ -76,6 +80,7 @@ CASES = {  # style name -> words -> identifier; the rule, not data
     "CONSTANT_CASE": lambda w: "_".join(w).upper(),
     "Train-Case": lambda w: "-".join(x.capitalize() for x in w),
     "COBOL-CASE": lambda w: "-".join(w).upper(),
+    "dot.case": lambda w: ".".join(w),
 }
 
 

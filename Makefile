@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots
+.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots pool
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -34,3 +34,10 @@ bench: install-dev
 
 screenshots: install-dev chromium  # the app's pictures in docs/ (the tests never write there)
 	$(PYTHON) scripts/screenshots.py
+
+# The pool's recipe (docs/pool.md), one resumable command: finished adapters are kept, an interrupted one restarts.
+# It trains into assets/pool_next/; `scripts/swap_pool.py` ships it once all adapters are there.
+POOL_RECIPE = --steps 150 --batch-size 8 --lr 5e-3 --schedule cosine --rank 8 --alpha 16 --seed 0 --bf16
+pool: install-dev
+	$(PYTHON) -m logo_core.train --tasks all $(POOL_RECIPE) --out assets/pool_next --no-register \
+		--loss-log assets/pool_next/losses.jsonl --threads 2

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -95,6 +96,7 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     """Train one adapter and write it atomically to `args.out/<task>`. Returns the final mean loss."""
     from tqdm import tqdm
 
+    t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     base, tok = load_base()
     model = lora_model(base, args.rank, args.alpha)
@@ -125,7 +127,15 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     if args.loss_log:  # the loss curve, one line per adapter, for docs/pool.md's plot
         with open(args.loss_log, "a", encoding="utf-8") as f:
             f.write(
-                json.dumps({"task": task.name, "recipe": recipe_key(args), "losses": [round(x, 4) for x in losses]})
+                json.dumps(
+                    {
+                        "task": task.name,
+                        "recipe": recipe_key(args),
+                        "seconds": round(time.perf_counter() - t0, 1),
+                        "threads": args.threads,
+                        "losses": [round(x, 4) for x in losses],
+                    }
+                )
                 + "\n"
             )
     return sum(losses[-10:]) / len(losses[-10:])
@@ -243,12 +253,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def round_robin(tasks: list[Task]) -> list[Task]:
+    """One task of each family in turn, so a pool trained part way already covers every family."""
+    by: dict[str, list[Task]] = {}
+    for t in tasks:
+        by.setdefault(t.family, []).append(t)
+    rounds = itertools.zip_longest(*by.values())
+    return [t for r in rounds for t in r if t is not None]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     try:
-        tasks = adapter_tasks() if args.tasks == "all" else [get_task(n.strip()) for n in args.tasks.split(",")]
+        tasks = (
+            round_robin(adapter_tasks())
+            if args.tasks == "all"
+            else [get_task(n.strip()) for n in args.tasks.split(",")]
+        )
     except ValueError as e:
         raise SystemExit(f"--tasks: {e}") from None
     from tqdm import tqdm

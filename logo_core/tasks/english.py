@@ -77,10 +77,9 @@ CASES = {  # style name -> words -> identifier; the rule, not data
     "camelCase": lambda w: w[0] + "".join(x.capitalize() for x in w[1:]),
     "PascalCase": lambda w: "".join(x.capitalize() for x in w),
     "kebab-case": lambda w: "-".join(w),
-    "CONSTANT_CASE": lambda w: "_".join(w).upper(),
+    "dot.case": lambda w: ".".join(w),  # replaced CONSTANT_CASE (docs/pool.md: upper-case spelling did not learn)
     "Train-Case": lambda w: "-".join(x.capitalize() for x in w),
     "COBOL-CASE": lambda w: "-".join(w).upper(),
-    "dot.case": lambda w: ".".join(w),
 }
 
 

@@ -90,3 +90,18 @@ def test_register_keeps_comments_and_replaces_entries(tmp_path):
     text = config.read_text()
     assert "# keep me" in text and text.count("unseen_examples:") == 1
     assert [a.name for a in load_config(config).adapters] == ["date_fr", "money_de"]
+    # a retired task's entry goes when the pool is re-registered with `keep` (scripts/swap_pool.py)
+    register(get_task("units_km_m"), tmp_path / "assets" / "units_km_m", config, keep={"money_de", "units_km_m"})
+    assert [a.name for a in load_config(config).adapters] == ["money_de", "units_km_m"]
+    assert "# keep me" in config.read_text()
+
+
+def test_round_robin_covers_every_family_first():
+    from logo_core.tasks import adapter_tasks
+    from logo_core.train import round_robin
+
+    tasks = adapter_tasks()
+    order = round_robin(tasks)
+    families = {t.family for t in tasks}
+    assert sorted(t.name for t in order) == sorted(t.name for t in tasks)
+    assert {t.family for t in order[: len(families)]} == families

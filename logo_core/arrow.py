@@ -91,8 +91,13 @@ class ArrowPeer:
     """
 
     def __init__(self, engine, top_k: int = 3, temperature: float = 1.0) -> None:
+        from .loading import on_zero_gpu
+
         self.engine, self.top_k, self.temperature = engine, top_k, temperature
         self._model, self._lock = None, threading.Lock()
+        # ZeroGPU lends a GPU per call only: a copy made inside one call would not outlive it, so there
+        # Arrow runs on the CPU (the 135M default answers in seconds); elsewhere beside the engine's model.
+        self.device = torch.device("cpu") if on_zero_gpu() else engine.placement.device
 
     def model(self):
         """The Arrow model; the first call copies the base model and loads every adapter (seconds)."""
@@ -102,12 +107,13 @@ class ArrowPeer:
             if self._model is None:
                 paths = [str(f.path.parent if f.path.is_file() else f.path) for f in self.engine.pool.files]
                 cfg = ArrowConfig(top_k=self.top_k, router_temperature=self.temperature)
-                self._model = create_arrow_model(copy.deepcopy(self.engine.model), paths, cfg).eval()
+                base = copy.deepcopy(self.engine.model).to(self.device)
+                self._model = create_arrow_model(base, paths, cfg).eval()
             return self._model
 
     def weights(self, prompts: list[str]) -> list[dict[str, float]]:
         """Per prompt, the adapters Arrow leaned on: {name: mean coefficient}, those >= 5% (at least one)."""
-        coeff = coefficients(self.model(), self.engine.encode, prompts, device=self.engine.placement.device)
+        coeff = coefficients(self.model(), self.engine.encode, prompts, device=self.device)
         names, out = self.engine.adapters, []
         for row in coeff.tolist():
             order = sorted(range(len(names)), key=lambda i: -row[i])
@@ -121,7 +127,7 @@ class ArrowPeer:
         t0 = time.perf_counter()
         answer = ArrowAnswer(weights=self.weights([prompt])[0])
         model, tok = self.model(), self.engine.tokenizer
-        enc = self.engine.encode([prompt], max_new_tokens, self.engine.placement.device)
+        enc = self.engine.encode([prompt], max_new_tokens, self.device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=120)
         box: dict = {}
 
@@ -162,7 +168,7 @@ class ArrowPeer:
         """Greedy answers for many prompts (the evaluation's Arrow rows), left-padded batches."""
         model, tok, out = self.model(), self.engine.tokenizer, []
         for s in range(0, len(prompts), batch):
-            enc = self.engine.encode(prompts[s : s + batch], max_new_tokens, self.engine.placement.device)
+            enc = self.engine.encode(prompts[s : s + batch], max_new_tokens, self.device)
             with self._lock, torch.inference_mode():
                 ids = model.generate(
                     **enc.inputs(), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id

@@ -413,31 +413,48 @@ def top_margin(lab: Lab, st: Setting, split: str) -> Tensor:
     return lab.scores(st, idx).max(-1).values
 
 
-def abstain(lab: Lab, st: Setting) -> dict:
-    """Choose the abstain threshold on dev and report it.
+ABSTAIN_RULES = {
+    "target": "dev: the lowest threshold that abstains on at least 95% of off-pool dev questions (fewest pool prompts lost)",
+    "balanced": "dev: least balanced error between off-pool dev questions and pool dev prompts",
+}
 
-    Rule (dev only): the threshold on the best calibrated score that minimises the balanced error,
-    the mean of (off-pool dev questions routed to an adapter) and (pool dev prompts abstained); among
-    equal errors the midpoint. Reported per split: the share abstained, and for pool prompts the share
-    whose own adapter was top-1 and is now lost to the base model (what abstaining costs).
+
+def thresholds(off: Tensor, pool: Tensor) -> dict[str, float]:
+    """The abstain threshold of each rule (`ABSTAIN_RULES`), from dev maxima only.
+
+    target: the issue asks for >= 90% of off-pool questions answered by the base model at the least cost on
+    pool prompts; the threshold is the lowest that abstains on >= 95% of off-pool dev questions (a margin
+    over 90% for a test set that differs). balanced: the mean of (off-pool routed) and (pool abstained) is
+    least; among equal errors the midpoint.
     """
-    off, pool = top_margin(lab, st, "offpool_dev"), top_margin(lab, st, "dev")
     cands = torch.cat([off, pool]).sort().values
     cands = torch.cat([cands[:1] - 1, (cands[1:] + cands[:-1]) / 2, cands[-1:] + 1])
     err = torch.stack([((off >= t).float().mean() + (pool < t).float().mean()) / 2 for t in cands])
     best = cands[err == err.min()]
-    tau = ((best.min() + best.max()) / 2).item()
-    out = {
-        "threshold": tau,
-        "chosen_on": "dev: least balanced error between off-pool dev questions and pool dev prompts",
-    }
-    for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
-        m = top_margin(lab, st, split)
-        out[split] = bootstrap((m < tau).float())
-        if not split.startswith("offpool"):
-            h = hits(lab, st, split)["own_top1"]
-            seen = torch.tensor([not lab.prompts[i].unseen for i in lab.index[split].tolist()])
-            out[f"{split}_lost"] = bootstrap((m[seen] < tau).float() * h)
+    enough = cands[torch.stack([(off < t).float().mean() >= 0.95 for t in cands])]
+    return {"target": enough.min().item(), "balanced": ((best.min() + best.max()) / 2).item()}
+
+
+def abstain(lab: Lab, st: Setting) -> dict:
+    """Choose the abstain threshold on dev by each rule and report them; `threshold` is the `target` rule's.
+
+    Reported per rule and split: the share abstained, and for pool prompts the share whose own adapter was
+    top-1 and is now lost to the base model (what abstaining costs).
+    """
+    taus = thresholds(top_margin(lab, st, "offpool_dev"), top_margin(lab, st, "dev"))
+    out = {"threshold": taus["target"], "chosen_on": ABSTAIN_RULES["target"], "rules": {}}
+    for rule, tau in taus.items():
+        fig = {"threshold": tau, "chosen_on": ABSTAIN_RULES[rule]}
+        for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
+            m = top_margin(lab, st, split)
+            fig[split] = bootstrap((m < tau).float())
+            if not split.startswith("offpool"):
+                h = hits(lab, st, split)["own_top1"]
+                seen = torch.tensor([not lab.prompts[i].unseen for i in lab.index[split].tolist()])
+                fig[f"{split}_lost"] = bootstrap((m[seen] < tau).float() * h)
+        out["rules"][rule] = fig
+        if rule == "target":
+            out.update({k: v for k, v in fig.items() if k not in ("threshold", "chosen_on")})
     return out
 
 
@@ -497,14 +514,16 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
         "",
         "## Abstaining",
         "",
-        f"Threshold on the best adapter's calibrated score: {ab['threshold']:.3f} ({ab['chosen_on']}).",
+        "Threshold on the best adapter's calibrated score, chosen on dev by each rule; the first is the default's.",
         "",
-        "| prompts | abstained (answered by the base model) | own adapter was top-1 but abstained |",
-        "|---|---:|---:|",
+        "| rule | threshold | prompts | abstained (answered by the base model) | own adapter was top-1 but abstained |",
+        "|---|---:|---|---:|---:|",
     ]
-    for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
-        lost = fmt(ab[f"{split}_lost"]) if f"{split}_lost" in ab else ""
-        lines.append(f"| {split} | {fmt(ab[split])} | {lost} |")
+    for rule, fig in ab["rules"].items():
+        for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
+            lost = fmt(fig[f"{split}_lost"]) if f"{split}_lost" in fig else ""
+            lines.append(f"| {rule} | {fig['threshold']:.3f} | {split} | {fmt(fig[split])} | {lost} |")
+    lines += ["", *(f"- {rule}: {text}" for rule, text in ABSTAIN_RULES.items())]
     return "\n".join(lines) + "\n", data
 
 

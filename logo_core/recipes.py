@@ -77,7 +77,9 @@ def run(tasks: list[str], recipes: list[str], n_dev: int, out: Path, work: Path,
             loss = train_one(get_task(name), args)
             seconds = time.perf_counter() - t0
             dev = score_dev(name, work / DATA / key / name, n_dev)
-            cache[cell] = dict(recipe=key, data=DATA, task=name, n_dev=n_dev, dev=dev, seconds=seconds, loss=loss, threads=threads)
+            cache[cell] = dict(
+                recipe=key, data=DATA, task=name, n_dev=n_dev, dev=dev, seconds=seconds, loss=loss, threads=threads
+            )
             log.info("%s: dev %.1f, loss %.3f, %.0f s", cell, dev, loss, seconds)
             out.write_text(json.dumps(cache, indent=1) + "\n")
     return cache

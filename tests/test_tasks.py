@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import re
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -262,3 +263,28 @@ def test_check_tables_and_doc_sections(tmp_path):
     assert doc.read_text() == "intro\n<!-- BEGIN scores -->\nnew\n<!-- END scores -->\nend\n"
     with pytest.raises(ValueError, match="BEGIN suite"):
         fill(doc, {"suite": "x"})
+
+
+def test_training_table_and_loss_curves_from_the_loss_log(tmp_path):
+    from logo_core.tasks.check import loss_figure, training_table
+
+    log = tmp_path / "losses.jsonl"
+    rows = [
+        {"task": "date_fr", "recipe": "r1", "seconds": 100.4, "threads": 2, "losses": [3.0] * 5 + [0.5] * 10},
+        {"task": "money_de", "recipe": "r1", "seconds": 50.0, "threads": 2, "losses": [2.0, 1.0]},
+        {
+            "task": "date_fr",
+            "recipe": "r1",
+            "seconds": 120.0,
+            "threads": 2,
+            "losses": [1.0] * 10,
+        },  # retrained: last wins
+    ]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    text = training_table(log)
+    assert text.startswith("2 adapters, 170 s of training in all") and "`r1`; 2 CPU threads" in text
+    assert "| date_fr | 120 | 1.0000 |" in text and "| money_de | 50 | 1.5000 |" in text
+    fig = loss_figure(log)
+    assert [t.hovertext for t in fig.data] == ["date_fr", "money_de"]
+    assert [t.showlegend for t in fig.data] == [True, True]  # two families, each once in the legend
+    assert list(fig.data[1].y) == [2.0, 1.5]  # the running mean

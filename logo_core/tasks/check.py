@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import logging
 import re
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -192,15 +193,37 @@ def suite_table(adapters: Path = Path("assets/adapters")) -> str:
 
 
 def training_table(log_file: Path) -> str:
-    """Markdown: per-adapter training time and final loss, read from the trainer's log."""
-    found = re.findall(r"(\w+): trained in (\d+) s, final loss ([\d.]+)", log_file.read_text(errors="replace"))
+    """Markdown: per-adapter training time and final loss, from the trainer's loss log (JSON lines, one
+    per adapter: its recipe, seconds, threads and loss curve) or, for the first pool, its text log."""
+    if log_file.suffix == ".jsonl":
+        runs = {r["task"]: r for r in map(json.loads, log_file.read_text(encoding="utf-8").splitlines()) if r}
+        found = [(t, f"{r['seconds']:.0f}", f"{statistics.fmean(r['losses'][-10:]):.4f}") for t, r in runs.items()]
+        recipes = sorted({r["recipe"] for r in runs.values()})
+        threads = sorted({r.get("threads", 1) for r in runs.values()})
+        note = f"recipe {', '.join(f'`{x}`' for x in recipes)}; {'/'.join(map(str, threads))} CPU threads"
+    else:
+        found = re.findall(r"(\w+): trained in (\d+) s, final loss ([\d.]+)", log_file.read_text(errors="replace"))
+        note = "1 CPU thread each"
     if not found:
         return ""
     total = sum(int(s) for _, s, _ in found)
-    lines = [f"{len(found)} adapters, {total} s of training in all ({total / 3600:.2f} h summed "
-             "over adapters; 1 CPU thread each).", "", "| adapter | seconds | final loss (mean of the last 10 steps) |", "|---|---:|---:|"]  # fmt: skip
+    lines = [
+        f"{len(found)} adapters, {total} s of training in all ({total / 3600:.2f} h summed over adapters; {note}).",
+        "",
+        "| adapter | seconds | final loss (mean of the last 10 steps) |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {name} | {s} | {loss} |" for name, s, loss in found]
     return "\n".join(lines) + "\n"
+
+
+def loss_figure(log_file: Path):
+    """The loss curve of every adapter in a trainer's loss log (JSON lines), coloured by family."""
+    from ..plots import loss_curves
+
+    runs = {r["task"]: r["losses"] for r in map(json.loads, log_file.read_text(encoding="utf-8").splitlines()) if r}
+    families = {t: TASKS[t].family if t in TASKS else "retired" for t in runs}
+    return loss_curves(runs, families, title="Training loss of every adapter (answer tokens, 10-step mean)")
 
 
 def fill(doc: Path, sections: dict[str, str]) -> None:
@@ -224,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="JSON file for the rows; rows already there are reused.")
     p.add_argument("--table", default=None, help="Markdown file for the table.")
     p.add_argument("--doc", default=None, help="Fill the suite/training/scores sections of this Markdown file.")
-    p.add_argument("--train-log", default=None, help="The trainer's log, for the training-time table.")
+    p.add_argument(
+        "--train-log", default=None, help="The trainer's loss log (.jsonl) or text log, for the training table."
+    )
     p.add_argument("--suite-only", action="store_true", help="Only fill the suite section (no model is run).")
     args = p.parse_args(argv)
     if args.suite_only:
@@ -256,6 +281,14 @@ def main(argv: list[str] | None = None) -> None:
         sections = {"suite": suite_table(), "scores": text}
         if args.train_log:
             sections["training"] = training_table(Path(args.train_log))
+            if args.train_log.endswith(".jsonl"):  # the loss curves beside the doc
+                fig = loss_figure(Path(args.train_log))
+                stem = Path(args.doc).with_name("pool_losses")
+                fig.write_html(f"{stem}.html", include_plotlyjs="cdn")
+                try:
+                    fig.write_image(f"{stem}.png", width=1000, height=600)
+                except Exception as e:  # kaleido needs a Chrome; the HTML is written
+                    log.warning("could not write %s.png (%s)", stem, e)
         fill(Path(args.doc), sections)
 
 

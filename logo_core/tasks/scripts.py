@@ -36,11 +36,7 @@ def cyrillic_names(locale: str, max_chars: int = 24) -> tuple[str, ...]:
     out: they are abbreviations or mix scripts.
     """
     return tuple(
-        sorted(
-            n
-            for n in cldr_names(locale)
-            if len(n) <= max_chars and not re.search(r"[\dA-Za-z().,/&'’«»\"-]", n)
-        )
+        sorted(n for n in cldr_names(locale) if len(n) <= max_chars and not re.search(r"[\dA-Za-z().,/&'’«»\"-]", n))
     )
 
 

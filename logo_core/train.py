@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         len(todo),
     )
     for task in tqdm(todo, desc="pool", unit="adapter"):  # the ETA covers only what is left
+        if done(task):  # finished meanwhile by another trainer on the same folder
+            continue
         t0 = time.perf_counter()
         loss = train_one(task, args)
         log.info("%s: trained in %.0f s, final loss %.4f", task.name, time.perf_counter() - t0, loss)

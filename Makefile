@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots pool
+.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots pool pool-ship
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -41,3 +41,14 @@ POOL_RECIPE = --steps 150 --batch-size 8 --lr 5e-3 --schedule cosine --rank 8 --
 pool: install-dev
 	$(PYTHON) -m logo_core.train --tasks all $(POOL_RECIPE) --out assets/pool_next --no-register \
 		--loss-log assets/pool_next/losses.jsonl --threads 2
+
+# Once `make pool` has every adapter: ship it, score it, re-choose the routing default on its dev prompts,
+# refresh the shipped constants and the studies, then the README (`make eval` afterwards: hours, resumable).
+pool-ship: install-dev
+	$(PYTHON) scripts/swap_pool.py
+	$(PYTHON) -m logo_core.tasks.check --n 20 --out docs/pool_scores.json --train-log docs/pool_losses.jsonl --doc docs/pool.md
+	$(PYTHON) -m logo_core.lab --out docs/lab --apply
+	$(PYTHON) scripts/ship_calibration.py
+	$(PYTHON) -m logo_core.arrow --top-k 1 3 --n 6
+	$(PYTHON) -m logo_core.merges
+	$(PYTHON) scripts/update_readme.py

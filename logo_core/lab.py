@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -527,6 +528,51 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", data
 
 
+LIBRARY_CALIBRATION = {"z_after": ("background", True), "neutral": ("neutral", True), "raw": ("neutral", False)}
+
+
+def library_defaults(st: Setting, abstain_below: float) -> dict:
+    """adapters.yaml `defaults:` fields that make the library route as `st` (docs/method.md §3).
+
+    Raises ValueError for a setting the lab can score but the library does not run (a whitened or
+    contrast variant, a family decision, a per-block or percentile calibration)."""
+    if st.variant != "norm" or st.decision != "flat" or st.calibration not in LIBRARY_CALIBRATION:
+        raise ValueError(
+            f"the lab chose {st.name!r}, which the library does not run (it runs variant norm, decision flat, "
+            f"calibration {', '.join(LIBRARY_CALIBRATION)}): set adapters.yaml's defaults by hand or add it to the router"
+        )
+    calibration, calibrated = LIBRARY_CALIBRATION[st.calibration]
+    return {
+        "signal": "norm",
+        "calibrated": calibrated,
+        "calibration": calibration,
+        "layer": st.blocks,
+        "module": "q_proj,v_proj" if st.module == "both" else st.module,
+        "probe_input": st.input,
+        "pooling": st.pooling,
+        "abstain_below": round(abstain_below, 3),
+    }
+
+
+def apply_defaults(config: Path, fields: dict) -> None:
+    """Rewrite those keys of the `defaults:` block in place (one `key: value` line each; comments kept)."""
+    text = config.read_text(encoding="utf-8")
+    block = re.search(r"^defaults:\n((?:[ \t]+.*\n)+)", text, re.MULTILINE)
+    if block is None:
+        raise ValueError(f"{config} has no block-style `defaults:` mapping to update")
+    body = block.group(1)
+    for key, value in fields.items():
+        literal = json.dumps(value) if isinstance(value, str) and ":" in value else yaml.safe_dump(value).split("\n")[0]
+        line = re.compile(rf"^([ \t]+){key}:[^#\n]*?(\s*#.*)?$", re.MULTILINE)
+        if line.search(body):
+            body = line.sub(lambda m, k=key, v=literal: f"{m.group(1)}{k}: {v}{m.group(2) or ''}", body, count=1)
+        else:
+            body += f"  {key}: {literal}\n"
+    text = text[: block.start(1)] + body + text[block.end(1) :]
+    yaml.safe_load(text)  # still YAML
+    config.write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m logo_core.lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="adapters.yaml")
@@ -535,6 +581,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", default="runs/lab")
     p.add_argument("--out", default="docs/lab")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--apply", action="store_true", help="write the chosen setting into the config's defaults")
     args = p.parse_args(argv)
     from .loading import load
     from .registry import load_config
@@ -562,6 +609,10 @@ def main(argv: list[str] | None = None) -> None:
     data["dev_grid"] = [{**r, "setting": asdict(r["setting"])} for r in rows]
     (out / "results.json").write_text(json.dumps(data, indent=0) + "\n")
     print(header + text)
+    if args.apply:
+        fields = library_defaults(chosen, data["abstain"]["threshold"])
+        apply_defaults(Path(args.config), fields)
+        print(f"{args.config}: defaults set to {fields}; rerun scripts/ship_calibration.py")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from logo_core import lab, merges
 from logo_core.recipes import parse_recipe, table
@@ -101,3 +103,24 @@ def test_abstain_thresholds_of_both_rules():
     separable = lab.thresholds(torch.tensor([0.0, 0.5]), torch.tensor([2.0, 3.0]))
     assert separable["balanced"] == pytest.approx(1.25)  # the midpoint of the gap
     assert separable["target"] == pytest.approx(1.25)  # the first threshold above every off-pool maximum
+
+
+def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
+    config = tmp_path / "adapters.yaml"
+    shipped = (Path(__file__).resolve().parents[1] / "adapters.yaml").read_text(encoding="utf-8")
+    config.write_text(shipped, encoding="utf-8")
+    st = lab.Setting("norm", "v_proj", "residual", "mean", "z_after", "10:30")
+    lab.apply_defaults(config, lab.library_defaults(st, 1.23456))
+    text = config.read_text(encoding="utf-8")
+    d = yaml.safe_load(text)["defaults"]
+    assert (d["layer"], d["module"], d["pooling"], d["calibration"], d["abstain_below"]) == (
+        "10:30",
+        "v_proj",
+        "mean",
+        "background",
+        1.235,
+    )
+    assert d["k"] == yaml.safe_load(shipped)["defaults"]["k"] and "# the lab's dev choice" in text  # rest kept
+    assert yaml.safe_load(text)["adapters"] == yaml.safe_load(shipped)["adapters"]
+    with pytest.raises(ValueError, match="which the library does not run"):
+        lab.library_defaults(lab.Setting("whitened"), 0.5)

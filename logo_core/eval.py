@@ -415,13 +415,14 @@ def evaluate(
         for which, exs in (("dev", dev), ("test", test))
     }
     k_dev: dict[str, dict[int, float]] = {"seen": {}, "unseen": {}}
+    k_dev_ci: dict[str, dict[str, tuple]] = {"seen": {}, "unseen": {}}
     for split, tasks in (("seen", seen), ("unseen", unseen)):
         for k in ks if tasks else ():
             log(f"{split} dev k={k} ...")
             mixes = default_mixtures(routed[(split, "dev")], names, k)
-            k_dev[split][k] = mean(
-                score_condition(runner, tasks, dev, mixes, lengths, f"{split} dev k={k}")[0], [t.name for t in tasks]
-            )
+            by_task, per = score_condition(runner, tasks, dev, mixes, lengths, f"{split} dev k={k}")
+            k_dev[split][k] = mean(by_task, [t.name for t in tasks])
+            k_dev_ci[split][str(k)] = bootstrap(torch.tensor(per), scale=1.0)
     k_seen = max(ks, key=lambda k: (k_dev["seen"][k], -k))
     k_unseen = max(ks, key=lambda k: (k_dev["unseen"].get(k, 0.0), -k)) if unseen else k_seen
 
@@ -494,6 +495,7 @@ def evaluate(
         "n_dev": n_dev,
         "ks": list(ks),
         "k_dev": {split: {str(k): v for k, v in d.items()} for split, d in k_dev.items()},
+        "k_dev_ci": k_dev_ci,
         "k_seen": k_seen,
         "k_unseen": k_unseen,
         "shipped_default": engine.route_options().trace(),
@@ -617,11 +619,23 @@ def markdown(results: dict) -> str:
         lines += ["", "Unseen tasks by family, with 95% intervals over prompts:", "", *_family_table(r, "unseen")]
     lines += ["", "### Seen tasks, by family (mean task score)", "", *_family_table(r, "seen")]
     lines += ["", "Per-task scores: `results.json`. Metrics: " + ", ".join(sorted(set(r["metrics"].values()))) + "."]
+    ci = r.get("k_dev_ci", {})
     k_rows = [
-        f"| {k} | {_fmt(r['k_dev']['seen'][str(k)])} | {_fmt(r['k_dev']['unseen'].get(str(k), float('nan')))} |"
+        "| "
+        + str(k)
+        + " | "
+        + " | ".join(fmt(ci[s][str(k)]) if str(k) in ci.get(s, {}) else "–" for s in ("seen", "unseen"))
+        + " |"
         for k in r["ks"]
     ]
-    lines += ["", "### k on dev prompts", "", "| k | seen dev | unseen dev |", "|---:|---:|---:|", *k_rows]
+    lines += [
+        "",
+        "### k on dev prompts (95% intervals)",
+        "",
+        "| k | seen dev | unseen dev |",
+        "|---:|---:|---:|",
+        *k_rows,
+    ]
     lines += ["", "### Routing (seen tasks: own adapter top-1, top-1 in the prompt's family)", ""]
     lines += [
         "| setting | dev top-1 | test top-1 | test top-3 | test family hit | unseen: family hit |",

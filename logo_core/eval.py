@@ -350,6 +350,9 @@ def evaluate(
             sc = setting_scores(sweeps[split], s)
             row[f"{split}_top1"] = pct(top_hits(sc, labels[split]))
             row[f"{split}_family"] = pct(family_hits(sc, fams[split], adapter_family))
+            if split == "test":  # the reported figures carry their 95% intervals
+                row["test_top1_ci"] = bootstrap(top_hits(sc, labels[split]))[1:]
+                row["test_family_ci"] = bootstrap(family_hits(sc, fams[split], adapter_family))[1:]
         row["test_top3"] = pct(top_hits(setting_scores(sweeps["test"], s), labels["test"], 3))
         if un_sweep is not None and with_family:
             hits = family_hits(
@@ -529,6 +532,12 @@ def _fmt(x: float) -> str:
     return "–" if x != x else f"{x:.1f}"
 
 
+def _ci(row: dict, key: str) -> str:
+    """'86.7 [84.6, 88.9]' from a row's figure and its interval (the figure alone in older results)."""
+    lo_hi = row.get(f"{key}_ci")
+    return fmt((row[key], *lo_hi)) if lo_hi else _fmt(row[key])
+
+
 def _family_table(results: dict, split: str) -> list[str]:
     """Conditions x families (mean over each family's tasks), the average and its 95% interval."""
     tasks = results[f"{split}_tasks"]
@@ -638,7 +647,7 @@ def markdown(results: dict) -> str:
     ]
     lines += ["", "### Routing (seen tasks: own adapter top-1, top-1 in the prompt's family)", ""]
     lines += [
-        "| setting | dev top-1 | test top-1 | test top-3 | test family hit | unseen: family hit |",
+        "| setting | dev top-1 | test top-1 [95% CI] | test top-3 | test family hit [95% CI] | unseen: family hit |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     best = sorted(r["routing"], key=lambda x: (-x["dev_top1"], x["sites"]))[:8]
@@ -647,8 +656,8 @@ def markdown(results: dict) -> str:
     for x in {id(x): x for x in ref + chosen + best}.values():
         tag = " (reference)" if x["setting"] == r["reference"] else " (chosen)" if x["setting"] == d["label"] else ""
         lines.append(
-            f"| {x['setting']}{tag} | {_fmt(x['dev_top1'])} | {_fmt(x['test_top1'])} | {_fmt(x['test_top3'])} | "
-            f"{_fmt(x['test_family'])} | {_fmt(x.get('unseen_family', float('nan')))} |"
+            f"| {x['setting']}{tag} | {_fmt(x['dev_top1'])} | {_ci(x, 'test_top1')} | {_fmt(x['test_top3'])} | "
+            f"{_ci(x, 'test_family')} | {_fmt(x.get('unseen_family', float('nan')))} |"
         )
     lines += ["", "### The shipped default's routing (test prompts)", "", *shipped_routing(r)]
     lines += ["", *targets(r)]

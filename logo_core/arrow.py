@@ -43,6 +43,15 @@ def build(cfg, top_k: int, temperature: float = 1.0):
     return model.eval(), tok
 
 
+def token_coefficients(arrow, x: torch.Tensor) -> torch.Tensor:
+    """[B, T, E] PEFT's per-token Arrow coefficients at one layer (its `ArrowLoraLinearLayer.forward`):
+    |x . p_e| against each prototype, the top-k kept, a softmax at the router's temperature."""
+    sim = torch.abs(x.float() @ arrow.prototypes.float().T)  # [B, T, E]
+    top_v, idx = torch.topk(sim, arrow.top_k, dim=-1)
+    full = torch.full_like(sim, float("-inf")).scatter(-1, idx, top_v)
+    return torch.softmax(full / arrow.temperature, dim=-1)
+
+
 def coefficients(model, encoder, prompts: list[str], batch: int = 8, device=None) -> torch.Tensor:
     """[P, E] each adapter's Arrow coefficient, averaged over the user's tokens and every adapted layer."""
     layers = [
@@ -58,12 +67,7 @@ def coefficients(model, encoder, prompts: list[str], batch: int = 8, device=None
                 model(**enc.inputs())
                 total = 0
                 for name, m in layers:
-                    arrow = m.lora_arrow["arrow_router"]
-                    x = inputs[name].float()  # [B, T, D]
-                    sim = torch.abs(x @ arrow.prototypes.float().T)  # [B, T, E]
-                    top_v, idx = torch.topk(sim, arrow.top_k, dim=-1)
-                    full = torch.full_like(sim, float("-inf")).scatter(-1, idx, top_v)
-                    total = total + torch.softmax(full / arrow.temperature, dim=-1)  # PEFT's coefficients
+                    total = total + token_coefficients(m.lora_arrow["arrow_router"], inputs[name])
                 w = enc.user.float() / enc.user.float().sum(-1, keepdim=True)  # mean over the user's tokens
                 out.append(torch.einsum("bt,bte->be", w, total / len(layers)).cpu())
     finally:
@@ -185,39 +189,56 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="docs/lab/arrow.md")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    from .lab import bootstrap, fmt
-    from .prompts import PromptEncoder
-    from .registry import load_config
+    from .engine import LoGoEngine
+    from .intervals import bootstrap, fmt, paired
     from .tasks import TASKS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
-    names = [a.name for a in cfg.adapters]
-    families = [a.family or a.name for a in cfg.adapters]
+    engine = LoGoEngine.from_config(args.config)
+    names = engine.adapters
+    families = [engine.pool.family(n) for n in names]
     lines = [
         f"# PEFT's Arrow as a routing peer\n\n`python -m logo_core.arrow --n {args.n}`: {args.n} test and {args.n} "
         "people-style prompts per task (the lab's items). Arrow's top-1 = the adapter with the largest coefficient, "
-        "averaged over the user's tokens and all adapted layers (PEFT's prototypes and formula). 95% bootstrap intervals.",
+        "averaged over the user's tokens and all adapted layers (PEFT's prototypes and formula); LoGo's = the "
+        "shipped default's best-scored adapter on the same prompts (abstaining aside). 95% bootstrap intervals; "
+        "LoGo - Arrow is paired over the same prompts.",
         "",
-        "| Arrow | prompts | own top-1 | family hit (seen) | unseen family hit |",
+        "| router | prompts | own top-1 | family hit (seen) | unseen family hit |",
         "|---|---|---:|---:|---:|",
     ]
+    prompts = {
+        split: [(t, ex) for t in TASKS.values() for ex in t.examples(split, args.n)] for split in ("test", "people")
+    }
+
+    def figures(rows, top: list[int]) -> dict[str, torch.Tensor]:
+        seen = [(t, j) for (t, _), j in zip(rows, top) if t.name in names]
+        unseen = [(t, j) for (t, _), j in zip(rows, top) if t.unseen and t.family in families]
+        return {
+            "own": torch.tensor([float(names[j] == t.name) for t, j in seen]),
+            "family": torch.tensor([float(families[j] == t.family) for t, j in seen]),
+            "unseen_family": torch.tensor([float(families[j] == t.family) for t, j in unseen]),
+        }
+
+    logo = {}
+    for split, rows in prompts.items():
+        routed = [
+            r for i in range(0, len(rows), 16) for r in engine.route_batch([ex.prompt for _, ex in rows[i : i + 16]])
+        ]
+        logo[split] = figures(rows, [max(range(len(names)), key=lambda i, r=r: r.scores[names[i]]) for r in routed])
+        f = logo[split]
+        lines.append(f"| LoGo (shipped default) | {split} | " + " | ".join(fmt(bootstrap(f[m])) for m in f) + " |")
     for k in args.top_k:
-        model, tok = build(cfg, k)
-        encoder = PromptEncoder(tok, cfg.engine.max_prompt_tokens, 8192)
-        for split in ("test", "people"):
-            rows = [(t, ex) for t in TASKS.values() for ex in t.examples(split, args.n)]
-            coeff = coefficients(model, encoder, [ex.prompt for _, ex in rows])
-            top = coeff.argmax(-1).tolist()
-            seen = [(t, j) for (t, _), j in zip(rows, top) if t.name in names]
-            unseen = [(t, j) for (t, _), j in zip(rows, top) if t.unseen and t.family in families]
-            own = bootstrap(torch.tensor([float(names[j] == t.name) for t, j in seen]))
-            fam = bootstrap(torch.tensor([float(families[j] == t.family) for t, j in seen]))
-            ufam = bootstrap(torch.tensor([float(families[j] == t.family) for t, j in unseen]))
-            lines.append(f"| top_k {k} | {split} | {fmt(own)} | {fmt(fam)} | {fmt(ufam)} |")
-            log.info(lines[-1])
-        del model
+        peer = ArrowPeer(engine, top_k=k)
+        for split, rows in prompts.items():
+            coeff = coefficients(peer.model(), engine.encode, [ex.prompt for _, ex in rows], device=peer.device)
+            f = figures(rows, coeff.argmax(-1).tolist())
+            lines.append(f"| Arrow top_k {k} | {split} | " + " | ".join(fmt(bootstrap(f[m])) for m in f) + " |")
+            diff = " | ".join(fmt(paired(logo[split][m], f[m])) for m in f)
+            lines.append(f"| LoGo - Arrow top_k {k} (paired) | {split} | {diff} |")
+            log.info(lines[-2])
+        del peer
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

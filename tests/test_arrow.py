@@ -1,0 +1,46 @@
+"""PEFT's Arrow as a peer: the coefficients this project reads are the ones PEFT routes with, and the peer
+never touches the engine's shared model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from logo_core.arrow import ArrowPeer, token_coefficients
+
+pytestmark = pytest.mark.slow  # the real model and pool
+
+
+@pytest.fixture(scope="module")
+def peer(real_engine):
+    return ArrowPeer(real_engine, top_k=2)
+
+
+def test_token_coefficients_reproduce_pefts_arrow_delta(peer):
+    """PEFT's delta at a layer = sum_e c_e(x) s_e B_e A_e x with our coefficients c: they are PEFT's."""
+    layers = [m for m in peer.model().modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
+    assert len(layers) == peer.engine.n_layers * len(peer.engine.pool.modules)
+    m = layers[len(layers) // 2]
+    arrow = m.lora_arrow["arrow_router"]
+    x = torch.randn(2, 5, m.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m(x)  # PEFT builds its prototypes on the first forward
+        delta = arrow(x, lora_A=m.lora_A, lora_B=m.lora_B, dropout=torch.nn.Identity(), scaling=m.scaling)
+        c = token_coefficients(arrow, x)  # [B, T, E]
+        ours = sum(
+            c[..., e, None] * m.scaling[n] * (x @ m.lora_A[n].weight.T @ m.lora_B[n].weight.T)
+            for e, n in enumerate(arrow.task_adapter_names)
+        )
+    torch.testing.assert_close(ours, delta, rtol=1e-4, atol=1e-5)
+    assert ((c > 0).sum(-1) == 2).all()  # top_k 2 per token
+
+
+def test_weights_and_answers_of_the_peer(peer, real_engine):
+    prompts = ["Spell out 19 in German.", "Convert 5 km to m."]
+    weights = peer.weights(prompts)
+    assert all(set(w) <= set(real_engine.adapters) and 0 < sum(w.values()) <= 1 + 1e-6 for w in weights)
+    assert all(v >= 0.05 for w in weights for v in list(w.values())[1:])  # the top one, then those >= 5%
+    *_, last = peer.stream(prompts[0], 8)
+    assert last.text and last.timings["tokens_per_s"] > 0 and last.weights == weights[0]
+    assert peer.generate_batch(prompts[:1], 8) == [last.text.strip()]  # batched and streamed agree (greedy)
+    assert not any("lora" in n for n, _ in real_engine.model.named_modules())  # the shared model is untouched

@@ -281,7 +281,8 @@ def wire(p: Page, cb: Callbacks) -> None:
     then_explain(gr.on(picked + typed, **on_settings, **quiet, **ui("settings")))
     block_set = p.block.input(lambda x: str(int(x)), p.block, c["layer"], **quiet, **ui("block"))
     routing_controls = [c[f] for f in ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input")]
-    preset_set = p.presets.input(cb.preset, p.presets, [*routing_controls, c["pooling"]], **quiet, **ui("preset"))
+    filled = [*routing_controls, c["pooling"], c["abstain_below"]]  # every field a preset names
+    preset_set = p.presets.input(cb.preset, p.presets, filled, **quiet, **ui("preset"))
     then_explain(preset_set.then(**on_settings, **quiet, **ui("preset_settings")))
     then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))
     p.prompt.change(cb.answer_label, [p.prompt, p.answered, *p.settings], p.answer, queue=False, **quiet, **ui("mark"))

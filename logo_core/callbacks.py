@@ -137,7 +137,18 @@ def preset_controls(engine: LoGoEngine, name: str | None) -> dict:
     o = engine.route_options(preset=None if name == "adapters.yaml" else name)
     values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module)}
     return {
-        f: values[f] for f in ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input", "pooling")
+        f: values[f]
+        for f in (
+            "k",
+            "signal",
+            "calibrated",
+            "calibration",
+            "layer",
+            "module",
+            "probe_input",
+            "pooling",
+            "abstain_below",
+        )
     }
 
 

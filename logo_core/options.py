@@ -65,6 +65,10 @@ def calibration_names() -> list[str]:
 
 
 # Routing settings selectable by name (`preset`); a request's own settings still override them.
+NEVER_ABSTAIN = -100.0  # below any best calibrated score (the UI says so too): the presets always route
+
+# Each preset names every routing field the default may set, so a preset is the same setting whatever
+# adapters.yaml's defaults are (the paper and the earlier default read the last token and never abstained).
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's reference (LoGo, ACL 2026): raw norm at the last block's q_proj, k = 20.
     "paper": {
@@ -74,6 +78,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "layer": -1,
         "module": "q_proj",
         "probe_input": "residual",
+        "pooling": "last",
+        "abstain_below": NEVER_ABSTAIN,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -84,6 +90,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "layer": "15:30",
         "module": "v_proj",
         "probe_input": "residual",
+        "pooling": "last",
+        "abstain_below": NEVER_ABSTAIN,
     },
 }
 

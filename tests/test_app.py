@@ -499,3 +499,19 @@ def test_timing_line():
         == "12 tokens · probe 21 ms · first token 0.31 s · 30.5 tokens/s · total 0.52 s"
     )
     assert callbacks.timing_line(t, None, True).startswith("stopped after 12 tokens · probe 21 ms · 30.5")
+
+
+def test_a_preset_fills_every_routing_control_it_names(cb, page, app_engine):
+    """Loading `neutral` gives this project's earlier setting whole (last token, never abstaining), whatever
+    adapters.yaml's defaults; `adapters.yaml` brings the defaults back."""
+    got = outputs(page, cb.preset("neutral"))
+    assert (got["calibration"], got["layer"], got["module"], got["pooling"], got["abstain_below"]) == (
+        "neutral",
+        "15:30",
+        ["v_proj"],
+        "last",
+        -100.0,
+    )
+    back = outputs(page, cb.preset("adapters.yaml"))
+    d = app_engine.defaults
+    assert (back["pooling"], back["abstain_below"], back["calibration"]) == (d.pooling, d.abstain_below, d.calibration)

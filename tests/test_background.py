@@ -90,6 +90,11 @@ def test_presets_name_settings_and_requests_override_them(setup):
     engine, *_ = setup
     paper = engine.route(PROMPTS[0], preset="paper").options
     assert (paper["calibrated"], paper["layer"], paper["module"], paper["k"]) == (False, -1, ["q_proj"], 4)
+    for name in ("paper", "neutral"):  # the whole setting, whatever adapters.yaml's defaults (this tiny model
+        o = engine.route(PROMPTS[0], preset=name, abstain_below=None, layer=-1).options  # has 4 blocks)
+        assert (o["pooling"], o["abstain_below"]) == ("last", -100.0), name
+    neutral = engine.route(PROMPTS[0], preset="neutral", layer=-1).options
+    assert (neutral["calibration"], neutral["module"], neutral["calibrated"]) == ("neutral", ["v_proj"], True)
     assert engine.route(PROMPTS[0], preset="paper", k=1).options["k"] == 1  # the request wins, k cut to the pool
     with pytest.raises(ValueError, match=r"`preset` must be one of \['paper', 'neutral'\], got 'best'"):
         engine.route(PROMPTS[0], preset="best")

@@ -59,6 +59,7 @@ class AdapterPool:
         self.where = where or (lambda key: (torch.device("cpu"), torch.float32))
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self._stacks: dict[Key, tuple[Tensor, Tensor, Tensor]] = {}
+        self._runs: OrderedDict[tuple[Key, ...], tuple[Tensor, Tensor, Tensor]] = OrderedDict()
         self._ups: dict[Key, Tensor] = {}
         self._full: OrderedDict[str, Factors] = OrderedDict()
         self._lock = threading.Lock()
@@ -93,6 +94,20 @@ class AdapterPool:
                 self._stacks[key] = (A, gram(Bs), mask)
             return self._stacks[key]
 
+    def probe_stacks(self, keys: tuple[Key, ...]) -> tuple[Tensor, Tensor, Tensor] | None:
+        """`probe_stack` of several sites stacked ([S, N, R, D_in], [S, N, R, R], [S, N]) for the router's fast path,
+        kept for the last few key sets; None when the sites live on different devices (a model spread over GPUs)."""
+        parts = [self.probe_stack(k) for k in keys]
+        if len({A.device for A, _, _ in parts}) != 1 or len({A.shape for A, _, _ in parts}) != 1:
+            return None
+        with self._lock:
+            if keys not in self._runs:
+                self._runs[keys] = tuple(torch.stack(x) for x in zip(*parts))
+                while len(self._runs) > 4:  # the default's streams and a few other settings
+                    self._runs.popitem(last=False)
+            self._runs.move_to_end(keys)
+            return self._runs[keys]
+
     def probe_up(self, key: Key) -> Tensor:
         """s*B [N, D_out, R] of every adapter at one module (as `probe_stack`), kept once read: for a signal
         of whole outputs (entropy)."""
@@ -103,7 +118,7 @@ class AdapterPool:
 
     @property
     def stacked_bytes(self) -> int:
-        stacks = sum(A.nbytes + G.nbytes + m.nbytes for A, G, m in self._stacks.values())
+        stacks = sum(A.nbytes + G.nbytes + m.nbytes for A, G, m in [*self._stacks.values(), *self._runs.values()])
         return stacks + sum(B.nbytes for B in self._ups.values())
 
     def factors(self, name: str) -> Factors:

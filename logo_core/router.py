@@ -171,7 +171,7 @@ class Router:
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
         """Route checked prompts already encoded (`enc`, the ids generation will see) with resolved options."""
         t0 = time.perf_counter()
-        scores = signals.score(self._sites(self._probe(enc, [opts]), opts), opts.signal).cpu()  # [B, N]
+        scores = route_scores(self, self._probe(enc, [opts]), opts).cpu()  # [B, N]
         probe_s = (time.perf_counter() - t0) / len(prompts)
         return [self._routing(p, scores[i], opts, probe_s, enc.notices[i]) for i, p in enumerate(prompts)]
 
@@ -266,3 +266,36 @@ def abstained(prompt: str, scores: dict, opts: RouteOptions, best: float, probe_
         timings={"probe_s": probe_s},
         notices=[*notices, why],
     )
+
+
+def route_scores(router: Router, hs: dict, opts: RouteOptions) -> Tensor:
+    """[B, N] every adapter's score from the probe's vectors `hs`: the fast path where it applies, else the
+    reference path (`Router._sites` + `signals.score`, one site at a time), which the fast one equals."""
+    fast = fast_norm_score(router, hs, opts)
+    return fast if fast is not None else signals.score(router._sites(hs, opts), opts.signal)
+
+
+def fast_norm_score(router: Router, hs: dict, opts: RouteOptions) -> Tensor | None:
+    """[B, N] what `signals.score(router._sites(hs, opts), "norm")` gives, each stream's blocks in one einsum.
+
+    The reference path costs two einsums and a calibration per site (60 sites x 2 poolings for the default);
+    this costs two per stream. None where it does not apply (another signal, sites on several devices).
+    """
+    if opts.signal != "norm":
+        return None
+    parts = []
+    for m, p in itertools.product(opts.module, opts.poolings):
+        stacked = router.pool.probe_stacks(tuple((b, m) for b in opts.blocks))
+        if stacked is None:
+            return None
+        A, G, mask = stacked
+        h = torch.stack([hs[vector_key(b, m, opts.probe_input, p)] for b in opts.blocks]).to(A.device)
+        raw = torch.where(mask[:, None, :], signals.stacked_norms(h, A, G), 0.0)  # [S, B, N]
+        if opts.calibrated and opts.calibration == "background":  # one (mu, s) per stream
+            raw = standardize(raw, router.background_stats(opts, m, p))
+        elif opts.calibrated:  # neutral: one constant per site, [S, 1, N]
+            kind = router.calibrations[opts.calibration]
+            c = [router.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p) for b in opts.blocks]
+            raw = kind.apply(raw, torch.stack(c)[:, None, :])
+        parts.append(raw)
+    return torch.cat(parts).mean(0)

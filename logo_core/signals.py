@@ -48,6 +48,13 @@ def output_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
     return torch.einsum("bnr,nrs,bns->bn", z, G, z).clamp_min(0).sqrt()
 
 
+def stacked_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
+    """[S, B, N] `output_norms` at S sites of one stream at once (h [S, B, D_in], A [S, N, R, D_in], G [S, N, R, R]):
+    the fast path of `score` for `norm` (`router.fast_norm_score`), two einsums instead of two per site."""
+    z = torch.einsum("snrd,sbd->sbnr", A.float(), h.float())  # [S, B, N, R]
+    return torch.einsum("sbnr,snrt,sbnt->sbn", z, G, z).clamp_min(0).sqrt()
+
+
 def norm_signal(o: Tensor) -> Tensor:
     """sigma_i = ||o_i||_2 (docs/method.md §2, `norm`)."""
     return torch.linalg.vector_norm(o, dim=-1)

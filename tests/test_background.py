@@ -174,3 +174,48 @@ def test_shipped_constants_fit_the_shipped_pool(real_engine):
         key = (opts.blocks, m, p, opts.signal, opts.probe_input)
         assert (shipped / router.stats_store.name(key)).is_file(), f"no shipped constants for {key}"
     assert "background" not in router._vectors  # warm-up found them: no background probe ran
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {"calibration": "background", "pooling": "both", "module": "q_proj,v_proj"},
+        {"calibration": "neutral", "pooling": "last", "module": "q_proj"},
+        {"calibration": "neutral", "pooling": "mean", "module": "v_proj", "calibrated": False},
+        {"calibration": "background", "pooling": "mean", "module": "q_proj", "layer": "1:3"},
+    ],
+)
+def test_fast_norm_path_equals_the_per_site_reference(setup, route):
+    """The router's fast path (each stream's blocks in one einsum) gives the reference path's scores."""
+    from logo_core.router import fast_norm_score, route_scores
+
+    engine, *_ = setup
+    router = engine.router
+    opts = router.options(**{"layer": "0:4", **route})
+    enc = engine.encode(PROMPTS, 0, engine.placement.device)
+    hs = router._probe(enc, [opts])
+    reference = __import__("logo_core.signals", fromlist=["score"]).score(router._sites(hs, opts), "norm")
+    fast = fast_norm_score(router, hs, opts)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(route_scores(router, hs, opts), reference, rtol=1e-5, atol=1e-6)
+    entropy = router.options(**{"layer": "0:4", **route, "signal": "entropy"})
+    assert fast_norm_score(router, router._probe(enc, [entropy]), entropy) is None  # entropy: the reference path
+
+
+def test_fast_path_with_adapters_on_different_modules_and_ranks(tiny_tok, tmp_path):
+    """An adapter that does not adapt a module scores 0 there on both paths (the mask), ranks zero-padded."""
+    from logo_core.router import fast_norm_score
+    from logo_core.signals import score
+
+    model = tiny_model("llama", len(tiny_tok), n_layers=N_LAYERS)
+    adapters = {
+        "both": make_adapter(model, tmp_path / "both", seed=1, r=4),
+        "q_only": make_adapter(model, tmp_path / "q", seed=2, r=2, targets=("q_proj",)),
+        "v_only": make_adapter(model, tmp_path / "v", seed=3, r=8, targets=("v_proj",)),
+    }
+    engine = tiny_engine(model, tiny_tok, tmp_path, adapters, k=1)
+    router = engine.router
+    for cal in ("background", "neutral"):
+        opts = router.options(layer="0:4", module="q_proj,v_proj", pooling="both", calibration=cal)
+        hs = router._probe(engine.encode(PROMPTS, 0, engine.placement.device), [opts])
+        torch.testing.assert_close(fast_norm_score(router, hs, opts), score(router._sites(hs, opts), "norm"))

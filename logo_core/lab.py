@@ -239,7 +239,7 @@ def block_signals(x: Tensor, pool: PoolFactors, bg: Tensor, variant: str, module
 # Settings: calibration, blocks, decision
 
 
-CALIBRATIONS = ("raw", "neutral", "bg_mean", "z_before", "z_after", "percentile")
+CALIBRATIONS = ("raw", "neutral", "bg_mean", "z_before", "z_after", "z_wide", "percentile")
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,9 @@ def calibrate(sig: Tensor, bg: Tensor, neutral: Tensor, how: str, blocks: slice)
     raw: mean over blocks. neutral / bg_mean: each block's signal over its mean on neutral /
     background prompts, then the mean (the project's calibration; neutral is today's).
     z_before: each block z-scored against the background, then the mean over blocks. z_after: the
-    mean over blocks, then z-scored. percentile: the share of background prompts the mean beats.
+    mean over blocks, then z-scored. z_wide: z_after against the background and the neutral chat prompts
+    together (a background that also holds prompts no adapter is for). percentile: the share of background
+    prompts the mean beats.
     """
     s, b, n = sig[:, blocks], bg[:, blocks], neutral[:, blocks]
     if how == "raw":
@@ -283,6 +285,9 @@ def calibrate(sig: Tensor, bg: Tensor, neutral: Tensor, how: str, blocks: slice)
     sm, bm = s.mean(1), b.mean(1)  # [P, N], [P_bg, N]
     if how == "z_after":
         return (sm - bm.mean(0)) / bm.std(0).clamp_min(1e-12)
+    if how == "z_wide":
+        wide = torch.cat([bm, n.mean(1)])
+        return (sm - wide.mean(0)) / wide.std(0).clamp_min(1e-12)
     if how == "percentile":
         return (sm[:, None, :] > bm[None]).float().mean(1)
     raise ValueError(f"`calibration` must be one of {', '.join(CALIBRATIONS)}, got {how!r}")

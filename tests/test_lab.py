@@ -29,6 +29,7 @@ def test_calibrations_match_their_formulas(how):
         "bg_mean": (s / b.mean(0)).mean(1),
         "z_before": ((s - b.mean(0)) / b.std(0)).mean(1),
         "z_after": (s.mean(1) - b.mean(1).mean(0)) / b.mean(1).std(0),
+        "z_wide": (s.mean(1) - torch.cat([b, n]).mean(1).mean(0)) / torch.cat([b, n]).mean(1).std(0),
         "percentile": torch.stack([(b.mean(1) < row).float().mean(0) for row in s.mean(1)]),
     }[how]
     torch.testing.assert_close(lab.calibrate(sig, bg, ne, how, blocks), expected)

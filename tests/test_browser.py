@@ -12,7 +12,7 @@ import pytest
 from app_fixtures import CHROMIUM, CHROMIUM_ARGS, POOL, served
 
 import app
-from logo_core import explain
+from logo_core import callbacks, explain
 from logo_core.options import MAX_NEW_TOKENS
 
 pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
@@ -369,3 +369,29 @@ def test_trace_download_is_private_and_complete(page, server):
     ):
         assert other.request.get(guess).status >= 400, guess
     other.close()
+
+
+def test_compare_shows_logo_arrow_and_retrieval_side_by_side(page, app_engine):
+    """One click: four answers, each with the adapters it used, its weights and its speed."""
+    page.fill("#prompt textarea", "Spell out 19 in German.")
+    page.get_by_role("tab", name="Compare").click()
+    page.click("#compare-btn")
+    page.wait_for_function(
+        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.logo-timings')].filter(e => !e.parentElement.closest('.logo-timings')).filter(e => e.innerText.includes('tokens/s')).length"
+        " === 4",
+        timeout=240_000,  # Arrow's model and the retriever are built on the first Compare
+    )
+    labels = page.evaluate(
+        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.answer label span')].map(e => e.innerText)"
+    )
+    assert [x for x in labels if x in callbacks.COMPARE] == list(callbacks.COMPARE)
+    details = page.evaluate(
+        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.logo-timings')].filter(e => !e.parentElement.closest('.logo-timings')).map(e => e.innerText)"
+    )
+    assert "base model alone" in details[0]
+    assert "top_k 2 per token" in details[2] and any(n in details[2] for n in POOL)
+    assert details[3].count("50%") == 2  # retrieval at the page's k = 2, uniform weights
+    answers = page.evaluate(
+        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.answer textarea')].map(e => e.value)"
+    )
+    assert len([a for a in answers if a.strip()]) >= 4

@@ -371,27 +371,25 @@ def test_trace_download_is_private_and_complete(page, server):
     other.close()
 
 
+# the Compare tab's own blocks (gradio nests a Markdown's class on two elements: the outer one counts)
+IN_COMPARE = "(sel) => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll(sel)]"
+TIMINGS = f"({IN_COMPARE})('.logo-timings').filter(e => !e.parentElement.closest('.logo-timings'))"
+
+
 def test_compare_shows_logo_arrow_and_retrieval_side_by_side(page, app_engine):
     """One click: four answers, each with the adapters it used, its weights and its speed."""
     page.fill("#prompt textarea", "Spell out 19 in German.")
     page.get_by_role("tab", name="Compare").click()
     page.click("#compare-btn")
     page.wait_for_function(
-        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.logo-timings')].filter(e => !e.parentElement.closest('.logo-timings')).filter(e => e.innerText.includes('tokens/s')).length"
-        " === 4",
+        f"() => {TIMINGS}.filter(e => e.innerText.includes('tokens/s')).length === 4",
         timeout=240_000,  # Arrow's model and the retriever are built on the first Compare
     )
-    labels = page.evaluate(
-        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.answer label span')].map(e => e.innerText)"
-    )
+    labels = page.evaluate(f"() => ({IN_COMPARE})('.answer label span').map(e => e.innerText)")
     assert [x for x in labels if x in callbacks.COMPARE] == list(callbacks.COMPARE)
-    details = page.evaluate(
-        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.logo-timings')].filter(e => !e.parentElement.closest('.logo-timings')).map(e => e.innerText)"
-    )
+    details = page.evaluate(f"() => {TIMINGS}.map(e => e.innerText)")
     assert "base model alone" in details[0]
     assert "top_k 2 per token" in details[2] and any(n in details[2] for n in POOL)
     assert details[3].count("50%") == 2  # retrieval at the page's k = 2, uniform weights
-    answers = page.evaluate(
-        "() => [...document.querySelector('#compare-btn').closest('[role=tabpanel]').querySelectorAll('.answer textarea')].map(e => e.value)"
-    )
+    answers = page.evaluate(f"() => ({IN_COMPARE})('.answer textarea').map(e => e.value)")
     assert len([a for a in answers if a.strip()]) >= 4

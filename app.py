@@ -146,16 +146,14 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
     with gr.Accordion("Routing settings", open=True):
         with gr.Row():
             c["k"] = lenient(
-                gr.Slider(
-                    1,
-                    max(n, 2),
-                    value=init["k"],
-                    step=1,
-                    label="k · adapters merged",
-                    info=info("k", f" Here 1-{n}.", 4),
-                    interactive=n > 1,
-                    elem_id="k-slider",
-                )
+                1,
+                max(n, 2),
+                value=init["k"],
+                step=1,
+                label="k · adapters merged",
+                info=info("k", f" Here 1-{n}.", 4),
+                interactive=n > 1,
+                elem_id="k-slider",
             )
             c["signal"] = gr.Radio(choices("signal"), value=init["signal"], label="Signal", info=info("signal", step=2))
             c["calibrated"] = gr.Checkbox(init["calibrated"], label="Calibrated", info=info("calibrated", step=3))
@@ -186,9 +184,7 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 elem_id="layer",
                 info=info("layer", f" Here 0..{L - 1} or -{L}..-1, e.g. 15:30 or 3,5.", 1),
             )
-            p.block = lenient(
-                gr.Slider(0, L - 1, value=L - 1, step=1, label="…or pick one block", elem_id="block-slider")
-            )
+            p.block = lenient(0, L - 1, value=L - 1, step=1, label="…or pick one block", elem_id="block-slider")
             c["module"] = gr.Dropdown(
                 list(engine.pool.modules) or init["module"],
                 value=init["module"],
@@ -205,15 +201,13 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
     with gr.Accordion("Advanced: answer length and sampling", open=False):
         with gr.Row():
             c["max_new_tokens"] = lenient(
-                gr.Slider(
-                    1,
-                    MAX_NEW_TOKENS,
-                    value=init["max_new_tokens"],
-                    step=1,
-                    label="Max new tokens",
-                    info=info("max_new_tokens"),
-                    elem_id="max-new",
-                )
+                1,
+                MAX_NEW_TOKENS,
+                value=init["max_new_tokens"],
+                step=1,
+                label="Max new tokens",
+                info=info("max_new_tokens"),
+                elem_id="max-new",
             )
             c["min_new_tokens"] = gr.Number(
                 init["min_new_tokens"],

@@ -216,11 +216,9 @@ class Callbacks:
         valid = dict(zip(FIELDS, values))
         routed = self.route(prompt, answered, *values) if prompt.strip() else {}
         routed.setdefault(p.answer, self.answer_label(prompt, answered, *values))
-        # Valid numbers stay as the visitor has them now (values written back would be this event's, and undo
-        # what was typed since it started); a slider gets its value back all the same: leaving it out (an update)
-        # would make gradio rebuild it for the session, without `hosting.lenient`'s patch.
-        sliders = {c: valid[f] for f, c in p.controls.items() if f in NUMERIC and isinstance(c, gr.Slider)}
-        return {**routed, p.valid: valid, p.settings_notice: box([]), **sliders}
+        # Valid numbers stay as the visitor has them now: values written back would be this event's, and undo
+        # what was typed since it started (`hosting.lenient` sliders survive being left out).
+        return {**routed, p.valid: valid, p.settings_notice: box([])}
 
     def route(self, prompt: str, answered: str | None, *values) -> dict:
         """Route only: redraw the chart and the notes; an answer made with other settings says so."""

@@ -167,12 +167,26 @@ class PrivateFiles:
         return str(path)
 
 
-def lenient(slider: gr.Slider) -> gr.Slider:
-    """Let a typed out-of-range number reach the callback, which can say the valid range and put the
-    last valid value back (gradio itself only refuses it). Patched on the instance: a gr.Slider
-    subclass would make gradio write a .pyi stub beside this file."""
-    slider.preprocess = lambda payload: payload
-    return slider
+LENIENT = "logo-lenient"  # the class that marks a lenient slider (it survives gradio's rebuilds of the slider)
+_strict_preprocess = gr.Slider.preprocess
+
+
+def _preprocess(self: gr.Slider, payload):
+    """gradio's check, except for a lenient slider: its number goes to the callback as typed."""
+    return payload if LENIENT in (self.elem_classes or []) else _strict_preprocess(self, payload)
+
+
+gr.Slider.preprocess = _preprocess
+
+
+def lenient(*args, elem_classes: list[str] | None = None, **kwargs) -> gr.Slider:
+    """A gr.Slider whose typed out-of-range number reaches the callback, which can say the valid range and
+    put the last valid value back (gradio itself only refuses it).
+
+    Marked by a class, not patched on the instance: any update of an output (even `gr.skip()`) makes gradio
+    rebuild the slider for the session from its constructor arguments, and the class is one of them, so a
+    callback need not write a slider back (a write-back of a slow event would undo what was typed since)."""
+    return gr.Slider(*args, elem_classes=[*(elem_classes or []), LENIENT], **kwargs)
 
 
 def typed_endpoint(

@@ -99,6 +99,8 @@ def advanced(page, **numbers) -> None:
     page.get_by_text("Advanced: answer length and sampling").click()
     for elem_id, value in numbers.items():
         set_number(page, f"#{elem_id} input[type=number]", value)
+    for elem_id, value in numbers.items():
+        assert float(page.input_value(f"#{elem_id} input[type=number]")) == float(value), elem_id
     page.get_by_text("Advanced: answer length and sampling").click()
 
 
@@ -162,14 +164,16 @@ def test_an_old_answer_is_marked_when_the_routing_changes(page):
 
 
 def test_stop_says_after_how_many_tokens(page):
-    """Was flaky on a busy machine. The cause: the settings event of max-new, still running when min-new was
-    typed, wrote the numbers of its start back (min-new 0), so the answer could end at EOS before Stop; valid
-    numbers are no longer written back (test_app.py::test_a_valid_setting_leaves_typed_numbers_alone). The answer
+    """Was flaky on a busy machine. The cause: a settings event still running when max-new and min-new were
+    typed (the previous test's k) wrote the sliders' numbers of its start back (max-new 12), the next check
+    found min-new > max-new and put min-new back to 0, so the answer could end at EOS before Stop; valid
+    numbers, sliders included, are no longer written back (test_app.py::test_a_valid_setting_leaves_typed_
+    numbers_alone, test_a_lenient_slider_stays_lenient_when_gradio_rebuilds_it). The answer
     is also as long as a request may ask (1024 tokens, several seconds even on a fast CPU), so a Stop that a
     loaded machine delivers late still comes before the end."""
     n_max = MAX_NEW_TOKENS
-    advanced(page, **{"max-new": n_max, "min-new": n_max})  # no early end: only Stop can end it
     page.fill("#prompt textarea", "Count from one to one hundred in words.")
+    advanced(page, **{"max-new": n_max, "min-new": n_max})  # no early end: only Stop can end it
     page.evaluate(WATCH_JS)
     page.click("#generate-btn")
     page.wait_for_function("() => window.__generating && document.querySelector('#answer textarea').value.length > 3")

@@ -53,21 +53,6 @@ def cyrillic_to_latin(locale: str, scheme: str):
     return generate
 
 
-def cyrillic_to_ascii(locale: str):
-    """Generator: a name in `locale` (Cyrillic) -> its ASCII romanisation by unidecode (BGN/PCGN-like:
-    Франция -> Frantsiia). Russian uses it: cyrtranslit's Russian scheme (GOST 7.79 B: Francziya,
-    SHtaty', E'stoniya) did not learn (docs/pool.md)."""
-    from unidecode import unidecode
-
-    items = cyrillic_names(locale)
-
-    def generate(rng: random.Random) -> Example:
-        name = rng.choice(items)
-        return Example(name, unidecode(name), name)
-
-    return generate
-
-
 @cache
 def accented_names(locale: str, max_chars: int = 30) -> tuple[str, ...]:
     """Names (CLDR tables) and number words 1-999 (num2words) in `locale` that carry a diacritic.

@@ -198,8 +198,13 @@ def main(argv: list[str] | None = None) -> None:
     engine = LoGoEngine.from_config(args.config)
     names = engine.adapters
     families = [engine.pool.family(n) for n in names]
+    from .lab import pool_hash
+    from .registry import load_config
+
+    pool = pool_hash(load_config(args.config))
     lines = [
-        f"# PEFT's Arrow as a routing peer\n\n`python -m logo_core.arrow --n {args.n}`: {args.n} test and {args.n} "
+        f"# PEFT's Arrow as a routing peer\n\nPool `{args.config}` (sha256 of its weights {pool}). "
+        f"`python -m logo_core.arrow --n {args.n}`: {args.n} test and {args.n} "
         "people-style prompts per task (the lab's items). Arrow's top-1 = the adapter with the largest coefficient, "
         "averaged over the user's tokens and all adapted layers (PEFT's prototypes and formula); LoGo's = the "
         "shipped default's best-scored adapter on the same prompts (abstaining aside). 95% bootstrap intervals; "

@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     engine = LoGoEngine.from_config(args.config)
     results = run(engine, args.split, args.n, out / f"cache-{args.split}.json")
-    text = report(results, args.split, args.n)
+    from .lab import pool_hash
+    from .registry import load_config
+
+    pool = pool_hash(load_config(args.config))
+    text = f"Pool `{args.config}` (sha256 of its weights {pool}). " + report(results, args.split, args.n)
     (out / f"{args.split}.md").write_text(text)
     print(text)
 

@@ -47,7 +47,7 @@ pool: install-dev
 pool-ship: install-dev
 	$(PYTHON) scripts/swap_pool.py
 	$(PYTHON) -m logo_core.tasks.check --n 20 --out docs/pool_scores.json --train-log docs/pool_losses.jsonl --doc docs/pool.md
-	$(PYTHON) -m logo_core.lab --out docs/lab --apply
+	$(PYTHON) -m logo_core.lab --out docs/lab --apply --library-only
 	$(PYTHON) scripts/ship_calibration.py
 	$(PYTHON) -m logo_core.arrow --top-k 1 3 --n 6
 	$(PYTHON) -m logo_core.merges

@@ -413,6 +413,18 @@ def search(lab: Lab, split: str = "dev", top: int = 20) -> tuple[Setting, list[d
     return chosen, rows
 
 
+def runs_in_library(st: Setting) -> bool:
+    """The router runs it (`library_defaults` can write it into adapters.yaml)."""
+    return st.variant == "norm" and st.decision == "flat" and st.calibration in LIBRARY_CALIBRATION
+
+
+def best_in_library(rows: list[dict]) -> Setting:
+    """The dev-best setting among those the library runs (same order as `search`)."""
+    return max((r for r in rows if runs_in_library(r["setting"])), key=lambda r: (r["own_top1"], r["family_hit"]))[
+        "setting"
+    ]
+
+
 def top_margin(lab: Lab, st: Setting, split: str) -> Tensor:
     """[P] the best adapter's calibrated score: what the abstain rule thresholds."""
     idx = lab.index[split]
@@ -541,7 +553,7 @@ def library_defaults(st: Setting, abstain_below: float) -> dict:
 
     Raises ValueError for a setting the lab can score but the library does not run (a whitened or
     contrast variant, a family decision, a per-block or percentile calibration)."""
-    if st.variant != "norm" or st.decision != "flat" or st.calibration not in LIBRARY_CALIBRATION:
+    if not runs_in_library(st):
         raise ValueError(
             f"the lab chose {st.name!r}, which the library does not run (it runs variant norm, decision flat, "
             f"calibration {', '.join(LIBRARY_CALIBRATION)}): set adapters.yaml's defaults by hand or add it to the router"
@@ -587,6 +599,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="docs/lab")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--apply", action="store_true", help="write the chosen setting into the config's defaults")
+    p.add_argument(
+        "--library-only", action="store_true", help="choose among the settings the library runs (for --apply)"
+    )
     args = p.parse_args(argv)
     from .loading import load
     from .registry import load_config
@@ -600,9 +615,17 @@ def main(argv: list[str] | None = None) -> None:
     vectors = cached_vectors(cfg, loaded, prompts, Path(args.cache))
     lab = Lab(prompts, vectors, pool_factors(cfg, loaded.model))
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
-    chosen, rows = search(lab)
+    best, rows = search(lab)
+    chosen = best_in_library(rows) if args.library_only else best
+    if chosen != best:
+        log.info("dev-best %s is not run by the library: chosen %s", best.name, chosen.name)
     log.info("grid of %d settings on dev in %.0f s; chosen %s", len(rows), time.perf_counter() - t0, chosen.name)
     text, data = report(lab, chosen, rows)
+    if chosen != best:
+        text = (
+            f"The dev-best setting of the whole grid is `{best.name}`, which the library does not run; "
+            f"chosen (`--library-only`): the best that it runs.\n\n" + text
+        )
     header = (
         f"# Routing lab\n\nPool `{args.config}` (sha256 of its weights {pool_hash(cfg)}), "
         f"{args.n_dev} dev and {args.n_test} test prompts per task; "

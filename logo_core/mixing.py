@@ -51,6 +51,7 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
 
 
 TIE_RTOL = 1e-5  # fp32 round-off of a probe pass and its calibration mean is ~1e-6 relative
+TIE_ATOL = 1e-5  # scores near 0 (a calibrated block where every adapter reads alike: float noise of ~1e-7)
 
 
 def ties_at_cut(scores: Tensor, chosen: Sequence[int]) -> list[int]:
@@ -59,7 +60,7 @@ def ties_at_cut(scores: Tensor, chosen: Sequence[int]) -> list[int]:
     if not chosen or len(chosen) == len(scores):
         return []
     last = scores[chosen[-1]]
-    tied = torch.isclose(scores, last, rtol=TIE_RTOL, atol=0.0).nonzero().flatten().tolist()
+    tied = torch.isclose(scores, last, rtol=TIE_RTOL, atol=TIE_ATOL).nonzero().flatten().tolist()
     return tied if set(tied) - set(chosen) else []
 
 

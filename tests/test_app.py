@@ -266,7 +266,11 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
     view = attach(app_engine.model, app_engine.decoder.mixture_for([r]), fold_weights=app_engine.decoder.fold)
     with torch.inference_mode():
         ours, theirs = view(**enc.inputs()).logits, peft(**enc.inputs()).logits
-    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+        base = app_engine.model(**enc.inputs()).logits
+    # float32 summation order differs (rank-concatenated vs per-adapter sums) by ~1e-4 on logits up to ~40;
+    # a wrong weight or scaling moves them by far more than the mixture's own distance from the base model
+    assert (ours - base).abs().max() > 100 * (ours - theirs).abs().max()
+    assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-4)
     assert cb.export(None) == gr.update(visible=False)
 
 

@@ -26,8 +26,10 @@ test-fast:  # while iterating: everything but the tests marked slow (real model,
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q -m "not slow"
 
+# Hours on a CPU. Every answer is appended to docs/eval/answers/answers-<pool digest>.jsonl (committed: a session
+# that ends mid-run leaves them for the next one, which resumes; another pool starts a new file).
 eval: install-dev
-	$(PYTHON) -m logo_core.eval --out docs/eval
+	$(PYTHON) -m logo_core.eval --out docs/eval --cache docs/eval/answers
 
 bench: install-dev
 	$(PYTHON) -m logo_core.bench --out docs/bench

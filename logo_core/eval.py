@@ -781,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         default="runs/eval",
         help="answers kept here, keyed by the pool's hashes: a rerun resumes ('' = none)",
     )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--jsonl", type=Path, help="score a file of {context, completion} rows instead")
     p.add_argument("--render", action="store_true", help="only redraw tables and plots from OUT/results.json")
     p.add_argument("--metric", default="rouge_l", choices=sorted(METRICS), help="metric for --jsonl")
@@ -789,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype-check", metavar="DTYPE", help="compare task scores of fp32 and DTYPE generation (+ fp32 probe)"
     )
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.dtype_check:
         md = dtype_check(args.config, args.dtype_check, "fp32", args.n_test, args.batch_size)
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = _engine(cfg)
         if args.command == "export":
             r = engine.route(args.prompt, **route)
-            engine.export_adapter(r.weights, args.out)
-            print(f"wrote {args.out} ({', '.join(f'{n} {w:.2f}' for n, w in r.weights.items())})")
+            from .mixing import acting
+
+            if not (weights := acting(r.weights)):
+                raise RequestError(f"no adapter to export: {' '.join(r.notices) or 'the routing chose none'}")
+            engine.export_adapter(weights, args.out)
+            print(f"wrote {args.out} ({', '.join(f'{n} {w:.2f}' for n, w in weights.items())})")
             return 0
         if args.command == "route":
             result = engine.route(args.prompt, **route)

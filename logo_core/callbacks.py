@@ -26,6 +26,7 @@ from .compare import PEERS, Peers, Row
 from .engine import LoGoEngine
 from .errors import LoGoError
 from .hosting import PrivateFiles
+from .mixing import acting
 from .options import GENERATE_FIELDS, ROUTE_FIELDS
 from .results import Routing
 
@@ -292,10 +293,10 @@ class Callbacks:
 
     def export(self, routing: dict | None):
         """The current mixture as one PEFT adapter folder, zipped, as a private download."""
-        if not routing or not routing["weights"]:
+        if not routing or not (weights := acting(routing["weights"])):
             return gr.update(visible=False)
         with tempfile.TemporaryDirectory() as tmp:  # 0700 and never served
-            folder = self.engine.export_adapter(routing["weights"], Path(tmp) / "logo_mixture")
+            folder = self.engine.export_adapter(weights, Path(tmp) / "logo_mixture")
             data = io.BytesIO()
             with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as z:
                 for f in sorted(folder.iterdir()):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import baselines, signals
 from .engine import LoGoEngine
 from .intervals import bootstrap, fmt, paired
-from .mixing import select_top_k
+from .mixing import acting, select_top_k
 from .options import RouteOptions
 from .tasks import METRICS, TASKS, Task
 
@@ -149,7 +149,7 @@ def mixtures_from_scores(scores: torch.Tensor, names: Sequence[str], k: int) -> 
     out = []
     for row in scores:
         idx, w = select_top_k(row, min(k, len(names)))
-        out.append({names[i]: wi for i, wi in zip(idx, w)})
+        out.append(acting({names[i]: wi for i, wi in zip(idx, w)}))
     return out
 
 

@@ -50,6 +50,12 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     return order, weights
 
 
+def acting(weights: dict[str, float]) -> dict[str, float]:
+    """The adapters of a routed mixture that act on the answer: top-k keeps a chosen adapter whose score is
+    not positive at weight 0 (shown as chosen), but an explicit mixture is > 0 by contract (`check_mixture`)."""
+    return {name: w for name, w in weights.items() if w > 0}
+
+
 TIE_RTOL = 1e-5  # fp32 round-off of a probe pass and its calibration mean is ~1e-6 relative
 TIE_ATOL = 1e-5  # scores near 0 (a calibrated block where every adapter reads alike: float noise of ~1e-7)
 

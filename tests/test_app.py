@@ -272,6 +272,14 @@ def test_exported_mixture_is_a_peft_adapter_with_the_engines_logits(cb, app_engi
     assert (ours - base).abs().max() > 100 * (ours - theirs).abs().max()
     assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-4)
     assert cb.export(None) == gr.update(visible=False)
+    # top-k keeps a chosen adapter whose score is not positive at weight 0: the export leaves it out
+    first, second = POOL[:2]
+
+    def exported(weights: dict) -> bytes:
+        with zipfile.ZipFile(cb.export({**r.to_dict(), "weights": weights})["value"]) as z:
+            return z.read("logo_mixture/adapter_model.safetensors")
+
+    assert exported({first: 1.0, second: 0.0}) == exported({first: 1.0}) != exported({first: 0.5, second: 0.5})
 
 
 # ------------------------------------------------------------------------------------------ how LoGo chose

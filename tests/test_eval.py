@@ -49,6 +49,18 @@ def test_top_hits_and_family_hits():
     assert logo_eval.family_hits(scores, ["a", "a", "a"], fam).tolist() == [True, True, False]
 
 
+def test_mixtures_leave_out_adapters_at_weight_zero():
+    """Top-3 keeps a non-positive score at weight 0; the mixture it becomes is a valid explicit one (> 0), which
+    the engine refuses otherwise (the first full evaluation on the retrained pool stopped on it)."""
+    from logo_core.options import check_mixture
+
+    names = ["a", "b", "c", "d"]
+    mixes = logo_eval.mixtures_from_scores(torch.tensor([[2.0, 1.0, -0.5, -1.0], [-1.0, -2.0, -3.0, -4.0]]), names, 3)
+    assert mixes[0] == {"a": pytest.approx(2 / 3), "b": pytest.approx(1 / 3)}
+    assert mixes[1] == {n: pytest.approx(1 / 3) for n in "abc"}  # nothing positive: uniform, as select_top_k
+    assert all(check_mixture(m, names) == m for m in mixes)
+
+
 def test_lorahub_merges_a_and_b_separately(real_engine):
     hub = baselines.LoraHub(real_engine, n_candidates=3, steps=3)
     names, w = real_engine.adapters[:2], [0.5, -1.25]

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -95,6 +96,15 @@ def probe_subtitle(options: Mapping, width: int = 48) -> str:
 def signal_title(options: Mapping) -> str:
     """`Adapter signal · calibrated norm` (the chart title; `probe_subtitle` says where it was probed)."""
     return f"Adapter signal · {'calibrated' if options['calibrated'] else 'raw'} {options['signal']}"
+
+
+def score_range(values: Sequence[float]) -> list[float]:
+    """The x range of a bar chart of scores: 0 always in view, a negative bar (a calibrated score below the
+    background's mean) drawn to its end, and 20% head room on the right for the top-k cut-off's label."""
+    finite = [v for v in values if math.isfinite(v)]
+    lo, hi = min([0.0, *finite]), max([0.0, *finite])
+    span = (hi - lo) or 1.0
+    return [lo - (0.05 * span if lo < 0 else 0.0), hi + 0.2 * span]
 
 
 def signal_bars(
@@ -205,9 +215,7 @@ def signal_bars(
     fig.update_yaxes(
         categoryorder="array", categoryarray=shown, range=[len(shown) - 0.5 + (0.8 if hidden else 0), -0.5], title=None
     )
-    top_score = max(scores.values(), default=0.0)
-    # 20% head room on the right: the cut-off label sits there, clear of the bars
-    fig.update_xaxes(title=value_label, rangemode="tozero", range=[0, 1.2 * top_score] if top_score > 0 else None)
+    fig.update_xaxes(title=value_label, range=score_range([scores[n] for n in shown]), zeroline=True)
     legend = len(groups) > 1 and any(members for _, members, _ in groups)
     height = 150 + 24 * (len(shown) + (1 if hidden else 0)) + (30 if legend else 0)
     fig = _layout(

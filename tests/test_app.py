@@ -497,6 +497,16 @@ def test_a_big_pool_stays_readable():
     assert len(plots.signal_bars(scores, ranked[:20], families=families, top=15).layout.meta["order"]) == 20
 
 
+def test_negative_scores_are_drawn_to_their_end():
+    """Calibrated scores below the background's mean are negative: the axis must show them, not cut them at 0."""
+    scores = {"a": 1.5, "b": 0.4, "c": -0.3, "d": -1.2}
+    lo, hi = plots.signal_bars(scores, ["a"], {"a": 1.0}).layout.xaxis.range
+    assert lo < -1.2 and hi > 1.5
+    lo, hi = plots.signal_bars({"a": -0.2, "b": -0.9}, ["a"], {"a": 1.0}).layout.xaxis.range  # all negative
+    assert lo < -0.9 and hi >= 0
+    assert plots.signal_bars({"a": 2.0, "b": 1.0}, ["a"]).layout.xaxis.range[0] == 0  # none negative: from 0
+
+
 def test_args_flags_and_env(monkeypatch):
     for var in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT"):
         monkeypatch.delenv(var, raising=False)

@@ -98,7 +98,16 @@ def advanced(page, **numbers) -> None:
     """Open the Advanced accordion (its controls are drawn when opened), set numbers by elem id, close it."""
     page.get_by_text("Advanced: answer length and sampling").click()
     for elem_id, value in numbers.items():
-        set_number(page, f"#{elem_id} input[type=number]", value)
+        box = f"#{elem_id} input[type=number]"
+        page.wait_for_selector(box, state="visible")
+        # On a loaded machine the accordion may still be mounting its controls when the first number is typed,
+        # and a fresh control shows the page's value again (CI, once: max-new read 12 after 1024 was typed; the
+        # server had no write-back to make). Type again then; the check below still fails if a value won't stay.
+        for _ in range(3):
+            set_number(page, box, value)
+            page.wait_for_timeout(300)
+            if float(page.input_value(box)) == float(value):
+                break
     for elem_id, value in numbers.items():
         assert float(page.input_value(f"#{elem_id} input[type=number]")) == float(value), elem_id
     page.get_by_text("Advanced: answer length and sampling").click()

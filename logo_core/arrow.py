@@ -92,12 +92,20 @@ class ArrowPeer:
     Args:
         engine: a loaded `LoGoEngine` (its model is copied, never modified).
         top_k, temperature: `ArrowConfig`'s (per token and layer: top-k adapters, softmax temperature).
+        adapters: the pool's adapters Arrow routes over (default: all of them, in pool order).
     """
 
-    def __init__(self, engine, top_k: int = 3, temperature: float = 1.0) -> None:
+    def __init__(self, engine, top_k: int = 3, temperature: float = 1.0, adapters: list[str] | None = None) -> None:
         from .loading import on_zero_gpu
 
         self.engine, self.top_k, self.temperature = engine, top_k, temperature
+        self.names = list(engine.adapters) if adapters is None else list(adapters)
+        unknown = [n for n in self.names if n not in engine.adapters]
+        if unknown or not self.names or top_k > len(self.names):
+            raise ValueError(
+                f"adapters={adapters!r} with top_k={top_k}: give 1 or more of the pool's adapters "
+                f"({', '.join(engine.adapters[:4])}, ...) and top_k <= their number; unknown: {unknown}"
+            )
         self._model, self._lock = None, threading.Lock()
         # ZeroGPU lends a GPU per call only: a copy made inside one call would not outlive it, so there
         # Arrow runs on the CPU (the 135M default answers in seconds); elsewhere beside the engine's model.
@@ -109,7 +117,8 @@ class ArrowPeer:
 
         with self._lock:
             if self._model is None:
-                paths = [str(f.path.parent if f.path.is_file() else f.path) for f in self.engine.pool.files]
+                files = dict(zip(self.engine.adapters, self.engine.pool.files))
+                paths = [str(f.path.parent if f.path.is_file() else f.path) for f in map(files.get, self.names)]
                 cfg = ArrowConfig(top_k=self.top_k, router_temperature=self.temperature)
                 base = copy.deepcopy(self.engine.model).to(self.device)
                 self._model = create_arrow_model(base, paths, cfg).eval()
@@ -118,7 +127,7 @@ class ArrowPeer:
     def weights(self, prompts: list[str]) -> list[dict[str, float]]:
         """Per prompt, the adapters Arrow leaned on: {name: mean coefficient}, those >= 5% (at least one)."""
         coeff = coefficients(self.model(), self.engine.encode, prompts, device=self.device)
-        names, out = self.engine.adapters, []
+        names, out = self.names, []
         for row in coeff.tolist():
             order = sorted(range(len(names)), key=lambda i: -row[i])
             out.append({names[i]: row[i] for i in order if row[i] >= 0.05 or i == order[0]})

@@ -4,7 +4,8 @@ Routing is done once per prompt (the shipped default setting, its calibrated sco
 the top-3 scores into weights and the prompt is answered with that explicit mixture. Seen tasks (an
 adapter of their own) and unseen tasks (relatives only: where the paper expects merging to help) are
 reported apart, with 95% bootstrap intervals and paired differences against k = 1. Results are cached
-per (scheme, prompt) in a JSON file, so a stopped run resumes.
+per (scheme, prompt) in a JSON file named by the pool's hash (another pool routes and answers
+differently, so it starts a file of its own), so a stopped run resumes.
 
 Example:
     python -m logo_core.merges --n 4 --split dev --out docs/lab/merges
@@ -55,6 +56,8 @@ SCHEMES = {
     "k3 softmax T=1": (3, softmax(1.0)),
     "k3 softmax T=0.5": (3, softmax(0.5)),
     "k3 softmax T=0.25": (3, softmax(0.25)),
+    "k3 softmax T=0.1": (3, softmax(0.1)),
+    "k3 top full + 0.1 shares": (3, top_full(0.1)),
     "k3 top full + 0.25 shares": (3, top_full(0.25)),
     "k3 top full + 0.5 shares": (3, top_full(0.5)),
 }
@@ -136,11 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     engine = LoGoEngine.from_config(args.config)
-    results = run(engine, args.split, args.n, out / f"cache-{args.split}.json")
     from .lab import pool_hash
     from .registry import load_config
 
     pool = pool_hash(load_config(args.config))
+    results = run(engine, args.split, args.n, out / f"cache-{args.split}-{pool}.json")
     text = f"Pool `{args.config}` (sha256 of its weights {pool}). " + report(results, args.split, args.n)
     (out / f"{args.split}.md").write_text(text)
     print(text)

@@ -44,3 +44,23 @@ def test_weights_and_answers_of_the_peer(peer, real_engine):
     assert last.text and last.timings["tokens_per_s"] > 0 and last.weights == weights[0]
     assert peer.generate_batch(prompts[:1], 8) == [last.text.strip()]  # batched and streamed agree (greedy)
     assert not any("lora" in n for n, _ in real_engine.model.named_modules())  # the shared model is untouched
+
+
+def test_arrow_over_one_adapter_answers_as_that_adapter(real_engine):
+    """With one adapter every token's coefficient is 1, so Arrow must answer exactly as the engine does with
+    that adapter alone: the check that the evaluation drives PEFT's Arrow right (paths, scaling, chat
+    template, left-padded batches), whatever Arrow scores over the whole pool."""
+    name = real_engine.adapters[0]
+    prompts = [*real_engine.pool.specs[0].examples[:2], "Hello, who are you?"]
+    one = ArrowPeer(real_engine, top_k=1, adapters=[name])
+    assert one.weights(prompts) == [{name: pytest.approx(1.0)}] * len(prompts)
+    alone = [g.text.strip() for g in real_engine.generate_batch(prompts, adapters=[{name: 1.0}] * 3, max_new_tokens=12)]
+    base = [g.text.strip() for g in real_engine.generate_batch(prompts, adapters=[{}] * 3, max_new_tokens=12)]
+    assert one.generate_batch(prompts, 12) == alone != base  # the adapter acts, exactly as in a mixture of one
+
+
+def test_arrow_peer_rejects_unknown_adapters(real_engine):
+    with pytest.raises(ValueError, match="adapters=.*no_such"):
+        ArrowPeer(real_engine, top_k=1, adapters=["no_such"])
+    with pytest.raises(ValueError, match="top_k=2"):
+        ArrowPeer(real_engine, top_k=2, adapters=real_engine.adapters[:1])

@@ -161,7 +161,8 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 choices("probe_input"), value=init["probe_input"], label="Probe input", info=info("probe_input", step=1)
             )
         with gr.Row():
-            for f, label, step in (("calibration", "Calibration", 3), ("pooling", "Pooling", 1)):
+            radios = (("calibration", "Calibration", 3), ("pooling", "Pooling", 1), ("weighting", "Weighting", 5))
+            for f, label, step in radios:
                 c[f] = gr.Radio(choices(f), value=init[f], label=label, info=info(f, step=step), elem_id=f)
             c["abstain_below"] = gr.Number(
                 init["abstain_below"],
@@ -195,7 +196,8 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             )
         gr.Markdown(
             "What each setting changes, in *How LoGo chose*: [probe block and input: step 1](#how-1) · "
-            "[module and signal: step 2](#how-2) · [calibrated: step 3](#how-3) · [k: step 4](#how-4)"
+            "[module and signal: step 2](#how-2) · [calibrated: step 3](#how-3) · [k: step 4](#how-4) · "
+            "[weighting: step 5](#how-5)"
         )
         p.settings_notice = gr.Markdown(visible=False, elem_classes="logo-notice", elem_id="settings-notice")
     with gr.Accordion("Advanced: answer length and sampling", open=False):
@@ -269,13 +271,23 @@ def wire(p: Page, cb: Callbacks) -> None:
     ]
     picked = [
         c[f].input
-        for f in ("k", "signal", "calibrated", "calibration", "module", "probe_input", "pooling", "max_new_tokens")
+        for f in (
+            "k",
+            "weighting",
+            "signal",
+            "calibrated",
+            "calibration",
+            "module",
+            "probe_input",
+            "pooling",
+            "max_new_tokens",
+        )
     ] + [c["do_sample"].input]
     on_settings = dict(fn=gpu(cb.settings), inputs=[p.prompt, p.answered, p.valid, *p.settings], outputs=p.checked())
     then_explain(gr.on(picked + typed, **on_settings, **quiet, **ui("settings")))
     block_set = p.block.input(lambda x: str(int(x)), p.block, c["layer"], **quiet, **ui("block"))
     routing_controls = [c[f] for f in ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input")]
-    filled = [*routing_controls, c["pooling"], c["abstain_below"]]  # every field a preset names
+    filled = [*routing_controls, c["pooling"], c["weighting"], c["abstain_below"]]  # every field a preset names
     preset_set = p.presets.input(cb.preset, p.presets, filled, **quiet, **ui("preset"))
     then_explain(preset_set.then(**on_settings, **quiet, **ui("preset_settings")))
     then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))

@@ -148,6 +148,7 @@ def preset_controls(engine: LoGoEngine, name: str | None) -> dict:
             "module",
             "probe_input",
             "pooling",
+            "weighting",
             "abstain_below",
         )
     }

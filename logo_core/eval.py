@@ -144,11 +144,13 @@ def probe_costs(engine: LoGoEngine, settings: Sequence[RouteOptions], prompts: S
 # ------------------------------------------------------------------------------------------ task scores
 
 
-def mixtures_from_scores(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str, float]]:
+def mixtures_from_scores(
+    scores: torch.Tensor, names: Sequence[str], k: int, weighting: str = "proportional"
+) -> list[dict[str, float]]:
     """Top-k mixtures (docs/method.md §5), one per row."""
     out = []
     for row in scores:
-        idx, w = select_top_k(row, min(k, len(names)))
+        idx, w = select_top_k(row, min(k, len(names)), weighting)
         out.append(acting({names[i]: wi for i, wi in zip(idx, w)}))
     return out
 
@@ -259,10 +261,13 @@ def default_routing(engine: LoGoEngine, prompts: Sequence[str], batch_size: int)
     return scores, [r.options.get("mode") == "abstained" for r in rows]
 
 
-def default_mixtures(routed: tuple[torch.Tensor, list[bool]], names: Sequence[str], k: int) -> list[dict]:
-    """The shipped default's top-k mixtures; an abstained prompt gets the base model ({})."""
+def default_mixtures(
+    routed: tuple[torch.Tensor, list[bool]], names: Sequence[str], k: int, weighting: str
+) -> list[dict]:
+    """The shipped default's top-k mixtures (its `weighting`); an abstained prompt gets the base model ({})."""
     scores, abstained = routed
-    return [{} if a else m for m, a in zip(mixtures_from_scores(scores, names, k), abstained, strict=True)]
+    mixes = mixtures_from_scores(scores, names, k, weighting)
+    return [{} if a else m for m, a in zip(mixes, abstained, strict=True)]
 
 
 def default_accuracy(routed: dict, names, adapter_family, seen, unseen, test) -> dict:
@@ -417,12 +422,13 @@ def evaluate(
         if tasks
         for which, exs in (("dev", dev), ("test", test))
     }
+    weighting = engine.defaults.weighting
     k_dev: dict[str, dict[int, float]] = {"seen": {}, "unseen": {}}
     k_dev_ci: dict[str, dict[str, tuple]] = {"seen": {}, "unseen": {}}
     for split, tasks in (("seen", seen), ("unseen", unseen)):
         for k in ks if tasks else ():
             log(f"{split} dev k={k} ...")
-            mixes = default_mixtures(routed[(split, "dev")], names, k)
+            mixes = default_mixtures(routed[(split, "dev")], names, k, weighting)
             by_task, per = score_condition(runner, tasks, dev, mixes, lengths, f"{split} dev k={k}")
             k_dev[split][k] = mean(by_task, [t.name for t in tasks])
             k_dev_ci[split][str(k)] = bootstrap(torch.tensor(per), scale=1.0)
@@ -435,7 +441,9 @@ def evaluate(
         if tasks is seen:
             conds["oracle"] = [{t.name: 1.0} for t, _ in rows]
         for k in ks:
-            conds[f"LoGo k={k}"] = default_mixtures(routed[(split, "test")], names, k)
+            conds[f"LoGo k={k}"] = default_mixtures(routed[(split, "test")], names, k, weighting)
+        if weighting != "proportional" and 3 in ks:  # the paper's weights at the same routing, for the merge rows
+            conds["LoGo k=3 proportional"] = default_mixtures(routed[(split, "test")], names, 3, "proportional")
         conds[f"reference (raw norm, last block, q_proj, k={reference.k})"] = mixtures_from_scores(
             setting_scores(sweep, reference), names, reference.k
         )
@@ -565,6 +573,8 @@ def targets(results: dict) -> list[str]:
         rows += [("seen", logo["seen"], c, 0.0, ">=") for c in seen if c.startswith("retrieval")]
         if "LoGo k=3" in seen and "LoGo k=1" in seen:
             rows.append(("seen", "LoGo k=3", "LoGo k=1", 0.0, ">="))
+        if "LoGo k=3 proportional" in seen and "LoGo k=1" in seen:  # the paper's weights, for comparison
+            rows.append(("seen", "LoGo k=3 proportional", "LoGo k=1", 0.0, ">="))
     if pp.get("unseen"):
         unseen = pp["unseen"]
         peers = ("uniform", "random", "retrieval", "LoraHub", "Arrow")
@@ -572,6 +582,8 @@ def targets(results: dict) -> list[str]:
         rows.append(("unseen", logo["unseen"], "base", 10.0, ">="))
         if "LoGo k=3" in unseen and "LoGo k=1" in unseen:
             rows.append(("unseen", "LoGo k=3", "LoGo k=1", 0.0, ">"))
+        if "LoGo k=3 proportional" in unseen and "LoGo k=1" in unseen:
+            rows.append(("unseen", "LoGo k=3 proportional", "LoGo k=1", 0.0, ">"))
     lines = [
         "### Targets (task score, paired over the same test prompts)",
         "",

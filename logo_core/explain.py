@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from .mixing import LEAD_SHARE
 from .options import ROUTE_FIELDS
 from .prompts import GAP
 from .results import Routing
@@ -181,6 +182,15 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     weights = ", ".join(
         f"{name(n)} {fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}" for n in r.selected
     )
+    lead = o.get("weighting", "proportional") == "lead" and len(r.selected) > 1
+    if lead:  # the best at full strength; the others at LEAD_SHARE of their proportional weight
+        weights = ", ".join(
+            [f"{name(r.selected[0])} 1"]
+            + [
+                f"{name(n)} {LEAD_SHARE:g} × {fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}"
+                for n in r.selected[1:]
+            ]
+        )
     mix = " + ".join(f"{r.weights[n]:.2f}·Δ{name(n)}(x)" for n in r.selected)
     steps = [
         f"**Probe.** One pass of the base model over the prompt (**{x.prompt_tokens} tokens** with the chat "
@@ -199,7 +209,13 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         + cut
         + (f" · **tie** at the cut: {', '.join(map(name, r.ties))} (pool order chose)." if r.ties else "."),
         (
-            f"**Weights.** w_i = max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}."
+            (
+                f"**Weights** (`lead`). The best adapter at full strength, w_1 = 1; each other w_i = {LEAD_SHARE:g} × "
+                f"max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}. (Chosen on dev prompts over "
+                "the paper's proportional weights, which let the runners-up pull the answer away: docs/lab/merges.)"
+                if lead
+                else f"**Weights.** w_i = max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}."
+            )
             if r.selected
             else "**Abstained.** No adapter stands out (the best score is below `abstain_below`): the base "
             "model answers alone."
@@ -208,9 +224,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         "where Δ(x) = s·B·A·x is one adapter's LoRA update.",
     ]
     cal_name = o.get("calibration", "neutral") + "-calibrated" if o["calibrated"] else "raw"
-    settings = (
-        f"k = {k} · {cal_name} {o['signal']} · {where} · {modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
-    )
+    settings = f"k = {k} · {o.get('weighting', 'proportional')} weights · {cal_name} {o['signal']} · {where} · {modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
     head = f"**How LoGo chose the adapters for this prompt** ({settings})"
     return "\n\n".join([head, *(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))])
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
+from .mixing import merge_weights
+
 log = logging.getLogger(__name__)
 
 
 def proportional(scores: list[float]) -> list[float]:
-    """The library's weights: positive parts normalised (uniform if none is positive)."""
-    pos = [max(s, 0.0) for s in scores]
-    total = sum(pos)
-    return [p / total for p in pos] if total > 0 else [1 / len(scores)] * len(scores)
+    """The paper's weights (`mixing.merge_weights`): positive parts normalised (uniform if none is positive)."""
+    return merge_weights(scores, "proportional")
 
 
 def softmax(t: float):
@@ -44,8 +44,7 @@ def top_full(share: float):
     """The best adapter at full strength, the others at `share` x their proportional weight."""
 
     def weights(scores: list[float]) -> list[float]:
-        p = proportional(scores)
-        return [1.0] + [share * w for w in p[1:]]
+        return [1.0] + [share * w for w in proportional(scores)[1:]]
 
     return weights
 
@@ -65,6 +64,7 @@ SCHEMES = {
 
 def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
     from .eval import max_tokens
+    from .mixing import acting
     from .tasks import TASKS
 
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -87,7 +87,7 @@ def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
             mixtures = []
             for _, _, _, r in part:
                 chosen = r.selected[:k]
-                mixtures.append(dict(zip(chosen, fn([r.scores[c] for c in chosen]))))
+                mixtures.append(acting(dict(zip(chosen, fn([r.scores[c] for c in chosen])))))
             length = max(max_tokens([ex]) for _, _, ex, _ in part)
             outs = engine.generate_batch([ex.prompt for _, _, ex, _ in part], mixtures, max_new_tokens=length)
             for (_, t, ex, _), g in zip(part, outs):

@@ -28,12 +28,32 @@ Key = tuple[int, str]  # (block index, module short name)
 Factors = dict[Key, tuple[Tensor, Tensor]]  # one adapter: {key: (A [R, D_in], s*B [D_out, R])}
 
 
-def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
-    """Indices of the k largest scores (ties -> lower pool index first) and their weights.
+# How the chosen adapters' scores become merge weights (docs/method.md §5). `lead` keeps the best adapter at full
+# strength and gives the others LEAD_SHARE of their proportional weight: the merge lab's choice on dev prompts
+# (docs/lab/merges/dev.md), where the paper's `proportional` weights at k = 3 cost 21 points against k = 1.
+WEIGHTINGS = ("proportional", "lead")
+LEAD_SHARE = 0.25
 
-    Weights are w_i = sigma_i / sum_{j in S} sigma_j (docs/method.md §5: plain normalisation, no softmax),
-    over the positive part of each score: a calibrated z-score below 0 gets no weight, and when no
-    chosen score is positive the weights are uniform.
+
+def merge_weights(scores: Sequence[float], weighting: str = "proportional") -> list[float]:
+    """Merge weights of the chosen adapters, best first: `proportional` w_i = max(s_i, 0) / sum_j max(s_j, 0)
+    (uniform when no score is positive); `lead` w_1 = 1, w_i = LEAD_SHARE x the proportional w_i after it."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+    if not scores:
+        return []
+    pos = [max(float(s), 0.0) for s in scores]
+    total = sum(pos)
+    prop = [p / total for p in pos] if total > 0 else [1.0 / len(pos)] * len(pos)
+    return prop if weighting == "proportional" else [1.0] + [LEAD_SHARE * w for w in prop[1:]]
+
+
+def select_top_k(scores: Tensor, k: int, weighting: str = "proportional") -> tuple[list[int], list[float]]:
+    """Indices of the k largest scores (ties -> lower pool index first) and their weights (`merge_weights`).
+
+    Proportional weights are the plain normalisation of docs/method.md §5 (no softmax), over the positive
+    part of each score: a calibrated z-score below 0 gets no weight, and when no chosen score is positive
+    the weights are uniform.
     A NaN or infinite score (a broken adapter) is never selected; if fewer than k scores are finite,
     fewer than k adapters are returned.
     """
@@ -42,12 +62,7 @@ def select_top_k(scores: Tensor, k: int) -> tuple[list[int], list[float]]:
     ranked = torch.where(finite, scores, torch.full_like(scores, -torch.inf))
     # Stable descending sort keeps pool order among equal scores: deterministic ties.
     order = [i for i in torch.sort(ranked, descending=True, stable=True).indices.tolist() if finite[i]][:k]
-    if not order:
-        return [], []
-    chosen = scores[order].clamp_min(0)
-    total = float(chosen.sum())
-    weights = [1.0 / len(order)] * len(order) if total <= 0 else (chosen / total).tolist()
-    return order, weights
+    return order, merge_weights(scores[order].tolist(), weighting)
 
 
 def acting(weights: dict[str, float]) -> dict[str, float]:

@@ -60,6 +60,12 @@ def pooling_names() -> list[str]:
     return list(POOLINGS)
 
 
+def weighting_names() -> list[str]:
+    from .mixing import WEIGHTINGS
+
+    return list(WEIGHTINGS)
+
+
 def calibration_names() -> list[str]:
     return list(CALIBRATIONS)
 
@@ -73,6 +79,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's reference (LoGo, ACL 2026): raw norm at the last block's q_proj, k = 20.
     "paper": {
         "k": 20,
+        "weighting": "proportional",
         "signal": "norm",
         "calibrated": False,
         "layer": -1,
@@ -84,6 +91,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
         "k": 1,
+        "weighting": "proportional",
         "signal": "norm",
         "calibrated": True,
         "calibration": "neutral",
@@ -355,6 +363,12 @@ class RouteOptions(_Options):
     """Where the probe listens, how each adapter is scored, how many adapters are merged."""
 
     k: int = Field(3, description="How many adapters to merge per prompt (1..the pool size).")
+    weighting: Choice(weighting_names) = Field(
+        "proportional",
+        description="How the k chosen adapters are weighed: `proportional` w_i = score_i / sum of the chosen "
+        "(the paper); `lead`: the best at full strength, the others at a quarter of their proportional weight.",
+        validate_default=False,
+    )
     signal: Choice(signal_names) = Field(
         "norm",
         description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "

@@ -180,7 +180,7 @@ class Router:
         best = float(scores.max()) if len(scores) else float("-inf")
         if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
             return abstained(prompt, dict(zip(names, scores.tolist())), opts, best, probe_s, notices)
-        idx, w = select_top_k(scores, opts.k)
+        idx, w = select_top_k(scores, opts.k, opts.weighting)
         ties = [names[i] for i in ties_at_cut(scores, idx)]
         if ties:  # the pool order, not the prompt, decided who is in
             notices = [*notices, f"Tie at the top-{opts.k} cut: {', '.join(ties)} score the same; pool order chose."]

@@ -12,7 +12,15 @@ from helpers import ARCHS, concurrently, make_adapter, tiny_engine, tiny_model
 from safetensors.torch import load_file
 
 from logo_core import signals
-from logo_core.mixing import MixedLinear, attach, reference_delta, select_top_k, ties_at_cut
+from logo_core.mixing import (
+    LEAD_SHARE,
+    MixedLinear,
+    attach,
+    merge_weights,
+    reference_delta,
+    select_top_k,
+    ties_at_cut,
+)
 from logo_core.probe import RESIDUAL, run_probe
 from logo_core.results import Routing
 
@@ -180,6 +188,27 @@ def test_select_top_k_ties_weights_and_broken_scores():
     # NaN and inf (a poisoned adapter) are never selected, even when they would rank first
     assert select_top_k(torch.tensor([float("nan"), 1.0, float("inf"), 0.5]), 2)[0] == [1, 3]
     assert select_top_k(torch.tensor([float("nan"), 1.0]), 2) == ([1], [1.0])
+
+
+def test_lead_weighting_keeps_the_best_at_full_strength():
+    idx, w = select_top_k(torch.tensor([1.0, 3.0, -1.0, 2.0]), 3, "lead")
+    assert idx == [1, 3, 0]
+    # the best at 1; the others at LEAD_SHARE x their proportional weight (3/6, 2/6, 1/6 -> 2/6, 1/6)
+    assert w == pytest.approx([1.0, LEAD_SHARE * 2 / 6, LEAD_SHARE * 1 / 6])
+    assert select_top_k(torch.tensor([0.5, 2.0]), 1, "lead") == ([1], [1.0])  # k = 1: the same as proportional
+    assert merge_weights([-1.0, -2.0], "lead") == pytest.approx([1.0, LEAD_SHARE / 2])  # none positive: shares even
+    assert merge_weights([], "lead") == []
+    with pytest.raises(ValueError, match="weighting='sharp'.*proportional, lead"):
+        merge_weights([1.0], "sharp")
+
+
+def test_the_merge_lab_scores_the_librarys_lead_weighting():
+    """The merge lab's scheme and the library's formula are one: the lab's table is what `lead` ships."""
+    from logo_core.merges import SCHEMES
+
+    k, fn = SCHEMES[f"k3 top full + {LEAD_SHARE:g} shares"]
+    for scores in ([3.0, 2.0, 1.0], [2.5, 0.4, -0.3], [-0.1, -0.2, -0.5]):
+        assert fn(scores) == pytest.approx(merge_weights(scores, "lead"))
 
 
 def test_ties_at_the_cut_are_found_up_to_round_off():

@@ -363,12 +363,6 @@ class RouteOptions(_Options):
     """Where the probe listens, how each adapter is scored, how many adapters are merged."""
 
     k: int = Field(3, description="How many adapters to merge per prompt (1..the pool size).")
-    weighting: Choice(weighting_names) = Field(
-        "proportional",
-        description="How the k chosen adapters are weighed: `proportional` w_i = score_i / sum of the chosen "
-        "(the paper); `lead`: the best at full strength, the others at a quarter of their proportional weight.",
-        validate_default=False,
-    )
     signal: Choice(signal_names) = Field(
         "norm",
         description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
@@ -411,6 +405,13 @@ class RouteOptions(_Options):
         None,
         description="A named setting (`paper`: the paper's reference; `neutral`: this project's earlier default); "
         "the request's own settings override it.",
+        validate_default=False,
+    )
+    # Last, so that positional /route and /generate calls written before it still line up.
+    weighting: Choice(weighting_names) = Field(
+        "proportional",
+        description="How the k chosen adapters are weighed: `proportional` w_i = score_i / sum of the chosen "
+        "(the paper); `lead`: the best at full strength, the others at a quarter of their proportional weight.",
         validate_default=False,
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)

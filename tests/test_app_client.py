@@ -9,6 +9,7 @@ import pytest
 from app_fixtures import POOL, served
 
 import app
+from logo_core.mixing import LEAD_SHARE
 from logo_core.options import GENERATE_FIELDS, ROUTE_FIELDS
 
 pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
@@ -32,9 +33,14 @@ def check_trace(trace: dict, k: int) -> None:
     assert set(trace["scores"]) == set(POOL)  # every adapter scored
     assert len(trace["selected"]) == k
     assert set(trace["weights"]) == set(trace["selected"])
-    assert sum(trace["weights"].values()) == pytest.approx(1.0)
     ranked = sorted(trace["scores"], key=lambda n: -trace["scores"][n])
     assert set(trace["selected"]) == set(ranked[:k])
+    w = [trace["weights"][n] for n in trace["selected"]]  # best first
+    if trace["options"]["weighting"] == "lead":  # the best at full strength, the rest share LEAD_SHARE
+        pos = [max(trace["scores"][n], 0.0) for n in trace["selected"]]
+        assert w == pytest.approx([1.0] + [LEAD_SHARE * p / sum(pos) for p in pos[1:]])
+    else:
+        assert sum(w) == pytest.approx(1.0)
 
 
 def test_api_lists_route_and_generate_with_every_parameter_documented(client, app_engine):
@@ -79,6 +85,9 @@ def test_route_positional_and_keywords(client, k):
     )
     check_trace(trace, k)
     assert trace["options"]["signal"] == "entropy" and trace["options"]["blocks"] == list(range(20, 30))
+    paper = client.predict("Convert 'user name' to snake_case.", k=k, weighting="proportional", api_name="/route")
+    check_trace(paper, k)
+    assert paper["selected"] == client.predict("Convert 'user name' to snake_case.", k=k, api_name="/route")["selected"]
 
 
 def test_generate_with_a_seed(client):

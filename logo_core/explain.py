@@ -185,7 +185,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     lead = o.get("weighting", "proportional") == "lead" and len(r.selected) > 1
     if lead:  # the best at full strength; the others at LEAD_SHARE of their proportional weight
         weights = ", ".join(
-            [f"{name(r.selected[0])} 1"]
+            [f"{name(r.selected[0])} = {r.weights[r.selected[0]]:.3f}"]
             + [
                 f"{name(n)} {LEAD_SHARE:g} × {fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}"
                 for n in r.selected[1:]

@@ -21,7 +21,7 @@ import app
 from logo_core import callbacks, explain, hosting, plots
 from logo_core.engine import LoGoEngine
 from logo_core.errors import LoGoError
-from logo_core.mixing import attach
+from logo_core.mixing import LEAD_SHARE, attach
 from logo_core.pool import AdapterPool, LoadReport
 from logo_core.registry import Defaults, UnseenExample, load_config
 
@@ -184,6 +184,19 @@ def test_block_0_explains_its_ties(cb, page, app_engine):
     o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0", pooling="last", abstain_below=-100)))
     assert "Block 0 routes every prompt alike" in o["notices"]["value"] and "Tie at the top" in o["notices"]["value"]
     assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
+
+
+def test_the_weighting_control_sets_the_merge_weights(cb, page, app_engine):
+    """adapters.yaml's `lead`: the best adapter at full strength; the paper's `proportional`: weights summing to 1.
+    The same adapters either way, and How LoGo chose names the formula used."""
+    lead = outputs(page, cb.route(PROMPT, None, *values(app_engine, k=3)))["routing"]
+    paper = outputs(page, cb.route(PROMPT, None, *values(app_engine, k=3, weighting="proportional")))["routing"]
+    assert lead["options"]["weighting"] == "lead" and paper["options"]["weighting"] == "proportional"
+    assert lead["selected"] == paper["selected"] and len(lead["selected"]) == 3
+    first, *rest = lead["selected"]
+    assert lead["weights"][first] == 1.0 and sum(paper["weights"].values()) == pytest.approx(1.0)
+    assert all(lead["weights"][n] == pytest.approx(LEAD_SHARE * paper["weights"][n]) for n in rest)
+    assert "(`lead`)" in cb.explain(lead)[0] and "(`lead`)" not in cb.explain(paper)[0]
 
 
 def test_a_long_prompt_says_which_part_was_cut(cb, page, app_engine):
@@ -544,6 +557,8 @@ def test_a_preset_fills_every_routing_control_it_names(cb, page, app_engine):
         "last",
         -100.0,
     )
+    assert got["weighting"] == "proportional"
     back = outputs(page, cb.preset("adapters.yaml"))
     d = app_engine.defaults
     assert (back["pooling"], back["abstain_below"], back["calibration"]) == (d.pooling, d.abstain_below, d.calibration)
+    assert back["weighting"] == d.weighting == "lead"

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 from logo_core.__main__ import main as cli
+from logo_core.mixing import merge_weights
 
 pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
 
@@ -23,7 +24,9 @@ def test_routing_is_deterministic_and_complete(real_engine):
     assert a.scores == b.scores and a.selected == b.selected
     assert list(a.scores) == real_engine.adapters
     top = sorted(a.scores.values(), reverse=True)[:2]
-    assert list(a.weights.values()) == pytest.approx([s / sum(top) for s in top])
+    assert list(a.weights.values()) == pytest.approx(merge_weights(top, real_engine.defaults.weighting))
+    paper = real_engine.route(prompt, k=2, weighting="proportional")
+    assert list(paper.weights.values()) == pytest.approx([max(s, 0) / sum(max(t, 0) for t in top) for s in top])
 
 
 def test_generation_comes_back_with_timings_and_provenance(real_engine):

@@ -205,6 +205,8 @@ ROUTE_BAD = [  # (keyword arguments, the name the message gives, how it shows th
     ({"module": ["q_proj", 5]}, "module", "['q_proj', 5]"),
     ({"module": {"q_proj": 1}}, "module", "{'q_proj': 1}"),
     ({"probe_input": "output"}, "probe_input", "'output'"),
+    ({"weighting": "softmax"}, "weighting", "'softmax'"),
+    ({"weighting": 1}, "weighting", "1"),
     ({"foo": 1}, "foo", "1"),
     ({"foo": None}, "foo", "None"),  # a typo is refused whatever its value (None = default only for settings)
 ]

@@ -212,6 +212,7 @@ ROUTE_RULES = {
     "layer": layer_ok,
     "module": module_ok,
     "probe_input": lambda v: isinstance(v, str) and v in ("residual", "module"),
+    "weighting": lambda v: isinstance(v, str) and v in ("proportional", "lead"),
 }
 
 
@@ -276,6 +277,7 @@ ROUTE_VALUES = {
         st.lists(st.sampled_from(["q_proj", "v_proj", "o_proj", "k_proj", " v_proj"]), max_size=3),
     ),
     "probe_input": st.sampled_from(["residual", "module", "mod"]),
+    "weighting": st.sampled_from(["proportional", "lead", "softmax", "Lead"]),
 }
 _ROUTE = st.fixed_dictionaries({}, optional={k: st.one_of(v, v, ANY) for k, v in ROUTE_VALUES.items()})
 ROUTE_KWARGS = st.one_of(_ROUTE, _ROUTE, _ROUTE, st.tuples(_ROUTE, ANY).map(lambda t: {**t[0], "foo": t[1]}))

@@ -449,7 +449,10 @@ def evaluate(
         )
         conds["uniform (all adapters)"] = [baselines.uniform(names) for _ in range(n)]
         conds[f"random k={k_best}"] = [baselines.random_k(names, k_best, seed=i) for i in range(n)]
-        conds[f"retrieval k={k_best}"] = retriever.select([ex.prompt for _, ex in rows], k_best)
+        # Retrieval at k = 1 too: its own best (it weighs its picks uniformly, so a large k chosen for LoGo, whose
+        # `lead` weights make k nearly free, would leave retrieval a strawman in the target rows).
+        for k in sorted({1, k_best}):
+            conds[f"retrieval k={k}"] = retriever.select([ex.prompt for _, ex in rows], k)
         for k in arrow_ks:
             conds[f"Arrow top_k={k} (PEFT)"] = [ArrowJob(min(k, len(names)))] * n
         return conds

@@ -179,18 +179,15 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     left = [n for n in ranked if n not in r.selected][:1]
     cut = f" · first left out: {name(left[0])} {fmt(r.scores[left[0]])}" if left else ""
     total = sum(max(r.scores[n], 0.0) for n in r.selected)
-    weights = ", ".join(
-        f"{name(n)} {fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}" for n in r.selected
-    )
     lead = o.get("weighting", "proportional") == "lead" and len(r.selected) > 1
-    if lead:  # the best at full strength; the others at LEAD_SHARE of their proportional weight
-        weights = ", ".join(
-            [f"{name(r.selected[0])} = {r.weights[r.selected[0]]:.3f}"]
-            + [
-                f"{name(n)} {LEAD_SHARE:g} × {fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}"
-                for n in r.selected[1:]
-            ]
-        )
+    # lead: the best at full strength, the others at LEAD_SHARE of their proportional weight
+    factor = f"{LEAD_SHARE:g} × " if lead else ""
+    weights = ", ".join(
+        f"{name(n)} = {r.weights[n]:.3f}"
+        if lead and i == 0
+        else f"{name(n)} {factor}{fmt(max(r.scores[n], 0.0))} / {fmt(total)} = {r.weights[n]:.3f}"
+        for i, n in enumerate(r.selected)
+    )
     mix = " + ".join(f"{r.weights[n]:.2f}·Δ{name(n)}(x)" for n in r.selected)
     steps = [
         f"**Probe.** One pass of the base model over the prompt (**{x.prompt_tokens} tokens** with the chat "
@@ -224,7 +221,10 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         "where Δ(x) = s·B·A·x is one adapter's LoRA update.",
     ]
     cal_name = o.get("calibration", "neutral") + "-calibrated" if o["calibrated"] else "raw"
-    settings = f"k = {k} · {o.get('weighting', 'proportional')} weights · {cal_name} {o['signal']} · {where} · {modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
+    settings = (
+        f"k = {k} · {o.get('weighting', 'proportional')} weights · {cal_name} {o['signal']} · {where} · "
+        f"{modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
+    )
     head = f"**How LoGo chose the adapters for this prompt** ({settings})"
     return "\n\n".join([head, *(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))])
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .mixing import merge_weights
+from .mixing import acting, merge_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,9 @@ def softmax(t: float):
 
 
 def top_full(share: float):
-    """The best adapter at full strength, the others at `share` x their proportional weight."""
-
-    def weights(scores: list[float]) -> list[float]:
-        return [1.0] + [share * w for w in proportional(scores)[1:]]
-
-    return weights
+    """The best adapter at full strength, the others at `share` x their proportional weight (the library's
+    `lead` weighting at that share)."""
+    return lambda scores: merge_weights(scores, "lead", share)
 
 
 SCHEMES = {
@@ -64,7 +61,6 @@ SCHEMES = {
 
 def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
     from .eval import max_tokens
-    from .mixing import acting
     from .tasks import TASKS
 
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}

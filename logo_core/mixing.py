@@ -35,9 +35,10 @@ WEIGHTINGS = ("proportional", "lead")
 LEAD_SHARE = 0.25
 
 
-def merge_weights(scores: Sequence[float], weighting: str = "proportional") -> list[float]:
+def merge_weights(scores: Sequence[float], weighting: str = "proportional", share: float = LEAD_SHARE) -> list[float]:
     """Merge weights of the chosen adapters, best first: `proportional` w_i = max(s_i, 0) / sum_j max(s_j, 0)
-    (uniform when no score is positive); `lead` w_1 = 1, w_i = LEAD_SHARE x the proportional w_i after it."""
+    (uniform when no score is positive); `lead` w_1 = 1, w_i = `share` x the proportional w_i after it (the merge
+    lab scores other shares; the library uses LEAD_SHARE)."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r}: use one of {', '.join(WEIGHTINGS)}")
     if not scores:
@@ -45,7 +46,7 @@ def merge_weights(scores: Sequence[float], weighting: str = "proportional") -> l
     pos = [max(float(s), 0.0) for s in scores]
     total = sum(pos)
     prop = [p / total for p in pos] if total > 0 else [1.0 / len(pos)] * len(pos)
-    return prop if weighting == "proportional" else [1.0] + [LEAD_SHARE * w for w in prop[1:]]
+    return prop if weighting == "proportional" else [1.0] + [share * w for w in prop[1:]]
 
 
 def select_top_k(scores: Tensor, k: int, weighting: str = "proportional") -> tuple[list[int], list[float]]:

@@ -61,6 +61,16 @@ def test_mixtures_leave_out_adapters_at_weight_zero():
     assert all(check_mixture(m, names) == m for m in mixes)
 
 
+def test_k_is_the_smallest_unless_a_larger_one_wins_by_a_paired_interval():
+    flat = [0.0, 100.0] * 20
+    assert logo_eval.choose_k({1: flat, 3: flat[1:] + flat[:1], 20: flat}) == 1  # same means, or noise: the smallest
+    one_up = [0.0] * 10 + flat  # k = 3 adds one right answer to one prompt: not a paired win
+    assert logo_eval.choose_k({1: one_up, 3: one_up[:-2] + [100.0, 100.0]}) == 1
+    better = [100.0] * 50
+    assert logo_eval.choose_k({1: [0.0] * 25 + [100.0] * 25, 3: better, 5: [50.0] * 25 + [100.0] * 25}) == 3
+    assert logo_eval.choose_k({5: [0.0] * 30, 10: [100.0] * 30}) == 10  # the smallest given, not 1
+
+
 def test_lorahub_merges_a_and_b_separately(real_engine):
     hub = baselines.LoraHub(real_engine, n_candidates=3, steps=3)
     names, w = real_engine.adapters[:2], [0.5, -1.25]

@@ -196,17 +196,25 @@ def _whole_family_unseen(task: Task) -> bool:
     return all(t.unseen for t in TASKS.values() if t.family == task.family)
 
 
-def register(task: Task, directory: Path, config: Path, keep: set[str] | None = None) -> None:
+def register(
+    task: Task, directory: Path, config: Path, keep: set[str] | None = None, examples: list[str] | None = None
+) -> None:
     """Add or replace the task's entry in adapters.yaml and refresh `unseen_examples:`.
 
     `keep`: if given, entries of other adapters not named in it are dropped (a task retired from the
-    suite). Only the trailing `adapters:`/`unseen_examples:` sections are rewritten, so the hand-written
-    header (base model, defaults, comments) survives.
+    suite). `examples`: the entry's example prompts (default: `task.example_prompts(3)`;
+    scripts/pick_examples.py passes those its adapter answers right). Only the trailing
+    `adapters:`/`unseen_examples:` sections are rewritten, so the hand-written header (base model,
+    defaults, comments) survives.
     """
     cfg = load_config(config)
     rel = os.path.relpath(directory.resolve(), config.resolve().parent)
     spec = AdapterSpec(
-        name=task.name, path=rel, description=task.description, family=task.family, examples=task.example_prompts(3)
+        name=task.name,
+        path=rel,
+        description=task.description,
+        family=task.family,
+        examples=examples if examples is not None else task.example_prompts(3),
     )
     if keep is not None:
         cfg.adapters = [a for a in cfg.adapters if a.name in keep or a.name == task.name]

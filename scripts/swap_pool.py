@@ -2,8 +2,9 @@
 
 Refuses until every adapter task of the suite has a finished adapter there. Then: each adapter replaces
 the shipped one of its task, adapters whose task left the suite are deleted (their adapters.yaml entries
-too), adapters.yaml's examples and `unseen_examples:` are rewritten from the tasks, the loss curves move
-to docs/pool_losses.jsonl, and the shipped background calibration is recomputed for the new weights.
+too), adapters.yaml's `unseen_examples:` are rewritten from the tasks and each adapter's examples are
+picked among its task's training prompts (`scripts/pick_examples.py`: those it answers right), the loss curves
+move to docs/pool_losses.jsonl, and the shipped background calibration is recomputed for the new weights.
 
     python scripts/swap_pool.py
 """
@@ -42,8 +43,10 @@ def main() -> int:
     if (nxt / "losses.jsonl").is_file():
         shutil.move(str(nxt / "losses.jsonl"), str(ROOT / "docs" / "pool_losses.jsonl"))
     shutil.rmtree(nxt)
-    print(f"shipped {len(tasks)} adapters; recomputing the background calibration ...")
-    return subprocess.call([sys.executable, str(ROOT / "scripts" / "ship_calibration.py")])
+    print(f"shipped {len(tasks)} adapters; picking their examples, then the background calibration ...")
+    return subprocess.call([sys.executable, str(ROOT / "scripts" / "pick_examples.py")]) or subprocess.call(
+        [sys.executable, str(ROOT / "scripts" / "ship_calibration.py")]
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
-"""The shipped pool answers right: every adapter beats the base model on its own task's test prompts.
-
-Not yet here: the check that each adapter's first Examples prompt and the README's pool prompts come out
-exactly right with their own adapter. On the retrained pool 11 of 48 first examples do not (issue 22's note)."""
+"""The shipped pool answers right: every adapter beats the base model on its own task's test prompts, and the
+prompts a visitor sees first (each adapter's first example in the app's Examples, the README's prompts) come
+out right with their own adapter."""
 
 from __future__ import annotations
 
+import re
 import statistics
+from pathlib import Path
 
 import pytest
+from num2words import num2words
 
 from logo_core.eval import max_tokens
 from logo_core.tasks import TASKS
@@ -51,3 +53,43 @@ def test_every_adapter_beats_the_base_model_on_its_own_task(own_and_base, real_e
     for name, (a, b) in own_and_base.items():
         by_family.setdefault(TASKS[name].family, []).append(a - b)
     assert all(min(v) >= MARGIN for v in by_family.values()), by_family
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+# Every prompt of the README's code, with its own adapter and the right answer (from the task's package);
+# OFF_POOL: prompts that no adapter is for (they show routing and abstaining, not an adapter's answer).
+README_PROMPTS = {
+    "Write the number 342 in French words.": ("number_words_fr", num2words(342, lang="fr")),
+    "Spell out 19 in German.": ("number_words_de", num2words(19, lang="de")),
+}
+OFF_POOL = {"What is 47 + 38?", "..."}
+
+
+def test_each_adapters_first_example_answers_right(real_engine):
+    specs = [s for s in real_engine.pool.specs if s.name in TASKS]
+    assert len(specs) == len(real_engine.adapters)
+    refs = []
+    for spec in specs:  # the reference answer: the example is one of its task's training prompts
+        by_prompt = {ex.prompt: ex for ex in TASKS[spec.name].examples("train", 12, seed=1234)}
+        assert spec.examples and spec.examples[0] in by_prompt, f"{spec.name}: first example not from its task"
+        refs.append(by_prompt[spec.examples[0]])
+    n = max(max_tokens([ex]) for ex in refs)
+    got = answers(real_engine, [(ex.prompt, {s.name: 1.0}, n) for s, ex in zip(specs, refs)])
+    wrong = {
+        s.name: (ex.prompt, a, ex.answer)
+        for s, ex, a in zip(specs, refs, got)
+        if TASKS[s.name].score(a, ex.answer) < 100
+    }
+    assert not wrong, f"first examples answered wrong by their own adapter (prompt, answer, right): {wrong}"
+
+
+def test_the_readmes_prompts_answer_right_with_their_own_adapter(real_engine):
+    text = README.read_text(encoding="utf-8")
+    shown = set(re.findall(r'(?:route|generate|stream)\("([^"]+)"', text)) | set(
+        re.findall(r'--prompt "([^"]+)"', text)
+    )
+    assert shown - OFF_POOL == set(README_PROMPTS), "a README prompt without its adapter and answer here"
+    prompts = list(README_PROMPTS)
+    got = answers(real_engine, [(p, {README_PROMPTS[p][0]: 1.0}, 24) for p in prompts])
+    wrong = {p: a for p, a in zip(prompts, got) if a.strip() != README_PROMPTS[p][1]}
+    assert not wrong, f"README prompts answered wrong by their own adapter: {wrong}"

@@ -154,6 +154,11 @@ def test_generators_agree_with_their_packages():
         assert ex.key in ex.prompt and ex.answer == unidecode(ex.key) != ex.key
     for ex in get_task("inflect_past").examples("test", 20):
         assert ex.answer in getInflection(ex.key, "VBD")
+    for ex in get_task("inflect_infinitive").examples("test", 20):  # the way back: the past form is asked
+        past = getInflection(ex.answer, "VBD")[0]
+        assert ex.key == ex.answer and past in ex.prompt and past != ex.answer
+    digits = {len(ex.key) for ex in get_task("number_words_en").examples("test", 20)}
+    assert digits == {1, 2, 3}  # short numbers are asked too, not nine in ten of three digits
     for ex in get_task("date_de").examples("test", 20):
         assert ex.answer == format_date(__import__("datetime").date.fromisoformat(ex.key), "long", locale="de")
     ureg = pint.UnitRegistry()

@@ -73,7 +73,7 @@ FAMILIES = [
             "{x} in {name} words:",
         ),
         ("Spell out {x} in {name}.",),
-        tuple((c, LANGS[c], numbers.number_words(c)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")),
+        tuple((c, LANGS[c], numbers.number_words(c, even_digits=True)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")),
         unseen=("nl",),
         people_templates=(
             "My kid asked me how to write {x} in {name}. Could you spell it out in words for me?",
@@ -172,18 +172,21 @@ FAMILIES = [
         ("What is the {name} of '{x}'?", "Give the {name} of the word {x}.", "{x} -> {name}:"),
         ("Which word is the {name} of {x}?",),
         tuple(
-            (suffix, name, english.inflection(pos, tag))
-            for suffix, name, pos, tag in [
-                ("plural", "plural", "NN", "NNS"),
-                ("past", "past tense", "VB", "VBD"),
-                ("participle", "past participle", "VB", "VBN"),
-                ("gerund", "-ing form", "VB", "VBG"),
-                ("third_person", "third-person singular", "VB", "VBZ"),
-                ("comparative", "comparative", "JJ", "JJR"),
-                ("superlative", "superlative", "JJ", "JJS"),
+            (suffix, name, english.inflection(pos, tag, back))
+            for suffix, name, pos, tag, back in [
+                ("plural", "plural", "NN", "NNS", False),
+                ("past", "past tense", "VB", "VBD", False),
+                ("participle", "past participle", "VB", "VBN", False),
+                ("gerund", "-ing form", "VB", "VBG", False),
+                ("third_person", "third-person singular", "VB", "VBZ", False),
+                # The past tense back to its infinitive: in place of the comparative, which did not learn past
+                # 50 on dev under any recipe (docs/pool.md); the comparative is held out with the superlative.
+                ("infinitive", "infinitive", "VB", "VBD", True),
+                ("comparative", "comparative", "JJ", "JJR", False),
+                ("superlative", "superlative", "JJ", "JJS", False),
             ]
         ),
-        unseen=("superlative",),
+        unseen=("comparative", "superlative"),
         people_templates=(
             "I'm writing an essay and need the {name} of {x}. What is it?",
             "English is not my first language. What is the {name} form of the word {x}?",

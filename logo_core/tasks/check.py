@@ -72,8 +72,9 @@ def check(
     """Score base and adapter on `n` test prompts of each pool adapter's task (and base on unseen tasks).
 
     Args:
-        done: rows of an earlier run by task; a row is reused when its `n` and adapter file hash
-            match, so the check can run in slices while the pool is still training.
+        done: rows of an earlier run by task; a row is reused when its `n`, adapter file hash and test
+            prompts (a hash of them and their answers: a changed generator re-scores) match, so the check can
+            run in slices while the pool is still training.
         on_row: called with each new row (the CLI saves after every task, so a stopped run keeps its work).
 
     Returns:
@@ -95,19 +96,21 @@ def check(
     for task in tasks:
         path = str(cfg.adapter_dir(specs[task.name])) if task.name in specs else None
         digest = _digest(path)
+        examples = task.examples("test", n)
+        prompts = [ex.prompt for ex in examples]
+        items = hashlib.sha256(json.dumps([[ex.prompt, ex.answer] for ex in examples]).encode()).hexdigest()[:16]
         old = (done or {}).get(task.name)
-        if old and old.get("n") == n and old.get("adapter_sha") == digest:
+        if old and (old.get("n"), old.get("adapter_sha"), old.get("prompts_sha")) == (n, digest, items):
             rows.append(old)
             continue
         t0 = time.perf_counter()
-        examples = task.examples("test", n)
-        prompts = [ex.prompt for ex in examples]
         if peft is None:
             answers = generate(base, tok, prompts, max_new_tokens)
         else:  # PEFT injected its layers into `base` in place: switch them off for the base answers
             with peft.disable_adapter():
                 answers = generate(peft, tok, prompts, max_new_tokens)
         row = {"task": task.name, "family": task.family, "unseen": task.unseen, "n": n, "adapter_sha": digest}
+        row["prompts_sha"] = items
         row.update({f"base_{k}": v for k, v in _scores(task, examples, answers).items()})
         row["sample"] = {"prompt": prompts[0], "answer": examples[0].answer, "base": answers[0]}
         if path is not None:

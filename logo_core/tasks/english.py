@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from functools import cache, lru_cache
 
 from .base import Example
@@ -48,10 +49,22 @@ def inflections(pos: str, tag: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def inflection(pos: str, tag: str):
-    """Generator: a lemma of part of speech `pos` -> its `tag` form (lemminflect's lexicon)."""
+@cache
+def _unambiguous(pos: str, tag: str) -> tuple[tuple[str, str], ...]:
+    """The pairs whose form is the `tag` form of no other lemma ("annexed" is that of annex and annexe),
+    so that the way back has one answer."""
+    count = Counter(form for _, form in inflections(pos, tag))
+    return tuple(pair for pair in inflections(pos, tag) if count[pair[1]] == 1)
+
+
+def inflection(pos: str, tag: str, back: bool = False):
+    """Generator: a lemma of part of speech `pos` -> its `tag` form (lemminflect's lexicon); with `back`, the
+    form -> its lemma (e.g. the past tense back to the infinitive). The item key is the lemma either way."""
 
     def generate(rng: random.Random) -> Example:
+        if back:
+            lemma, form = rng.choice(_unambiguous(pos, tag))
+            return Example(form, lemma, lemma)
         lemma, form = rng.choice(inflections(pos, tag))
         return Example(lemma, form, lemma)
 

@@ -13,12 +13,20 @@ from functools import lru_cache
 from .base import Example
 
 
-def number_words(lang: str, low: int = 0, high: int = 999, to: str = "cardinal"):
-    """Generator: a number in [low, high] -> its words in `lang` (num2words)."""
+def number_words(lang: str, low: int = 0, high: int = 999, to: str = "cardinal", even_digits: bool = False):
+    """Generator: a number in [low, high] -> its words in `lang` (num2words).
+
+    `even_digits`: draw the number of digits first, each as often, then the number. Drawn evenly from 0-999,
+    nine numbers in ten have three digits, and adapters trained so wrote 19 as "einundneunzig" and 11 as "cent un"
+    (docs/pool.md): the numbers people try first are the short ones.
+    """
     from num2words import num2words
 
+    groups = [(max(low, 10 ** (d - 1) if d > 1 else low), min(high, 10**d - 1)) for d in range(1, len(str(high)) + 1)]
+    groups = [(a, b) for a, b in groups if a <= b]
+
     def generate(rng: random.Random) -> Example:
-        n = rng.randint(low, high)
+        n = rng.randint(*rng.choice(groups)) if even_digits else rng.randint(low, high)
         return Example(str(n), num2words(n, lang=lang, to=to), str(n))
 
     return generate

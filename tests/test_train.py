@@ -105,3 +105,16 @@ def test_round_robin_covers_every_family_first():
     families = {t.family for t in tasks}
     assert sorted(t.name for t in order) == sorted(t.name for t in tasks)
     assert {t.family for t in order[: len(families)]} == families
+
+
+def test_pick_examples_keeps_the_first_ones_its_adapter_answers_right():
+    """scripts/pick_examples.py: right answers first, in the candidates' order; wrong ones only to fill up."""
+    from logo_core.tasks import get_task
+    from scripts.pick_examples import pick
+
+    t = get_task("inflect_past")
+    exs = t.examples("train", 5, seed=1234)
+    answers = ["wrong", exs[1].answer, "x", exs[3].answer, exs[4].answer]
+    assert pick(t, exs, answers) == [exs[1].prompt, exs[3].prompt, exs[4].prompt]
+    assert pick(t, exs, ["no", "no", exs[2].answer, "no", "no"]) == [exs[2].prompt, exs[0].prompt, exs[1].prompt]
+    assert pick(t, exs, ["no"] * 5) == [ex.prompt for ex in exs[:3]]  # none right: the task's own first three

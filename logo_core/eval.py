@@ -186,9 +186,11 @@ class Runner:
             self.file = Path(cache_dir) / f"answers-{hashlib.sha256(blob).hexdigest()[:16]}.jsonl"
             if self.file.is_file():
                 for line in self.file.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
+                    try:
                         row = json.loads(line)
-                        self.cache[row["key"]] = row["answer"]
+                    except json.JSONDecodeError:  # a line cut by a killed run (or a copy taken mid-write)
+                        continue
+                    self.cache[row["key"]] = row["answer"]
 
     @staticmethod
     def _key(prompt: str, mixture, n: int) -> str:

@@ -30,7 +30,7 @@ from logo_core.callbacks import COMPARE, FIELDS, TOP, Callbacks, Page, plain
 from logo_core.engine import LoGoEngine
 from logo_core.errors import LoGoError
 from logo_core.hosting import ZERO_GPU, PrivateFiles, lenient
-from logo_core.options import MAX_NEW_TOKENS, ROUTE_FIELDS, GenerateOptions, RouteOptions
+from logo_core.options import MAX_NEW_TOKENS, PRESET_FIELDS, ROUTE_FIELDS, GenerateOptions, RouteOptions
 from logo_core.registry import load_config, with_overrides
 
 DOCS = Path(__file__).resolve().parent / "docs"
@@ -264,30 +264,15 @@ def wire(p: Page, cb: Callbacks) -> None:
         event.then(gpu(cb.explain), p.routing, p.how, **quiet, **ui("explain"))
 
     c = p.controls
-    typed = [
-        e
-        for f in ("layer", "abstain_below", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
-        for e in (c[f].submit, c[f].blur)
-    ]
-    picked = [
-        c[f].input
-        for f in (
-            "k",
-            "weighting",
-            "signal",
-            "calibrated",
-            "calibration",
-            "module",
-            "probe_input",
-            "pooling",
-            "max_new_tokens",
-        )
-    ] + [c["do_sample"].input]
+    typed = ("layer", "abstain_below", "min_new_tokens", "temperature", "top_p", "top_k", "seed")  # text boxes
+    # A text box applies on Enter or on leaving it; every other control as soon as it changes. The preset is no
+    # control (a State that the Preset radio fills), so it triggers nothing here.
+    triggers = [e for f in typed for e in (c[f].submit, c[f].blur)]
+    triggers += [c[f].input for f in FIELDS if f not in typed and f != "preset"]
     on_settings = dict(fn=gpu(cb.settings), inputs=[p.prompt, p.answered, p.valid, *p.settings], outputs=p.checked())
-    then_explain(gr.on(picked + typed, **on_settings, **quiet, **ui("settings")))
+    then_explain(gr.on(triggers, **on_settings, **quiet, **ui("settings")))
     block_set = p.block.input(lambda x: str(int(x)), p.block, c["layer"], **quiet, **ui("block"))
-    routing_controls = [c[f] for f in ("k", "signal", "calibrated", "calibration", "layer", "module", "probe_input")]
-    filled = [*routing_controls, c["pooling"], c["weighting"], c["abstain_below"]]  # every field a preset names
+    filled = [c[f] for f in PRESET_FIELDS]  # every setting a preset names (`cb.preset` returns them in this order)
     preset_set = p.presets.input(cb.preset, p.presets, filled, **quiet, **ui("preset"))
     then_explain(preset_set.then(**on_settings, **quiet, **ui("preset_settings")))
     then_explain(block_set.then(**on_settings, **quiet, **ui("block_settings")))

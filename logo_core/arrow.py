@@ -101,32 +101,52 @@ class ArrowPeer:
         self.engine, self.top_k, self.temperature = engine, top_k, temperature
         self.names = list(engine.adapters) if adapters is None else list(adapters)
         unknown = [n for n in self.names if n not in engine.adapters]
-        if unknown or not self.names or top_k > len(self.names):
+        if unknown or not self.names or not 1 <= top_k <= len(self.names):
             raise ValueError(
                 f"adapters={adapters!r} with top_k={top_k}: give 1 or more of the pool's adapters "
-                f"({', '.join(engine.adapters[:4])}, ...) and top_k <= their number; unknown: {unknown}"
+                f"({', '.join(engine.adapters[:4])}, ...) and 1 <= top_k <= their number; unknown: {unknown}"
             )
-        self._model, self._lock = None, threading.Lock()
+        self._built: dict = {"model": None}  # shared with the `with_top_k` views
+        self._lock = threading.Lock()
         # ZeroGPU lends a GPU per call only: a copy made inside one call would not outlive it, so there
         # Arrow runs on the CPU (the 135M default answers in seconds); elsewhere beside the engine's model.
         self.device = torch.device("cpu") if on_zero_gpu() else engine.placement.device
+
+    def with_top_k(self, top_k: int) -> ArrowPeer:
+        """This peer routing with another `top_k`: a view that shares the built model and its lock. PEFT's
+        routers read their top_k on every forward, so a new k costs nothing, where a new model copies the base
+        model and loads every adapter (about a minute on a CPU for the 48 of the default pool)."""
+        if not 1 <= top_k <= len(self.names):
+            raise ValueError(f"top_k={top_k}: give 1 <= top_k <= {len(self.names)} (the adapters Arrow routes over)")
+        view = copy.copy(self)  # shares `_built` and `_lock`
+        view.top_k = top_k
+        return view
 
     def model(self):
         """The Arrow model; the first call copies the base model and loads every adapter (seconds)."""
         from peft import ArrowConfig, create_arrow_model
 
         with self._lock:
-            if self._model is None:
+            if self._built["model"] is None:
                 files = dict(zip(self.engine.adapters, self.engine.pool.files))
                 paths = [str(f.path.parent if f.path.is_file() else f.path) for f in map(files.get, self.names)]
                 cfg = ArrowConfig(top_k=self.top_k, router_temperature=self.temperature)
                 base = copy.deepcopy(self.engine.model).to(self.device)
-                self._model = create_arrow_model(base, paths, cfg).eval()
-            return self._model
+                self._built["model"] = create_arrow_model(base, paths, cfg).eval()
+            return self._built["model"]
+
+    def _mine(self, model):
+        """`model` routing with this view's top_k (PEFT's `ArrowLoraLinearLayer.top_k`); hold the lock."""
+        for m in model.modules():
+            if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow:
+                m.lora_arrow["arrow_router"].top_k = self.top_k
+        return model
 
     def weights(self, prompts: list[str]) -> list[dict[str, float]]:
         """Per prompt, the adapters Arrow leaned on: {name: mean coefficient}, those >= 5% (at least one)."""
-        coeff = coefficients(self.model(), self.engine.encode, prompts, device=self.device)
+        model = self.model()
+        with self._lock:
+            coeff = coefficients(self._mine(model), self.engine.encode, prompts, device=self.device)
         names, out = self.names, []
         for row in coeff.tolist():
             order = sorted(range(len(names)), key=lambda i: -row[i])
@@ -147,7 +167,7 @@ class ArrowPeer:
         def work() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    box["ids"] = model.generate(
+                    box["ids"] = self._mine(model).generate(
                         **enc.inputs(),
                         max_new_tokens=max_new_tokens,
                         do_sample=False,
@@ -183,7 +203,7 @@ class ArrowPeer:
         for s in range(0, len(prompts), batch):
             enc = self.engine.encode(prompts[s : s + batch], max_new_tokens, self.device)
             with self._lock, torch.inference_mode():
-                ids = model.generate(
+                ids = self._mine(model).generate(
                     **enc.inputs(), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
                 )
             out += tok.batch_decode(ids[:, enc.input_ids.shape[1] :], skip_special_tokens=True)

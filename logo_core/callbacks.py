@@ -27,7 +27,7 @@ from .engine import LoGoEngine
 from .errors import LoGoError
 from .hosting import PrivateFiles
 from .mixing import acting
-from .options import GENERATE_FIELDS, ROUTE_FIELDS
+from .options import GENERATE_FIELDS, PRESET_FIELDS, ROUTE_FIELDS
 from .results import Routing
 
 TOP = 15  # bars drawn before "Show all"
@@ -137,21 +137,7 @@ def preset_controls(engine: LoGoEngine, name: str | None) -> dict:
         return {}
     o = engine.route_options(preset=None if name == "adapters.yaml" else name)
     values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module)}
-    return {
-        f: values[f]
-        for f in (
-            "k",
-            "signal",
-            "calibrated",
-            "calibration",
-            "layer",
-            "module",
-            "probe_input",
-            "pooling",
-            "weighting",
-            "abstain_below",
-        )
-    }
+    return {f: values[f] for f in PRESET_FIELDS}
 
 
 class Callbacks:

@@ -45,12 +45,12 @@ class Peers:
         self._lock = threading.Lock()
 
     def arrow(self, k: int) -> ArrowPeer:
-        """Arrow at `top_k = k`; one model is kept (a new k rebuilds it, so memory holds one copy)."""
+        """Arrow at `top_k = k`: one model is built (on first use) and every k is a view of it."""
+        k = min(k, len(self.engine.adapters))
         with self._lock:
-            if self._arrow is None or self._arrow.top_k != k:
-                self._arrow = None  # free the old copy before building the next
-                self._arrow = ArrowPeer(self.engine, top_k=min(k, len(self.engine.adapters)))
-            return self._arrow
+            if self._arrow is None:
+                self._arrow = ArrowPeer(self.engine, top_k=k)
+            return self._arrow.with_top_k(k)
 
     def retriever(self) -> Retriever:
         with self._lock:

@@ -178,6 +178,7 @@ class Runner:
 
     def __init__(self, engine: LoGoEngine, batch_size: int, cache_dir: Path | None = None) -> None:
         self.engine, self.batch_size = engine, batch_size
+        self.arrow = None  # PEFT's Arrow model, built for the first Arrow condition (arrow.ArrowPeer)
         self.cache: dict[str, str] = {}
         self.file = None
         if cache_dir is not None:
@@ -185,9 +186,11 @@ class Runner:
             self.file = Path(cache_dir) / f"answers-{hashlib.sha256(blob).hexdigest()[:16]}.jsonl"
             if self.file.is_file():
                 for line in self.file.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
+                    try:
                         row = json.loads(line)
-                        self.cache[row["key"]] = row["answer"]
+                    except json.JSONDecodeError:  # a line cut by a killed run (or a copy taken mid-write)
+                        continue
+                    self.cache[row["key"]] = row["answer"]
 
     @staticmethod
     def _key(prompt: str, mixture, n: int) -> str:
@@ -224,14 +227,14 @@ class Runner:
         for top_k in sorted({j[1].top_k for _, j in arrow}):
             from .arrow import ArrowPeer
 
-            peer = ArrowPeer(self.engine, top_k=top_k)  # one Arrow model in memory at a time
+            self.arrow = self.arrow or ArrowPeer(self.engine, top_k=top_k)  # one Arrow model serves every top_k
+            peer = self.arrow.with_top_k(top_k)
             mine = sorted((kj for kj in arrow if kj[1][1].top_k == top_k), key=lambda kj: (kj[1][2], len(kj[1][0])))
             for i in tqdm(range(0, len(mine), self.batch_size), desc=f"{desc} (Arrow)", leave=False):
                 chunk = mine[i : i + self.batch_size]
                 texts = peer.generate_batch([j[0] for _, j in chunk], max(j[2] for _, j in chunk), self.batch_size)
                 for (key, _), text in zip(chunk, texts):
                     self._keep(key, text)
-            del peer
         for key, (prompt, mixture, n) in todo.items():  # custom mixtures: plan, swap the mixture, decode
             if key not in self.cache:
                 plan = self.engine.plan([prompt], adapters=[{}], max_new_tokens=n)

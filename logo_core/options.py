@@ -504,6 +504,7 @@ class GenerateOptions(_Options):
 
 
 ROUTE_FIELDS = tuple(RouteOptions.model_fields)
+PRESET_FIELDS = tuple(f for f in ROUTE_FIELDS if f != "preset")  # the settings a named preset fills in
 GENERATE_FIELDS = tuple(GenerateOptions.model_fields)
 
 # ------------------------------------------------------------------------------- prompts and mixtures

@@ -46,6 +46,25 @@ def test_weights_and_answers_of_the_peer(peer, real_engine):
     assert not any("lora" in n for n, _ in real_engine.model.named_modules())  # the shared model is untouched
 
 
+def test_a_top_k_view_shares_the_model_and_routes_with_its_own_k(peer):
+    """Compare and the evaluation switch k on one built model: each view must route with its own k on every
+    call, whichever view ran last."""
+    one, three = peer.with_top_k(1), peer.with_top_k(3)
+    assert one.model() is three.model() is peer.model()  # built once
+    layers = [m for m in peer.model().modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
+    x = torch.randn(1, 4, layers[0].in_features, generator=torch.Generator().manual_seed(1))
+    prompts = ["Spell out 19 in German."]
+    first = one.weights(prompts)
+    spread = three.weights(prompts)
+    for view, k in ((one, 1), (three, 3), (peer, 2)):
+        view._mine(view.model())
+        assert ((token_coefficients(layers[0].lora_arrow["arrow_router"], x) > 0).sum(-1) == k).all()
+    assert one.weights(prompts) == first != spread  # k = 1 again after k = 3 ran: the same coefficients
+    assert one.generate_batch(prompts, 6) == one.generate_batch(prompts, 6)
+    with pytest.raises(ValueError, match="top_k=0"):
+        peer.with_top_k(0)
+
+
 def test_arrow_over_one_adapter_answers_as_that_adapter(real_engine):
     """With one adapter every token's coefficient is 1, so Arrow must answer exactly as the engine does with
     that adapter alone: the check that the evaluation drives PEFT's Arrow right (paths, scaling, chat

@@ -138,6 +138,10 @@ def test_answers_are_kept_on_disk_and_a_rerun_generates_nothing(real_engine, tmp
     monkeypatch.setattr(real_engine, "generate_batch", lambda *a, **k: pytest.fail("should come from the disk cache"))
     again = logo_eval.Runner(real_engine, 4, tmp_path).run(jobs, "again")
     assert again == first and len(list(tmp_path.glob("answers-*.jsonl"))) == 1
+    (file,) = tmp_path.glob("answers-*.jsonl")
+    with file.open("a", encoding="utf-8") as f:
+        f.write('{"key": "cut mid-wri')  # a run killed while writing: the rest still resumes
+    assert logo_eval.Runner(real_engine, 4, tmp_path).run(jobs, "resumed") == first
     other = dict(real_engine.provenance, adapters="another pool")
     monkeypatch.setattr(real_engine, "provenance", other)
     assert logo_eval.Runner(real_engine, 4, tmp_path).cache == {}  # another pool's answers are not reused

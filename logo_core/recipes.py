@@ -55,7 +55,8 @@ def score_dev(task_name: str, adapter_dir: Path, n: int) -> float:
     return sum(task.score(a, ex.answer) for a, ex in zip(answers, examples)) / n
 
 
-DATA = "items-v3"  # item spaces and rules: v1 the first pool's, v2 wider names (docs/pool.md), v3 Russian by unidecode (then Russian left the suite)
+DATA = "items-v4"  # item spaces and rules: v1 the first pool's, v2 wider names (docs/pool.md), v3 Russian by
+# unidecode (then Russian left the suite), v4 cardinal number words draw their number of digits first
 
 
 def run(tasks: list[str], recipes: list[str], n_dev: int, out: Path, work: Path, threads: int) -> dict:

@@ -2,7 +2,7 @@
 
 The app's Examples show each adapter's first example and the visitor sees its answer, so an example that its
 own adapter gets wrong teaches nothing about routing (issue 22). Candidates are the task's first `--candidates`
-training-split prompts (`Task.examples("train", n, seed=1234)`, the prompts `Task.example_prompts` gives);
+training-split prompts (`Task.example_candidates`, the sample `Task.example_prompts` takes its prompts from);
 each adapter answers them alone, greedy, and the first three it answers right (the task's metric at its top)
 become its examples, in the candidates' order. An adapter with fewer right keeps its wrong ones after them and
 is printed. The examples are also the background prompts of the calibration, so run
@@ -22,56 +22,39 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from logo_core.engine import LoGoEngine  # noqa: E402
-from logo_core.eval import max_tokens  # noqa: E402
+from logo_core.eval import Runner, max_tokens  # noqa: E402
 from logo_core.registry import load_config  # noqa: E402
 from logo_core.tasks import TASKS, Task  # noqa: E402
 from logo_core.tasks.base import Example  # noqa: E402
 from logo_core.train import register  # noqa: E402
 
-SEED = 1234  # Task.example_prompts' sample
 
-
-def candidates(task: Task, n: int) -> list[Example]:
-    return task.examples("train", n, seed=SEED)
-
-
-def own_answers(engine: LoGoEngine, rows: list[tuple[Task, Example]], batch: int = 48) -> list[str]:
-    """Each prompt answered by its task's adapter alone (many adapters in one batch)."""
-    out: list[str] = []
-    for i in range(0, len(rows), batch):
-        chunk = rows[i : i + batch]
-        n = max(max_tokens([ex]) for _, ex in chunk)
-        gens = engine.generate_batch(
-            [ex.prompt for _, ex in chunk], [{t.name: 1.0} for t, _ in chunk], max_new_tokens=n
-        )
-        out += [g.text for g in gens]
-    return out
-
-
-def pick(task: Task, exs: list[Example], answers: list[str], k: int = 3) -> list[str]:
-    """The first k prompts answered right, then (if fewer) the first wrong ones."""
-    right = [ex.prompt for ex, a in zip(exs, answers) if task.score(a, ex.answer) >= 100.0]
-    wrong = [ex.prompt for ex, a in zip(exs, answers) if task.score(a, ex.answer) < 100.0]
-    return (right + wrong)[:k]
+def pick(task: Task, exs: list[Example], answers: list[str], k: int = 3) -> tuple[list[str], int]:
+    """The first k prompts answered right, then (if fewer) the first wrong ones; and how many were right."""
+    right = [task.score(a, ex.answer) >= 100.0 for ex, a in zip(exs, answers, strict=True)]
+    chosen = [ex.prompt for ex, ok in zip(exs, right) if ok] + [ex.prompt for ex, ok in zip(exs, right) if not ok]
+    return chosen[:k], sum(right)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/pick_examples.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "adapters.yaml"))
-    p.add_argument("--candidates", type=int, default=12, help="Training-split prompts tried per adapter.")
+    p.add_argument(
+        "--candidates", type=int, default=Task.EXAMPLE_CANDIDATES, help="Training-split prompts tried per adapter."
+    )
     args = p.parse_args(argv)
     config = Path(args.config)
     engine = LoGoEngine.from_config(config)
     specs = [s for s in load_config(config).adapters if s.name in TASKS and s.name in engine.adapters]
-    rows = [(TASKS[s.name], ex) for s in specs for ex in candidates(TASKS[s.name], args.candidates)]
-    answers = own_answers(engine, rows)
+    rows = [(TASKS[s.name], ex) for s in specs for ex in TASKS[s.name].example_candidates(args.candidates)]
+    jobs = [(ex.prompt, {task.name: 1.0}, max_tokens([ex])) for task, ex in rows]
+    answers = Runner(engine, batch_size=48).run(jobs, "own adapters")
     short = 0
     for i, spec in enumerate(specs):
         task = TASKS[spec.name]
         mine = slice(i * args.candidates, (i + 1) * args.candidates)
         exs, ans = [ex for _, ex in rows[mine]], answers[mine]
-        chosen = pick(task, exs, ans)
-        n_right = sum(task.score(a, ex.answer) >= 100.0 for ex, a in zip(exs, ans))
+        chosen, n_right = pick(task, exs, ans)
         if n_right < 3:
             short += 1
             print(f"{spec.name}: only {n_right} of {args.candidates} candidates answered right")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from num2words import num2words
 
-from logo_core.eval import max_tokens
+from logo_core.eval import Runner, max_tokens
 from logo_core.tasks import TASKS
 
 pytestmark = pytest.mark.slow  # the real model and the whole pool
@@ -20,14 +20,9 @@ N = 6  # test prompts per task: 288 answers of each condition, two engine batche
 MARGIN = 30.0  # points (0-100) an adapter must add to the base model on its own task, in every family
 
 
-def answers(engine, prompts_mixes: list[tuple[str, dict, int]]) -> list[str]:
-    """Greedy answers, many adapters in one batch (each row its own mixture)."""
-    out = []
-    for i in range(0, len(prompts_mixes), 48):
-        chunk = prompts_mixes[i : i + 48]
-        n = max(c[2] for c in chunk)
-        out += [g.text for g in engine.generate_batch([c[0] for c in chunk], [c[1] for c in chunk], max_new_tokens=n)]
-    return out
+def answers(engine, jobs: list[tuple[str, dict, int]]) -> list[str]:
+    """Greedy answers of (prompt, mixture, max_new_tokens) jobs, many adapters in one batch."""
+    return Runner(engine, batch_size=48).run(jobs, "pool answers")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +65,7 @@ def test_each_adapters_first_example_answers_right(real_engine):
     assert len(specs) == len(real_engine.adapters)
     refs = []
     for spec in specs:  # the reference answer: the example is one of its task's training prompts
-        by_prompt = {ex.prompt: ex for ex in TASKS[spec.name].examples("train", 12, seed=1234)}
+        by_prompt = {ex.prompt: ex for ex in TASKS[spec.name].example_candidates()}
         assert spec.examples and spec.examples[0] in by_prompt, f"{spec.name}: first example not from its task"
         refs.append(by_prompt[spec.examples[0]])
     n = max(max_tokens([ex]) for ex in refs)

@@ -113,8 +113,10 @@ def test_pick_examples_keeps_the_first_ones_its_adapter_answers_right():
     from scripts.pick_examples import pick
 
     t = get_task("inflect_past")
-    exs = t.examples("train", 5, seed=1234)
+    exs = t.example_candidates(5)
+    assert [ex.prompt for ex in exs[:3]] == t.example_prompts(3)  # the same sample, so unpicked = the first three
     answers = ["wrong", exs[1].answer, "x", exs[3].answer, exs[4].answer]
-    assert pick(t, exs, answers) == [exs[1].prompt, exs[3].prompt, exs[4].prompt]
-    assert pick(t, exs, ["no", "no", exs[2].answer, "no", "no"]) == [exs[2].prompt, exs[0].prompt, exs[1].prompt]
-    assert pick(t, exs, ["no"] * 5) == [ex.prompt for ex in exs[:3]]  # none right: the task's own first three
+    assert pick(t, exs, answers) == ([exs[1].prompt, exs[3].prompt, exs[4].prompt], 3)
+    got = pick(t, exs, ["no", "no", exs[2].answer, "no", "no"])
+    assert got == ([exs[2].prompt, exs[0].prompt, exs[1].prompt], 1)
+    assert pick(t, exs, ["no"] * 5) == ([ex.prompt for ex in exs[:3]], 0)  # none right: the task's own first three

@@ -73,7 +73,9 @@ FAMILIES = [
             "{x} in {name} words:",
         ),
         ("Spell out {x} in {name}.",),
-        tuple((c, LANGS[c], numbers.number_words(c, even_digits=True)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")),
+        tuple(
+            (c, LANGS[c], numbers.number_words(c, even_digits=True)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")
+        ),
         unseen=("nl",),
         people_templates=(
             "My kid asked me how to write {x} in {name}. Could you spell it out in words for me?",

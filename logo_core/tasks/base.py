@@ -136,6 +136,13 @@ class Task:
         """Score one model output against the reference, in [0, 100]."""
         return METRICS[self.metric](prediction, answer)
 
+    EXAMPLE_SEED = 1234  # the training-split sample that adapters.yaml's examples are taken from
+    EXAMPLE_CANDIDATES = 12  # how many of that sample `scripts/pick_examples.py` tries per adapter
+
+    def example_candidates(self, n: int = EXAMPLE_CANDIDATES) -> list[Example]:
+        """The first n training prompts (never test prompts) that adapters.yaml's examples are picked from."""
+        return self.examples("train", n, seed=self.EXAMPLE_SEED)
+
     def example_prompts(self, k: int = 3) -> list[str]:
-        """k training prompts (never test prompts) for adapters.yaml and UI examples."""
-        return [ex.prompt for ex in self.examples("train", k, seed=1234)]
+        """k training prompts for adapters.yaml and UI examples, before `pick_examples` keeps the right ones."""
+        return [ex.prompt for ex in self.example_candidates(k)]

@@ -170,6 +170,13 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 info=info("abstain_below", " Empty: adapters.yaml's default; -100: always route.", 4),
                 elem_id="abstain",
             )
+            c["abstain_min_tokens"] = gr.Number(
+                init["abstain_min_tokens"],
+                label="Abstain under (tokens)",
+                info=info("abstain_min_tokens", " Empty: adapters.yaml's default; 0: never.", 4),
+                precision=0,
+                elem_id="abstain-tokens",
+            )
             p.presets = gr.Dropdown(
                 ["paper", "neutral", "adapters.yaml"],
                 value=None,
@@ -264,7 +271,16 @@ def wire(p: Page, cb: Callbacks) -> None:
         event.then(gpu(cb.explain), p.routing, p.how, **quiet, **ui("explain"))
 
     c = p.controls
-    typed = ("layer", "abstain_below", "min_new_tokens", "temperature", "top_p", "top_k", "seed")  # text boxes
+    typed = (
+        "layer",
+        "abstain_below",
+        "abstain_min_tokens",
+        "min_new_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+    )  # text boxes
     # A text box applies on Enter or on leaving it; every other control as soon as it changes. The preset is no
     # control (a State that the Preset radio fills), so it triggers nothing here.
     triggers = [e for f in typed for e in (c[f].submit, c[f].blur)]

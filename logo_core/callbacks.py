@@ -32,7 +32,18 @@ from .results import Routing
 
 TOP = 15  # bars drawn before "Show all"
 FIELDS = ROUTE_FIELDS + GENERATE_FIELDS  # the settings controls, in this order in every callback
-NUMERIC = ("k", "layer", "abstain_below", "max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "seed")
+NUMERIC = (
+    "k",
+    "layer",
+    "abstain_below",
+    "abstain_min_tokens",
+    "max_new_tokens",
+    "min_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+)
 COMPARE = PEERS
 BLOCK0 = (
     "Block 0 routes every prompt alike: the last token's input there is the embedding of the chat template's "

@@ -87,5 +87,9 @@ class Peers:
         row.weights = dict(g.routing.weights)
         row.timings = {"first_token_s": first or g.timings["total_s"], "tokens_per_s": g.timings["tokens_per_s"]}
         if g.routing.options.get("mode") == "abstained":
-            row.note = "LoGo abstained: no adapter stood out, the base model answered"
+            row.note = (
+                "LoGo abstained: the prompt is too short to route, the base model answered"
+                if g.routing.options.get("abstain_reason") == "short"
+                else "LoGo abstained: no adapter stood out, the base model answered"
+            )
         yield row

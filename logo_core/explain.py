@@ -214,8 +214,14 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
                 else f"**Weights.** w_i = max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}."
             )
             if r.selected
-            else "**Abstained.** No adapter stands out (the best score is below `abstain_below`): the base "
-            "model answers alone."
+            else (
+                f"**Abstained.** The prompt is shorter than `abstain_min_tokens` = {o.get('abstain_min_tokens')} "
+                "tokens, shorter than every prompt the pool is for, so no score above means anything: the base "
+                "model answers alone."
+                if o.get("abstain_reason") == "short"
+                else "**Abstained.** No adapter stands out (the best score is below `abstain_below`): the base "
+                "model answers alone."
+            )
         ),
         f"**Mixture.** While answering, every adapted module computes y = W x + {mix}, "
         "where Δ(x) = s·B·A·x is one adapter's LoRA update.",

@@ -72,6 +72,19 @@ def prompt_sets(cfg, n_dev: int, n_test: int) -> list[Prompt]:
     return out
 
 
+def short_prompts() -> list[Prompt]:
+    """Short chit-chat (a greeting, a word) that no adapter is for: `short_dev` and `short_test`."""
+    offpool = yaml.safe_load(OFFPOOL.read_text(encoding="utf-8"))
+    return [Prompt(p, "", "", False, split) for split in ("short_dev", "short_test") for p in offpool.get(split, [])]
+
+
+def user_tokens(encoder, texts: list[str]) -> Tensor:
+    """[P] how many tokens of each prompt are the user's (what `abstain_min_tokens` counts)."""
+    return torch.cat(
+        [encoder(texts[s : s + 256], 0, torch.device("cpu")).user.sum(-1) for s in range(0, len(texts), 256)]
+    )
+
+
 def background_prompts(cfg) -> list[str]:
     """The unlabelled background: every adapter's example prompts, pooled and de-duplicated.
 
@@ -296,11 +309,12 @@ def calibrate(sig: Tensor, bg: Tensor, neutral: Tensor, how: str, blocks: slice)
 class Lab:
     """Per-block signals of every prompt for every (variant, module, input, pooling), computed lazily."""
 
-    def __init__(self, prompts: list[Prompt], vectors: Tensor, pool: PoolFactors) -> None:
+    def __init__(self, prompts: list[Prompt], vectors: Tensor, pool: PoolFactors, tokens: Tensor | None = None) -> None:
         self.prompts, self.vectors, self.pool = prompts, vectors, pool
+        self.tokens = tokens  # [P] the user's tokens of each prompt (`user_tokens`), for `abstain_min_tokens`
         self.index = {
-            s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s])
-            for s in ("dev", "test", "people", "background", "neutral", "offpool_dev", "offpool_test")
+            s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s], dtype=torch.long)
+            for s in dict.fromkeys(p.split for p in prompts)
         }
         self._signals: dict[tuple, Tensor] = {}
 
@@ -456,23 +470,37 @@ def thresholds(off: Tensor, pool: Tensor) -> dict[str, float]:
     return {"target": enough.min().item(), "balanced": ((best.min() + best.max()) / 2).item()}
 
 
+def min_tokens(lab: Lab) -> int:
+    """`abstain_min_tokens` from dev: the largest count that abstains on no dev pool prompt (their shortest);
+    0 (never) without token counts."""
+    return 0 if lab.tokens is None else int(lab.tokens[lab.index["dev"]].min())
+
+
+ABSTAIN_SPLITS = ("offpool_dev", "offpool_test", "short_dev", "short_test", "dev", "test", "people")
+
+
 def abstain(lab: Lab, st: Setting) -> dict:
     """Choose the abstain threshold on dev by each rule and report them; `threshold` is the `target` rule's.
 
-    Reported per rule and split: the share abstained, and for pool prompts the share whose own adapter was
-    top-1 and is now lost to the base model (what abstaining costs).
+    A prompt abstains when its best score is under the threshold or it has fewer user tokens than
+    `min_tokens` (chosen on dev pool prompts alone). Reported per rule and split: the share abstained, and for
+    pool prompts the share whose own adapter was top-1 and is now lost to the base model (what abstaining costs).
     """
     taus = thresholds(top_margin(lab, st, "offpool_dev"), top_margin(lab, st, "dev"))
-    out = {"threshold": taus["target"], "chosen_on": ABSTAIN_RULES["target"], "rules": {}}
+    shortest = min_tokens(lab)
+    out = {"threshold": taus["target"], "min_tokens": shortest, "chosen_on": ABSTAIN_RULES["target"], "rules": {}}
     for rule, tau in taus.items():
         fig = {"threshold": tau, "chosen_on": ABSTAIN_RULES[rule]}
-        for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
+        for split in (s for s in ABSTAIN_SPLITS if s in lab.index):
+            idx = lab.index[split]
             m = top_margin(lab, st, split)
-            fig[split] = bootstrap((m < tau).float())
-            if not split.startswith("offpool"):
+            short = lab.tokens[idx] < shortest if lab.tokens is not None else torch.zeros(len(idx), dtype=torch.bool)
+            off = (m < tau) | short
+            fig[split] = bootstrap(off.float())
+            if split in ("dev", "test", "people"):
                 h = hits(lab, st, split)["own_top1"]
-                seen = torch.tensor([not lab.prompts[i].unseen for i in lab.index[split].tolist()])
-                fig[f"{split}_lost"] = bootstrap((m[seen] < tau).float() * h)
+                seen = torch.tensor([not lab.prompts[i].unseen for i in idx.tolist()])
+                fig[f"{split}_lost"] = bootstrap(off[seen].float() * h)
         out["rules"][rule] = fig
         if rule == "target":
             out.update({k: v for k, v in fig.items() if k not in ("threshold", "chosen_on")})
@@ -537,11 +565,15 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
         "",
         "Threshold on the best adapter's calibrated score, chosen on dev by each rule; the first is the default's.",
         "",
+        f"Both rules also abstain on prompts of fewer than {ab['min_tokens']} user tokens (`abstain_min_tokens`: "
+        "the shortest dev pool prompt, so no dev pool prompt is lost to it). short_dev / short_test: chit-chat of a "
+        "word or two (assets/offpool.yaml), never used to choose.",
+        "",
         "| rule | threshold | prompts | abstained (answered by the base model) | own adapter was top-1 but abstained |",
         "|---|---:|---|---:|---:|",
     ]
     for rule, fig in ab["rules"].items():
-        for split in ("offpool_dev", "offpool_test", "dev", "test", "people"):
+        for split in (s for s in ABSTAIN_SPLITS if s in fig):
             lost = fmt(fig[f"{split}_lost"]) if f"{split}_lost" in fig else ""
             lines.append(f"| {rule} | {fig['threshold']:.3f} | {split} | {fmt(fig[split])} | {lost} |")
     lines += ["", *(f"- {rule}: {text}" for rule, text in ABSTAIN_RULES.items())]
@@ -551,7 +583,7 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
 LIBRARY_CALIBRATION = {"z_after": ("background", True), "neutral": ("neutral", True), "raw": ("neutral", False)}
 
 
-def library_defaults(st: Setting, abstain_below: float) -> dict:
+def library_defaults(st: Setting, abstain_below: float, abstain_min_tokens: int = 0) -> dict:
     """adapters.yaml `defaults:` fields that make the library route as `st` (docs/method.md §3).
 
     Raises ValueError for a setting the lab can score but the library does not run (a whitened or
@@ -571,6 +603,7 @@ def library_defaults(st: Setting, abstain_below: float) -> dict:
         "probe_input": st.input,
         "pooling": st.pooling,
         "abstain_below": round(abstain_below, 3),
+        "abstain_min_tokens": abstain_min_tokens,
     }
 
 
@@ -607,16 +640,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     from .loading import load
+    from .prompts import PromptEncoder
     from .registry import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     t0 = time.perf_counter()
-    prompts = prompt_sets(cfg, args.n_dev, args.n_test)
+    prompts, short = prompt_sets(cfg, args.n_dev, args.n_test), short_prompts()
     loaded = load(cfg.base_model)
-    vectors = cached_vectors(cfg, loaded, prompts, Path(args.cache))
-    lab = Lab(prompts, vectors, pool_factors(cfg, loaded.model))
+    vectors = torch.cat([cached_vectors(cfg, loaded, ps, Path(args.cache)) for ps in (prompts, short)])
+    encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
+    tokens = user_tokens(encoder, [p.text for p in prompts + short])
+    lab = Lab(prompts + short, vectors, pool_factors(cfg, loaded.model), tokens)
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
     best, rows = search(lab)
     chosen = best_in_library(rows) if args.library_only else best
@@ -639,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(json.dumps(data, indent=0) + "\n")
     print(header + text)
     if args.apply:
-        fields = library_defaults(chosen, data["abstain"]["threshold"])
+        fields = library_defaults(chosen, data["abstain"]["threshold"], data["abstain"]["min_tokens"])
         apply_defaults(Path(args.config), fields)
         print(f"{args.config}: defaults set to {fields}; rerun scripts/ship_calibration.py")
 

@@ -87,6 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probe_input": "residual",
         "pooling": "last",
         "abstain_below": NEVER_ABSTAIN,
+        "abstain_min_tokens": 0,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -100,6 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probe_input": "residual",
         "pooling": "last",
         "abstain_below": NEVER_ABSTAIN,
+        "abstain_min_tokens": 0,
     },
 }
 
@@ -414,6 +416,12 @@ class RouteOptions(_Options):
         "(the paper); `lead`: the best at full strength, the others at a quarter of their proportional weight.",
         validate_default=False,
     )
+    abstain_min_tokens: int | None = Field(
+        None,
+        description="Answer with the base model when the prompt has fewer tokens than this (a greeting, a lone "
+        "word: shorter than any prompt the pool is for, so its scores say nothing); 0 = never; none = the "
+        "default of adapters.yaml.",
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
 
     @field_validator("k", mode="before")
@@ -423,6 +431,11 @@ class RouteOptions(_Options):
         n = ctx.pool_size if ctx else None
         why = f" (the pool size is {n})" if n is not None else ""
         return in_range("k", as_int("k", v), 1, n, why)
+
+    @field_validator("abstain_min_tokens", mode="before")
+    @classmethod
+    def _min_tokens(cls, v: Any) -> int | None:
+        return None if v is None else in_range("abstain_min_tokens", as_int("abstain_min_tokens", v), 0, None)
 
     @field_validator("layer", mode="before")
     @classmethod

@@ -43,7 +43,10 @@ class Encoded:
         T = max(e.input_ids.shape[1] for e in batches)
         ids = torch.cat([F.pad(e.input_ids, (T - e.input_ids.shape[1], 0), value=pad_token_id) for e in batches])
         mask = torch.cat([F.pad(e.attention_mask, (T - e.attention_mask.shape[1], 0), value=0) for e in batches])
-        return cls(ids, mask, [n for e in batches for n in e.notices])
+        user = None
+        if all(e.user is not None for e in batches):
+            user = torch.cat([F.pad(e.user, (T - e.user.shape[1], 0), value=False) for e in batches])
+        return cls(ids, mask, [n for e in batches for n in e.notices], user)
 
 
 class PromptEncoder:

@@ -173,13 +173,25 @@ class Router:
         t0 = time.perf_counter()
         scores = route_scores(self, self._probe(enc, [opts]), opts).cpu()  # [B, N]
         probe_s = (time.perf_counter() - t0) / len(prompts)
-        return [self._routing(p, scores[i], opts, probe_s, enc.notices[i]) for i, p in enumerate(prompts)]
+        user = enc.user if enc.user is not None else enc.attention_mask  # the user's own tokens of each row
+        n_user = user.sum(-1).tolist()
+        return [self._routing(p, scores[i], opts, probe_s, enc.notices[i], n_user[i]) for i, p in enumerate(prompts)]
 
-    def _routing(self, prompt: str, scores: Tensor, opts: RouteOptions, probe_s: float, notices: list) -> Routing:
+    def _routing(
+        self, prompt: str, scores: Tensor, opts: RouteOptions, probe_s: float, notices: list, n_user: int
+    ) -> Routing:
         names = self.pool.names
         best = float(scores.max()) if len(scores) else float("-inf")
+        table = dict(zip(names, scores.tolist()))
+        if opts.abstain_min_tokens and n_user < opts.abstain_min_tokens:
+            why = (
+                f"The prompt has {n_user} token{'s' * (n_user != 1)}, fewer than abstain_min_tokens "
+                f"{opts.abstain_min_tokens} (shorter than the prompts this pool is for): answered by the base model."
+            )
+            return abstained(prompt, table, opts, probe_s, notices, why, "short")
         if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
-            return abstained(prompt, dict(zip(names, scores.tolist())), opts, best, probe_s, notices)
+            why = f"No adapter stands out (best score {best:.3f} < abstain_below {opts.abstain_below:g}): answered by the base model."
+            return abstained(prompt, table, opts, probe_s, notices, why, "no_standout")
         idx, w = select_top_k(scores, opts.k, opts.weighting)
         ties = [names[i] for i in ties_at_cut(scores, idx)]
         if ties:  # the pool order, not the prompt, decided who is in
@@ -254,15 +266,17 @@ def _stats_store(config: PoolConfig, pool: AdapterPool, model: nn.Module) -> Sta
     return StatsStore(identity, [config.root / "assets" / "calibration"], cache_dir() / "calibration")
 
 
-def abstained(prompt: str, scores: dict, opts: RouteOptions, best: float, probe_s: float, notices: list) -> Routing:
-    """The routing of a prompt for which no adapter stands out: nothing selected, the base model answers."""
-    why = f"No adapter stands out (best score {best:.3f} < abstain_below {opts.abstain_below:g}): answered by the base model."
+def abstained(
+    prompt: str, scores: dict, opts: RouteOptions, probe_s: float, notices: list, why: str, reason: str
+) -> Routing:
+    """The routing of a prompt answered by the base model: nothing selected; `reason` (`no_standout`: the best
+    score is under `abstain_below`; `short`: fewer tokens than `abstain_min_tokens`) goes in the trace."""
     return Routing(
         prompt=prompt,
         scores=scores,
         selected=[],
         weights={},
-        options={"mode": "abstained", **opts.trace()},
+        options={"mode": "abstained", "abstain_reason": reason, **opts.trace()},
         timings={"probe_s": probe_s},
         notices=[*notices, why],
     )

@@ -186,6 +186,16 @@ def test_block_0_explains_its_ties(cb, page, app_engine):
     assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
 
 
+def test_a_greeting_abstains_and_how_logo_chose_says_it_was_too_short(cb, page, app_engine):
+    routing = outputs(page, cb.route("Hi!", None, *values(app_engine)))["routing"]
+    assert routing["selected"] == [] and routing["options"]["abstain_reason"] == "short"
+    how = cb.explain(routing)[0]
+    m = app_engine.route_options().abstain_min_tokens  # adapters.yaml's, the lab's dev choice
+    assert f"shorter than `abstain_min_tokens` = {m}" in how and "No adapter stands out" not in how
+    off = outputs(page, cb.route("Hi!", None, *values(app_engine, abstain_min_tokens=0, abstain_below=-100)))
+    assert off["routing"]["options"]["mode"] == "routed"  # the control turns it off
+
+
 def test_the_weighting_control_sets_the_merge_weights(cb, page, app_engine):
     """adapters.yaml's `lead`: the best adapter at full strength; the paper's `proportional`: weights summing to 1.
     The same adapters either way, and How LoGo chose names the formula used."""

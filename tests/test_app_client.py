@@ -107,6 +107,15 @@ def test_an_off_pool_question_is_answered_by_the_base_model(client):
     assert len(routed["selected"]) == 2  # abstaining off: routed as before
 
 
+def test_a_greeting_is_too_short_to_route(client):
+    """adapters.yaml's `abstain_min_tokens`: "Hi!" is shorter than any pool prompt; the trace says why."""
+    trace = client.predict("Hi!", api_name="/route")
+    assert trace["selected"] == [] and trace["options"]["abstain_reason"] == "short"
+    assert any("fewer than abstain_min_tokens" in n for n in trace["notices"])
+    routed = client.predict("Hi!", abstain_below=-100, abstain_min_tokens=0, api_name="/route")
+    assert len(routed["selected"]) == 2 and routed["options"]["mode"] == "routed"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

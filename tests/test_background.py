@@ -115,6 +115,25 @@ def test_abstaining_answers_with_the_base_model(setup):
         engine.route(PROMPTS[0], abstain_below="high")
 
 
+def test_a_prompt_shorter_than_abstain_min_tokens_goes_to_the_base_model(setup):
+    """`abstain_min_tokens` counts the user's own tokens (not the chat template's), whatever the scores."""
+    engine, *_ = setup
+    n = len(engine.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"])
+    r = engine.route(PROMPTS[0], abstain_min_tokens=n + 1, abstain_below=-100)
+    assert r.selected == [] and r.options["mode"] == "abstained" and r.options["abstain_reason"] == "short"
+    assert f"The prompt has {n} tokens, fewer than abstain_min_tokens {n + 1}" in r.notices[-1]
+    assert len(r.scores) == 4  # the scores are still reported
+    assert engine.route(PROMPTS[0], abstain_min_tokens=n, abstain_below=-100).selected  # n tokens: not short
+    assert engine.route(PROMPTS[0], abstain_min_tokens=0, abstain_below=-100).selected  # 0: never
+    g = engine.generate(PROMPTS[0], abstain_min_tokens=n + 1, max_new_tokens=6)
+    assert g.text == engine.generate(PROMPTS[0], adapters={}, max_new_tokens=6).text
+    mixed = engine.route_batch([PROMPTS[0], PROMPTS[2]], abstain_min_tokens=n + 1, abstain_below=-100)
+    assert [r.options["mode"] for r in mixed] == ["abstained", "routed"]  # each row counts its own tokens
+    for bad, msg in ((-1, "must be >= 0, got -1"), ("3", "must be an integer, got '3'"), (2.5, "must be an integer")):
+        with pytest.raises(ValueError, match=f"`abstain_min_tokens` {msg}"):
+            engine.route(PROMPTS[0], abstain_min_tokens=bad)
+
+
 def test_negative_scores_get_no_weight():
     idx, w = select_top_k(torch.tensor([3.0, -1.0, 0.5]), 3)
     assert idx == [0, 2, 1] and w[2] == 0.0 and abs(sum(w) - 1) < 1e-9 and min(w) >= 0

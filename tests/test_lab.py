@@ -106,21 +106,28 @@ def test_abstain_thresholds_of_both_rules():
     assert separable["target"] == pytest.approx(1.25)  # the first threshold above every off-pool maximum
 
 
+def test_min_tokens_is_the_shortest_dev_pool_prompt_and_abstains_alongside_the_threshold():
+    """`abstain_min_tokens` comes from dev pool prompts only; a short off-pool prompt abstains whatever its score."""
+    prompts = [lab.Prompt("d", "t0", "f", False, "dev")] * 2 + [lab.Prompt("s", "", "", False, "short_test")] * 2
+    prompts += [lab.Prompt("o", "", "", False, "offpool_dev")]
+    fake = lab.Lab.__new__(lab.Lab)
+    fake.prompts, fake.tokens = prompts, torch.tensor([5, 9, 2, 6, 1])
+    fake.index = {s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s]) for s in ("dev", "short_test")}
+    assert lab.min_tokens(fake) == 5  # the shorter dev prompt; the 1-token off-pool prompt does not count
+    fake.tokens = None
+    assert lab.min_tokens(fake) == 0  # no counts: never abstain on length
+
+
 def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
     config = tmp_path / "adapters.yaml"
     shipped = (Path(__file__).resolve().parents[1] / "adapters.yaml").read_text(encoding="utf-8")
     config.write_text(shipped, encoding="utf-8")
     st = lab.Setting("norm", "v_proj", "residual", "mean", "z_after", "10:30")
-    lab.apply_defaults(config, lab.library_defaults(st, 1.23456))
+    lab.apply_defaults(config, lab.library_defaults(st, 1.23456, 7))
     text = config.read_text(encoding="utf-8")
     d = yaml.safe_load(text)["defaults"]
-    assert (d["layer"], d["module"], d["pooling"], d["calibration"], d["abstain_below"]) == (
-        "10:30",
-        "v_proj",
-        "mean",
-        "background",
-        1.235,
-    )
+    got = (d["layer"], d["module"], d["pooling"], d["calibration"], d["abstain_below"], d["abstain_min_tokens"])
+    assert got == ("10:30", "v_proj", "mean", "background", 1.235, 7)
     assert d["k"] == yaml.safe_load(shipped)["defaults"]["k"] and "# the lab's dev choice" in text  # rest kept
     assert yaml.safe_load(text)["adapters"] == yaml.safe_load(shipped)["adapters"]
     with pytest.raises(ValueError, match="which the library does not run"):

@@ -64,7 +64,7 @@ def prompt_sets(cfg, n_dev: int, n_test: int) -> list[Prompt]:
             m = n if split != "dev" else min(n, 20)
             for ex in t.examples(split, m, seed=0 if split != "dev" else 5):
                 out.append(Prompt(ex.prompt, t.name, t.family, t.unseen, split))
-    offpool = yaml.safe_load(OFFPOOL.read_text(encoding="utf-8"))
+    offpool = offpool_prompts()
     for split in ("dev", "test"):
         out += [Prompt(p, "", "", False, f"offpool_{split}") for p in offpool[split]]
     out += [Prompt(p, "", "", False, "background") for p in background_prompts(cfg)]
@@ -72,9 +72,19 @@ def prompt_sets(cfg, n_dev: int, n_test: int) -> list[Prompt]:
     return out
 
 
+def offpool_prompts() -> dict[str, list[str]]:
+    """assets/offpool.yaml: lists of questions no adapter is for; raises naming an entry that is not text."""
+    offpool = yaml.safe_load(OFFPOOL.read_text(encoding="utf-8"))
+    for key, texts in offpool.items():
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"{OFFPOOL}: `{key}` holds {bad!r}, not text; quote it (YAML reads yes/no as booleans)")
+    return offpool
+
+
 def short_prompts() -> list[Prompt]:
     """Short chit-chat (a greeting, a word) that no adapter is for: `short_dev` and `short_test`."""
-    offpool = yaml.safe_load(OFFPOOL.read_text(encoding="utf-8"))
+    offpool = offpool_prompts()
     return [Prompt(p, "", "", False, split) for split in ("short_dev", "short_test") for p in offpool.get(split, [])]
 
 

@@ -132,3 +132,14 @@ def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
     assert yaml.safe_load(text)["adapters"] == yaml.safe_load(shipped)["adapters"]
     with pytest.raises(ValueError, match="which the library does not run"):
         lab.library_defaults(lab.Setting("whitened"), 0.5)
+
+
+def test_offpool_sets_are_text_and_a_non_string_entry_is_named(tmp_path, monkeypatch):
+    sets = lab.offpool_prompts()
+    assert {"dev", "test", "short_dev", "short_test"} <= set(sets)
+    assert all(isinstance(t, str) and t for texts in sets.values() for t in texts)
+    bad = tmp_path / "offpool.yaml"
+    bad.write_text("short_dev:\n- Hi!\n- yes\n", encoding="utf-8")  # YAML 1.1: yes is a boolean
+    monkeypatch.setattr(lab, "OFFPOOL", bad)
+    with pytest.raises(ValueError, match=r"`short_dev` holds \[True\], not text; quote it"):
+        lab.offpool_prompts()

@@ -143,3 +143,31 @@ def test_offpool_sets_are_text_and_a_non_string_entry_is_named(tmp_path, monkeyp
     monkeypatch.setattr(lab, "OFFPOOL", bad)
     with pytest.raises(ValueError, match=r"`short_dev` holds \[True\], not text; quote it"):
         lab.offpool_prompts()
+
+
+def test_whitening_decorrelates_the_background_and_shrinks_to_a_rescale():
+    from logo_core.ideas import whiten
+
+    g = torch.Generator().manual_seed(0)
+    bg = torch.randn(400, 3, generator=g) @ torch.tensor([[1.0, 0.9, 0.0], [0.0, 0.4, 0.0], [0.0, 0.0, 2.0]])
+    full = whiten(bg, bg, 0.0)  # no shrinkage: the background's own covariance becomes the identity
+    torch.testing.assert_close(torch.cov(full.T), torch.eye(3), atol=1e-4, rtol=0)
+    diag = whiten(bg, bg, 1.0)  # all shrinkage: each score centred and divided by its own spread, no mixing
+    torch.testing.assert_close(diag, (bg - bg.mean(0)) / bg.std(0), atol=1e-4, rtol=0)
+
+
+def test_confidence_rules_pick_by_score_by_confidence_or_both():
+    from logo_core.ideas import confidence_rows
+
+    out = [  # the right adapter "a" scores lower but answers far more confidently
+        {
+            "task": "a",
+            "scores": {"b": 1.0, "a": 0.9},
+            "cand": {"b": {"lps": [-3.0], "score": 0.0}, "a": {"lps": [-0.1], "score": 100.0}},
+        }
+    ] * 4
+    rows = {r["rule"]: r for r in confidence_rows(out)}
+    assert rows["default (top score)"]["own_top1"][0] == 0.0 and rows["confidence alone"]["own_top1"][0] == 100.0
+    assert rows["score + 1 x confidence"]["task"][0] == 100.0  # 0.9 - 0.1 > 1.0 - 3.0
+    assert rows["confidence alone"]["task_vs_default"][0] == 100.0
+    assert rows["best of the three answers (a ceiling no rule can see)"]["task"][0] == 100.0

@@ -60,10 +60,7 @@ def build(cfg, loaded, cache: Path, bg_per_task: int) -> L.Lab:
         for ex in t.examples("train", bg_per_task, seed=BG_SEED)
     ]  # unlabelled: the task is dropped
     vectors = torch.cat([L.cached_vectors(cfg, loaded, prompts, cache), L.cached_vectors(cfg, loaded, extra, cache)])
-    lab = L.Lab(prompts + extra, vectors, L.pool_factors(cfg, loaded.model))
-    for split in ("dev2", "bigbg"):
-        lab.index[split] = torch.tensor([i for i, p in enumerate(lab.prompts) if p.split == split])
-    return lab
+    return L.Lab(prompts + extra, vectors, L.pool_factors(cfg, loaded.model))  # indexes dev2 and bigbg too
 
 
 def hit_rows(lab: L.Lab, scores: Tensor, split: str) -> dict[str, Tensor]:
@@ -136,12 +133,14 @@ def confidence(engine, split_prompts: list[L.Prompt], batch: int = 48) -> list[d
     routes = []
     for i in range(0, len(seen), 64):
         routes += engine.route_batch([p.text for p in seen[i : i + 64]])  # every score, abstained or not
+    answers = {}  # the lab's dev sample (`lab.prompt_sets`), drawn once a task: the reference answers
+    for name in dict.fromkeys(p.task for p in seen):
+        answers.update({(name, ex.prompt): ex for ex in TASKS[name].examples("dev", 10, seed=5)})
     jobs, out = [], []
     for p, r in zip(seen, routes):
         top = sorted(r.scores, key=r.scores.get, reverse=True)[:3]
         out.append({"task": p.task, "scores": {c: r.scores[c] for c in top}, "cand": {}})
-        exs = {ex.prompt: ex for ex in TASKS[p.task].examples("dev", 10, seed=5)}  # the lab's dev sample
-        jobs += [(len(out) - 1, c, TASKS[p.task], exs[p.text]) for c in top]
+        jobs += [(len(out) - 1, c, TASKS[p.task], answers[p.task, p.text]) for c in top]
     for i in range(0, len(jobs), batch):
         chunk = jobs[i : i + batch]
         plan = engine.plan(

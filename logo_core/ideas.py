@@ -38,9 +38,9 @@ DEV2_SEED, DEV2_N = 6, 20  # the second dev sample
 BG_SEED = 777  # the larger background's training-split sample
 
 
-def default_setting() -> L.Setting:
+def default_setting(cfg) -> L.Setting:
     """The shipped default as a lab setting (adapters.yaml's defaults, as `lab --apply` wrote them)."""
-    return L.Setting("norm", "both", "residual", "both", "z_after", "0:30", "flat")
+    return L.library_setting(cfg.defaults)
 
 
 def build(cfg, loaded, cache: Path, bg_per_task: int) -> L.Lab:
@@ -95,9 +95,9 @@ def whiten(scores: Tensor, background: Tensor, lam: float) -> Tensor:
     return (scores - mu) @ (U @ torch.diag(ev.clamp_min(1e-6).rsqrt()) @ U.T)
 
 
-def score_ideas(lab: L.Lab, bg_sizes: list[int], per_task: int) -> list[dict]:
+def score_ideas(lab: L.Lab, st: L.Setting, bg_sizes: list[int], per_task: int) -> list[dict]:
     """Every probe-only idea on both dev samples, paired against the default (`per_task`: bigbg's prompts a task)."""
-    st, rows = default_setting(), []
+    rows = []
     for split in ("dev", "dev2"):
         idx = lab.index[split]
         base_scores = lab.scores(st, idx)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config)
     loaded = load(cfg.base_model)
     lab = build(cfg, loaded, Path(args.cache), max(args.background))
-    rows = score_ideas(lab, args.background, max(args.background))
+    rows = score_ideas(lab, default_setting(cfg), args.background, max(args.background))
     conf = None
     if args.confidence:
         from .engine import LoGoEngine
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     header = (
         f"# Routing ideas beside the lab (dev only)\n\nPool sha256 {L.pool_hash(cfg)}; default "
-        f"`{default_setting().name}`; dev = the lab's 10 a task, dev2 = {DEV2_N} a task (seed {DEV2_SEED}); "
+        f"`{default_setting(cfg).name}`; dev = the lab's 10 a task, dev2 = {DEV2_N} a task (seed {DEV2_SEED}); "
         f"95% bootstrap intervals. `python -m logo_core.ideas --out {args.out}"
         f"{' --confidence' if args.confidence else ''}` ({time.perf_counter() - t0:.0f} s)."
     )

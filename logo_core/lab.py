@@ -617,6 +617,30 @@ def library_defaults(st: Setting, abstain_below: float, abstain_min_tokens: int 
     }
 
 
+def library_setting(defaults) -> Setting:
+    """The lab setting that adapters.yaml's `defaults:` route as: the inverse of `library_defaults`.
+
+    Raises ValueError naming the field when the defaults are not a lab setting (another signal, or
+    blocks that are not one `a:b` range)."""
+    calibration = {v: k for k, v in LIBRARY_CALIBRATION.items()}.get((defaults.calibration, defaults.calibrated))
+    if defaults.calibrated is False:
+        calibration = "raw"
+    layer = defaults.layer
+    if isinstance(layer, int):
+        layer = f"{layer}:{layer + 1}"
+    elif isinstance(layer, tuple) and layer == tuple(range(layer[0], layer[0] + len(layer))):
+        layer = f"{layer[0]}:{layer[-1] + 1}"
+    elif not isinstance(layer, str) or not re.fullmatch(r"\d+:\d+", layer):
+        raise ValueError(f"defaults `layer` {layer!r} is not one `a:b` block range, which the lab needs")
+    if defaults.signal != "norm" or calibration is None:
+        raise ValueError(
+            f"defaults signal {defaults.signal!r} / calibration {defaults.calibration!r} have no lab setting "
+            f"(the lab scores signal norm with calibration {', '.join(sorted(LIBRARY_CALIBRATION))})"
+        )
+    module = "both" if set(defaults.module) == set(MODULES) else ",".join(defaults.module)
+    return Setting("norm", module, defaults.probe_input, defaults.pooling, calibration, layer, "flat")
+
+
 def apply_defaults(config: Path, fields: dict) -> None:
     """Rewrite those keys of the `defaults:` block in place (one `key: value` line each; comments kept)."""
     text = config.read_text(encoding="utf-8")

@@ -134,6 +134,33 @@ def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
         lab.library_defaults(lab.Setting("whitened"), 0.5)
 
 
+@pytest.mark.parametrize(
+    "st",
+    [
+        lab.Setting("norm", "v_proj", "residual", "mean", "z_after", "10:30"),
+        lab.Setting("norm", "both", "module", "both", "neutral", "0:30"),
+        lab.NAMED["paper"],
+    ],
+    ids=lambda st: st.name,
+)
+def test_library_setting_reads_back_what_apply_wrote(tmp_path, st):
+    from logo_core.registry import load_config
+
+    config = tmp_path / "adapters.yaml"
+    config.write_text((Path(__file__).resolve().parents[1] / "adapters.yaml").read_text(encoding="utf-8"))
+    lab.apply_defaults(config, lab.library_defaults(st, 0.5))
+    assert lab.library_setting(load_config(config).defaults) == st  # what ideas.py pairs against
+
+
+def test_library_setting_names_defaults_the_lab_cannot_score():
+    from logo_core.registry import Defaults
+
+    with pytest.raises(ValueError, match="`layer`"):
+        lab.library_setting(Defaults(layer="3,5"))
+    with pytest.raises(ValueError, match="calibration"):
+        lab.library_setting(Defaults(signal="entropy", layer="0:30"))
+
+
 def test_offpool_sets_are_text_and_a_non_string_entry_is_named(tmp_path, monkeypatch):
     sets = lab.offpool_prompts()
     assert {"dev", "test", "short_dev", "short_test"} <= set(sets)

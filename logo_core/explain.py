@@ -123,6 +123,14 @@ def fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+SIGNAL_TEXT = {  # what each signal measures, in the words of How LoGo chose
+    "norm": "‖o_i‖ (its length: `norm`)",
+    "entropy": "1 / H(softmax(o_i)) (`entropy`)",
+    "subspace": "‖V_iᵀh‖, the length of h inside the subspace A_i reads, every direction alike (`subspace`)",
+    "subspace_cos": "‖V_iᵀh‖ / ‖h‖, the share of h inside the subspace A_i reads (`subspace_cos`)",
+}
+
+
 def _mean(rows: list[list[float]], i: int) -> float:
     return sum(r[i] for r in rows) / len(rows)
 
@@ -139,7 +147,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     if len(blocks) > 1 and blocks != list(range(blocks[0], blocks[-1] + 1)):
         where = "blocks **" + ", ".join(map(str, blocks)) + "**"
     what = "the hidden state entering the block" if o["probe_input"] == "residual" else "the module's own input"
-    signal = "‖o_i‖ (its length: `norm`)" if o["signal"] == "norm" else "1 / H(softmax(o_i)) (`entropy`)"
+    signal = SIGNAL_TEXT.get(o["signal"], f"`{o['signal']}`")
     mean = f" averaged over the {S} probed sites (block x module x token reading)" if S > 1 else ""
     raw = ", ".join(f"{name(n)} {fmt(_mean(x.raw, idx[n]))}" for n in top)
     if x.background:
@@ -198,7 +206,8 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
             "both": "the last prompt token and the mean over your tokens (two readings)",
         }[o.get("pooling", "last")]
         + ".",
-        f"**Signal.** Each adapter i maps h to o_i = s_i·B_i·A_i·h at **{modules}**; its signal σ_i = {signal}{mean}. "
+        f"**Signal.** Each adapter i maps h to o_i = s_i·B_i·A_i·h at **{modules}**, reading h through the r "
+        f"directions of A_i; its signal σ_i = {signal}{mean}. "
         f"Raw signal of the best: {raw}.",
         f"**Calibration.** {step3}",
         f"**Top-k cut.** k = {k} of {n_pool}: "

@@ -33,12 +33,13 @@ from torch import Tensor
 from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables and its tests use them)
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
+from .signals import subspace_norms, unit
 
 log = logging.getLogger(__name__)
 
 MODULES = ("q_proj", "v_proj")
 OFFPOOL = Path(__file__).resolve().parent.parent / "assets" / "offpool.yaml"  # questions no adapter is for
-VARIANTS = ("norm", "centred", "whitened", "contrast_pool", "contrast_family")
+VARIANTS = ("norm", "centred", "whitened", "contrast_pool", "contrast_family", "subspace", "subspace_cos")
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +224,10 @@ def block_signals(x: Tensor, pool: PoolFactors, bg: Tensor, variant: str, module
       every input direction counts by how unusual it is, not by how large it is).
     - `contrast_pool` / `contrast_family`: ||o_i - mean_j o_j|| over the pool / over adapter i's
       family (GenKnowSub's subtraction, in output space: what adapter i adds beyond its relatives).
+    - `subspace`: ||V_i^T h||, V_i the right singular vectors of s B_i A_i, every direction counted
+      alike (full spectrum, singular values dropped: SpectR-like): how much of h lies in what adapter i
+      reads. With B_i of full rank that is the projection onto A_i's row space, z^T (A A^T)^+ z, z = A h.
+    - `subspace_cos`: the same over ||h||: the cosine between h and that subspace.
     bg: [P_bg, L, D] background vectors (for the centring and whitening statistics).
     """
     P, L, D = x.shape
@@ -247,6 +252,10 @@ def block_signals(x: Tensor, pool: PoolFactors, bg: Tensor, variant: str, module
                 W = evecs @ torch.diag(evals.clamp_min(1e-8).rsqrt()) @ evecs.T
                 h = h @ W * (cov.trace() / D).sqrt()  # keep the overall scale comparable
         a, b = A[layer], Bm[layer]  # [N, R, D], [N, O, R]
+        if variant in ("subspace", "subspace_cos"):
+            sig = subspace_norms(h, a)
+            out[:, layer] = unit(sig, h) if variant == "subspace_cos" else sig
+            continue
         for s in range(0, P, chunk):
             z = torch.einsum("nrd,pd->pnr", a, h[s : s + chunk])
             o = torch.einsum("nor,pnr->pno", b, z)  # [p, N, O]
@@ -444,7 +453,7 @@ def rank(row: dict) -> tuple[float, float]:
 
 def runs_in_library(st: Setting) -> bool:
     """The router runs it (`library_defaults` can write it into adapters.yaml)."""
-    return st.variant == "norm" and st.decision == "flat" and st.calibration in LIBRARY_CALIBRATION
+    return st.variant in LIBRARY_SIGNALS and st.decision == "flat" and st.calibration in LIBRARY_CALIBRATION
 
 
 def best_in_library(rows: list[dict]) -> Setting:
@@ -591,6 +600,7 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
 
 
 LIBRARY_CALIBRATION = {"z_after": ("background", True), "neutral": ("neutral", True), "raw": ("neutral", False)}
+LIBRARY_SIGNALS = ("norm", "subspace", "subspace_cos")  # variants that are the router's signals of the same name
 
 
 def library_defaults(st: Setting, abstain_below: float, abstain_min_tokens: int = 0) -> dict:
@@ -600,12 +610,13 @@ def library_defaults(st: Setting, abstain_below: float, abstain_min_tokens: int 
     contrast variant, a family decision, a per-block or percentile calibration)."""
     if not runs_in_library(st):
         raise ValueError(
-            f"the lab chose {st.name!r}, which the library does not run (it runs variant norm, decision flat, "
+            f"the lab chose {st.name!r}, which the library does not run (it runs variant {', '.join(LIBRARY_SIGNALS)}, "
+            f"decision flat, "
             f"calibration {', '.join(LIBRARY_CALIBRATION)}): set adapters.yaml's defaults by hand or add it to the router"
         )
     calibration, calibrated = LIBRARY_CALIBRATION[st.calibration]
     return {
-        "signal": "norm",
+        "signal": st.variant,
         "calibrated": calibrated,
         "calibration": calibration,
         "layer": st.blocks,
@@ -632,13 +643,13 @@ def library_setting(defaults) -> Setting:
         layer = f"{layer[0]}:{layer[-1] + 1}"
     elif not isinstance(layer, str) or not re.fullmatch(r"\d+:\d+", layer):
         raise ValueError(f"defaults `layer` {layer!r} is not one `a:b` block range, which the lab needs")
-    if defaults.signal != "norm" or calibration is None:
+    if defaults.signal not in LIBRARY_SIGNALS or calibration is None:
         raise ValueError(
             f"defaults signal {defaults.signal!r} / calibration {defaults.calibration!r} have no lab setting "
-            f"(the lab scores signal norm with calibration {', '.join(sorted(LIBRARY_CALIBRATION))})"
+            f"(the lab scores signals {', '.join(LIBRARY_SIGNALS)} with calibration {', '.join(LIBRARY_CALIBRATION)})"
         )
     module = "both" if set(defaults.module) == set(MODULES) else ",".join(defaults.module)
-    return Setting("norm", module, defaults.probe_input, defaults.pooling, calibration, layer, "flat")
+    return Setting(defaults.signal, module, defaults.probe_input, defaults.pooling, calibration, layer, "flat")
 
 
 def apply_defaults(config: Path, fields: dict) -> None:

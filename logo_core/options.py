@@ -367,8 +367,9 @@ class RouteOptions(_Options):
     k: int = Field(3, description="How many adapters to merge per prompt (1..the pool size).")
     signal: Choice(signal_names) = Field(
         "norm",
-        description="How an adapter's output o_i on the probe vector is scored: `norm` = ||o_i||, "
-        "`entropy` = 1/H(softmax(o_i)).",
+        description="How an adapter is scored on the probe vector h: `norm` = ||o_i|| of its output o_i, "
+        "`entropy` = 1/H(softmax(o_i)), `subspace` = ||V_i^T h|| (h inside the row space of its A_i, every "
+        "direction alike), `subspace_cos` = that over ||h||.",
         validate_default=False,  # a known choice; validating it would import torch
     )
     calibrated: Bool = Field(True, description="Calibrate each adapter's signal (see `calibration`).")

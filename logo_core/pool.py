@@ -23,7 +23,7 @@ from .errors import AdapterLoadError
 from .loading import AdapterFile, fetch_adapter, load_adapter
 from .mixing import Factors, Key, stack_factors
 from .registry import AdapterSpec, PoolConfig
-from .signals import gram
+from .signals import QUADRATIC
 
 Where = Callable[[Key], tuple[torch.device, torch.dtype]]  # (block, module) -> its device and compute dtype
 
@@ -58,8 +58,8 @@ class AdapterPool:
         self.modules = sorted(set().union(*(f.modules for f in files))) if files else []
         self.where = where or (lambda key: (torch.device("cpu"), torch.float32))
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
-        self._stacks: dict[Key, tuple[Tensor, Tensor, Tensor]] = {}
-        self._runs: OrderedDict[tuple[Key, ...], tuple[Tensor, Tensor, Tensor]] = OrderedDict()
+        self._stacks: dict[Key, tuple[Tensor, dict[str, Tensor], Tensor]] = {}  # A, {signal: M}, mask
+        self._runs: OrderedDict[tuple, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
         self._ups: dict[Key, Tensor] = {}
         self._full: OrderedDict[str, Factors] = OrderedDict()
         self._lock = threading.Lock()
@@ -84,29 +84,32 @@ class AdapterPool:
         A, Bs = stack_factors(pairs)  # [N, R, D_in], [N, D_out, R]
         return A.to(device), Bs.to(device), torch.tensor([p is not None for p in pairs], device=device)
 
-    def probe_stack(self, key: Key) -> tuple[Tensor, Tensor, Tensor]:
-        """(A [N, R, D_in], G [N, R, R], mask [N]) of every adapter at one module, on the module's device:
-        A zero-padded in the adapters' dtype, G = (s*B)^T (s*B) in fp32 (`signals.gram`); mask says which
-        adapters adapt the module. B itself (three times G's size and more) waits for `probe_up`."""
+    def probe_stack(self, key: Key, signal: str = "norm") -> tuple[Tensor, Tensor, Tensor]:
+        """(A [N, R, D_in], M [N, R, R], mask [N]) of every adapter at one module, on the module's device:
+        A zero-padded in the adapters' dtype; M the r x r matrices of `signal`'s quadratic form in fp32
+        (`signals.QUADRATIC`: (s*B)^T (s*B) for `norm`, and for a signal of whole outputs); mask says which
+        adapters adapt the module. B itself (three times M's size and more) waits for `probe_up`."""
         with self._lock:
             if key not in self._stacks:
                 A, Bs, mask = self._stacked(key)
-                self._stacks[key] = (A, gram(Bs), mask)
-            return self._stacks[key]
+                self._stacks[key] = (A, {name: q.matrix(A, Bs) for name, q in QUADRATIC.items()}, mask)
+            A, M, mask = self._stacks[key]
+            return A, M.get(signal, M["norm"]), mask
 
-    def probe_stacks(self, keys: tuple[Key, ...]) -> tuple[Tensor, Tensor, Tensor] | None:
+    def probe_stacks(self, keys: tuple[Key, ...], signal: str = "norm") -> tuple[Tensor, Tensor, Tensor] | None:
         """`probe_stack` of several sites stacked ([S, N, R, D_in], [S, N, R, R], [S, N]) for the router's fast path,
         kept for the last few key sets; None when the sites live on different devices (a model spread over GPUs)."""
-        parts = [self.probe_stack(k) for k in keys]
+        parts = [self.probe_stack(k, signal) for k in keys]
         if len({A.device for A, _, _ in parts}) != 1 or len({A.shape for A, _, _ in parts}) != 1:
             return None
         with self._lock:
-            if keys not in self._runs:
-                self._runs[keys] = tuple(torch.stack(x) for x in zip(*parts))
+            run = (keys, signal)
+            if run not in self._runs:
+                self._runs[run] = tuple(torch.stack(x) for x in zip(*parts))
                 while len(self._runs) > 4:  # the default's streams and a few other settings
                     self._runs.popitem(last=False)
-            self._runs.move_to_end(keys)
-            return self._runs[keys]
+            self._runs.move_to_end(run)
+            return self._runs[run]
 
     def probe_up(self, key: Key) -> Tensor:
         """s*B [N, D_out, R] of every adapter at one module (as `probe_stack`), kept once read: for a signal
@@ -118,7 +121,8 @@ class AdapterPool:
 
     @property
     def stacked_bytes(self) -> int:
-        stacks = sum(A.nbytes + G.nbytes + m.nbytes for A, G, m in [*self._stacks.values(), *self._runs.values()])
+        stacks = sum(A.nbytes + m.nbytes + sum(M.nbytes for M in Ms.values()) for A, Ms, m in self._stacks.values())
+        stacks += sum(A.nbytes + M.nbytes + m.nbytes for A, M, m in self._runs.values())
         return stacks + sum(B.nbytes for B in self._ups.values())
 
     def factors(self, name: str) -> Factors:

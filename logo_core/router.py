@@ -109,7 +109,7 @@ class Router:
         with self._lock:
             if key not in self._constants:
                 h = self._prompt_vectors(kind)[vector_key(block, module, probe_input, pooling)]
-                self._constants[key] = self.calibrations[kind].constants(self._site(h, block, module), signal)
+                self._constants[key] = self.calibrations[kind].constants(self._site(h, block, module, signal), signal)
             return self._constants[key]
 
     def calibrate(self, opts: RouteOptions) -> None:
@@ -130,7 +130,8 @@ class Router:
                 if found is None:
                     hs = self._prompt_vectors("background")
                     sites = [
-                        self._site(hs[vector_key(b, module, opts.probe_input, pooling)], b, module) for b in opts.blocks
+                        self._site(hs[vector_key(b, module, opts.probe_input, pooling)], b, module, opts.signal)
+                        for b in opts.blocks
                     ]
                     found = signals.zscore_stats(signals.score(sites, opts.signal).cpu())  # from [P, N]
                     if self.stats_store:
@@ -140,10 +141,10 @@ class Router:
 
     # ------------------------------------------------------------------------------ scoring
 
-    def _site(self, h: Tensor, block: int, module: str, calibrate=None) -> signals.Site:
-        A, G, mask = self.pool.probe_stack((block, module))
+    def _site(self, h: Tensor, block: int, module: str, signal: str, calibrate=None) -> signals.Site:
+        A, M, mask = self.pool.probe_stack((block, module), signal)
         up = lambda: self.pool.probe_up((block, module))  # noqa: E731 (read only for entropy)
-        return signals.Site(h.to(A.device), A, G, up, mask, calibrate)
+        return signals.Site(h.to(A.device), A, M, up, mask, calibrate)
 
     def _sites(self, hs: dict, opts: RouteOptions, blocks: Sequence[int] | None = None) -> list[signals.Site]:
         """The probed sites of `opts` (or of some of its blocks), calibrated if asked.
@@ -161,7 +162,7 @@ class Router:
                 elif opts.calibrated:
                     c = self.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p)
                     fn = functools.partial(kind.apply, c=c)
-                out.append(self._site(hs[vector_key(b, m, opts.probe_input, p)], b, m, fn))
+                out.append(self._site(hs[vector_key(b, m, opts.probe_input, p)], b, m, opts.signal, fn))
         return out
 
     def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:
@@ -285,26 +286,29 @@ def abstained(
 def route_scores(router: Router, hs: dict, opts: RouteOptions) -> Tensor:
     """[B, N] every adapter's score from the probe's vectors `hs`: the fast path where it applies, else the
     reference path (`Router._sites` + `signals.score`, one site at a time), which the fast one equals."""
-    fast = fast_norm_score(router, hs, opts)
+    fast = fast_quadratic_score(router, hs, opts)
     return fast if fast is not None else signals.score(router._sites(hs, opts), opts.signal)
 
 
-def fast_norm_score(router: Router, hs: dict, opts: RouteOptions) -> Tensor | None:
-    """[B, N] what `signals.score(router._sites(hs, opts), "norm")` gives, each stream's blocks in one einsum.
+def fast_quadratic_score(router: Router, hs: dict, opts: RouteOptions) -> Tensor | None:
+    """[B, N] what `signals.score(router._sites(hs, opts), signal)` gives for a quadratic-form signal (`norm`,
+    `subspace`, `subspace_cos`), each stream's blocks in one einsum.
 
     The reference path costs two einsums and a calibration per site (60 sites x 2 poolings for the default);
-    this costs two per stream. None where it does not apply (another signal, sites on several devices).
+    this costs two per stream. None where it does not apply (a signal of whole outputs, sites on several devices).
     """
-    if opts.signal != "norm":
+    quad = signals.QUADRATIC.get(opts.signal)
+    if quad is None:
         return None
     parts = []
     for m, p in itertools.product(opts.module, opts.poolings):
-        stacked = router.pool.probe_stacks(tuple((b, m) for b in opts.blocks))
+        stacked = router.pool.probe_stacks(tuple((b, m) for b in opts.blocks), opts.signal)
         if stacked is None:
             return None
-        A, G, mask = stacked
+        A, M, mask = stacked
         h = torch.stack([hs[vector_key(b, m, opts.probe_input, p)] for b in opts.blocks]).to(A.device)
-        raw = torch.where(mask[:, None, :], signals.stacked_norms(h, A, G), 0.0)  # [S, B, N]
+        sig = signals.stacked_norms(h, A, M)
+        raw = torch.where(mask[:, None, :], signals.unit(sig, h) if quad.unit else sig, 0.0)  # [S, B, N]
         if opts.calibrated and opts.calibration == "background":  # one (mu, s) per stream
             raw = standardize(raw, router.background_stats(opts, m, p))
         elif opts.calibrated:  # neutral: one constant per site, [S, 1, N]

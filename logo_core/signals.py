@@ -4,11 +4,15 @@ Read top to bottom: every adapter's LoRA output on the probe vector (`lora_outpu
 (`SIGNALS`), the mask of adapters that adapt the module, the calibration, and the mean over the
 probed blocks and modules (`score`). Always computed in fp32, whatever the model's dtype.
 
-`norm` has a fast path (`output_norms`) that needs only A and each adapter's r x r Gram matrix
-s^2 B^T B, never the up-projections: the pool keeps B out of memory until a signal needs whole outputs.
+Two kinds of signal. `norm` and `entropy` read each adapter's output o_i = s_i B_i A_i h. `subspace`
+and `subspace_cos` read only what the adapter listens to: how much of h lies in A_i's row space (every
+direction alike, the singular values of B_i A_i dropped: a full-spectrum score in SpectR's spirit), and
+that share of ||h||. `norm` and the subspace signals are quadratic forms sqrt(z^T M_i z) of z = A_i h with an
+r x r matrix M_i (`QUADRATIC`), so their fast path needs only A and M, never the up-projections: the pool
+keeps B out of memory until a signal needs whole outputs.
 
-`SIGNALS` is the extension point: add a function `[B, N, D_out] -> [B, N]` under a new name and
-every surface (options, CLI, app, evaluation) offers it.
+`SIGNALS` is the extension point: add a reference function `(h, A, up) -> [B, N]` under a new name
+(and, for a quadratic form, its `Quadratic`) and every surface (options, CLI, app, evaluation) offers it.
 """
 
 from __future__ import annotations
@@ -48,9 +52,34 @@ def output_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
     return torch.einsum("bnr,nrs,bns->bn", z, G, z).clamp_min(0).sqrt()
 
 
+def subspace_gram(A: Tensor) -> Tensor:
+    """P_i = (A_i A_i^T)^+, [..., N, R, R] fp32: z_i^T P_i z_i with z_i = A_i h is ||h||^2 projected onto A_i's row
+    space (the `subspace` signal through `output_norms`, as G_i is for `norm`). The pseudo-inverse keeps
+    zero-padded ranks and adapters that do not adapt the module at 0."""
+    A = A.float()
+    return torch.linalg.pinv(A @ A.mT, hermitian=True)
+
+
+def subspace_norms(h: Tensor, A: Tensor) -> Tensor:
+    """||proj_{row A_i} h|| for all N adapters, [B, N] fp32 (h [B, D_in], A [N, R, D_in]): the `subspace` signal
+    through the quadratic form (the lab's and the fast path's formula)."""
+    return output_norms(h, A, subspace_gram(A))
+
+
+def projection_norms(h: Tensor, A: Tensor) -> Tensor:
+    """The `subspace` signal by its definition, [B, N]: ||V_i^T h|| with V_i an orthonormal basis of A_i's row
+    space (SVD, the numerical rank kept): the plain reference the quadratic form is tested against."""
+    out = []
+    for a in A.float():
+        _, S, Vh = torch.linalg.svd(a, full_matrices=False)
+        V = Vh[S > S.max().clamp_min(1e-30) * max(a.shape) * torch.finfo(S.dtype).eps]  # [r, D_in]
+        out.append(torch.linalg.vector_norm(h.float() @ V.T, dim=-1))
+    return torch.stack(out, -1)
+
+
 def stacked_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
     """[S, B, N] `output_norms` at S sites of one stream at once (h [S, B, D_in], A [S, N, R, D_in], G [S, N, R, R]):
-    the fast path of `score` for `norm` (`router.fast_norm_score`), two einsums instead of two per site."""
+    the fast path of `score` for a quadratic-form signal (`router.fast_quadratic_score`), two einsums instead of two per site."""
     z = torch.einsum("snrd,sbd->sbnr", A.float(), h.float())  # [S, B, N, R]
     return torch.einsum("sbnr,snrt,sbnt->sbn", z, G, z).clamp_min(0).sqrt()
 
@@ -67,7 +96,38 @@ def entropy_signal(o: Tensor) -> Tensor:
     return 1.0 / (H + 1e-6)
 
 
-SIGNALS: dict[str, Callable[[Tensor], Tensor]] = {"norm": norm_signal, "entropy": entropy_signal}
+def unit(sig: Tensor, h: Tensor) -> Tensor:
+    """sig / ||h||: a signal made scale-free (`subspace_cos`: the cosine between h and the subspace). sig [..., B, N],
+    h [..., B, D_in]."""
+    return sig / torch.linalg.vector_norm(h.float(), dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+Reference = Callable[[Tensor, Tensor, Callable[[], Tensor]], Tensor]  # (h [B, D_in], A, up: () -> s*B) -> [B, N]
+
+SIGNALS: dict[str, Reference] = {  # the plain definitions; `QUADRATIC` has the fast path of those it can
+    "norm": lambda h, A, up: norm_signal(lora_outputs(h, A, up())),
+    "entropy": lambda h, A, up: entropy_signal(lora_outputs(h, A, up())),
+    "subspace": lambda h, A, up: projection_norms(h, A),
+    "subspace_cos": lambda h, A, up: unit(projection_norms(h, A), h),
+}
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """A signal sqrt(z_i^T M_i z_i), z_i = A_i h (over ||h|| when `unit`): scored from A and M alone.
+
+    matrix: (A [N, R, D_in], s*B [N, D_out, R]) -> M [N, R, R] fp32, made once when the pool stacks a site.
+    """
+
+    matrix: Callable[[Tensor, Tensor], Tensor]
+    unit: bool = False
+
+
+QUADRATIC: dict[str, Quadratic] = {
+    "norm": Quadratic(lambda A, Bs: gram(Bs)),
+    "subspace": Quadratic(lambda A, Bs: subspace_gram(A)),
+    "subspace_cos": Quadratic(lambda A, Bs: subspace_gram(A), unit=True),
+}
 
 
 @dataclass(frozen=True)
@@ -77,7 +137,8 @@ class Site:
     Attributes:
         h: [B, D_in] probe vectors.
         A: the pool's stacked down-projections at this module, [N, R, D_in].
-        G: their Gram matrices s^2 B^T B, [N, R, R] fp32 (`gram`): enough for `norm`.
+        G: the site's signal's matrices M_i, [N, R, R] fp32 (`QUADRATIC`; s^2 B^T B for `norm` and for a signal
+            of whole outputs, which does not read them).
         up: () -> the stacked up-projections s*B [N, D_out, R], read only for a signal of whole outputs.
         mask: [N] bool, the adapters that adapt this module (the others say nothing here).
         calibration: raw [B, N] -> calibrated [B, N] (a `calibration.Calibration`'s `apply` with its constants
@@ -93,10 +154,12 @@ class Site:
 
 
 def site_signal(site: Site, signal: str) -> Tensor:
-    """[B, N] raw signal at one site; `norm` through the Gram matrices, the others on whole outputs."""
-    if signal == "norm":
-        return output_norms(site.h, site.A, site.G)
-    return SIGNALS[signal](lora_outputs(site.h, site.A, site.up()))
+    """[B, N] raw signal at one site; a quadratic form through its r x r matrices, the others by definition."""
+    quad = QUADRATIC.get(signal)
+    if quad is None:
+        return SIGNALS[signal](site.h, site.A, site.up)
+    sig = output_norms(site.h, site.A, site.G)
+    return unit(sig, site.h) if quad.unit else sig
 
 
 def site_score(site: Site, signal: str) -> Tensor:

@@ -36,6 +36,30 @@ def eval_matches_pool() -> bool:
     return json.loads(results.read_text(encoding="utf-8")).get("adapters") == pool
 
 
+ROUTING = ("signal", "calibrated", "calibration", "layer", "module", "probe_input", "pooling")  # what routes a prompt
+
+
+def eval_default_note() -> str:
+    """A line for the top of the evaluation's section when it was run with another routing default than
+    adapters.yaml's now ('' when they agree), so the README never calls an earlier default the shipped one."""
+    import json
+
+    import yaml
+
+    then = json.loads((ROOT / "docs/eval/results.json").read_text(encoding="utf-8")).get("shipped_default", {})
+    now = yaml.safe_load((ROOT / "adapters.yaml").read_text(encoding="utf-8")).get("defaults", {})
+    norm = lambda d, k: ",".join(d[k]) if isinstance(d.get(k), list) else str(d.get(k))  # noqa: E731
+    changed = [k for k in ROUTING if k in now and norm(then, k) != norm(now, k)]
+    if not changed:
+        return ""
+    diff = ", ".join(f"{k} {norm(then, k)} -> {norm(now, k)}" for k in changed)
+    return (
+        f"> **Measured with the previous routing default.** adapters.yaml's default has changed since this "
+        f"evaluation ran ({diff}); the routing lab above scores the new one on the same kind of prompts, and "
+        f"`make eval` renews these tables.\n\n"
+    )
+
+
 def main() -> int:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -51,6 +75,8 @@ def main() -> int:
             print("skip eval: docs/eval/results.json is of another pool than adapters.yaml's", file=sys.stderr)
             continue
         body = source.read_text(encoding="utf-8").strip()
+        if name == "eval":
+            body = eval_default_note() + body
         # The README gives each section its own "##" heading: drop a report's title, demote its sections.
         body = re.sub(r"\A# .*\n+", "", body)
         body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)

@@ -68,7 +68,9 @@ def test_page_starts_from_adapters_yaml_and_shows_every_view(app_engine):
     )
     assert by_label["Probe module(s)"].value == list(opts.module)
     assert by_label["Signal"].value == opts.signal and by_label["Calibrated"].value == opts.calibrated
-    assert by_label["Signal"].choices == [(c, c) for c in ("norm", "entropy")]  # the options model's choices
+    assert by_label["Signal"].choices == [
+        (c, c) for c in ("norm", "entropy", "subspace", "subspace_cos")
+    ]  # the options model's choices
     assert app.start_values(app_engine)["max_new_tokens"] == app_engine.defaults.max_new_tokens
     assert demo._queue.max_size == app.QUEUE_SIZE and demo._queue.default_concurrency_limit == app.CONCURRENCY
     assert any("arxiv.org/abs/2511.07129" in m for m in visible_markdowns(demo))

@@ -157,26 +157,23 @@ def test_constants_are_kept_on_disk_and_keyed_by_the_pool(tmp_path):
 
 @pytest.mark.slow
 def test_router_matches_the_lab_reference(real_engine):
-    """The shipped default, fast path (Gram matrices, cached constants) against the lab's plain path
-    (whole outputs from the adapters' files, the background probed here) on the real pool."""
+    """The shipped default, fast path (r x r matrices, cached constants) against the lab's path (the adapters'
+    files stacked by the lab, the background probed here, the setting read back from adapters.yaml) on the real
+    pool."""
     from logo_core import lab
     from logo_core.prompts import PromptEncoder
     from logo_core.registry import load_config
 
     cfg = load_config("adapters.yaml")
+    st = lab.library_setting(cfg.defaults)
     prompts = ["A bag of flour weighs 1.5 kg. How many grams is that?", "Spell out 19 in German.", "Hi!"]
-    background = cfg.background()
+    rows = [lab.Prompt(p, "", "", False, "test") for p in prompts]
+    rows += [lab.Prompt(p, "", "", False, "background") for p in cfg.background()]
+    rows += [lab.Prompt(p, "", "", False, "neutral") for p in cfg.neutral_prompts]
     encoder = PromptEncoder(real_engine.tokenizer, cfg.engine.max_prompt_tokens, 8192)
-    x = lab.collect(real_engine.router.model, encoder, prompts + background)  # [P, L, 2, 2, D]
-    pool = lab.pool_factors(cfg, real_engine.model)
-    parts = []
-    for module in ("q_proj", "v_proj"):
-        for pooling in (0, 1):
-            v = x[:, :, 0, pooling]
-            sig = lab.block_signals(v, pool, v[len(prompts) :], "norm", module)
-            bg = sig[len(prompts) :]
-            parts.append(lab.calibrate(sig[: len(prompts)], bg, bg, "z_after", slice(0, 30)))
-    expected = torch.stack(parts).mean(0)
+    x = lab.collect(real_engine.router.model, encoder, [r.text for r in rows])  # [P, L, 2, 2, D]
+    the_lab = lab.Lab(rows, x, lab.pool_factors(cfg, real_engine.model))
+    expected = the_lab.scores(st, the_lab.index["test"])
     routed = real_engine.route_batch(prompts)
     got = torch.tensor([[r.scores[n] for n in real_engine.adapters] for r in routed])
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
@@ -207,26 +204,27 @@ def test_shipped_constants_fit_the_shipped_pool(real_engine):
         {"calibration": "background", "pooling": "mean", "module": "q_proj", "layer": "1:3"},
     ],
 )
-def test_fast_norm_path_equals_the_per_site_reference(setup, route):
+@pytest.mark.parametrize("signal", ["norm", "subspace", "subspace_cos"])
+def test_fast_quadratic_path_equals_the_per_site_reference(setup, route, signal):
     """The router's fast path (each stream's blocks in one einsum) gives the reference path's scores."""
-    from logo_core.router import fast_norm_score, route_scores
+    from logo_core.router import fast_quadratic_score, route_scores
 
     engine, *_ = setup
     router = engine.router
-    opts = router.options(**{"layer": "0:4", **route})
+    opts = router.options(**{"layer": "0:4", **route, "signal": signal})
     enc = engine.encode(PROMPTS, 0, engine.placement.device)
     hs = router._probe(enc, [opts])
-    reference = __import__("logo_core.signals", fromlist=["score"]).score(router._sites(hs, opts), "norm")
-    fast = fast_norm_score(router, hs, opts)
+    reference = __import__("logo_core.signals", fromlist=["score"]).score(router._sites(hs, opts), signal)
+    fast = fast_quadratic_score(router, hs, opts)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(route_scores(router, hs, opts), reference, rtol=1e-5, atol=1e-6)
     entropy = router.options(**{"layer": "0:4", **route, "signal": "entropy"})
-    assert fast_norm_score(router, router._probe(enc, [entropy]), entropy) is None  # entropy: the reference path
+    assert fast_quadratic_score(router, router._probe(enc, [entropy]), entropy) is None  # entropy: the reference path
 
 
 def test_fast_path_with_adapters_on_different_modules_and_ranks(tiny_tok, tmp_path):
     """An adapter that does not adapt a module scores 0 there on both paths (the mask), ranks zero-padded."""
-    from logo_core.router import fast_norm_score
+    from logo_core.router import fast_quadratic_score
     from logo_core.signals import score
 
     model = tiny_model("llama", len(tiny_tok), n_layers=N_LAYERS)
@@ -237,7 +235,7 @@ def test_fast_path_with_adapters_on_different_modules_and_ranks(tiny_tok, tmp_pa
     }
     engine = tiny_engine(model, tiny_tok, tmp_path, adapters, k=1)
     router = engine.router
-    for cal in ("background", "neutral"):
-        opts = router.options(layer="0:4", module="q_proj,v_proj", pooling="both", calibration=cal)
+    for cal, signal in itertools.product(("background", "neutral"), ("norm", "subspace")):
+        opts = router.options(layer="0:4", module="q_proj,v_proj", pooling="both", calibration=cal, signal=signal)
         hs = router._probe(engine.encode(PROMPTS, 0, engine.placement.device), [opts])
-        torch.testing.assert_close(fast_norm_score(router, hs, opts), score(router._sites(hs, opts), "norm"))
+        torch.testing.assert_close(fast_quadratic_score(router, hs, opts), score(router._sites(hs, opts), signal))

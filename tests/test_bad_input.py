@@ -85,8 +85,12 @@ EXACT = [  # (options class, values, the whole message)
     (RouteOptions, {"k": "3"}, "`k` must be an integer, got '3'"),
     (RouteOptions, {"k": True}, "`k` must be an integer, got True"),
     (RouteOptions, {"k": 2.5}, "`k` must be an integer, got 2.5"),
-    (RouteOptions, {"signal": "loud"}, "`signal` must be one of ['norm', 'entropy'], got 'loud'"),
-    (RouteOptions, {"signal": 3}, "`signal` must be one of ['norm', 'entropy'], got 3"),
+    (
+        RouteOptions,
+        {"signal": "loud"},
+        "`signal` must be one of ['norm', 'entropy', 'subspace', 'subspace_cos'], got 'loud'",
+    ),
+    (RouteOptions, {"signal": 3}, "`signal` must be one of ['norm', 'entropy', 'subspace', 'subspace_cos'], got 3"),
     (RouteOptions, {"probe_input": "x"}, "`probe_input` must be one of ['residual', 'module'], got 'x'"),
     (
         RouteOptions,
@@ -111,7 +115,7 @@ EXACT = [  # (options class, values, the whole message)
     (
         RouteOptions,
         {"k": 0, "signal": "x"},
-        "`k` must be between 1 and 3 (the pool size is 3), got 0; `signal` must be one of ['norm', 'entropy'], got 'x'",
+        "`k` must be between 1 and 3 (the pool size is 3), got 0; `signal` must be one of ['norm', 'entropy', 'subspace', 'subspace_cos'], got 'x'",
     ),
     (GenerateOptions, {"max_new_tokens": 0}, "`max_new_tokens` must be between 1 and 1024, got 0"),
     (GenerateOptions, {"max_new_tokens": 2000}, "`max_new_tokens` must be between 1 and 1024, got 2000"),
@@ -938,7 +942,10 @@ def test_cli_checks_every_argument_before_loading(tmp_path):
         (["route", *base, "--layer", "zz"], "`layer` must be an int, 'a:b' or a list of ints, got 'zz'"),
         (["route", *base, "--layer", "1.5"], "got '1.5'"),
         (["route", *base, "--module", ""], "`module` is empty"),
-        (["route", *base, "--signal", "x"], "`signal` must be one of ['norm', 'entropy'], got 'x'"),
+        (
+            ["route", *base, "--signal", "x"],
+            "`signal` must be one of ['norm', 'entropy', 'subspace', 'subspace_cos'], got 'x'",
+        ),
         (["route", *base, "--probe-input", "out"], "`probe_input` must be one of"),
         (["route", "--config", str(cfg), "--prompt", ""], "`prompt` is empty"),
         (["route", "--config", str(cfg), "--prompt", "\x01\u200b"], "`prompt` is empty"),

@@ -77,7 +77,11 @@ def _direct_scores(engine, reference, adapters, prompt, block, module, signal, p
             continue
         A, B, s = lora
         o = s * B @ (A @ h)
-        if signal == "norm":
+        if signal.startswith("subspace"):  # h projected onto the row space of A (an orthonormal basis by QR)
+            Q, _ = torch.linalg.qr(A.T.double())
+            proj = float(torch.linalg.vector_norm(Q.T @ h.double()))
+            scores.append(proj / float(torch.linalg.vector_norm(h.double())) if signal == "subspace_cos" else proj)
+        elif signal == "norm":
             scores.append(float(torch.sqrt((o**2).sum())))
         else:
             p = torch.exp(o) / torch.exp(o).sum()
@@ -85,7 +89,7 @@ def _direct_scores(engine, reference, adapters, prompt, block, module, signal, p
     return torch.tensor(scores)
 
 
-@pytest.mark.parametrize("signal", ["norm", "entropy"])
+@pytest.mark.parametrize("signal", ["norm", "entropy", "subspace", "subspace_cos"])
 @pytest.mark.parametrize("probe_input", ["residual", "module"])
 @pytest.mark.parametrize(("block", "module"), [(N_LAYERS - 1, "q_proj"), (1, "v_proj"), (2, "o_proj")])
 def test_signals_match_the_formulas(setup, signal, probe_input, block, module):
@@ -97,13 +101,15 @@ def test_signals_match_the_formulas(setup, signal, probe_input, block, module):
 
 
 def test_norm_routing_never_loads_the_up_projections(tiny_tok, tmp_path):
-    """`norm` scores come from A and the r x r Gram matrices alone: the stacked B of a site is read only
+    """`norm` and `subspace` scores come from A and r x r matrices alone: the stacked B of a site is read only
     when a signal of whole outputs asks for it, and then gives the same norms."""
     model = tiny_model(ARCHS[0], len(tiny_tok), n_layers=N_LAYERS)
     adapters = {f"a{i}": make_adapter(model, tmp_path / f"a{i}", seed=i, r=2 + 2 * i, alpha=8) for i in range(3)}
     engine = tiny_engine(model, tiny_tok, tmp_path, adapters, k=2)
     opts = dict(layer=f"0:{N_LAYERS}", module="q_proj", calibrated=False)
     norms = engine.route(PROMPTS[0], signal="norm", **opts).scores
+    sub = engine.route(PROMPTS[0], signal="subspace_cos", **opts).scores  # A and r x r matrices only, too
+    assert not engine.pool._ups and sub != norms
     with_gram = engine.pool.stacked_bytes
     A, G, _ = engine.pool.probe_stack((1, "q_proj"))
     assert G.shape == (3, A.shape[1], A.shape[1])  # r x r per adapter, never D_out x r

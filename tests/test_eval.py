@@ -153,3 +153,25 @@ def test_jsonl_scoring(real_engine, tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     out = logo_eval.score_jsonl(real_engine, path, "exact_match", max_new_tokens=8, batch_size=2)
     assert out["rows"] == 2 and set(out["scores"]) == {"base", "LoGo"}
+
+
+def test_readme_says_when_the_evaluation_ran_with_another_routing_default(tmp_path, monkeypatch):
+    """scripts/update_readme.py heads the evaluation's section with a note when adapters.yaml routes otherwise now."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "update_readme", Path(__file__).parents[1] / "scripts/update_readme.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "docs/eval").mkdir(parents=True)
+    ran = {"signal": "norm", "module": ["q_proj", "v_proj"], "layer": "0:30", "abstain_below": 0.4}
+    (tmp_path / "docs/eval/results.json").write_text(json.dumps({"shipped_default": ran}))
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    config = tmp_path / "adapters.yaml"
+    config.write_text("defaults:\n  signal: norm\n  module: q_proj,v_proj\n  layer: '0:30'\n  abstain_below: 0.5\n")
+    assert mod.eval_default_note() == ""  # the same routing (a threshold is not how a prompt is routed)
+    config.write_text("defaults:\n  signal: subspace\n  module: q_proj,v_proj\n  layer: '0:30'\n")
+    note = mod.eval_default_note()
+    assert "previous routing default" in note and "signal norm -> subspace" in note and "module" not in note

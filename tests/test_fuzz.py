@@ -207,7 +207,7 @@ def module_ok(v) -> bool:
 
 ROUTE_RULES = {
     "k": lambda v: as_int(v) is not None and 1 <= as_int(v) <= len(NAMES),
-    "signal": lambda v: isinstance(v, str) and v in ("norm", "entropy"),
+    "signal": lambda v: isinstance(v, str) and v in ("norm", "entropy", "subspace", "subspace_cos"),
     "calibrated": lambda v: type(v) is bool,
     "layer": layer_ok,
     "module": module_ok,
@@ -570,7 +570,7 @@ VALID_DEFAULTS = st.fixed_dictionaries(
     {},
     optional={
         "k": st.integers(1, 5),  # up to the pool size: a larger default is clamped (engine.route_options)
-        "signal": st.sampled_from(["norm", "entropy"]),
+        "signal": st.sampled_from(["norm", "entropy", "subspace", "subspace_cos"]),
         "calibrated": st.booleans(),
         "layer": st.one_of(st.integers(-L, L - 1), st.sampled_from(["0:2", "-2:", "1,3", ":"])),
         "module": st.sampled_from(["q_proj", "v_proj", "q_proj,o_proj"]),

@@ -139,6 +139,7 @@ def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
     [
         lab.Setting("norm", "v_proj", "residual", "mean", "z_after", "10:30"),
         lab.Setting("norm", "both", "module", "both", "neutral", "0:30"),
+        lab.Setting("subspace_cos", "both", "module", "both", "z_after", "0:30"),
         lab.NAMED["paper"],
     ],
     ids=lambda st: st.name,

@@ -409,6 +409,7 @@ def hits(lab: Lab, st: Setting, split: str) -> dict[str, Tensor]:
 NAMED = {  # settings kept selectable by name
     "paper": Setting("norm", "q_proj", "residual", "last", "raw", "29:30"),
     "neutral-15:30": Setting(),  # the shipped default before this lab
+    "norm-0:30": Setting("norm", "both", "residual", "both", "z_after", "0:30"),  # the lab's first choice (norm)
 }
 
 

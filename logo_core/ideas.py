@@ -11,6 +11,10 @@ here, with their numbers, in docs/lab/ideas.md.
   prompts (12 or 24 a task, never dev or test items) instead of the pool's 3 examples an adapter.
 - `whiten`: the score vector decorrelated with the background's covariance of calibrated scores,
   shrunk to its diagonal by `lam` (ZCA): what each adapter says beyond the adapters that move with it.
+- `self_trained`: each background prompt labelled by the default's own top-1 (pseudo-labels: still no
+  task is read), each adapter's centroid of those prompts' score vectors, and a prompt routed by its
+  score vector's cosine to the centroids (alone, or added to the score): what the pool's scores say
+  together, learnt from the router's own decisions.
 - `confidence`: the default's top 3 each answer alone (greedy), and the one whose answer has the highest
   mean token log-probability (alone, or added to the score with weight `alpha`) wins. Costs three
   generations a prompt; scores the answers too.
@@ -95,6 +99,17 @@ def whiten(scores: Tensor, background: Tensor, lam: float) -> Tensor:
     return (scores - mu) @ (U @ torch.diag(ev.clamp_min(1e-6).rsqrt()) @ U.T)
 
 
+def self_trained(scores: Tensor, background: Tensor) -> Tensor:
+    """[P, N] cosine of each score vector to the centroids of the background's score vectors grouped by their own
+    top-1 (an adapter no background prompt picks gets -1: it can only win through the score it is added to)."""
+    N = background.shape[1]
+    pseudo = background.argmax(-1)
+    C = torch.zeros(N, N).index_add_(0, pseudo, background)
+    count = torch.bincount(pseudo, minlength=N)
+    sim = torch.nn.functional.normalize(scores, dim=-1) @ torch.nn.functional.normalize(C, dim=-1).T
+    return torch.where(count > 0, sim, torch.full_like(sim, -1.0))
+
+
 def score_ideas(lab: L.Lab, st: L.Setting, bg_sizes: list[int], per_task: int) -> list[dict]:
     """Every probe-only idea on both dev samples, paired against the default (`per_task`: bigbg's prompts a task)."""
     rows = []
@@ -107,8 +122,14 @@ def score_ideas(lab: L.Lab, st: L.Setting, bg_sizes: list[int], per_task: int) -
             lab.index["bg_sub"] = lab.index["bigbg"].view(-1, per_task)[:, :n].reshape(-1)
             variants[f"background: {n} training prompts a task"] = with_background(lab, st, split, "bg_sub")
         bg_scores = lab.scores(st, lab.index["background"])
+        big_scores = lab.scores(st, lab.index["bigbg"])
         for lam in (0.5, 0.7, 0.8, 0.9, 0.95):
             variants[f"whiten, lam {lam}"] = whiten(base_scores, bg_scores, lam)
+        for bg_name, bg in (("examples", bg_scores), (f"{per_task} training prompts a task", big_scores)):
+            sim = self_trained(base_scores, bg)
+            variants[f"self-trained centroids ({bg_name}), alone"] = sim
+            for w in (1, 5):
+                variants[f"self-trained centroids ({bg_name}), score + {w} x cosine"] = base_scores + w * sim
         for name, scores in variants.items():
             h = hit_rows(lab, scores, split)
             rows.append(

@@ -184,6 +184,18 @@ def test_whitening_decorrelates_the_background_and_shrinks_to_a_rescale():
     torch.testing.assert_close(diag, (bg - bg.mean(0)) / bg.std(0), atol=1e-4, rtol=0)
 
 
+def test_self_trained_centroids_follow_the_routers_own_top1():
+    from logo_core.ideas import self_trained
+
+    bg = torch.tensor([[3.0, 0.0, 1.0], [2.0, 0.5, 1.5], [0.0, 4.0, 0.0]])  # adapter 2 is never anyone's top-1
+    sim = self_trained(torch.tensor([[2.5, 0.2, 1.2], [0.0, 1.0, 0.0]]), bg)
+    assert sim.argmax(-1).tolist() == [0, 1] and (sim[:, 2] == -1).all()
+    centroid0 = torch.nn.functional.normalize(bg[:2].mean(0), dim=0)  # the mean of the prompts it won
+    torch.testing.assert_close(
+        sim[0, 0], torch.nn.functional.normalize(torch.tensor([2.5, 0.2, 1.2]), dim=0) @ centroid0
+    )
+
+
 def test_confidence_rules_pick_by_score_by_confidence_or_both():
     from logo_core.ideas import confidence_rows
 

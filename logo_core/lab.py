@@ -83,6 +83,18 @@ def offpool_prompts() -> dict[str, list[str]]:
     return offpool
 
 
+def people_dev_prompts(n: int) -> list[Prompt]:
+    """`people_dev`: dev items in people-style phrasings written apart from the `people` test ones (n a task),
+    so that the abstain threshold is chosen on prompts worded as visitors word them, never on the test ones."""
+    from .tasks import TASKS
+
+    return [
+        Prompt(ex.prompt, t.name, t.family, t.unseen, "people_dev")
+        for t in TASKS.values()
+        for ex in t.examples("people_dev", n, seed=5)
+    ]
+
+
 def short_prompts() -> list[Prompt]:
     """Short chit-chat (a greeting, a word) that no adapter is for: `short_dev` and `short_test`."""
     offpool = offpool_prompts()
@@ -428,28 +440,36 @@ def grid() -> list[Setting]:
     return out
 
 
-def search(lab: Lab, split: str = "dev", top: int = 20) -> tuple[Setting, list[dict]]:
-    """The grid on `split` (flat decisions), then the best `top` with each decision rule.
+def dev_row(lab: Lab, st: Setting) -> dict:
+    """One setting's dev figures (percent): the template dev prompts' four, and own top-1 on `people_dev` when the
+    lab has it."""
+    row = {"setting": st, **{k: 100 * v.mean().item() for k, v in hits(lab, st, "dev").items()}}
+    if "people_dev" in lab.index:
+        row["people_top1"] = 100 * hits(lab, st, "people_dev")["own_top1"].mean().item()
+    return row
 
-    Chosen: the highest own top-1, ties broken by family hit, then by the grid's order.
+
+def search(lab: Lab, top: int = 20) -> tuple[Setting, list[dict]]:
+    """The grid on dev prompts (flat decisions), then the best `top` with each decision rule.
+
+    Chosen: the best `rank`, then the grid's order.
     """
-    rows = []
-    for st in grid():
-        h = hits(lab, st, split)
-        rows.append({"setting": st, **{k: 100 * v.mean().item() for k, v in h.items()}})
-    best = sorted(rows, key=lambda r: (-r["own_top1"], -r["family_hit"]))[:top]
-    for r in best:
-        for decision in ("family", "family_contrast"):
-            st = replace(r["setting"], decision=decision)
-            h = hits(lab, st, split)
-            rows.append({"setting": st, **{k: 100 * v.mean().item() for k, v in h.items()}})
+    rows = [dev_row(lab, st) for st in grid()]
+    for r in sorted(rows, key=order)[:top]:
+        rows += [dev_row(lab, replace(r["setting"], decision=d)) for d in ("family", "family_contrast")]
     chosen = max(rows, key=rank)["setting"]
     return chosen, rows
 
 
 def rank(row: dict) -> tuple[float, float]:
-    """How the lab orders settings: own top-1, ties broken by family hit."""
-    return row["own_top1"], row["family_hit"]
+    """How the lab orders settings: own top-1 on dev, the mean of the template and the people-style dev prompts
+    (a visitor's wording counts as much as the templates'), ties broken by family hit."""
+    return (row["own_top1"] + row.get("people_top1", row["own_top1"])) / 2, row["family_hit"]
+
+
+def order(row: dict) -> tuple[float, float]:
+    """Sort key: best `rank` first."""
+    return tuple(-x for x in rank(row))
 
 
 def runs_in_library(st: Setting) -> bool:
@@ -470,7 +490,7 @@ def top_margin(lab: Lab, st: Setting, split: str) -> Tensor:
 
 ABSTAIN_RULES = {
     "target": "dev: the lowest threshold that abstains on at least 95% of off-pool dev questions (fewest pool prompts lost)",
-    "balanced": "dev: least balanced error between off-pool dev questions and pool dev prompts",
+    "balanced": "dev: least balanced error between off-pool dev questions and pool dev prompts (template and people-style)",
 }
 
 
@@ -496,7 +516,8 @@ def min_tokens(lab: Lab) -> int:
     return 0 if lab.tokens is None else int(lab.tokens[lab.index["dev"]].min())
 
 
-ABSTAIN_SPLITS = ("offpool_dev", "offpool_test", "short_dev", "short_test", "dev", "test", "people")
+ABSTAIN_SPLITS = ("offpool_dev", "offpool_test", "short_dev", "short_test", "dev", "people_dev", "test", "people")
+POOL_DEV = ("dev", "people_dev")  # the pool prompts a threshold is chosen on (template and people-style)
 
 
 def abstain(lab: Lab, st: Setting) -> dict:
@@ -506,7 +527,8 @@ def abstain(lab: Lab, st: Setting) -> dict:
     `min_tokens` (chosen on dev pool prompts alone). Reported per rule and split: the share abstained, and for
     pool prompts the share whose own adapter was top-1 and is now lost to the base model (what abstaining costs).
     """
-    taus = thresholds(top_margin(lab, st, "offpool_dev"), top_margin(lab, st, "dev"))
+    pool_dev = torch.cat([top_margin(lab, st, s) for s in POOL_DEV if s in lab.index])
+    taus = thresholds(top_margin(lab, st, "offpool_dev"), pool_dev)
     shortest = min_tokens(lab)
     out = {"threshold": taus["target"], "min_tokens": shortest, "chosen_on": ABSTAIN_RULES["target"], "rules": {}}
     for rule, tau in taus.items():
@@ -517,7 +539,7 @@ def abstain(lab: Lab, st: Setting) -> dict:
             short = lab.tokens[idx] < shortest if lab.tokens is not None else torch.zeros(len(idx), dtype=torch.bool)
             off = (m < tau) | short
             fig[split] = bootstrap(off.float())
-            if split in ("dev", "test", "people"):
+            if split in ("dev", "people_dev", "test", "people"):
                 h = hits(lab, st, split)["own_top1"]
                 seen = torch.tensor([not lab.prompts[i].unseen for i in idx.tolist()])
                 fig[f"{split}_lost"] = bootstrap(off[seen].float() * h)
@@ -535,23 +557,28 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
     lines = [
         "## Dev: the best settings of the grid",
         "",
-        f"{len(rows)} settings scored on {len(lab.index['dev'])} dev prompts. Chosen: `{chosen.name}`.",
+        f"{len(rows)} settings scored on {len(lab.index['dev'])} template dev prompts and "
+        f"{len(lab.index.get('people_dev', []))} people-style dev prompts (`people_dev`: dev items in phrasings written "
+        f"apart from the people-style test ones). Ranked by own top-1 over both (their mean), then family hit. "
+        f"Chosen: `{chosen.name}`.",
         "",
-        "| setting (variant/module/input/pooling/calibration/blocks/decision) | own top-1 | own top-3 | family hit | unseen family hit |",
-        "|---|---:|---:|---:|---:|",
+        "| setting (variant/module/input/pooling/calibration/blocks/decision) | rank: own top-1, both | own top-1 | "
+        "own top-3 | family hit | unseen family hit | own top-1, people_dev |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(rows, key=lambda r: (-r["own_top1"], -r["family_hit"]))[:15]:
-        lines.append(f"| `{r['setting'].name}` | " + " | ".join(f"{r[m]:.1f}" for m in metrics) + " |")
+    for r in sorted(rows, key=order)[:15]:
+        cells = [f"{rank(r)[0]:.1f}", *(f"{r[m]:.1f}" for m in metrics), f"{r.get('people_top1', float('nan')):.1f}"]
+        lines.append(f"| `{r['setting'].name}` | " + " | ".join(cells) + " |")
     by_axis = {}  # the best dev own top-1 for each value of each axis: what mattered
     for r in rows:
         for axis, value in asdict(r["setting"]).items():
             key = (axis, value)
-            by_axis[key] = max(by_axis.get(key, 0.0), r["own_top1"])
+            by_axis[key] = max(by_axis.get(key, 0.0), rank(r)[0])
     lines += [
         "",
-        "Best dev own top-1 for each value of each axis (the others free):",
+        "Best rank (own top-1 over both dev sets) for each value of each axis (the others free):",
         "",
-        "| axis | " + " | ".join(["value: best own top-1"] * 1) + " |",
+        "| axis | value: best rank |",
         "|---|---|",
     ]
     for axis in asdict(chosen):
@@ -693,12 +720,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     t0 = time.perf_counter()
-    prompts, short = prompt_sets(cfg, args.n_dev, args.n_test), short_prompts()
+    prompts, extra = prompt_sets(cfg, args.n_dev, args.n_test), short_prompts() + people_dev_prompts(args.n_dev)
     loaded = load(cfg.base_model)
-    vectors = torch.cat([cached_vectors(cfg, loaded, ps, Path(args.cache)) for ps in (prompts, short)])
+    vectors = torch.cat([cached_vectors(cfg, loaded, ps, Path(args.cache)) for ps in (prompts, extra)])
     encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
-    tokens = user_tokens(encoder, [p.text for p in prompts + short])
-    lab = Lab(prompts + short, vectors, pool_factors(cfg, loaded.model), tokens)
+    tokens = user_tokens(encoder, [p.text for p in prompts + extra])
+    lab = Lab(prompts + extra, vectors, pool_factors(cfg, loaded.model), tokens)
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
     best, rows = search(lab)
     chosen = best_in_library(rows) if args.library_only else best

@@ -184,6 +184,14 @@ def test_whitening_decorrelates_the_background_and_shrinks_to_a_rescale():
     torch.testing.assert_close(diag, (bg - bg.mean(0)) / bg.std(0), atol=1e-4, rtol=0)
 
 
+def test_the_lab_ranks_by_template_and_people_style_dev_prompts_alike():
+    a = {"own_top1": 90.0, "people_top1": 60.0, "family_hit": 99.0}  # great on templates, poor as people ask
+    b = {"own_top1": 84.0, "people_top1": 70.0, "family_hit": 98.0}
+    assert lab.rank(a) == (75.0, 99.0) and lab.rank(b) == (77.0, 98.0)
+    assert sorted([a, b], key=lab.order) == [b, a]
+    assert lab.rank({"own_top1": 80.0, "family_hit": 90.0}) == (80.0, 90.0)  # no people_dev prompts: templates alone
+
+
 def test_self_trained_centroids_follow_the_routers_own_top1():
     from logo_core.ideas import self_trained
 

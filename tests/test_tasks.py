@@ -70,6 +70,18 @@ def test_people_split(name):
     assert all(ex.prompt not in {t.replace("{x}", ex.key) for t in task.templates} for ex in people)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_people_dev_split(name):
+    """People-style dev prompts (for choosing): dev items only, in phrasings of their own, never the people test's."""
+    task = get_task(name)
+    people_dev = task.examples("people_dev", 20)
+    assert {task.split_of(ex) for ex in people_dev} == {"dev"}
+    assert {ex.template for ex in people_dev} <= set(task.people_dev_templates)
+    assert len({ex.template for ex in people_dev}) >= 3
+    assert not set(task.people_dev_templates) & set(task.people_templates + task.templates + task.test_templates)
+    assert not {ex.key for ex in people_dev} & {ex.key for ex in task.examples("people", 20)}  # other items too
+
+
 def _pattern(template: str) -> re.Pattern:
     return re.compile(re.escape(template).replace(re.escape("{x}"), ".+", 1), re.DOTALL)
 

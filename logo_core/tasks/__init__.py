@@ -36,6 +36,7 @@ class Family:
     unseen: tuple[str, ...] = ()  # suffixes of held-out members
     whole_unseen: bool = False  # the whole family is held out
     people_templates: tuple[str, ...] = ()  # how people ask (word problems, context): the `people` split only
+    people_dev_templates: tuple[str, ...] = ()  # more of that kind, written apart: `people_dev`, for choosing
 
     def tasks(self) -> list[Task]:
         def fill(texts: tuple[str, ...], name: str) -> tuple[str, ...]:
@@ -52,6 +53,7 @@ class Family:
                 templates=fill(self.templates, name),
                 test_templates=fill(self.test_templates, name),
                 people_templates=fill(self.people_templates, name),
+                people_dev_templates=fill(self.people_dev_templates, name),
                 source=self.source,
             )
             for suffix, name, gen in self.members
@@ -83,6 +85,11 @@ FAMILIES = [
             "Quick one: {x}, but written as {name} words please.",
             "For my {name} homework I have to write the number {x} as words. What is it?",
         ),
+        people_dev_templates=(
+            "How would I write out {x} in {name}, in words, on a form?",
+            "Writing a birthday card in {name}: how is the number {x} spelled out?",
+            "Need {x} as {name} words, not digits. Thanks!",
+        ),
     ),
     Family(
         "ordinal_words",
@@ -102,6 +109,11 @@ FAMILIES = [
             "Help me with my {name} class: what is the ordinal for {x}, written in words?",
             'In {name}, how do I write "number {x}" as in first, second, third... but for {x}?',
             "What do you call item number {x} in a list, as an ordinal word in {name}?",
+        ),
+        people_dev_templates=(
+            "My flat is on floor {x}. How do I say that as an ordinal in {name}, spelled out?",
+            "In a {name} text I want the ordinal for {x} in words. What is it?",
+            "Ranking list in {name}: spell out the ordinal form of {x}.",
         ),
     ),
     Family(
@@ -134,6 +146,11 @@ FAMILIES = [
             "Could you romanize the {name} name {x} for a passport form?",
             "How would you type {x} ({name}) on a keyboard with only Latin letters?",
         ),
+        people_dev_templates=(
+            "A {name} friend wrote {x}. How would that look in Latin letters?",
+            "I'm putting {x} ({name}) on a shipping label that only takes Latin characters. How do I write it?",
+            "Can you spell {x} from {name} using English letters?",
+        ),
     ),
     Family(
         "deaccent",
@@ -165,6 +182,11 @@ FAMILIES = [
             "I need {x} in plain letters without any {name} diacritics for a file name. What is it?",
             "Write the {name} words {x} the way you would on a keyboard without special characters.",
         ),
+        people_dev_templates=(
+            "My email client breaks on accents. What is {x} ({name}) without them?",
+            "Strip the {name} diacritics from {x} for me, please.",
+            "How do I write {x} in plain ASCII letters? It is {name}.",
+        ),
     ),
     Family(
         "inflect",
@@ -195,6 +217,11 @@ FAMILIES = [
             'Fill the gap: I need the {name} of "{x}".',
             "My teacher asked for the {name} of {x}. Which word should I write?",
         ),
+        people_dev_templates=(
+            "Grammar question: what's the {name} of {x}?",
+            "I keep forgetting the {name} of {x}. Can you remind me?",
+            "Which English word is the {name} of {x}?",
+        ),
     ),
     Family(
         "case",
@@ -213,6 +240,11 @@ FAMILIES = [
             "Our style guide wants {name}. How do I write the phrase {x} that way?",
             'Can you rewrite "{x}" in {name} for my code?',
             'What is "{x}" in {name} style?',
+        ),
+        people_dev_templates=(
+            "Turn the words {x} into a {name} identifier, please.",
+            'My linter wants {name}. What should I call something named "{x}"?',
+            'How does "{x}" look when written in {name}?',
         ),
     ),
     Family(
@@ -233,6 +265,11 @@ FAMILIES = [
             "How would a {name} newspaper print the date {x}, written out in full?",
             "My invitation says {x}. Write that date out in words in {name}.",
             "Spell out the date {x} in {name}.",
+        ),
+        people_dev_templates=(
+            "I need the date {x} written out the {name} way for a form. What is it?",
+            "How do you write {x} as a full date in {name}?",
+            "Put {x} into words the way a {name} calendar would say it.",
         ),
     ),
     Family(
@@ -265,6 +302,11 @@ FAMILIES = [
             "How do they write an amount like {x} on price tags in {name}?",
             "Show {x} written the way a store in {name} would display it.",
         ),
+        people_dev_templates=(
+            "What does {x} look like on a {name} price tag?",
+            "I'm writing an invoice for a client in {name}. How do I format {x}?",
+            "Format the amount {x} the way people in {name} write prices.",
+        ),
     ),
     Family(
         "units",
@@ -283,6 +325,11 @@ FAMILIES = [
             "My package is {x}. What is that in {name}?",
             "I have {x} of it. Tell me the amount in {name}.",
             "For my science homework: change {x} into {name}.",
+        ),
+        people_dev_templates=(
+            "The label says {x}. What's that in {name}?",
+            "Quick conversion please: {x} to {name}.",
+            "I measured {x}. How much is that in {name}?",
         ),
     ),
 ]

@@ -20,8 +20,9 @@ from typing import Literal
 
 from .metrics import METRICS
 
-Split = Literal["train", "dev", "test", "people"]
-SPLITS = ("train", "dev", "test", "people")
+Split = Literal["train", "dev", "test", "people", "people_dev"]
+SPLITS = ("train", "dev", "test", "people", "people_dev")
+ITEMS = {"people": "test", "people_dev": "dev"}  # the people-style splits rephrase another split's items
 MetricName = Literal["exact_match", "exact_match_cased", "rouge_l", "bleu", "chrf"]
 
 
@@ -64,26 +65,35 @@ class Task:
     templates: tuple[str, ...] = ()  # phrasings with an `{x}` slot, used in train and test
     test_templates: tuple[str, ...] = ()  # phrasings never used in training, only in test prompts
     people_templates: tuple[str, ...] = ()  # how people ask: the `people` split only (test items)
+    people_dev_templates: tuple[str, ...] = ()  # other people-style phrasings, for choosing: `people_dev` (dev items)
     source: str = ""  # the package the data comes from (`name==version` is read at run time)
 
     def phrase(self, ex: Example, split: Split, rng: random.Random) -> Example:
         """The example with its input put into a template of `split` (unchanged without templates).
 
         train and dev use the training phrasings; test adds the test-only ones; `people` uses only
-        the people-style phrasings (other word orders, word problems, a sentence around the request).
+        the people-style phrasings (other word orders, word problems, a sentence around the request);
+        `people_dev` others of that kind, written apart, so that a choice can see such prompts without
+        ever reading the ones it is reported on.
         """
         if not self.templates:
             return ex
-        pool = {"test": self.templates + self.test_templates, "people": self.people_templates}.get(
-            split, self.templates
-        )
-        template = rng.choice(pool)
+        template = rng.choice(self.phrase_pool(split))
         return Example(template.replace("{x}", ex.prompt), ex.answer, ex.key or ex.prompt, template)
+
+    def phrase_pool(self, split: Split) -> tuple[str, ...]:
+        """The phrasings a prompt of `split` is put in."""
+        return {
+            "test": self.templates + self.test_templates,
+            "people": self.people_templates,
+            "people_dev": self.people_dev_templates,
+        }.get(split, self.templates)
 
     def split_of(self, ex: Example) -> Literal["train", "dev", "test"]:
         """Stable split of an item: md5, not `hash()`, so it survives PYTHONHASHSEED.
 
-        The `people` split reuses the test items (phrased differently), so it is never trained on either.
+        The `people` split reuses the test items (phrased differently), so it is never trained on either;
+        `people_dev` the dev items.
         """
         digest = hashlib.md5(f"{self.name}:{ex.key or ex.prompt}".encode()).hexdigest()
         u = int(digest[:8], 16) % 10_000
@@ -95,8 +105,9 @@ class Task:
         """`n` examples of one split; the same (split, n, seed) always gives the same list.
 
         Args:
-            split: "train", "dev" (held out from training, for choosing settings), "test", or
-                "people" (test items in people-style phrasings).
+            split: "train", "dev" (held out from training, for choosing settings), "test",
+                "people" (test items in people-style phrasings) or "people_dev" (dev items in other
+                people-style phrasings, for choosing).
             n: how many examples.
             seed: selects another deterministic sample of the same split.
             distinct: no repeated prompt. Training sets larger than a small task's item space
@@ -107,8 +118,8 @@ class Task:
         """
         if split not in SPLITS:
             raise ValueError(f"`split` must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
-        if split == "people" and not self.people_templates:
-            raise ValueError(f"task {self.name!r} has no people-style phrasings, so no `people` split")
+        if split in ITEMS and not self.phrase_pool(split):
+            raise ValueError(f"task {self.name!r} has no people-style phrasings, so no `{split}` split")
         if n < 0:
             raise ValueError(f"`n` must be >= 0, got {n}")
         rng = random.Random(f"{self.name}:{split}:{seed}")
@@ -118,7 +129,7 @@ class Task:
             if len(out) == n:
                 return out
             ex = self.generate(rng)
-            if self.split_of(ex) != ("test" if split == "people" else split):
+            if self.split_of(ex) != ITEMS.get(split, split):
                 continue
             ex = self.phrase(ex, split, rng)
             if distinct and ex.prompt in seen:

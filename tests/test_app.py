@@ -118,7 +118,7 @@ def test_route_draws_what_was_probed(cb, page, app_engine):
         and order == sorted(r.scores, key=lambda n: -r.scores[n])[: callbacks.TOP]
     )
     assert fig.layout.meta["hidden"] == len(POOL) - callbacks.TOP
-    assert fig.layout.title.text == "Adapter signal · calibrated norm"
+    assert fig.layout.title.text == f"Adapter signal · calibrated {r.options['signal']}"
     o_ = r.options
     where = (
         f"blocks {o_['blocks'][0]}-{o_['blocks'][-1]} (mean)" if len(o_["blocks"]) > 1 else f"block {o_['blocks'][0]}"

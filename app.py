@@ -177,6 +177,13 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 precision=0,
                 elem_id="abstain-tokens",
             )
+            c["abstain_signal"] = gr.Radio(
+                choices("abstain_signal"),
+                value=init["abstain_signal"],
+                label="Abstain on",
+                info=info("abstain_signal", step=4),
+                elem_id="abstain-signal",
+            )
             p.presets = gr.Dropdown(
                 ["paper", "neutral", "adapters.yaml"],
                 value=None,

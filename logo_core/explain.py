@@ -160,10 +160,9 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         several = len(x.streams()) > 1
         step3 = (
             f"Each adapter's signal, averaged over the blocks, is compared with the same number on "
-            f"{x.background_prompts} background prompts (the pool's example prompts, which adapter each came "
-            "from unused): z_i = (σ_i − μ_i) / s_i, with μ_i the background's mean and s_i its spread. An adapter "
-            "that is loud on every task-like prompt gains nothing; one that answers this prompt more than usual "
-            f"stands out. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
+            f"{x.background_prompts} background prompts (the pool's example prompts, unlabelled): "
+            "z_i = (σ_i − μ_i) / s_i, with μ_i the background's mean and s_i its spread. An adapter loud on every "
+            f"task-like prompt gains nothing; one that answers this prompt more than usual stands out. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
             + (
                 f" The score is the mean of the z of the {len(x.streams())} streams (module x token reading)."
                 if several
@@ -197,6 +196,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         for i, n in enumerate(r.selected)
     )
     mix = " + ".join(f"{r.weights[n]:.2f}·Δ{name(n)}(x)" for n in r.selected)
+    gate = abstain_text(r)
     steps = [
         f"**Probe.** One pass of the base model over the prompt (**{x.prompt_tokens} tokens** with the chat "
         f"template), stopped after block {blocks[-1]}. At {where} LoGo reads h: {what} at "
@@ -213,7 +213,8 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         f"**Top-k cut.** k = {k} of {n_pool}: "
         + ", ".join(f"{name(n)} {fmt(r.scores[n])}" for n in r.selected)
         + cut
-        + (f" · **tie** at the cut: {', '.join(map(name, r.ties))} (pool order chose)." if r.ties else "."),
+        + (f" · **tie** at the cut: {', '.join(map(name, r.ties))} (pool order chose)." if r.ties else ".")
+        + (f" {gate}" if gate and r.selected else ""),
         (
             (
                 f"**Weights** (`lead`). The best adapter at full strength, w_1 = 1; each other w_i = {LEAD_SHARE:g} × "
@@ -228,8 +229,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
                 "tokens, shorter than every prompt the pool is for, so no score above means anything: the base "
                 "model answers alone."
                 if o.get("abstain_reason") == "short"
-                else "**Abstained.** No adapter stands out (the best score is below `abstain_below`): the base "
-                "model answers alone."
+                else f"**Abstained.** No adapter stands out: {gate} The base model answers alone."
             )
         ),
         f"**Mixture.** While answering, every adapted module computes y = W x + {mix}, "
@@ -242,6 +242,16 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     )
     head = f"**How LoGo chose the adapters for this prompt** ({settings})"
     return "\n\n".join([head, *(f'<a id="how-{i}"></a>**{i} ·** {text}' for i, text in enumerate(steps, 1))])
+
+
+def abstain_text(r: Routing) -> str:
+    """The abstain check in words: whose best score met `abstain_below` or fell under it ('' without one)."""
+    o, best = r.options, r.abstain_score
+    if best is None or o.get("abstain_below") is None:
+        return ""
+    which = "" if o.get("abstain_signal", "same") in ("same", o["signal"]) else f"**{o['abstain_signal']}** "
+    verdict = "≥" if best >= o["abstain_below"] else "<"
+    return f"Abstain check: best {which}score {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g}."
 
 
 def table_markdown(x: Explanation, limit: int | None = None) -> str:

@@ -52,11 +52,7 @@ def build(cfg, loaded, cache: Path, bg_per_task: int) -> L.Lab:
     from .tasks import TASKS
 
     prompts = L.prompt_sets(cfg, 10, 20)
-    extra = [
-        L.Prompt(ex.prompt, t.name, t.family, t.unseen, "dev2")
-        for t in TASKS.values()
-        for ex in t.examples("dev", DEV2_N, seed=DEV2_SEED)
-    ]
+    extra = L.split_prompts("dev", DEV2_N, seed=DEV2_SEED, name="dev2")
     extra += [
         L.Prompt(ex.prompt, "", "", False, "bigbg")
         for t in TASKS.values()

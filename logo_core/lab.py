@@ -57,14 +57,7 @@ class Prompt:
 
 def prompt_sets(cfg, n_dev: int, n_test: int) -> list[Prompt]:
     """Dev, test and people-style prompts of every task, then the background and neutral prompts."""
-    from .tasks import TASKS
-
-    out: list[Prompt] = []
-    for split, n in (("dev", n_dev), ("test", n_test), ("people", n_test)):
-        for t in TASKS.values():
-            m = n if split != "dev" else min(n, 20)
-            for ex in t.examples(split, m, seed=0 if split != "dev" else 5):
-                out.append(Prompt(ex.prompt, t.name, t.family, t.unseen, split))
+    out = split_prompts("dev", min(n_dev, 20), seed=5) + split_prompts("test", n_test) + split_prompts("people", n_test)
     offpool = offpool_prompts()
     for split in ("dev", "test"):
         out += [Prompt(p, "", "", False, f"offpool_{split}") for p in offpool[split]]
@@ -86,12 +79,17 @@ def offpool_prompts() -> dict[str, list[str]]:
 def people_dev_prompts(n: int) -> list[Prompt]:
     """`people_dev`: dev items in people-style phrasings written apart from the `people` test ones (n a task),
     so that the abstain threshold is chosen on prompts worded as visitors word them, never on the test ones."""
+    return split_prompts("people_dev", n, seed=5)
+
+
+def split_prompts(split: str, n: int, seed: int = 0, name: str | None = None) -> list[Prompt]:
+    """`n` prompts of every task from one split of the task suite (`Task.examples`), labelled `name` (the split)."""
     from .tasks import TASKS
 
     return [
-        Prompt(ex.prompt, t.name, t.family, t.unseen, "people_dev")
+        Prompt(ex.prompt, t.name, t.family, t.unseen, name or split)
         for t in TASKS.values()
-        for ex in t.examples("people_dev", n, seed=5)
+        for ex in t.examples(split, n, seed=seed)
     ]
 
 
@@ -520,22 +518,52 @@ ABSTAIN_SPLITS = ("offpool_dev", "offpool_test", "short_dev", "short_test", "dev
 POOL_DEV = ("dev", "people_dev")  # the pool prompts a threshold is chosen on (template and people-style)
 
 
-def abstain(lab: Lab, st: Setting) -> dict:
+def gate_rows(lab: Lab, st: Setting) -> list[dict]:
+    """Each signal the library runs as the abstain signal of `st` (its other axes alike), on dev: the `target`
+    rule's threshold and the share of off-pool and pool dev prompts it abstains on."""
+    rows = []
+    for variant in LIBRARY_SIGNALS:
+        gate = replace(st, variant=variant, decision="flat")
+        m = {s: top_margin(lab, gate, s) for s in ("offpool_dev", *POOL_DEV) if s in lab.index}
+        tau = thresholds(m["offpool_dev"], torch.cat([m[s] for s in POOL_DEV if s in m]))["target"]
+        abst = {s: 100 * (v < tau).float().mean().item() for s, v in m.items()}
+        pool = sum(abst[s] for s in POOL_DEV if s in abst) / sum(s in abst for s in POOL_DEV)
+        rows.append({"signal": variant, "threshold": tau, **abst, "pool_dev": pool})
+    return rows
+
+
+def choose_gate(lab: Lab, st: Setting) -> str:
+    """The abstain signal chosen on dev: the one whose `target` threshold abstains on the fewest pool dev prompts
+    (template and people-style alike); the routing signal itself on a tie. A signal that tells adapters apart
+    need not be the one that tells pool prompts from others."""
+    rows = gate_rows(lab, st)
+    return min(rows, key=lambda r: (r["pool_dev"], r["signal"] != st.variant))["signal"]
+
+
+def abstain(lab: Lab, st: Setting, gate: str | None = None) -> dict:
     """Choose the abstain threshold on dev by each rule and report them; `threshold` is the `target` rule's.
 
-    A prompt abstains when its best score is under the threshold or it has fewer user tokens than
-    `min_tokens` (chosen on dev pool prompts alone). Reported per rule and split: the share abstained, and for
-    pool prompts the share whose own adapter was top-1 and is now lost to the base model (what abstaining costs).
+    A prompt abstains when the best score of the `gate` signal (default: the routing one), calibrated as `st` is,
+    is under the threshold, or it has fewer user tokens than `min_tokens` (chosen on dev pool prompts alone).
+    Reported per rule and split: the share abstained, and for pool prompts the share whose own adapter was top-1
+    (under `st`) and is now lost to the base model (what abstaining costs).
     """
-    pool_dev = torch.cat([top_margin(lab, st, s) for s in POOL_DEV if s in lab.index])
-    taus = thresholds(top_margin(lab, st, "offpool_dev"), pool_dev)
+    gated = replace(st, variant=gate or st.variant, decision="flat")
+    pool_dev = torch.cat([top_margin(lab, gated, s) for s in POOL_DEV if s in lab.index])
+    taus = thresholds(top_margin(lab, gated, "offpool_dev"), pool_dev)
     shortest = min_tokens(lab)
-    out = {"threshold": taus["target"], "min_tokens": shortest, "chosen_on": ABSTAIN_RULES["target"], "rules": {}}
+    out = {
+        "threshold": taus["target"],
+        "min_tokens": shortest,
+        "signal": gated.variant,
+        "chosen_on": ABSTAIN_RULES["target"],
+        "rules": {},
+    }
     for rule, tau in taus.items():
         fig = {"threshold": tau, "chosen_on": ABSTAIN_RULES[rule]}
         for split in (s for s in ABSTAIN_SPLITS if s in lab.index):
             idx = lab.index[split]
-            m = top_margin(lab, st, split)
+            m = top_margin(lab, gated, split)
             short = lab.tokens[idx] < shortest if lab.tokens is not None else torch.zeros(len(idx), dtype=torch.bool)
             off = (m < tau) | short
             fig[split] = bootstrap(off.float())
@@ -604,13 +632,28 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
             d = {m: paired(per["chosen"][m], per[base][m]) for m in metrics}
             data["splits"][split][f"chosen - {base}"] = d
             lines.append(f"| chosen - {base} (paired) | " + " | ".join(fmt(d[m]) for m in metrics) + " |")
-    ab = abstain(lab, chosen)
-    data["abstain"] = ab
+    gates = gate_rows(lab, chosen) if chosen.variant in LIBRARY_SIGNALS else []
+    gate = choose_gate(lab, chosen) if gates else None
+    ab = abstain(lab, chosen, gate)
+    data["abstain"], data["abstain_signals"] = ab, gates
     lines += [
         "",
         "## Abstaining",
         "",
-        "Threshold on the best adapter's calibrated score, chosen on dev by each rule; the first is the default's.",
+        "The abstain signal, chosen on dev: each signal's best calibrated score (the chosen setting's other axes) "
+        "thresholded by the `target` rule; chosen: the fewest pool dev prompts abstained "
+        f"(`abstain_signal`: **{ab['signal']}**).",
+        "",
+        "| abstain signal | threshold | offpool_dev abstained | dev abstained | people_dev abstained |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {g['signal']} | {g['threshold']:.3f} | {g['offpool_dev']:.1f} | {g.get('dev', float('nan')):.1f} | "
+            f"{g.get('people_dev', float('nan')):.1f} |"
+            for g in gates
+        ),
+        "",
+        f"Threshold on the best adapter's calibrated {ab['signal']} score, chosen on dev by each rule; the first is "
+        "the default's.",
         "",
         f"Both rules also abstain on prompts of fewer than {ab['min_tokens']} user tokens (`abstain_min_tokens`: "
         "the shortest dev pool prompt, so no dev pool prompt is lost to it). short_dev / short_test: chit-chat of a "
@@ -631,7 +674,9 @@ LIBRARY_CALIBRATION = {"z_after": ("background", True), "neutral": ("neutral", T
 LIBRARY_SIGNALS = ("norm", "subspace", "subspace_cos")  # variants that are the router's signals of the same name
 
 
-def library_defaults(st: Setting, abstain_below: float, abstain_min_tokens: int = 0) -> dict:
+def library_defaults(
+    st: Setting, abstain_below: float, abstain_min_tokens: int = 0, abstain_signal: str | None = None
+) -> dict:
     """adapters.yaml `defaults:` fields that make the library route as `st` (docs/method.md §3).
 
     Raises ValueError for a setting the lab can score but the library does not run (a whitened or
@@ -653,6 +698,7 @@ def library_defaults(st: Setting, abstain_below: float, abstain_min_tokens: int 
         "pooling": st.pooling,
         "abstain_below": round(abstain_below, 3),
         "abstain_min_tokens": abstain_min_tokens,
+        "abstain_signal": "same" if abstain_signal in (None, st.variant) else abstain_signal,
     }
 
 
@@ -699,6 +745,27 @@ def apply_defaults(config: Path, fields: dict) -> None:
     config.write_text(text, encoding="utf-8")
 
 
+def previous_grid(out: Path, pool: str) -> tuple[Setting, list[dict]]:
+    """The dev grid an earlier run wrote to `out` (results.json) and its best setting, as `search` returns them.
+
+    Raises ValueError when there is none, or when it was scored on another pool (the hash in results.json, or
+    in results.md's header for a run written before results.json kept it)."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise ValueError(f"--rescore: {path} does not exist; run the lab once without --rescore")
+    data = json.loads(path.read_text())
+    found = data.get("pool")
+    if found is None and (out / "results.md").is_file():
+        m = re.search(r"sha256 of its weights (\w+)", (out / "results.md").read_text())
+        found = m and m.group(1)
+    if found != pool:
+        raise ValueError(
+            f"--rescore: {path} was scored on pool {found}, not this one ({pool}); run the lab without --rescore"
+        )
+    rows = [{**r, "setting": Setting(**r["setting"])} for r in data["dev_grid"]]
+    return max(rows, key=rank)["setting"], rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m logo_core.lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="adapters.yaml")
@@ -710,6 +777,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--apply", action="store_true", help="write the chosen setting into the config's defaults")
     p.add_argument(
         "--library-only", action="store_true", help="choose among the settings the library runs (for --apply)"
+    )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="reuse the dev grid of OUT/results.json (the same pool only) instead of searching it again: the report, "
+        "the abstain signal and its threshold are made anew (minutes, not the grid's half hour)",
     )
     args = p.parse_args(argv)
     from .loading import load
@@ -727,7 +800,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = user_tokens(encoder, [p.text for p in prompts + extra])
     lab = Lab(prompts + extra, vectors, pool_factors(cfg, loaded.model), tokens)
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
-    best, rows = search(lab)
+    best, rows = previous_grid(Path(args.out), pool_hash(cfg)) if args.rescore else search(lab)
     chosen = best_in_library(rows) if args.library_only else best
     log.info("grid of %d settings on dev in %.0f s; chosen %s", len(rows), time.perf_counter() - t0, chosen.name)
     text, data = report(lab, chosen, rows)
@@ -736,11 +809,17 @@ def main(argv: list[str] | None = None) -> None:
             f"The dev-best setting of the whole grid is `{best.name}`, which the library does not run; "
             f"chosen (`--library-only`): the best that it runs.\n\n" + text
         )
+    data["pool"] = pool_hash(cfg)
     header = (
         f"# Routing lab\n\nPool `{args.config}` (sha256 of its weights {pool_hash(cfg)}), "
         f"{args.n_dev} dev and {args.n_test} test prompts per task; "
         f"`python -m logo_core.lab --out {args.out}` ({time.perf_counter() - t0:.0f} s).\n\n"
     )
+    if args.rescore:
+        header += (
+            f"The dev grid is the one an earlier run scored on this pool (`--rescore`); the report, the abstain "
+            f"signal and its threshold were made anew with `python -m logo_core.lab --out {args.out} --rescore`.\n\n"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(header + text)
@@ -748,7 +827,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(json.dumps(data, indent=0) + "\n")
     print(header + text)
     if args.apply:
-        fields = library_defaults(chosen, data["abstain"]["threshold"], data["abstain"]["min_tokens"])
+        ab = data["abstain"]
+        fields = library_defaults(chosen, ab["threshold"], ab["min_tokens"], ab["signal"])
         apply_defaults(Path(args.config), fields)
         print(f"{args.config}: defaults set to {fields}; rerun scripts/ship_calibration.py")
 

@@ -52,6 +52,14 @@ def signal_names() -> list[str]:
     return list(SIGNALS)
 
 
+SAME = "same"  # `abstain_signal`: the routing signal itself
+
+
+def abstain_signal_names() -> list[str]:
+    """What `abstain_signal` can name: `same` (the routing signal) or any signal."""
+    return [SAME, *signal_names()]
+
+
 CALIBRATIONS = ("background", "neutral")  # docs/method.md: calibration
 POOLINGS = {"last": ("last",), "mean": ("mean",), "both": ("last", "mean")}  # `pooling` -> the probe's poolings
 
@@ -88,6 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pooling": "last",
         "abstain_below": NEVER_ABSTAIN,
         "abstain_min_tokens": 0,
+        "abstain_signal": SAME,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -102,6 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pooling": "last",
         "abstain_below": NEVER_ABSTAIN,
         "abstain_min_tokens": 0,
+        "abstain_signal": SAME,
     },
 }
 
@@ -423,6 +433,13 @@ class RouteOptions(_Options):
         "word: shorter than any prompt the pool is for, so its scores say nothing); 0 = never; none = the "
         "default of adapters.yaml.",
     )
+    abstain_signal: Choice(abstain_signal_names) = Field(
+        SAME,
+        description="Which signal `abstain_below` reads: `same` (the routing signal) or another signal, calibrated "
+        "as the routing one is; its best score decides whether any adapter stands out, the routing signal still "
+        "decides which.",
+        validate_default=False,
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
 
     @field_validator("k", mode="before")
@@ -481,6 +498,14 @@ class RouteOptions(_Options):
     def layer_text(self) -> str:
         """`layer` as one string (`-1`, `15:30`, `3,5`): the form the app's text box and the CLI take."""
         return ",".join(map(str, self.layer)) if isinstance(self.layer, tuple) else str(self.layer)
+
+    @property
+    def gate(self) -> RouteOptions | None:
+        """The settings whose best score `abstain_below` reads when that is another signal than the routing one
+        (every other setting alike); None when the routing scores themselves decide."""
+        if self.abstain_below is None or self.abstain_signal in (SAME, self.signal):
+            return None
+        return self.model_copy(update={"abstain_signal": SAME, "signal": self.abstain_signal})
 
     def trace(self) -> dict:
         """The settings as a trace records them, blocks resolved."""

@@ -92,7 +92,11 @@ class AdapterPool:
         with self._lock:
             if key not in self._stacks:
                 A, Bs, mask = self._stacked(key)
-                self._stacks[key] = (A, {name: q.matrix(A, Bs) for name, q in QUADRATIC.items()}, mask)
+                made: dict = {}  # one matrix per distinct `Quadratic.matrix` (subspace and subspace_cos share one)
+                for q in QUADRATIC.values():
+                    if q.matrix not in made:
+                        made[q.matrix] = q.matrix(A, Bs)
+                self._stacks[key] = (A, {name: made[q.matrix] for name, q in QUADRATIC.items()}, mask)
             A, M, mask = self._stacks[key]
             return A, M.get(signal, M["norm"]), mask
 
@@ -121,7 +125,10 @@ class AdapterPool:
 
     @property
     def stacked_bytes(self) -> int:
-        stacks = sum(A.nbytes + m.nbytes + sum(M.nbytes for M in Ms.values()) for A, Ms, m in self._stacks.values())
+        stacks = sum(
+            A.nbytes + m.nbytes + sum(M.nbytes for M in {id(M): M for M in Ms.values()}.values())  # shared ones once
+            for A, Ms, m in self._stacks.values()
+        )
         stacks += sum(A.nbytes + M.nbytes + m.nbytes for A, M, m in self._runs.values())
         return stacks + sum(B.nbytes for B in self._ups.values())
 

@@ -19,6 +19,8 @@ class Routing:
             decided), empty when the cut is clean.
         timings: `probe_s`.
         notices: what the user should know (a cut prompt, a tie).
+        abstain_score: the best score `abstain_below` was compared with (the `abstain_signal`'s, calibrated as the
+            routing signal is); None when the routing could not abstain.
     """
 
     prompt: str
@@ -29,6 +31,7 @@ class Routing:
     ties: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    abstain_score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

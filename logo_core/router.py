@@ -113,7 +113,10 @@ class Router:
             return self._constants[key]
 
     def calibrate(self, opts: RouteOptions) -> None:
-        """Compute (or load) every constant `opts` needs now rather than in a request."""
+        """Compute (or load) every constant `opts` (and its abstain gate, `opts.gate`) needs now rather than in a
+        request."""
+        if opts.gate is not None:
+            self.calibrate(opts.gate)
         for b, m, p in itertools.product(opts.blocks, opts.module, opts.poolings):
             if opts.calibration == "background":
                 self.background_stats(opts, m, p)
@@ -172,27 +175,39 @@ class Router:
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
         """Route checked prompts already encoded (`enc`, the ids generation will see) with resolved options."""
         t0 = time.perf_counter()
-        scores = route_scores(self, self._probe(enc, [opts]), opts).cpu()  # [B, N]
+        hs = self._probe(enc, [opts])
+        scores = route_scores(self, hs, opts).cpu()  # [B, N]
+        gate = scores if opts.gate is None else route_scores(self, hs, opts.gate).cpu()  # what abstain_below reads
+        best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
         probe_s = (time.perf_counter() - t0) / len(prompts)
         user = enc.user if enc.user is not None else enc.attention_mask  # the user's own tokens of each row
         n_user = user.sum(-1).tolist()
-        return [self._routing(p, scores[i], opts, probe_s, enc.notices[i], n_user[i]) for i, p in enumerate(prompts)]
+        return [
+            self._routing(p, scores[i], best[i], opts, probe_s, enc.notices[i], n_user[i])
+            for i, p in enumerate(prompts)
+        ]
 
     def _routing(
-        self, prompt: str, scores: Tensor, opts: RouteOptions, probe_s: float, notices: list, n_user: int
+        self, prompt: str, scores: Tensor, best: float, opts: RouteOptions, probe_s: float, notices: list, n_user: int
     ) -> Routing:
+        """One prompt's decision: abstain (too short, or `best`, the abstain signal's best score, under
+        `abstain_below`), else the top k of `scores`."""
         names = self.pool.names
-        best = float(scores.max()) if len(scores) else float("-inf")
         table = dict(zip(names, scores.tolist()))
+        gate = best if opts.abstain_below is not None else None  # the trace's `abstain_score`
         if opts.abstain_min_tokens and n_user < opts.abstain_min_tokens:
             why = (
                 f"The prompt has {n_user} token{'s' * (n_user != 1)}, fewer than abstain_min_tokens "
                 f"{opts.abstain_min_tokens} (shorter than the prompts this pool is for): answered by the base model."
             )
-            return abstained(prompt, table, opts, probe_s, notices, why, "short")
+            return abstained(prompt, table, opts, probe_s, notices, why, "short", gate)
         if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
-            why = f"No adapter stands out (best score {best:.3f} < abstain_below {opts.abstain_below:g}): answered by the base model."
-            return abstained(prompt, table, opts, probe_s, notices, why, "no_standout")
+            signal = "" if opts.gate is None else f"{opts.abstain_signal} "
+            why = (
+                f"No adapter stands out (best {signal}score {best:.3f} < abstain_below {opts.abstain_below:g}): "
+                "answered by the base model."
+            )
+            return abstained(prompt, table, opts, probe_s, notices, why, "no_standout", gate)
         idx, w = select_top_k(scores, opts.k, opts.weighting)
         ties = [names[i] for i in ties_at_cut(scores, idx)]
         if ties:  # the pool order, not the prompt, decided who is in
@@ -206,6 +221,7 @@ class Router:
             ties=ties,
             timings={"probe_s": probe_s},
             notices=list(notices),
+            abstain_score=gate,
         )
 
     # ------------------------------------------------------------------------------ public entry points
@@ -268,10 +284,18 @@ def _stats_store(config: PoolConfig, pool: AdapterPool, model: nn.Module) -> Sta
 
 
 def abstained(
-    prompt: str, scores: dict, opts: RouteOptions, probe_s: float, notices: list, why: str, reason: str
+    prompt: str,
+    scores: dict,
+    opts: RouteOptions,
+    probe_s: float,
+    notices: list,
+    why: str,
+    reason: str,
+    best: float | None = None,
 ) -> Routing:
     """The routing of a prompt answered by the base model: nothing selected; `reason` (`no_standout`: the best
-    score is under `abstain_below`; `short`: fewer tokens than `abstain_min_tokens`) goes in the trace."""
+    score of the abstain signal, `best`, is under `abstain_below`; `short`: fewer tokens than
+    `abstain_min_tokens`) goes in the trace."""
     return Routing(
         prompt=prompt,
         scores=scores,
@@ -280,6 +304,7 @@ def abstained(
         options={"mode": "abstained", "abstain_reason": reason, **opts.trace()},
         timings={"probe_s": probe_s},
         notices=[*notices, why],
+        abstain_score=best,
     )
 
 

@@ -123,10 +123,14 @@ class Quadratic:
     unit: bool = False
 
 
-QUADRATIC: dict[str, Quadratic] = {
+def _row_space(A: Tensor, Bs: Tensor) -> Tensor:
+    return subspace_gram(A)
+
+
+QUADRATIC: dict[str, Quadratic] = {  # signals sharing a `matrix` function share its matrices (the pool makes them once)
     "norm": Quadratic(lambda A, Bs: gram(Bs)),
-    "subspace": Quadratic(lambda A, Bs: subspace_gram(A)),
-    "subspace_cos": Quadratic(lambda A, Bs: subspace_gram(A), unit=True),
+    "subspace": Quadratic(_row_space),
+    "subspace_cos": Quadratic(_row_space, unit=True),
 }
 
 

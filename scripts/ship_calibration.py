@@ -1,4 +1,5 @@
-"""Write the background calibration constants of adapters.yaml's default setting into assets/calibration/.
+"""Write the background calibration constants of adapters.yaml's default setting (and of its abstain signal, when
+that is another) into assets/calibration/.
 
 Start-up then reads them instead of probing the background prompts (seconds on a CPU). The files are
 named by a hash of the model, the pool's weights, the prompt set and the setting, so after retraining
@@ -26,11 +27,12 @@ def main() -> None:
     store = router.stats_store
     out = ROOT / "assets" / "calibration"
     keep = set()
-    for m, p in itertools.product(opts.module, opts.poolings):
-        key = (opts.blocks, m, p, opts.signal, opts.probe_input)
-        path = store.save(key, router.background_stats(opts, m, p), directory=out)
-        keep.add(path.name)
-        print(f"wrote {path.relative_to(ROOT)} ({m}, {p})")
+    for o in [opts] if opts.gate is None else [opts, opts.gate]:  # the routing signal, then the abstain one
+        for m, p in itertools.product(o.module, o.poolings):
+            key = (o.blocks, m, p, o.signal, o.probe_input)
+            path = store.save(key, router.background_stats(o, m, p), directory=out)
+            keep.add(path.name)
+            print(f"wrote {path.relative_to(ROOT)} ({o.signal}, {m}, {p})")
     for stale in out.glob("*.safetensors"):
         if stale.name not in keep:
             stale.unlink()

@@ -115,6 +115,40 @@ def test_abstaining_answers_with_the_base_model(setup):
         engine.route(PROMPTS[0], abstain_below="high")
 
 
+def test_the_abstain_signal_decides_whether_to_route_and_the_routing_signal_what(setup):
+    """`abstain_signal` names another signal whose best calibrated score `abstain_below` reads; the adapters and
+    their scores still come from the routing signal, and the trace records the score that was compared."""
+    engine, *_ = setup
+    route = dict(calibration="background", signal="subspace", layer="1:4")
+    best = {  # prompt -> (the routing, the norm signal's best calibrated score)
+        p: (engine.route(p, **route), max(engine.route(p, **{**route, "signal": "norm"}).scores.values()))
+        for p in PROMPTS
+    }
+    prompt = max(PROMPTS, key=lambda p: abs(best[p][1] - max(best[p][0].scores.values())))
+    plain, gate = best[prompt]
+    assert abs(gate - max(plain.scores.values())) > 0.02  # the two signals differ on this prompt
+    lo, hi = sorted((gate, max(plain.scores.values())))
+    mid = (lo + hi) / 2
+    r = engine.route(prompt, **route, abstain_signal="norm", abstain_below=mid)
+    assert r.abstain_score == pytest.approx(gate, abs=1e-5)
+    assert r.scores == pytest.approx(plain.scores, abs=1e-5)  # routing scores are the subspace ones
+    same = engine.route(prompt, **route, abstain_signal="same", abstain_below=mid)
+    assert same.abstain_score == pytest.approx(max(plain.scores.values()), abs=1e-5)
+    # exactly one of the two abstains: the one whose signal's best score is under mid
+    assert (r.selected == []) == (gate < mid) and (same.selected == []) == (gate >= mid)
+    routed = r if r.selected else same
+    assert routed.selected == plain.selected and routed.weights == pytest.approx(plain.weights)
+    gone = r if not r.selected else same
+    assert gone.options["abstain_reason"] == "no_standout" and f"< abstain_below {mid:g}" in gone.notices[-1]
+    assert ("best norm score" in r.notices[-1]) == (not r.selected)  # the notice names another signal
+    named = engine.route(prompt, **route, abstain_signal="subspace", abstain_below=mid)  # = the routing one
+    assert (named.selected, named.abstain_score) == (same.selected, same.abstain_score)
+    assert engine.route(prompt, **route, abstain_below=-100).abstain_score is not None
+    assert engine.route(prompt, preset="paper").options["abstain_signal"] == "same"
+    with pytest.raises(ValueError, match=r"`abstain_signal` must be one of \['same', 'norm'.*got 'loud'"):
+        engine.route(prompt, abstain_signal="loud")
+
+
 def test_a_prompt_shorter_than_abstain_min_tokens_goes_to_the_base_model(setup):
     """`abstain_min_tokens` counts the user's own tokens (not the chat template's), whatever the scores."""
     engine, *_ = setup
@@ -186,12 +220,14 @@ def test_router_matches_the_lab_reference(real_engine):
 @pytest.mark.slow
 def test_shipped_constants_fit_the_shipped_pool(real_engine):
     """assets/calibration holds the default setting's constants for exactly this model and pool, so start-up
-    reads them and never probes the background (rerun scripts/ship_calibration.py after retraining)."""
+    reads them and never probes the background, for the routing signal and the abstain signal alike (rerun
+    scripts/ship_calibration.py after retraining or choosing another default)."""
     router, opts = real_engine.router, real_engine.route_options()
     shipped = router.stats_store.read_dirs[0]
-    for m, p in itertools.product(opts.module, opts.poolings):
-        key = (opts.blocks, m, p, opts.signal, opts.probe_input)
-        assert (shipped / router.stats_store.name(key)).is_file(), f"no shipped constants for {key}"
+    for o in [opts] if opts.gate is None else [opts, opts.gate]:  # the routing signal's and the abstain signal's
+        for m, p in itertools.product(o.module, o.poolings):
+            key = (o.blocks, m, p, o.signal, o.probe_input)
+            assert (shipped / router.stats_store.name(key)).is_file(), f"no shipped constants for {key}"
     assert "background" not in router._vectors  # warm-up found them: no background probe ran
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,52 @@ def test_abstain_thresholds_of_both_rules():
     separable = lab.thresholds(torch.tensor([0.0, 0.5]), torch.tensor([2.0, 3.0]))
     assert separable["balanced"] == pytest.approx(1.25)  # the midpoint of the gap
     assert separable["target"] == pytest.approx(1.25)  # the first threshold above every off-pool maximum
+
+
+def _gate_lab(off_norm, pool_norm, off_sub, pool_sub):
+    """A lab whose best calibrated score per split is given for the `norm` and `subspace` signals."""
+    prompts = [lab.Prompt("o", "", "", False, "offpool_dev")] * len(off_norm)
+    prompts += [lab.Prompt("d", "t0", "f", False, "dev")] * len(pool_norm)
+    fake = lab.Lab.__new__(lab.Lab)
+    fake.prompts, fake.tokens = prompts, None
+    fake.pool = lab.PoolFactors(["t0", "t1"], ["f", "f"], {}, {})
+    fake.index = {s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s]) for s in ("offpool_dev", "dev")}
+    best = {"norm": torch.cat([off_norm, pool_norm]), "subspace": torch.cat([off_sub, pool_sub])}
+    best["subspace_cos"] = best["subspace"] - 5  # the same order as subspace: ties broken by the routing signal
+    fake.scores = lambda st, idx: torch.stack([best[st.variant][idx], torch.full((len(idx),), -9.0)], -1)
+    return fake
+
+
+def test_the_abstain_signal_is_the_one_that_loses_fewest_pool_dev_prompts():
+    """Chosen on dev: each signal's own target threshold; the winner abstains on fewer pool dev prompts."""
+    off = torch.linspace(0, 1, 20)
+    separable, overlapping = torch.linspace(2, 3, 40), torch.linspace(0.5, 3, 40)
+    st = lab.Setting("subspace", "both", "residual", "both", "z_after", "10:30")
+    fake = _gate_lab(off, separable, off, overlapping)
+    rows = {r["signal"]: r for r in lab.gate_rows(fake, st)}
+    assert rows["norm"]["dev"] == 0 and rows["subspace"]["dev"] > 10 and rows["norm"]["offpool_dev"] > 94.99
+    assert lab.choose_gate(fake, st) == "norm"
+    ab = lab.abstain(fake, st, "norm")
+    assert ab["signal"] == "norm" and ab["threshold"] == pytest.approx(rows["norm"]["threshold"])
+    assert ab["dev"][0] == 0 and ab["dev_lost"][0] == 0  # no pool prompt lost to the norm gate
+    assert lab.abstain(fake, st)["dev_lost"][0] > 10  # the routing signal's own gate loses some
+    assert lab.choose_gate(_gate_lab(off, overlapping, off, separable), st) == "subspace"
+    assert lab.choose_gate(_gate_lab(off, separable, off, separable), st) == "subspace"  # tie: the routing signal
+    fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"])
+    assert fields["abstain_signal"] == "norm" and fields["signal"] == "subspace"
+    assert lab.library_defaults(st, 0.5, 4, "subspace")["abstain_signal"] == "same"
+
+
+def test_rescore_reuses_the_grid_of_this_pool_only(tmp_path):
+    rows = [{"setting": lab.asdict(lab.Setting()), "own_top1": 50.0, "family_hit": 90.0, "people_top1": 40.0}]
+    rows.append({**rows[0], "setting": lab.asdict(lab.Setting("subspace")), "own_top1": 60.0})
+    (tmp_path / "results.json").write_text(lab.json.dumps({"dev_grid": rows, "pool": "abc"}))
+    best, got = lab.previous_grid(tmp_path, "abc")
+    assert best == lab.Setting("subspace") and [r["setting"] for r in got] == [lab.Setting(), best]
+    with pytest.raises(ValueError, match="scored on pool abc, not this one \\(def\\)"):
+        lab.previous_grid(tmp_path, "def")
+    with pytest.raises(ValueError, match="does not exist"):
+        lab.previous_grid(tmp_path / "none", "abc")
 
 
 def test_min_tokens_is_the_shortest_dev_pool_prompt_and_abstains_alongside_the_threshold():
@@ -219,3 +266,13 @@ def test_confidence_rules_pick_by_score_by_confidence_or_both():
     assert rows["score + 1 x confidence"]["task"][0] == 100.0  # 0.9 - 0.1 > 1.0 - 3.0
     assert rows["confidence alone"]["task_vs_default"][0] == 100.0
     assert rows["best of the three answers (a ceiling no rule can see)"]["task"][0] == 100.0
+
+
+def test_the_readme_shows_the_shipped_defaults():
+    """README's adapters.yaml example carries adapters.yaml's `defaults:` as they are (the lab's `--apply`
+    rewrites adapters.yaml; a README left behind would teach an earlier default)."""
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```yaml\n(.*?)```", (root / "README.md").read_text(encoding="utf-8"), re.DOTALL)
+    shown = [yaml.safe_load(b)["defaults"] for b in blocks if re.search(r"^defaults:", b, re.MULTILINE)]
+    shipped = yaml.safe_load((root / "adapters.yaml").read_text(encoding="utf-8"))["defaults"]
+    assert shown == [shipped]

@@ -22,6 +22,7 @@ import copy
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,17 @@ class ArrowAnswer:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {key: ({"model": ...}, lock)}
+_BUILT_LOCK = threading.Lock()
+
+
+def _shared(engine, key: tuple) -> tuple[dict, threading.Lock]:
+    """The one Arrow model slot (and its lock) of `engine` for `key` (adapters, temperature, device); it goes
+    with the engine."""
+    with _BUILT_LOCK:
+        return _BUILT.setdefault(engine, {}).setdefault(key, ({"model": None}, threading.Lock()))
+
+
 class ArrowPeer:
     """PEFT's Arrow over an engine's pool, on its own copy of the base model (built on first use).
 
@@ -106,11 +118,12 @@ class ArrowPeer:
                 f"adapters={adapters!r} with top_k={top_k}: give 1 or more of the pool's adapters "
                 f"({', '.join(engine.adapters[:4])}, ...) and 1 <= top_k <= their number; unknown: {unknown}"
             )
-        self._built: dict = {"model": None}  # shared with the `with_top_k` views
-        self._lock = threading.Lock()
         # ZeroGPU lends a GPU per call only: a copy made inside one call would not outlive it, so there
         # Arrow runs on the CPU (the 135M default answers in seconds); elsewhere beside the engine's model.
         self.device = torch.device("cpu") if on_zero_gpu() else engine.placement.device
+        # The built model and its lock, shared by every peer of this engine over the same adapters (the Compare
+        # tab, the evaluation, the `with_top_k` views): building copies the base model and loads every adapter.
+        self._built, self._lock = _shared(engine, (tuple(self.names), temperature, str(self.device)))
 
     def with_top_k(self, top_k: int) -> ArrowPeer:
         """This peer routing with another `top_k`: a view that shares the built model and its lock. PEFT's

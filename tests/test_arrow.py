@@ -51,6 +51,7 @@ def test_a_top_k_view_shares_the_model_and_routes_with_its_own_k(peer):
     call, whichever view ran last."""
     one, three = peer.with_top_k(1), peer.with_top_k(3)
     assert one.model() is three.model() is peer.model()  # built once
+    assert ArrowPeer(peer.engine, top_k=3).model() is peer.model()  # and shared by every peer of the engine
     layers = [m for m in peer.model().modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
     x = torch.randn(1, 4, layers[0].in_features, generator=torch.Generator().manual_seed(1))
     prompts = ["Spell out 19 in German."]

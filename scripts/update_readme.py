@@ -4,7 +4,8 @@
 
 The README's numbers are never typed by hand: they come from docs/lab/results.md, docs/eval/results.md and
 docs/bench/readme.md (the short version of docs/bench/bench.md) and docs/loadtest/loadtest.md, which
-the evaluation, the benchmark and the load test write.
+the evaluation, the benchmark and the load test write; the adapters.yaml example's `defaults:` come from
+adapters.yaml itself.
 """
 
 from __future__ import annotations
@@ -60,9 +61,41 @@ def eval_default_note() -> str:
     )
 
 
+def defaults_block(defaults: dict, indent: int = len("defaults: {"), width: int = 110) -> str:
+    """adapters.yaml's `defaults:` as the README's one flow mapping (`defaults: {k: 1, ...}`), wrapped at `width`."""
+    import json
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, str) and re.search(r"[:,{}\[\]#]", v):
+            return json.dumps(v)
+        return str(v)
+
+    items = [f"{k}: {value(v)}" for k, v in defaults.items()]
+    lines, line = [], "defaults: {"
+    for i, item in enumerate(items):
+        piece = item + ("}" if i == len(items) - 1 else ",")
+        if len(line) + 1 + len(piece) > width and not line.endswith("{"):
+            lines.append(line)
+            line = " " * (indent - 1)
+        line += ("" if line.endswith("{") else " ") + piece
+    return "\n".join([*lines, line])
+
+
+def sync_defaults(text: str) -> str:
+    """The README's adapters.yaml example with adapters.yaml's `defaults:` as they are now (the lab's --apply
+    rewrites them)."""
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "adapters.yaml").read_text(encoding="utf-8"))["defaults"]
+    pattern = re.compile(r"^defaults: \{.*?\}$", re.DOTALL | re.MULTILINE)
+    return pattern.sub(lambda m: defaults_block(shipped), text, count=1)
+
+
 def main() -> int:
     readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
+    text = sync_defaults(readme.read_text(encoding="utf-8"))
     for name, source in SECTIONS.items():
         if not source.is_file():
             print(f"skip {name}: {source} not found", file=sys.stderr)

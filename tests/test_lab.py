@@ -276,3 +276,25 @@ def test_the_readme_shows_the_shipped_defaults():
     shown = [yaml.safe_load(b)["defaults"] for b in blocks if re.search(r"^defaults:", b, re.MULTILINE)]
     shipped = yaml.safe_load((root / "adapters.yaml").read_text(encoding="utf-8"))["defaults"]
     assert shown == [shipped]
+
+
+def test_update_readme_writes_the_shipped_defaults_into_the_readme():
+    """scripts/update_readme.py (run by `make pool-ship` after `lab --apply`) rewrites the README's defaults
+    mapping from adapters.yaml: whatever values it holds, the block reads back as them."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("update_readme", root / "scripts/update_readme.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for d in (
+        {"k": 3, "layer": "10:30", "module": "q_proj,v_proj", "calibrated": False, "abstain_below": -0.25},
+        {"k": 1, "signal": "subspace_cos", "layer": -1, "abstain_signal": "same", "max_new_tokens": 64} | {"x": "a b"},
+    ):
+        assert yaml.safe_load(mod.defaults_block(d)) == {"defaults": d}
+        assert all(len(line) <= 110 for line in mod.defaults_block(d).splitlines())
+    stale = "```yaml\nbase_model: {id: default}\ndefaults: {k: 9,\n           layer: -1}\nadapters: []\n```\n"
+    synced = mod.sync_defaults(stale)
+    shipped = yaml.safe_load((root / "adapters.yaml").read_text(encoding="utf-8"))["defaults"]
+    assert yaml.safe_load(synced.split("```yaml\n")[1].split("```")[0])["defaults"] == shipped
+    assert synced.startswith("```yaml\nbase_model: {id: default}\n") and synced.endswith("adapters: []\n```\n")

@@ -532,11 +532,10 @@ def gate_rows(lab: Lab, st: Setting) -> list[dict]:
     return rows
 
 
-def choose_gate(lab: Lab, st: Setting) -> str:
-    """The abstain signal chosen on dev: the one whose `target` threshold abstains on the fewest pool dev prompts
+def choose_gate(rows: list[dict], st: Setting) -> str:
+    """The abstain signal chosen on dev from `gate_rows`: the one whose `target` threshold abstains on the fewest pool dev prompts
     (template and people-style alike); the routing signal itself on a tie. A signal that tells adapters apart
     need not be the one that tells pool prompts from others."""
-    rows = gate_rows(lab, st)
     return min(rows, key=lambda r: (r["pool_dev"], r["signal"] != st.variant))["signal"]
 
 
@@ -633,7 +632,7 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
             data["splits"][split][f"chosen - {base}"] = d
             lines.append(f"| chosen - {base} (paired) | " + " | ".join(fmt(d[m]) for m in metrics) + " |")
     gates = gate_rows(lab, chosen) if chosen.variant in LIBRARY_SIGNALS else []
-    gate = choose_gate(lab, chosen) if gates else None
+    gate = choose_gate(gates, chosen) if gates else None
     ab = abstain(lab, chosen, gate)
     data["abstain"], data["abstain_signals"] = ab, gates
     lines += [

@@ -129,13 +129,15 @@ def test_the_abstain_signal_is_the_one_that_loses_fewest_pool_dev_prompts():
     fake = _gate_lab(off, separable, off, overlapping)
     rows = {r["signal"]: r for r in lab.gate_rows(fake, st)}
     assert rows["norm"]["dev"] == 0 and rows["subspace"]["dev"] > 10 and rows["norm"]["offpool_dev"] > 94.99
-    assert lab.choose_gate(fake, st) == "norm"
+    assert lab.choose_gate(list(rows.values()), st) == "norm"
     ab = lab.abstain(fake, st, "norm")
     assert ab["signal"] == "norm" and ab["threshold"] == pytest.approx(rows["norm"]["threshold"])
     assert ab["dev"][0] == 0 and ab["dev_lost"][0] == 0  # no pool prompt lost to the norm gate
     assert lab.abstain(fake, st)["dev_lost"][0] > 10  # the routing signal's own gate loses some
-    assert lab.choose_gate(_gate_lab(off, overlapping, off, separable), st) == "subspace"
-    assert lab.choose_gate(_gate_lab(off, separable, off, separable), st) == "subspace"  # tie: the routing signal
+    assert lab.choose_gate(lab.gate_rows(_gate_lab(off, overlapping, off, separable), st), st) == "subspace"
+    assert (
+        lab.choose_gate(lab.gate_rows(_gate_lab(off, separable, off, separable), st), st) == "subspace"
+    )  # tie: the routing signal
     fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"])
     assert fields["abstain_signal"] == "norm" and fields["signal"] == "subspace"
     assert lab.library_defaults(st, 0.5, 4, "subspace")["abstain_signal"] == "same"

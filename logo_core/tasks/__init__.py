@@ -200,7 +200,9 @@ FAMILIES = [
             for suffix, name, pos, tag, back in [
                 ("plural", "plural", "NN", "NNS", False),
                 ("past", "past tense", "VB", "VBD", False),
-                ("participle", "past participle", "VB", "VBN", False),
+                # The plural back to its singular: in place of the past participle, which did not learn past 62.5
+                # on dev at 150 or 300 steps (docs/pool.md); the participle is held out with the comparative.
+                ("singular", "singular", "NN", "NNS", True),
                 ("gerund", "-ing form", "VB", "VBG", False),
                 ("third_person", "third-person singular", "VB", "VBZ", False),
                 # The past tense back to its infinitive: in place of the comparative, which did not learn past
@@ -208,9 +210,10 @@ FAMILIES = [
                 ("infinitive", "infinitive", "VB", "VBD", True),
                 ("comparative", "comparative", "JJ", "JJR", False),
                 ("superlative", "superlative", "JJ", "JJS", False),
+                ("participle", "past participle", "VB", "VBN", False),
             ]
         ),
-        unseen=("comparative", "superlative"),
+        unseen=("comparative", "superlative", "participle"),
         people_templates=(
             "I'm writing an essay and need the {name} of {x}. What is it?",
             "English is not my first language. What is the {name} form of the word {x}?",

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots pool pool-ship
+.PHONY: install install-dev chromium demo test test-fast lint eval bench screenshots pool pool-check pool-ship
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -43,6 +43,11 @@ POOL_RECIPE = --steps 300 --batch-size 8 --lr 5e-3 --schedule cosine --rank 8 --
 pool: install-dev
 	$(PYTHON) -m logo_core.train --tasks all $(POOL_RECIPE) --out assets/pool_next --no-register \
 		--loss-log assets/pool_next/losses.jsonl --threads 2
+
+# While `make pool` trains (or after): score its finished adapters, base vs adapter on 20 test prompts of their
+# task; rows are kept by adapter hash in assets/pool_next/scores.json, so it resumes, and `make pool-ship` reuses them.
+pool-check: install-dev
+	$(PYTHON) -m logo_core.tasks.check --pool assets/pool_next --n 20 --out assets/pool_next/scores.json --threads 2
 
 # Once `make pool` has every adapter: ship it, score it, re-choose the routing default on its dev prompts,
 # refresh the shipped constants and the studies, then the README (`make eval` afterwards: hours, resumable).

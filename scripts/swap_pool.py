@@ -4,13 +4,16 @@ Refuses until every adapter task of the suite has a finished adapter there. Then
 the shipped one of its task, adapters whose task left the suite are deleted (their adapters.yaml entries
 too), adapters.yaml's `unseen_examples:` are rewritten from the tasks and each adapter's examples are
 picked among its task's training prompts (`scripts/pick_examples.py`: those it answers right), the loss curves
-move to docs/pool_losses.jsonl, and the shipped background calibration is recomputed for the new weights.
+move to docs/pool_losses.jsonl, the scores that `python -m logo_core.tasks.check --pool assets/pool_next --out
+assets/pool_next/scores.json` made while the pool trained join docs/pool_scores.json (the check of `make pool-ship`
+reuses them: same adapter files), and the shipped background calibration is recomputed for the new weights.
 
     python scripts/swap_pool.py
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -22,6 +25,19 @@ sys.path.insert(0, str(ROOT))
 from logo_core.registry import load_config  # noqa: E402
 from logo_core.tasks import adapter_tasks  # noqa: E402
 from logo_core.train import register, round_robin  # noqa: E402
+
+
+def merge_scores(new: Path, into: Path) -> int:
+    """Put the rows of `new` (a `tasks.check --out` file) into `into`, replacing rows of the same task; rows of
+    another `n` are dropped (the check would not reuse them). Returns how many rows came from `new`."""
+    if not new.is_file():
+        return 0
+    fresh = json.loads(new.read_text())
+    old = json.loads(into.read_text()) if into.is_file() else {"n": fresh["n"], "rows": []}
+    rows = {r["task"]: r for r in old["rows"]} if old["n"] == fresh["n"] else {}
+    rows |= {r["task"]: r for r in fresh["rows"]}
+    into.write_text(json.dumps({"n": fresh["n"], "rows": list(rows.values())}, indent=1, ensure_ascii=False) + "\n")
+    return len(fresh["rows"])
 
 
 def main() -> int:
@@ -42,7 +58,9 @@ def main() -> int:
         register(t, shipped / t.name, config, keep=names)
     if (nxt / "losses.jsonl").is_file():
         shutil.move(str(nxt / "losses.jsonl"), str(ROOT / "docs" / "pool_losses.jsonl"))
+    scored = merge_scores(nxt / "scores.json", ROOT / "docs" / "pool_scores.json")
     shutil.rmtree(nxt)
+    print(f"{scored} adapters' scores made while training kept in docs/pool_scores.json")
     print(f"shipped {len(tasks)} adapters; picking their examples, then the background calibration ...")
     return subprocess.call([sys.executable, str(ROOT / "scripts" / "pick_examples.py")]) or subprocess.call(
         [sys.executable, str(ROOT / "scripts" / "ship_calibration.py")]

@@ -120,3 +120,26 @@ def test_pick_examples_keeps_the_first_ones_its_adapter_answers_right():
     got = pick(t, exs, ["no", "no", exs[2].answer, "no", "no"])
     assert got == ([exs[2].prompt, exs[0].prompt, exs[1].prompt], 1)
     assert pick(t, exs, ["no"] * 5) == ([ex.prompt for ex in exs[:3]], 0)  # none right: the task's own first three
+
+
+def test_swap_keeps_the_scores_made_while_the_pool_trained(tmp_path):
+    """scripts/swap_pool.py: rows that `tasks.check --pool assets/pool_next` scored replace the shipped rows of
+    their tasks (the check after the swap reuses them: same adapter files); other tasks' rows stay; rows of
+    another `n` are dropped, since the check would score them again anyway."""
+    import json
+
+    from scripts.swap_pool import merge_scores
+
+    new, into = tmp_path / "scores.json", tmp_path / "pool_scores.json"
+    assert merge_scores(new, into) == 0 and not into.exists()  # nothing scored while training: nothing changes
+    row = lambda task, sha: {"task": task, "n": 20, "adapter_sha": sha}  # noqa: E731
+    into.write_text(json.dumps({"n": 20, "rows": [row("date_fr", "old"), row("date_sv", None)]}))
+    new.write_text(json.dumps({"n": 20, "rows": [row("date_fr", "new"), row("money_de", "new")]}))
+    assert merge_scores(new, into) == 2
+    got = json.loads(into.read_text())
+    assert got["n"] == 20
+    assert {r["task"]: r["adapter_sha"] for r in got["rows"]} == {"date_fr": "new", "date_sv": None, "money_de": "new"}
+    new.write_text(json.dumps({"n": 10, "rows": [row("units_km_m", "x")]}))
+    merge_scores(new, into)
+    got = json.loads(into.read_text())
+    assert got["n"] == 10 and [r["task"] for r in got["rows"]] == ["units_km_m"]

@@ -68,6 +68,7 @@ def check(
     only: list[str] | None = None,
     done: dict[str, dict] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    pool: Path | None = None,
 ) -> list[dict]:
     """Score base and adapter on `n` test prompts of each pool adapter's task (and base on unseen tasks).
 
@@ -76,6 +77,9 @@ def check(
             prompts (a hash of them and their answers: a changed generator re-scores) match, so the check can
             run in slices while the pool is still training.
         on_row: called with each new row (the CLI saves after every task, so a stopped run keeps its work).
+        pool: score the finished adapters of this folder (`make pool`'s assets/pool_next/, one folder a task)
+            instead of the config's: the retrained pool is checked while it trains, and since a row is keyed by
+            its adapter file's hash, the check after the swap reuses these rows.
 
     Returns:
         one row per task: name, family, unseen, base, adapter (None for unseen tasks), and the
@@ -89,12 +93,20 @@ def check(
     cfg = load_config(config)
     base, tok = load_base()
     base.eval()
-    specs = {a.name: a for a in cfg.adapters if a.name in TASKS and (only is None or a.name in only)}
-    tasks = [t for t in TASKS.values() if (only is None or t.name in only) and (t.unseen or t.name in specs)]
+    if pool is None:
+        paths = {a.name: str(cfg.adapter_dir(a)) for a in cfg.adapters if a.name in TASKS}
+    else:
+        paths = {t: str(pool / t) for t in TASKS if (pool / t / "adapter_model.safetensors").is_file()}
+    paths = {t: v for t, v in paths.items() if only is None or t in only}
+    tasks = [
+        t
+        for t in TASKS.values()
+        if (only is None or t.name in only) and ((t.unseen and pool is None) or t.name in paths)
+    ]
     peft = None
     rows = []
     for task in tasks:
-        path = str(cfg.adapter_dir(specs[task.name])) if task.name in specs else None
+        path = paths.get(task.name)
         digest = _digest(path)
         examples = task.examples("test", n)
         prompts = [ex.prompt for ex in examples]
@@ -254,6 +266,12 @@ def main(argv: list[str] | None = None) -> None:
         "--train-log", default=None, help="The trainer's loss log (.jsonl) or text log, for the training table."
     )
     p.add_argument("--suite-only", action="store_true", help="Only fill the suite section (no model is run).")
+    p.add_argument(
+        "--pool",
+        default=None,
+        help="Score the finished adapters of this folder (e.g. assets/pool_next while `make pool` trains) "
+        "instead of the config's; unseen tasks are skipped.",
+    )
     args = p.parse_args(argv)
     if args.suite_only:
         fill(Path(args.doc), {"suite": suite_table()})
@@ -274,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
             rows = [merged[t] for t in TASKS if t in merged]
             Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
 
-    check(Path(args.config), args.n, args.max_new_tokens, only, done, on_row=save)
+    pool = None if args.pool is None else Path(args.pool)
+    check(Path(args.config), args.n, args.max_new_tokens, only, done, on_row=save, pool=pool)
     rows = [merged[t] for t in TASKS if t in merged]
     text = table(rows, args.n)
     print(text)

@@ -47,7 +47,8 @@ pool: install-dev
 # While `make pool` trains (or after): score its finished adapters, base vs adapter on 20 test prompts of their
 # task; rows are kept by adapter hash in assets/pool_next/scores.json, so it resumes, and `make pool-ship` reuses them.
 pool-check: install-dev
-	$(PYTHON) -m logo_core.tasks.check --pool assets/pool_next --n 20 --out assets/pool_next/scores.json --threads 2
+	$(PYTHON) -m logo_core.tasks.check --pool assets/pool_next --n 20 --out assets/pool_next/scores.json \
+		--table assets/pool_next/scores.md --threads 2
 
 # Once `make pool` has every adapter: ship it, score it, re-choose the routing default on its dev prompts,
 # refresh the shipped constants and the studies, then the README (`make eval` afterwards: hours, resumable).

@@ -33,7 +33,7 @@ from torch import Tensor
 from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables and its tests use them)
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
-from .signals import subspace_norms, unit
+from .signals import gram, output_norms, subspace_norms, unit
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,9 @@ def block_signals(x: Tensor, pool: PoolFactors, bg: Tensor, variant: str, module
         if variant in ("subspace", "subspace_cos"):
             sig = subspace_norms(h, a)
             out[:, layer] = unit(sig, h) if variant == "subspace_cos" else sig
+            continue
+        if variant in ("norm", "centred", "whitened"):  # ||B A h|| through B's Gram matrix: no [P, N, O] outputs
+            out[:, layer] = output_norms(h, a, gram(b))
             continue
         for s in range(0, P, chunk):
             z = torch.einsum("nrd,pd->pnr", a, h[s : s + chunk])

@@ -300,3 +300,32 @@ def test_update_readme_writes_the_shipped_defaults_into_the_readme():
     shipped = yaml.safe_load((root / "adapters.yaml").read_text(encoding="utf-8"))["defaults"]
     assert yaml.safe_load(synced.split("```yaml\n")[1].split("```")[0])["defaults"] == shipped
     assert synced.startswith("```yaml\nbase_model: {id: default}\n") and synced.endswith("adapters: []\n```\n")
+
+
+@pytest.mark.parametrize("variant", ["norm", "centred", "whitened", "contrast_pool", "contrast_family"])
+def test_block_signals_are_the_norms_of_the_adapters_outputs(variant):
+    """The lab's per-block signals (the `norm`-like ones through B's Gram matrix, the fast way) equal the norm of
+    every adapter's explicit output s B A h, on the input each variant defines (raw, centred on the background's
+    mean, or also whitened by its shrunk covariance, ZCA)."""
+    from logo_core.signals import lora_outputs
+
+    torch.manual_seed(0)
+    P, L_, N, R, D, D_out = 7, 2, 4, 3, 16, 5
+    A, B = torch.randn(L_, N, R, D), torch.randn(L_, N, D_out, R)
+    pool = lab.PoolFactors([f"t{i}" for i in range(N)], ["f", "f", "g", "g"], {"q_proj": A}, {"q_proj": B})
+    x, bg = torch.randn(P, L_, D), torch.randn(9, L_, D) + 0.5
+    got = lab.block_signals(x, pool, bg, variant, "q_proj", chunk=3)
+    for layer in range(L_):
+        h, hb = x[:, layer], bg[:, layer]
+        if variant in ("centred", "whitened"):
+            h = h - hb.mean(0)
+        if variant == "whitened":
+            cov = torch.cov((hb - hb.mean(0)).T)
+            ev, U = torch.linalg.eigh(0.5 * cov + 0.5 * cov.trace() / D * torch.eye(D))
+            h = h @ (U @ torch.diag(ev.rsqrt()) @ U.T) * (cov.trace() / D).sqrt()
+        o = lora_outputs(h, A[layer], B[layer])  # [P, N, O]
+        if variant == "contrast_pool":
+            o = o - o.mean(1, keepdim=True)
+        if variant == "contrast_family":
+            o = o - torch.stack([o[:, :2].mean(1)] * 2 + [o[:, 2:].mean(1)] * 2, 1)
+        torch.testing.assert_close(got[:, layer], o.norm(dim=-1), rtol=1e-4, atol=1e-4)

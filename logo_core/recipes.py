@@ -86,6 +86,32 @@ def run(tasks: list[str], recipes: list[str], n_dev: int, out: Path, work: Path,
     return cache
 
 
+def from_pool(pool: Path, tasks: list[str] | None, n_dev: int, out: Path) -> dict:
+    """Score finished adapters of a pool folder (`make pool`'s) on dev as cells of the recipe their loss log names,
+    without training them again: training is deterministic (translit_uk and inflect_plural of the 300-step pool
+    reproduce the search's cells to the digit), so the pool's own adapters are its recipe's cells."""
+    cache = json.loads(out.read_text()) if out.is_file() else {}
+    logs = {}
+    for line in (pool / "losses.jsonl").read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            logs[record["task"]] = record  # a task trained twice: the later run is the adapter on disk
+    for name, record in logs.items():
+        if (tasks and name not in tasks) or not (pool / name / "adapter_model.safetensors").is_file():
+            continue
+        cell = f"{record['recipe']}/{DATA}/{name}"
+        if cell in cache and cache[cell]["n_dev"] == n_dev:
+            continue
+        dev, last = score_dev(name, pool / name, n_dev), record["losses"][-10:]
+        cache[cell] = dict(
+            recipe=record["recipe"], data=DATA, task=name, n_dev=n_dev, dev=dev, seconds=record["seconds"],
+            loss=sum(last) / len(last), threads=record["threads"],
+        )  # fmt: skip
+        log.info("%s (from %s): dev %.1f", cell, pool, dev)
+        out.write_text(json.dumps(cache, indent=1) + "\n")
+    return cache
+
+
 def table(cache: dict) -> str:
     """Markdown: one row per (recipe, item spaces), mean dev score over the searched tasks, per-task scores, cost."""
     recipes: dict[str, list[dict]] = {}
@@ -112,8 +138,14 @@ def table(cache: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m logo_core.recipes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", required=True, help="Comma-separated task names (with an adapter).")
-    p.add_argument("--recipes", nargs="+", required=True, help='Each "field=value ..." over train.py\'s flags.')
+    p.add_argument("--tasks", default=None, help="Comma-separated task names (with an adapter).")
+    p.add_argument("--recipes", nargs="+", default=None, help='Each "field=value ..." over train.py\'s flags.')
+    p.add_argument(
+        "--pool",
+        default=None,
+        help="Instead of training: score the finished adapters of this folder (e.g. assets/pool_next) as cells of "
+        "the recipe their loss log names (all of them, or those of --tasks).",
+    )
     p.add_argument("--n-dev", type=int, default=24)
     p.add_argument("--out", default="docs/pool_recipes.json", help="Cache and result file.")
     p.add_argument("--work", default="runs/recipes", help="Where the searched adapters are written.")
@@ -126,8 +158,13 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    tasks = [t.strip() for t in args.tasks.split(",")]
-    cache = run(tasks, args.recipes, args.n_dev, Path(args.out), Path(args.work), args.threads)
+    tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",")]
+    if args.pool is not None:
+        cache = from_pool(Path(args.pool), tasks, args.n_dev, Path(args.out))
+    elif tasks and args.recipes:
+        cache = run(tasks, args.recipes, args.n_dev, Path(args.out), Path(args.work), args.threads)
+    else:
+        p.error("give --tasks and --recipes to search, or --pool DIR to score a pool's adapters")
     text = table(cache)
     print(text)
     if args.doc:

@@ -329,3 +329,34 @@ def test_block_signals_are_the_norms_of_the_adapters_outputs(variant):
         if variant == "contrast_family":
             o = o - torch.stack([o[:, :2].mean(1)] * 2 + [o[:, 2:].mean(1)] * 2, 1)
         torch.testing.assert_close(got[:, layer], o.norm(dim=-1), rtol=1e-4, atol=1e-4)
+
+
+def test_recipe_cells_from_a_pool_folder(tmp_path, monkeypatch):
+    """`recipes --pool DIR`: each finished adapter becomes a cell of the recipe its loss log names (the later run
+    when a task was trained twice), an unfinished one is skipped, and a cell already scored is not scored again."""
+    import json
+
+    from logo_core import recipes
+
+    scored = []
+    monkeypatch.setattr(recipes, "score_dev", lambda name, path, n: scored.append((name, path.name)) or 50.0 + n)
+    pool, out = tmp_path / "pool", tmp_path / "cache.json"
+    for name in ("date_fr", "money_de"):
+        (pool / name).mkdir(parents=True)
+        (pool / name / "adapter_model.safetensors").write_bytes(b"x")
+    (pool / "units_km_m").mkdir()  # interrupted: no weights yet
+    log = [
+        {"task": "date_fr", "recipe": "steps150-old", "seconds": 1.0, "threads": 1, "losses": [9.0]},
+        {"task": "date_fr", "recipe": "steps300-new", "seconds": 2.0, "threads": 2, "losses": [4.0] * 5 + [1.0] * 10},
+        {"task": "money_de", "recipe": "steps300-new", "seconds": 3.0, "threads": 2, "losses": [2.0]},
+        {"task": "units_km_m", "recipe": "steps300-new", "seconds": 3.0, "threads": 2, "losses": [2.0]},
+    ]
+    (pool / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    cache = recipes.from_pool(pool, None, 24, out)
+    assert set(cache) == {f"steps300-new/{recipes.DATA}/date_fr", f"steps300-new/{recipes.DATA}/money_de"}
+    cell = cache[f"steps300-new/{recipes.DATA}/date_fr"]
+    assert (cell["dev"], cell["loss"], cell["seconds"], cell["n_dev"]) == (74.0, 1.0, 2.0, 24)
+    assert json.loads(out.read_text()) == cache
+    recipes.from_pool(pool, ["date_fr"], 24, out)  # cached: nothing scored again
+    assert scored == [("date_fr", "date_fr"), ("money_de", "money_de")]
+    assert "steps300-new" in recipes.table(cache)

@@ -1,0 +1,145 @@
+"""Which pool to ship, chosen on dev by what a visitor sees: the shipped pool against a retrained one.
+
+Longer training raised the adapters' own scores but lowered how well LoGo tells them apart (docs/pool.md), so
+neither the oracle nor routing alone decides. On dev prompts (template and people-style) of the tasks both pools
+have, each pool routes among those adapters with the shipped routing setting (the lab's arithmetic: same probe
+vectors, the same unlabelled background), answers with its top-1 adapter alone (greedy, PEFT), and is scored:
+own top-1, LoGo k=1's task score and the oracle's (each prompt's own adapter), paired over the same prompts with
+95% bootstrap intervals. Test prompts are never read. Run it before `make pool-ship`, which replaces the shipped
+pool with the retrained one.
+
+    python scripts/compare_pools.py --pool assets/pool_next [--n 10] [--out docs/lab/pools.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from logo_core import lab as L  # noqa: E402
+from logo_core.intervals import bootstrap, fmt, paired  # noqa: E402
+
+
+def pool_config(cfg, pool: Path):
+    """`cfg` with the finished adapters of a pool folder in place of its own (name, family and description from
+    the task suite)."""
+    from logo_core.registry import AdapterSpec
+    from logo_core.tasks import adapter_tasks
+
+    done = [t for t in adapter_tasks() if (pool / t.name / "adapter_model.safetensors").is_file()]
+    specs = [AdapterSpec(name=t.name, path=str((pool / t.name).resolve()), family=t.family) for t in done]
+    return cfg.model_copy(update={"adapters": specs})
+
+
+def answers(base, tok, jobs: list[tuple[str, str, int]], adapter_dir) -> list[str]:
+    """Greedy answers to (prompt, adapter name, max new tokens) jobs, each with its adapter alone (PEFT)."""
+    from peft import PeftModel
+
+    from logo_core.tasks.check import generate
+
+    out: dict[int, str] = {}
+    by_adapter: dict[str, list[int]] = {}
+    for i, (_, name, _) in enumerate(jobs):
+        by_adapter.setdefault(name, []).append(i)
+    for name, idx in by_adapter.items():
+        model = PeftModel.from_pretrained(base, str(adapter_dir(name))).eval()
+        n = max(jobs[i][2] for i in idx)
+        for i, text in zip(idx, generate(model, tok, [jobs[i][0] for i in idx], n)):
+            out[i] = text
+        base = model.unload()  # the clean base model back for the next adapter
+    return [out[i] for i in range(len(jobs))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(ROOT / "adapters.yaml"), help="the shipped pool")
+    p.add_argument("--pool", default=str(ROOT / "assets" / "pool_next"), help="the retrained pool's folder")
+    p.add_argument("--n", type=int, default=10, help="dev prompts a task, of each kind")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task both pools have)")
+    p.add_argument("--cache", default=str(ROOT / "runs" / "lab"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "lab" / "pools.md"))
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    from logo_core.eval import max_tokens
+    from logo_core.loading import load, load_base
+    from logo_core.registry import load_config
+    from logo_core.tasks import TASKS
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    shipped = load_config(args.config)
+    pools = {"shipped": shipped, "retrained": pool_config(shipped, Path(args.pool))}
+    both = [a.name for a in pools["retrained"].adapters if a.name in {b.name for b in shipped.adapters}]
+    if args.tasks:
+        both = [t for t in both if t in args.tasks.split(",")]
+    for name, cfg in pools.items():  # each routes among the shared adapters only, in one order
+        by = {a.name: a for a in cfg.adapters}
+        pools[name] = cfg.model_copy(update={"adapters": [by[t] for t in both]})
+    prompts = [
+        q
+        for split, seed in (("dev", 5), ("people_dev", 5))
+        for q in L.split_prompts(split, args.n, seed=seed)
+        if q.task in both
+    ]
+    prompts += [L.Prompt(t, "", "", False, "background") for t in L.background_prompts(shipped)]
+    prompts += [L.Prompt(t, "", "", False, "neutral") for t in shipped.neutral_prompts]
+    loaded = load(shipped.base_model)
+    vectors = L.cached_vectors(shipped, loaded, prompts, Path(args.cache))
+    st = L.library_setting(shipped.defaults)
+    base, tok = load_base()
+    refs = {}
+    for t in both:
+        for split, seed in (("dev", 5), ("people_dev", 5)):
+            refs.update({ex.prompt: ex for ex in TASKS[t].examples(split, args.n, seed=seed)})
+    hits: dict[tuple, torch.Tensor] = {}
+    for name, cfg in pools.items():
+        lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model))
+        dirs = {a.name: cfg.adapter_dir(a) for a in cfg.adapters}
+        for split in ("dev", "people_dev"):
+            idx = lab.index[split]
+            rows = [prompts[i] for i in idx.tolist()]
+            top = [both[j] for j in lab.scores(st, idx).argmax(-1).tolist()]
+            hits[name, split, "own top-1"] = torch.tensor([float(t == q.task) for t, q in zip(top, rows)])
+            for cond, chosen in (("LoGo k=1 task score", top), ("oracle task score", [q.task for q in rows])):
+                jobs = [(q.text, c, max_tokens([refs[q.text]])) for q, c in zip(rows, chosen)]
+                texts = answers(base, tok, jobs, dirs.__getitem__)
+                got = [TASKS[q.task].score(a, refs[q.text].answer) / 100 for q, a in zip(rows, texts)]
+                hits[name, split, cond] = torch.tensor(got)
+            print(
+                f"{name} {split}: "
+                + ", ".join(f"{k[2]} {100 * v.mean():.1f}" for k, v in hits.items() if k[:2] == (name, split)),
+                flush=True,
+            )  # noqa: E501
+    lines = [
+        "# The shipped pool against the retrained one, on dev (which pool to ship)",
+        "",
+        f"{len(both)} tasks that both pools have, {args.n} dev prompts a task of each kind; routing setting "
+        f"`{st.name}` (adapters.yaml); 95% bootstrap intervals, differences paired over the same prompts. "
+        f"`python scripts/compare_pools.py --pool {args.pool} --n {args.n}` ({time.perf_counter() - t0:.0f} s).",
+        "",
+        "| prompts | figure | shipped | retrained | retrained - shipped |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for split in ("dev", "people_dev"):
+        for fig in ("own top-1", "LoGo k=1 task score", "oracle task score"):
+            a, b = hits["shipped", split, fig], hits["retrained", split, fig]
+            lines.append(f"| {split} | {fig} | {fmt(bootstrap(a))} | {fmt(bootstrap(b))} | {fmt(paired(b, a))} |")
+    text = "\n".join(lines) + "\n"
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(
+        json.dumps({"tasks": both, "n": args.n, "per_prompt": {" / ".join(k): v.tolist() for k, v in hits.items()}})
+        + "\n"
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

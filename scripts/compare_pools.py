@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from logo_core import lab as L  # noqa: E402
 from logo_core.intervals import bootstrap, fmt, paired  # noqa: E402
+from logo_core.tasks.check import generate  # noqa: E402
 
 
 def pool_config(cfg, pool: Path):
@@ -39,23 +40,29 @@ def pool_config(cfg, pool: Path):
     return cfg.model_copy(update={"adapters": specs})
 
 
-def answers(base, tok, jobs: list[tuple[str, str, int]], adapter_dir) -> list[str]:
-    """Greedy answers to (prompt, adapter name, max new tokens) jobs, each with its adapter alone (PEFT)."""
+def answers(base, tok, jobs: list[tuple[str, str, int]], adapter_dir, cache: dict) -> list[str]:
+    """Greedy answers to (prompt, adapter name, max new tokens) jobs, each with its adapter alone (PEFT).
+
+    Answers are cached by (adapter weights' digest, prompt, max tokens): a job LoGo routes to the prompt's own
+    adapter is the oracle's job, and a rerun with more finished adapters generates only what is new.
+    """
     from peft import PeftModel
 
-    from logo_core.tasks.check import generate
+    from logo_core.tasks.check import _digest
 
-    out: dict[int, str] = {}
+    digests = {name: _digest(str(adapter_dir(name))) for name in {j[1] for j in jobs}}
+    keys = [f"{digests[name]}|{n}|{text}" for text, name, n in jobs]
     by_adapter: dict[str, list[int]] = {}
     for i, (_, name, _) in enumerate(jobs):
-        by_adapter.setdefault(name, []).append(i)
+        if keys[i] not in cache:
+            by_adapter.setdefault(name, []).append(i)
     for name, idx in by_adapter.items():
         model = PeftModel.from_pretrained(base, str(adapter_dir(name))).eval()
         n = max(jobs[i][2] for i in idx)
         for i, text in zip(idx, generate(model, tok, [jobs[i][0] for i in idx], n)):
-            out[i] = text
+            cache[keys[i]] = text
         base = model.unload()  # the clean base model back for the next adapter
-    return [out[i] for i in range(len(jobs))]
+    return [cache[k] for k in keys]
 
 
 def main() -> None:
@@ -84,11 +91,8 @@ def main() -> None:
         by = {a.name: a for a in cfg.adapters}
         pools[name] = cfg.model_copy(update={"adapters": [by[t] for t in both]})
     prompts = [
-        q
-        for split, seed in (("dev", 5), ("people_dev", 5))
-        for q in L.split_prompts(split, args.n, seed=seed)
-        if q.task in both
-    ]
+        q for split, seed in (("dev", 5), ("people_dev", 5)) for q in L.split_prompts(split, args.n, seed=seed)
+    ]  # every task's prompts (only the shared tasks' are scored): one vector cache as more adapters finish
     prompts += [L.Prompt(t, "", "", False, "background") for t in L.background_prompts(shipped)]
     prompts += [L.Prompt(t, "", "", False, "neutral") for t in shipped.neutral_prompts]
     loaded = load(shipped.base_model)
@@ -99,18 +103,21 @@ def main() -> None:
     for t in both:
         for split, seed in (("dev", 5), ("people_dev", 5)):
             refs.update({ex.prompt: ex for ex in TASKS[t].examples(split, args.n, seed=seed)})
+    cache_file = Path(args.cache) / "compare_pools_answers.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     hits: dict[tuple, torch.Tensor] = {}
     for name, cfg in pools.items():
         lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model))
         dirs = {a.name: cfg.adapter_dir(a) for a in cfg.adapters}
         for split in ("dev", "people_dev"):
-            idx = lab.index[split]
+            idx = torch.tensor([i for i in lab.index[split].tolist() if prompts[i].task in both], dtype=torch.long)
             rows = [prompts[i] for i in idx.tolist()]
             top = [both[j] for j in lab.scores(st, idx).argmax(-1).tolist()]
             hits[name, split, "own top-1"] = torch.tensor([float(t == q.task) for t, q in zip(top, rows)])
             for cond, chosen in (("LoGo k=1 task score", top), ("oracle task score", [q.task for q in rows])):
                 jobs = [(q.text, c, max_tokens([refs[q.text]])) for q, c in zip(rows, chosen)]
-                texts = answers(base, tok, jobs, dirs.__getitem__)
+                texts = answers(base, tok, jobs, dirs.__getitem__, cache)
+                cache_file.write_text(json.dumps(cache))
                 got = [TASKS[q.task].score(a, refs[q.text].answer) / 100 for q, a in zip(rows, texts)]
                 hits[name, split, cond] = torch.tensor(got)
             print(

@@ -82,6 +82,30 @@ def collect(model, tok, encoder, texts: list[str], tokens: int, batch: int = 16)
     return torch.cat(out)
 
 
+def cost(model, tok, encoder, text: str, tokens: int, reps: int = 12) -> tuple[float, float]:
+    """Median seconds of the probe pass alone and of the answer probe (M greedy tokens, then the read), side by
+    side in one run: what routing would cost with it."""
+    import statistics
+
+    enc = encoder([text], tokens, torch.device("cpu"))
+    stop = tok.convert_tokens_to_ids("<|im_end|>")
+    a, b = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model(**enc.inputs(), output_hidden_states=True)
+        a.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            ids = model.generate(
+                **enc.inputs(), max_new_tokens=tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                eos_token_id=stop, min_new_tokens=tokens,
+            )  # fmt: skip
+            model(input_ids=ids, output_hidden_states=True)
+        b.append(time.perf_counter() - t)
+    return statistics.median(a), statistics.median(b)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "adapters.yaml"))
@@ -104,14 +128,15 @@ def main() -> None:
     key = [cfg.base_model.model_dump(mode="json"), texts, args.tokens]
     key = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     path = Path(args.cache) / f"answer-vectors-{key}.pt"
+    encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
     cached = path.is_file()
     if cached:
         V = torch.load(path, weights_only=True)
     else:
-        encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
         V = collect(loaded.model, loaded.tokenizer, encoder, texts, args.tokens)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(V, path)
+    t_probe, t_answer = cost(loaded.model, loaded.tokenizer, encoder, texts[0], args.tokens)
     pool = L.pool_factors(cfg, loaded.model)
     st = L.library_setting(cfg.defaults)
     one = replace(st, pooling="last")  # each pooling's vectors scored alone, then averaged as `both` does
@@ -154,6 +179,10 @@ def main() -> None:
             "against the default; 95% bootstrap intervals. "
             f"`python scripts/lab_answer_probe.py --tokens {M}` ({time.perf_counter() - t0:.0f} s"
             f"{', probe vectors from its cache' if cached else ''}).",
+            "",
+            f"Cost: the probe pass alone {1000 * t_probe:.0f} ms, with the {M} answer tokens and their read "
+            f"{1000 * t_answer:.0f} ms (**{t_answer / t_probe:.1f}x**; median of 12, side by side, "
+            f"{torch.get_num_threads()} thread(s)); the issue allows routing 1.1x.",
             "",
             "| dev prompts | pooling | own top-1 | vs default (paired) | unseen family hit | vs default (paired) |",
             "|---|---|---:|---:|---:|---:|",

@@ -76,6 +76,33 @@ def hit_rows(lab: L.Lab, scores: Tensor, split: str) -> dict[str, Tensor]:
     }
 
 
+RULE_HEADER = (
+    "| dev prompts | pooling | own top-1 | vs default (paired) | unseen family hit | vs default (paired) |\n"
+    "|---|---|---:|---:|---:|---:|"
+)
+
+
+def pooling_labs(prompts: list[L.Prompt], vectors: Tensor, pool: L.PoolFactors, names: list[str]) -> dict[str, L.Lab]:
+    """One lab per pooling of vectors [P, L, K, D] (K = len(names)): each pooling's vectors stand in for every
+    input and pooling of the lab, so a setting with `pooling="last"` scores that pooling alone."""
+    return {
+        n: L.Lab(prompts, vectors[:, :, i].float()[:, :, None, None].expand(-1, -1, 2, 2, -1), pool)
+        for i, n in enumerate(names)
+    }
+
+
+def rule_lines(lab: L.Lab, rules: dict[str, Tensor], split: str, default: str) -> list[str]:
+    """Rows of `RULE_HEADER`: each rule's [P, N] scores of `split`, own top-1 and unseen family hit, paired
+    against the rule named `default`."""
+    base = hit_rows(lab, rules[default], split)
+    lines = []
+    for name, scores in rules.items():
+        h = hit_rows(lab, scores, split)
+        cells = [f"{fmt(bootstrap(h[m]))} | {fmt(paired(h[m], base[m]))}" for m in ("own_top1", "unseen_family_hit")]
+        lines.append(f"| {split} | {name} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def with_background(lab: L.Lab, st: L.Setting, split: str, background: str) -> Tensor:
     """[P, N] scores of `split` z-scored against another background prompt set."""
     keep = lab.index["background"]

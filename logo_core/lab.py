@@ -138,17 +138,11 @@ def collect(model, encoder, prompts: list[str], batch: int = 16) -> Tensor:
         layer.self_attn.q_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
         for i, layer in enumerate(layers)
     ]
-    head, tail = len(encoder.head), len(encoder.tail)
     out = []
     try:
         for s in range(0, len(prompts), batch):
             enc = encoder(prompts[s : s + batch], 0, torch.device("cpu"))
-            mask = enc.attention_mask  # [B, T], left padded
-            B, T = mask.shape
-            n = mask.sum(-1)  # [B] real tokens
-            pos = torch.arange(T).expand(B, T)
-            first = T - n + head  # first user token of each row
-            user = ((pos >= first[:, None]) & (pos < T - tail)).float()  # [B, T]
+            user = enc.user.float()  # [B, T] the user's own tokens (left padded)
             user = user / user.sum(-1, keepdim=True).clamp_min(1)
             with torch.inference_mode():
                 hs = model(**enc.inputs(), output_hidden_states=True).hidden_states  # L+1 x [B, T, D]

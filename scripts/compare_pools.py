@@ -42,6 +42,31 @@ def pool_config(cfg, pool: Path):
     return cfg.model_copy(update={"adapters": specs})
 
 
+def shared_pools(config: str, pool: str, tasks: list[str] | None = None) -> tuple[object, dict, list[str]]:
+    """(the shipped config, {"shipped", "retrained"} configs holding only the adapters of the tasks both pools have,
+    in one order, those task names); `tasks` narrows them."""
+    from logo_core.registry import load_config
+
+    shipped = load_config(config)
+    pools = {"shipped": shipped, "retrained": pool_config(shipped, Path(pool))}
+    both = [a.name for a in pools["retrained"].adapters if a.name in {b.name for b in shipped.adapters}]
+    if tasks:
+        both = [t for t in both if t in tasks]
+    for name, cfg in pools.items():
+        by = {a.name: a for a in cfg.adapters}
+        pools[name] = cfg.model_copy(update={"adapters": [by[t] for t in both]})
+    return shipped, pools, both
+
+
+def dev_prompts(shipped, n: int) -> list[L.Prompt]:
+    """Every task's dev and people_dev prompts (only the shared tasks' are scored: one probe vector cache as more
+    adapters finish), then the pool's background and neutral prompts."""
+    prompts = [q for split, seed in (("dev", 5), ("people_dev", 5)) for q in L.split_prompts(split, n, seed=seed)]
+    prompts += [L.Prompt(t, "", "", False, "background") for t in L.background_prompts(shipped)]
+    prompts += [L.Prompt(t, "", "", False, "neutral") for t in shipped.neutral_prompts]
+    return prompts
+
+
 def answers(base, tok, jobs: list[tuple[str, str, int]], adapter_dir, cache: dict) -> list[str]:
     """Greedy answers to (prompt, adapter name, max new tokens) jobs, each with its adapter alone (PEFT).
 
@@ -79,24 +104,12 @@ def main() -> None:
     args = p.parse_args()
     from logo_core.eval import max_tokens
     from logo_core.loading import load, load_base
-    from logo_core.registry import load_config
     from logo_core.tasks import TASKS
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    shipped = load_config(args.config)
-    pools = {"shipped": shipped, "retrained": pool_config(shipped, Path(args.pool))}
-    both = [a.name for a in pools["retrained"].adapters if a.name in {b.name for b in shipped.adapters}]
-    if args.tasks:
-        both = [t for t in both if t in args.tasks.split(",")]
-    for name, cfg in pools.items():  # each routes among the shared adapters only, in one order
-        by = {a.name: a for a in cfg.adapters}
-        pools[name] = cfg.model_copy(update={"adapters": [by[t] for t in both]})
-    prompts = [
-        q for split, seed in (("dev", 5), ("people_dev", 5)) for q in L.split_prompts(split, args.n, seed=seed)
-    ]  # every task's prompts (only the shared tasks' are scored): one vector cache as more adapters finish
-    prompts += [L.Prompt(t, "", "", False, "background") for t in L.background_prompts(shipped)]
-    prompts += [L.Prompt(t, "", "", False, "neutral") for t in shipped.neutral_prompts]
+    shipped, pools, both = shared_pools(args.config, args.pool, args.tasks.split(",") if args.tasks else None)
+    prompts = dev_prompts(shipped, args.n)
     loaded = load(shipped.base_model)
     vectors = L.cached_vectors(shipped, loaded, prompts, Path(args.cache))
     st = L.library_setting(shipped.defaults)

@@ -27,15 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from logo_core import lab as L  # noqa: E402
-from logo_core.ideas import hit_rows  # noqa: E402
-from logo_core.intervals import bootstrap, fmt, paired  # noqa: E402
+from logo_core.ideas import RULE_HEADER, pooling_labs, rule_lines  # noqa: E402
 
 POOLS = ("last", "mean", "answer_mean_4", "answer_mean", "answer_last", "prompt_and_answer_mean")
 
 
 def collect(model, tok, encoder, texts: list[str], tokens: int, batch: int = 16) -> torch.Tensor:
     """[P, L, len(POOLS), D] residual inputs of every block, pooled over the prompt and over the base's answer."""
-    head, tail = len(encoder.head), len(encoder.tail)
     stop = tok.convert_tokens_to_ids("<|im_end|>")
     out = []
     for s in range(0, len(texts), batch):
@@ -54,9 +52,7 @@ def collect(model, tok, encoder, texts: list[str], tokens: int, batch: int = 16)
         with torch.inference_mode():
             hs = model(input_ids=seq, attention_mask=mask, output_hidden_states=True).hidden_states
         X = torch.stack([h.float() for h in hs[:-1]], 1)  # [B, L, T+M, D]
-        pos = torch.arange(T).expand(B, T)
-        first = T - enc.attention_mask.sum(-1) + head
-        user = ((pos >= first[:, None]) & (pos < T - tail)).float()  # [B, T]
+        user = enc.user.float()  # [B, T] the user's own tokens
         last_prompt = torch.zeros(B, T + tokens)
         last_prompt[:, T - 1] = 1
         ans = torch.cat([torch.zeros(B, T), answer.float()], 1)
@@ -140,10 +136,7 @@ def main() -> None:
     pool = L.pool_factors(cfg, loaded.model)
     st = L.library_setting(cfg.defaults)
     one = replace(st, pooling="last")  # each pooling's vectors scored alone, then averaged as `both` does
-    labs = {
-        n: L.Lab(prompts, V[:, :, i].float()[:, :, None, None].expand(-1, -1, 2, 2, -1), pool)
-        for i, n in enumerate(POOLS)
-    }
+    labs = pooling_labs(prompts, V, pool, list(POOLS))
     M = args.tokens
     lines = []
     for split in ("dev", "people_dev"):
@@ -161,14 +154,7 @@ def main() -> None:
             f"answer mean ({M} tokens) alone": S["answer_mean"],
             f"answer's last token ({M}) alone": S["answer_last"],
         }
-        base = hit_rows(labs["last"], rules["default: last + mean"], split)
-        for name, scores in rules.items():
-            h = hit_rows(labs["last"], scores, split)
-            lines.append(
-                f"| {split} | {name} | {fmt(bootstrap(h['own_top1']))} | {fmt(paired(h['own_top1'], base['own_top1']))}"
-                f" | {fmt(bootstrap(h['unseen_family_hit']))} | "
-                f"{fmt(paired(h['unseen_family_hit'], base['unseen_family_hit']))} |"
-            )
+        lines += rule_lines(labs["last"], rules, split, "default: last + mean")
     text = "\n".join(
         [
             "# The base model's first answer tokens as a probe (a routing idea, dev only)",
@@ -184,8 +170,7 @@ def main() -> None:
             f"{1000 * t_answer:.0f} ms (**{t_answer / t_probe:.1f}x**; median of 12, side by side, "
             f"{torch.get_num_threads()} thread(s)); the issue allows routing 1.1x.",
             "",
-            "| dev prompts | pooling | own top-1 | vs default (paired) | unseen family hit | vs default (paired) |",
-            "|---|---|---:|---:|---:|---:|",
+            RULE_HEADER,
             *lines,
         ]
     )

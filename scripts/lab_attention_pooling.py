@@ -26,22 +26,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from logo_core import lab as L  # noqa: E402
-from logo_core.ideas import hit_rows  # noqa: E402
-from logo_core.intervals import bootstrap, fmt, paired  # noqa: E402
+from logo_core.ideas import RULE_HEADER, pooling_labs, rule_lines  # noqa: E402
 
 POOLS = ("last", "mean", "attn_block", "attn_avg")
 
 
 def collect(model, encoder, texts: list[str], batch: int = 16) -> torch.Tensor:
     """[P, L, 4, D] residual inputs of every block: last token, flat mean, and the two attention-weighted means."""
-    head, tail = len(encoder.head), len(encoder.tail)
     out = []
     for s in range(0, len(texts), batch):
         enc = encoder(texts[s : s + batch], 0, torch.device("cpu"))
-        B, T = enc.attention_mask.shape
-        pos = torch.arange(T).expand(B, T)
-        first = T - enc.attention_mask.sum(-1) + head
-        user = ((pos >= first[:, None]) & (pos < T - tail)).float()  # [B, T]
+        user = enc.user.float()  # [B, T] the user's own tokens
         with torch.inference_mode():
             o = model(**enc.inputs(), output_hidden_states=True, output_attentions=True)
         w = torch.stack([a[:, :, -1].float().mean(1) for a in o.attentions], 1) * user[:, None]  # [B, L, T]
@@ -87,10 +82,7 @@ def main() -> None:
     pool = L.pool_factors(cfg, loaded.model)
     st = L.library_setting(cfg.defaults)
     one = replace(st, pooling="last")  # each pooling's vectors scored alone, then averaged as `both` does
-    labs = {
-        n: L.Lab(prompts, V[:, :, i].float()[:, :, None, None].expand(-1, -1, 2, 2, -1), pool)
-        for i, n in enumerate(POOLS)
-    }
+    labs = pooling_labs(prompts, V, pool, list(POOLS))
     lines = []
     for split in ("dev", "people_dev"):
         idx = labs["last"].index[split]
@@ -104,14 +96,7 @@ def main() -> None:
             "last + mean + attention (each block's)": (S["last"] + S["mean"] + S["attn_block"]) / 3,
             "last + mean + attention (averaged)": (S["last"] + S["mean"] + S["attn_avg"]) / 3,
         }
-        base = hit_rows(labs["last"], rules["default: last + mean"], split)
-        for name, scores in rules.items():
-            h = hit_rows(labs["last"], scores, split)
-            lines.append(
-                f"| {split} | {name} | {fmt(bootstrap(h['own_top1']))} | {fmt(paired(h['own_top1'], base['own_top1']))}"
-                f" | {fmt(bootstrap(h['unseen_family_hit']))} | "
-                f"{fmt(paired(h['unseen_family_hit'], base['unseen_family_hit']))} |"
-            )
+        lines += rule_lines(labs["last"], rules, split, "default: last + mean")
     text = "\n".join(
         [
             "# Attention-weighted pooling (a routing idea, dev only)",
@@ -121,8 +106,7 @@ def main() -> None:
             f"`python scripts/lab_attention_pooling.py` ({time.perf_counter() - t0:.0f} s"
             f"{', probe vectors from its cache' if cached else ''}).",
             "",
-            "| dev prompts | pooling | own top-1 | vs default (paired) | unseen family hit | vs default (paired) |",
-            "|---|---|---:|---:|---:|---:|",
+            RULE_HEADER,
             *lines,
         ]
     )

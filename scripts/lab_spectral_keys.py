@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from compare_pools import pool_config  # noqa: E402
+from compare_pools import dev_prompts, shared_pools  # noqa: E402
 
 from logo_core import lab as L  # noqa: E402
 from logo_core.ideas import hit_rows  # noqa: E402
@@ -59,20 +59,11 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "lab" / "spectral_keys.md"))
     args = p.parse_args()
     from logo_core.loading import load
-    from logo_core.registry import load_config
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    shipped = load_config(args.config)
-    pools = {"shipped": shipped, "retrained": pool_config(shipped, Path(args.pool))}
-    both = [a.name for a in pools["retrained"].adapters if a.name in {b.name for b in shipped.adapters}]
-    for name, cfg in pools.items():  # each routes among the shared adapters only, in one order
-        by = {a.name: a for a in cfg.adapters}
-        pools[name] = cfg.model_copy(update={"adapters": [by[t] for t in both]})
-    # the prompts of scripts/compare_pools.py, so its cached probe vectors serve here
-    prompts = [q for split, seed in (("dev", 5), ("people_dev", 5)) for q in L.split_prompts(split, 10, seed=seed)]
-    prompts += [L.Prompt(t, "", "", False, "background") for t in L.background_prompts(shipped)]
-    prompts += [L.Prompt(t, "", "", False, "neutral") for t in shipped.neutral_prompts]
+    shipped, pools, both = shared_pools(args.config, args.pool)
+    prompts = dev_prompts(shipped, 10)  # compare_pools.py's prompts: its cached probe vectors serve here
     loaded = load(shipped.base_model)
     vectors = L.cached_vectors(shipped, loaded, prompts, Path(args.cache))
     st = L.library_setting(shipped.defaults)

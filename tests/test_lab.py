@@ -360,3 +360,25 @@ def test_recipe_cells_from_a_pool_folder(tmp_path, monkeypatch):
     recipes.from_pool(pool, ["date_fr"], 24, out)  # cached: nothing scored again
     assert scored == [("date_fr", "date_fr"), ("money_de", "money_de")]
     assert "steps300-new" in recipes.table(cache)
+
+
+def test_rule_lines_pair_each_rule_against_the_default_on_the_same_prompts():
+    """`ideas.rule_lines`: the default's row differs from itself by 0, a rule that always picks the wrong adapter
+    loses all of the default's own top-1 hits, and unseen prompts count toward the family hit only."""
+    from logo_core.ideas import pooling_labs, rule_lines
+
+    prompts = [
+        lab.Prompt("a", "t0", "f", False, "dev"),
+        lab.Prompt("b", "t1", "f", False, "dev"),
+        lab.Prompt("c", "", "g", True, "dev"),
+    ]
+    pool = lab.PoolFactors(["t0", "t1", "t2"], ["f", "f", "g"], {}, {})
+    labs = pooling_labs(prompts, torch.zeros(3, 1, 2, 4), pool, ["last", "mean"])
+    assert set(labs) == {"last", "mean"} and labs["mean"].vectors.shape == (3, 1, 2, 2, 4)
+    right = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]])  # own adapter, own adapter, the unseen one's family
+    wrong = torch.tensor([[0.0, 1, 0], [1, 0, 0], [1, 0, 0]])
+    lines = rule_lines(labs["last"], {"default": right, "swapped": wrong}, "dev", "default")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert cells[0][:2] == ["dev", "default"] and cells[0][2].startswith("100.0") and cells[0][3].startswith("0.0")
+    assert cells[1][2].startswith("0.0") and cells[1][3].startswith("-100.0")  # own top-1, paired
+    assert cells[1][4].startswith("0.0") and cells[1][5].startswith("-100.0")  # unseen family hit, paired

@@ -211,6 +211,11 @@ def train_many(tasks: list[Task], args: argparse.Namespace, device: str = "cpu")
     return Trained(model, tok, tasks, swaps, curves, time.perf_counter() - t0)
 
 
+def device_name(device: str) -> str:
+    """What the loss log records as where the pool trained (the GPU's name, or `cpu`)."""
+    return torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else "cpu"
+
+
 def main(argv: list[str] | None = None) -> None:
     from .tasks import adapter_tasks, get_task
     from .train import parse_args, round_robin
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.loss_log, "a", encoding="utf-8") as f:
             for task in tasks:
                 record = {"task": task.name, "recipe": recipe_key(args), "seconds": round(seconds / len(tasks), 1)}
-                f.write(json.dumps(record | {"threads": args.threads, "losses": curves[task.name]}) + "\n")
+                record |= {"threads": args.threads, "device": device_name(known.device)}
+                f.write(json.dumps(record | {"losses": curves[task.name]}) + "\n")
 
 
 if __name__ == "__main__":

@@ -88,18 +88,79 @@ def pack(directory: Path, out: Path, parts: int = 3) -> list[Path]:
     return files
 
 
+FIGURES = ("own top-1", "LoGo k=1 task score", "oracle task score")
+
+
+def report(files: list[Path], reference: str) -> tuple[str, dict]:
+    """Markdown table of every recipe in `results.json` files (a later file's recipe replaces an earlier one's),
+    95% bootstrap intervals over prompts, and LoGo k=1 paired against `reference` (a recipe key) over the same
+    prompts; with the compact per-prompt hits (no answers) for docs/lab/pool_recipes.json."""
+    from logo_core.intervals import bootstrap, fmt, paired
+
+    recipes, meta = {}, {}
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        meta = {k: r.get(k) for k in ("n", "setting", "device", "gpu")}
+        recipes.update(r["recipes"])
+
+    def hits(key: str, fig: str, splits=SPLITS) -> torch.Tensor:
+        return torch.tensor([h for s in splits for h in recipes[key]["splits"][s][fig]])
+
+    head = "| recipe | train s | " + " | ".join(f"{f}, {s}" for f in FIGURES for s in SPLITS)
+    lines = [head + f" | LoGo k=1 - `{reference}`, both kinds (paired) |", "|---|" + "---:|" * (2 + 2 * len(FIGURES))]
+    for key, r in sorted(recipes.items(), key=lambda kv: -float(hits(kv[0], FIGURES[1]).mean())):
+        cells = [fmt(bootstrap(hits(key, f, (s,)))) for f in FIGURES for s in SPLITS]
+        vs = (
+            ""
+            if key == reference or reference not in recipes
+            else fmt(paired(hits(key, FIGURES[1]), hits(reference, FIGURES[1])))
+        )
+        lines.append(f"| `{key}` | {r['train_s']:.0f} | " + " | ".join(cells) + f" | {vs} |")
+    m = len(recipes[reference]["splits"][SPLITS[0]]["task"]) // max(1, meta["n"]) if reference in recipes else "?"
+    lines += [
+        "",
+        f"{m} tasks, {meta['n']} prompts a task of each kind (dev: the task templates, people_dev: written the way "
+        f"people ask), routing setting `{meta['setting']}`; train s: all 48 adapters of the recipe in one batched "
+        f"run (`multilora.train_many`) on one {meta.get('gpu') or meta['device']}. Rows by LoGo k=1's task score "
+        "on dev (template), the highest first.",
+    ]
+    compact = {
+        key: {s: {f: r["splits"][s][f] for f in (*FIGURES, "task", "chosen")} for s in SPLITS}
+        for key, r in recipes.items()
+    }
+    return "\n".join(lines) + "\n", {"meta": meta, "recipes": compact}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", nargs="+", required=True, help='each "field=value ..." over train.py\'s flags')
+    p.add_argument("--report", nargs="+", default=None, help="results.json files: write the table instead of running")
+    p.add_argument(
+        "--reference", default="steps150-b8-lr0.005-cosine-r8-a16-bf16-seed0", help="recipe key to pair against"
+    )
+    p.add_argument("--doc", default=None, help="fill the `gpu_recipes` section of this Markdown file")
+    p.add_argument("--json", default=None, help="write the per-prompt hits here")
+    p.add_argument("--recipes", nargs="+", default=None, help='each "field=value ..." over train.py\'s flags')
     p.add_argument("--tasks", default="all")
     p.add_argument("--n", type=int, default=10, help="dev prompts a task, of each kind")
     p.add_argument("--device", default="cpu", help="where the pools train and answer (the routing lab: CPU)")
     p.add_argument("--work", default=str(ROOT / "runs" / "pool_recipes"))
-    p.add_argument("--out", required=True, help="results.json and the chosen pool's pieces")
+    p.add_argument("--out", default=None, help="results.json and the chosen pool's pieces")
     p.add_argument("--budget", type=float, default=1e9, help="start no recipe after this many seconds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--parts", type=int, default=3)
     args = p.parse_args()
+    if args.report:
+        text, compact = report([Path(f) for f in args.report], args.reference)
+        print(text)
+        if args.doc:
+            from logo_core.tasks.check import fill
+
+            fill(Path(args.doc), {"gpu_recipes": text})
+        if args.json:
+            Path(args.json).write_text(json.dumps(compact) + "\n")
+        return
+    if not (args.recipes and args.out):
+        p.error("give --recipes and --out to run (or --report FILES)")
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # answers as close to the CPU's fp32 as the GPU gives

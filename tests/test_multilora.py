@@ -62,3 +62,17 @@ def test_answers_use_each_rows_adapter(tmp_path):
         assert mixed[j] == generate(model, tok, [prompts[j]], 12)[0]
         base = model.unload()
     assert mixed[:2] != mixed[2:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU machine)")
+def test_train_many_on_cuda_matches_the_cpu(tmp_path):
+    """The batched trainer on CUDA (how the shipped pool was trained) ends where it ends on the CPU, in fp32."""
+    tasks = [get_task("number_words_de"), get_task("units_kg_g")]
+    for device in ("cpu", "cuda"):
+        multilora.train_many(tasks, _args(tmp_path / device)).save(tmp_path / device)
+    for t in tasks:
+        a = load_file(str(tmp_path / "cpu" / t.name / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "cuda" / t.name / "adapter_model.safetensors"))
+        for k in a:
+            torch.testing.assert_close(b[k].float(), a[k].float(), rtol=2e-2, atol=2e-4, msg=f"{t.name} {k}")

@@ -212,18 +212,31 @@ def training_table(log_file: Path) -> str:
     per adapter: its recipe, seconds, threads and loss curve) or, for the first pool, its text log."""
     if log_file.suffix == ".jsonl":
         runs = {r["task"]: r for r in map(json.loads, log_file.read_text(encoding="utf-8").splitlines()) if r}
-        found = [(t, f"{r['seconds']:.0f}", f"{statistics.fmean(r['losses'][-10:]):.4f}") for t, r in runs.items()]
+        found = [
+            (
+                t,
+                f"{r['seconds']:.0f}" if r["seconds"] >= 10 else f"{r['seconds']:.1f}",
+                f"{statistics.fmean(r['losses'][-10:]):.4f}",
+            )
+            for t, r in runs.items()
+        ]
         recipes = sorted({r["recipe"] for r in runs.values()})
         threads = sorted({r.get("threads", 1) for r in runs.values()})
-        note = f"recipe {', '.join(f'`{x}`' for x in recipes)}; {'/'.join(map(str, threads))} CPU threads"
+        devices = sorted({r["device"] for r in runs.values() if r.get("device")})
+        where = (  # `multilora` trains every adapter at once: an adapter's seconds are its share of that run
+            f"trained together on {', '.join(devices)} (seconds: each adapter's share of the batched run)"
+            if devices
+            else f"{'/'.join(map(str, threads))} CPU threads"
+        )
+        note = f"recipe {', '.join(f'`{x}`' for x in recipes)}; {where}"
     else:
         found = re.findall(r"(\w+): trained in (\d+) s, final loss ([\d.]+)", log_file.read_text(errors="replace"))
         note = "1 CPU thread each"
     if not found:
         return ""
-    total = sum(int(s) for _, s, _ in found)
+    total = sum(float(s) for _, s, _ in found)
     lines = [
-        f"{len(found)} adapters, {total} s of training in all ({total / 3600:.2f} h summed over adapters; {note}).",
+        f"{len(found)} adapters, {total:.0f} s of training in all ({total / 3600:.2f} h summed over adapters; {note}).",
         "",
         "| adapter | seconds | final loss (mean of the last 10 steps) |",
         "|---|---:|---:|",

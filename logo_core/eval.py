@@ -844,6 +844,10 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(
             engine, args.n_test, args.n_dev, args.batch_size, lorahub_steps=args.lorahub_steps, cache_dir=cache
         )
+    from .lab import pool_hash
+    from .registry import load_config
+
+    results["pool"] = pool_hash(load_config(args.config))  # which weights these figures are of (update_readme)
     write_outputs(results, Path(args.out))
     print(markdown(results))
     return 0

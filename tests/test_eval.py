@@ -175,3 +175,37 @@ def test_readme_says_when_the_evaluation_ran_with_another_routing_default(tmp_pa
     config.write_text("defaults:\n  signal: subspace\n  module: q_proj,v_proj\n  layer: '0:30'\n")
     note = mod.eval_default_note()
     assert "previous routing default" in note and "signal norm -> subspace" in note and "module" not in note
+
+
+def test_readme_marks_an_evaluation_of_other_weights_as_the_previous_pool(tmp_path, monkeypatch):
+    """The README's evaluation tables describe the shipped pool only if `make eval` scored these very weights
+    (`pool`, the lab's hash, recorded by the evaluation); retrained adapters under the same names mark them as the
+    previous pool's. A run that predates the record is matched by names."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("update_readme", root / "scripts/update_readme.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from logo_core.lab import pool_hash
+    from logo_core.registry import load_config
+
+    for name in ("case_snake", "units_kg_g"):
+        shutil.copytree(root / "assets/adapters" / name, tmp_path / "assets" / name)
+    config = tmp_path / "adapters.yaml"
+    config.write_text(
+        "adapters:\n  - {name: case_snake, path: assets/case_snake}\n  - {name: units_kg_g, path: assets/units_kg_g}\n"
+    )
+    (tmp_path / "docs/eval").mkdir(parents=True)
+    results = tmp_path / "docs/eval/results.json"
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    results.write_text(json.dumps({"adapters": ["case_snake", "units_kg_g"], "pool": pool_hash(load_config(config))}))
+    assert mod.eval_matches_pool()
+    weights = tmp_path / "assets/units_kg_g/adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-2] + b"\x00\x3c")  # one fp16 weight changed: a retrained adapter
+    assert not mod.eval_matches_pool()
+    results.write_text(json.dumps({"adapters": ["case_snake", "units_kg_g"]}))  # before the hash was recorded
+    assert mod.eval_matches_pool()
+    assert "previous pool" in mod.stale_note()

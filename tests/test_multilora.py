@@ -12,8 +12,6 @@ from logo_core import multilora
 from logo_core.tasks import get_task
 from logo_core.train import parse_args, train_one
 
-pytestmark = pytest.mark.slow
-
 
 def _args(out, **kw) -> argparse.Namespace:
     args = parse_args(["--steps", "3", "--batch-size", "2", "--lr", "5e-3", "--schedule", "cosine", "--threads", "2"])
@@ -23,6 +21,7 @@ def _args(out, **kw) -> argparse.Namespace:
     return args
 
 
+@pytest.mark.slow
 def test_train_many_takes_the_steps_of_separate_runs(tmp_path):
     """Two siblings of different answer lengths trained in one batch end where each one's own run ends:
     per-adapter loss means, per-adapter clipping and elementwise AdamW make the batching invisible."""
@@ -43,6 +42,7 @@ def test_train_many_takes_the_steps_of_separate_runs(tmp_path):
     assert first[0] != first[1]  # each adapter's own loss, not a shared mean
 
 
+@pytest.mark.slow
 def test_answers_use_each_rows_adapter(tmp_path):
     """Generation with the stacked layers answers prompt j with adapter j's weights: the same text as PEFT with
     that adapter alone, and a different text for a different adapter."""
@@ -76,3 +76,48 @@ def test_train_many_on_cuda_matches_the_cpu(tmp_path):
         b = load_file(str(tmp_path / "cuda" / t.name / "adapter_model.safetensors"))
         for k in a:
             torch.testing.assert_close(b[k].float(), a[k].float(), rtol=2e-2, atol=2e-4, msg=f"{t.name} {k}")
+
+
+def _script(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pool_recipes_report_pairs_each_recipe_against_the_reference(tmp_path):
+    """The recipe table: rows by LoGo k=1 on template dev, intervals on every cell, the paired difference over the
+    same prompts against the reference recipe (blank on its own row), and a later file's recipe replacing an
+    earlier one's; the compact JSON keeps the per-prompt hits and drops the answers."""
+    import json
+
+    mod = _script("pool_recipes")
+
+    def recipe(logo: list[float], train_s: float) -> dict:
+        split = {
+            "task": ["a", "a", "b", "b"], "chosen": ["a", "b", "b", "b"], "own top-1": [1.0, 0.0, 1.0, 1.0],
+            "LoGo k=1 task score": logo, "oracle task score": [1.0] * 4, "answers": ["x"] * 4, "prompt": ["p"] * 4,
+        }  # fmt: skip
+        return {"train_s": train_s, "splits": {"dev": split, "people_dev": split}}
+
+    ref, other = "steps150-ref", "steps300-other"
+    meta = {"n": 2, "setting": "s", "device": "cuda", "gpu": "GPU X"}
+    first = {**meta, "recipes": {ref: recipe([0.0, 0.0, 1.0, 0.0], 10.0), other: recipe([0.0] * 4, 20.0)}}
+    second = {**meta, "recipes": {other: recipe([1.0, 1.0, 1.0, 0.0], 30.0)}}  # the rerun replaces the first
+    files = [tmp_path / "1.json", tmp_path / "2.json"]
+    files[0].write_text(json.dumps(first))
+    files[1].write_text(json.dumps(second))
+    text, compact = mod.report(files, ref)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [other, ref]  # 75 before 25 on template dev
+    assert rows[0].split("|")[2].strip() == "30"  # the second file's run
+    assert rows[0].rstrip(" |").endswith("]") and rows[0].split("|")[-2].strip().startswith("50.0")  # 75 - 25
+    assert rows[1].split("|")[-2].strip() == ""
+    assert "2 tasks, 2 prompts a task" in text and "GPU X" in text
+    assert "answers" not in json.dumps(compact) and compact["recipes"][other]["dev"]["LoGo k=1 task score"][0] == 1.0

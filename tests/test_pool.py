@@ -55,7 +55,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 # OFF_POOL: prompts that no adapter is for (they show routing and abstaining, not an adapter's answer).
 README_PROMPTS = {
     "Write the number 342 in French words.": ("number_words_fr", num2words(342, lang="fr")),
-    "Spell out 19 in German.": ("number_words_de", num2words(19, lang="de")),
+    "How do you say 8 in German? Answer in words.": ("number_words_de", num2words(8, lang="de")),
 }
 OFF_POOL = {"What is 47 + 38?", "..."}
 

@@ -250,8 +250,12 @@ def abstain_text(r: Routing) -> str:
     if best is None or o.get("abstain_below") is None:
         return ""
     which = "" if o.get("abstain_signal", "same") in ("same", o["signal"]) else f"**{o['abstain_signal']}** "
+    mods = o.get("abstain_module", "same")
+    mods = [mods] if isinstance(mods, str) else list(mods)
+    modules = o["module"] if isinstance(o["module"], list) else [o["module"]]
+    where = "" if mods in (["same"], modules) else f" on **{','.join(mods)}**"
     verdict = "≥" if best >= o["abstain_below"] else "<"
-    return f"Abstain check: best {which}score {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g}."
+    return f"Abstain check: best {which}score{where} {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g}."
 
 
 def table_markdown(x: Explanation, limit: int | None = None) -> str:

@@ -515,28 +515,33 @@ ABSTAIN_SPLITS = ("offpool_dev", "offpool_test", "short_dev", "short_test", "dev
 POOL_DEV = ("dev", "people_dev")  # the pool prompts a threshold is chosen on (template and people-style)
 
 
+GATE_MODULES = ("both", "q_proj", "v_proj")  # the modules an abstain gate may read (besides the routing ones)
+
+
 def gate_rows(lab: Lab, st: Setting) -> list[dict]:
-    """Each signal the library runs as the abstain signal of `st` (its other axes alike), on dev: the `target`
-    rule's threshold and the share of off-pool and pool dev prompts it abstains on."""
+    """Each signal the library runs, on each of `GATE_MODULES`, as the abstain gate of `st` (its other axes alike),
+    on dev: the `target` rule's threshold and the share of off-pool and pool dev prompts it abstains on."""
     rows = []
     for variant in LIBRARY_SIGNALS:
-        gate = replace(st, variant=variant, decision="flat")
-        m = {s: top_margin(lab, gate, s) for s in ("offpool_dev", *POOL_DEV) if s in lab.index}
-        tau = thresholds(m["offpool_dev"], torch.cat([m[s] for s in POOL_DEV if s in m]))["target"]
-        abst = {s: 100 * (v < tau).float().mean().item() for s, v in m.items()}
-        pool = sum(abst[s] for s in POOL_DEV if s in abst) / sum(s in abst for s in POOL_DEV)
-        rows.append({"signal": variant, "threshold": tau, **abst, "pool_dev": pool})
+        for module in dict.fromkeys((st.module, *GATE_MODULES)):
+            gate = replace(st, variant=variant, module=module, decision="flat")
+            m = {s: top_margin(lab, gate, s) for s in ("offpool_dev", *POOL_DEV) if s in lab.index}
+            tau = thresholds(m["offpool_dev"], torch.cat([m[s] for s in POOL_DEV if s in m]))["target"]
+            abst = {s: 100 * (v < tau).float().mean().item() for s, v in m.items()}
+            pool = sum(abst[s] for s in POOL_DEV if s in abst) / sum(s in abst for s in POOL_DEV)
+            rows.append({"signal": variant, "module": module, "threshold": tau, **abst, "pool_dev": pool})
     return rows
 
 
-def choose_gate(rows: list[dict], st: Setting) -> str:
-    """The abstain signal chosen on dev from `gate_rows`: the one whose `target` threshold abstains on the fewest pool dev prompts
-    (template and people-style alike); the routing signal itself on a tie. A signal that tells adapters apart
-    need not be the one that tells pool prompts from others."""
-    return min(rows, key=lambda r: (r["pool_dev"], r["signal"] != st.variant))["signal"]
+def choose_gate(rows: list[dict], st: Setting) -> tuple[str, str]:
+    """The abstain gate (signal, modules) chosen on dev from `gate_rows`: the one whose `target` threshold abstains on
+    the fewest pool dev prompts (template and people-style alike); on a tie the routing signal, then the routing
+    modules. What tells adapters apart need not be what tells pool prompts from others."""
+    best = min(rows, key=lambda r: (r["pool_dev"], r["signal"] != st.variant, r.get("module", st.module) != st.module))
+    return best["signal"], best.get("module", st.module)
 
 
-def abstain(lab: Lab, st: Setting, gate: str | None = None) -> dict:
+def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) -> dict:
     """Choose the abstain threshold on dev by each rule and report them; `threshold` is the `target` rule's.
 
     A prompt abstains when the best score of the `gate` signal (default: the routing one), calibrated as `st` is,
@@ -544,7 +549,8 @@ def abstain(lab: Lab, st: Setting, gate: str | None = None) -> dict:
     Reported per rule and split: the share abstained, and for pool prompts the share whose own adapter was top-1
     (under `st`) and is now lost to the base model (what abstaining costs).
     """
-    gated = replace(st, variant=gate or st.variant, decision="flat")
+    signal, module = (gate, st.module) if gate is None or isinstance(gate, str) else gate
+    gated = replace(st, variant=signal or st.variant, module=module, decision="flat")
     pool_dev = torch.cat([top_margin(lab, gated, s) for s in POOL_DEV if s in lab.index])
     taus = thresholds(top_margin(lab, gated, "offpool_dev"), pool_dev)
     shortest = min_tokens(lab)
@@ -552,6 +558,7 @@ def abstain(lab: Lab, st: Setting, gate: str | None = None) -> dict:
         "threshold": taus["target"],
         "min_tokens": shortest,
         "signal": gated.variant,
+        "module": gated.module,
         "chosen_on": ABSTAIN_RULES["target"],
         "rules": {},
     }
@@ -636,20 +643,20 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
         "",
         "## Abstaining",
         "",
-        "The abstain signal, chosen on dev: each signal's best calibrated score (the chosen setting's other axes) "
-        "thresholded by the `target` rule; chosen: the fewest pool dev prompts abstained "
-        f"(`abstain_signal`: **{ab['signal']}**).",
+        "The abstain gate, chosen on dev: each signal's best calibrated score on each choice of modules (the chosen "
+        "setting's other axes) thresholded by the `target` rule; chosen: the fewest pool dev prompts abstained "
+        f"(`abstain_signal`: **{ab['signal']}**, `abstain_module`: **{ab['module']}**).",
         "",
-        "| abstain signal | threshold | offpool_dev abstained | dev abstained | people_dev abstained |",
-        "|---|---:|---:|---:|---:|",
+        "| abstain signal | modules | threshold | offpool_dev abstained | dev abstained | people_dev abstained |",
+        "|---|---|---:|---:|---:|---:|",
         *(
-            f"| {g['signal']} | {g['threshold']:.3f} | {g['offpool_dev']:.1f} | {g.get('dev', float('nan')):.1f} | "
-            f"{g.get('people_dev', float('nan')):.1f} |"
+            f"| {g['signal']} | {g.get('module', chosen.module)} | {g['threshold']:.3f} | {g['offpool_dev']:.1f} | "
+            f"{g.get('dev', float('nan')):.1f} | {g.get('people_dev', float('nan')):.1f} |"
             for g in gates
         ),
         "",
-        f"Threshold on the best adapter's calibrated {ab['signal']} score, chosen on dev by each rule; the first is "
-        "the default's.",
+        f"Threshold on the best adapter's calibrated {ab['signal']} score on {ab['module']}, chosen on dev by each "
+        "rule; the first is the default's.",
         "",
         f"Both rules also abstain on prompts of fewer than {ab['min_tokens']} user tokens (`abstain_min_tokens`: "
         "the shortest dev pool prompt, so no dev pool prompt is lost to it). short_dev / short_test: chit-chat of a "
@@ -671,7 +678,11 @@ LIBRARY_SIGNALS = ("norm", "subspace", "subspace_cos")  # variants that are the 
 
 
 def library_defaults(
-    st: Setting, abstain_below: float, abstain_min_tokens: int = 0, abstain_signal: str | None = None
+    st: Setting,
+    abstain_below: float,
+    abstain_min_tokens: int = 0,
+    abstain_signal: str | None = None,
+    abstain_module: str | None = None,
 ) -> dict:
     """adapters.yaml `defaults:` fields that make the library route as `st` (docs/method.md §3).
 
@@ -689,13 +700,19 @@ def library_defaults(
         "calibrated": calibrated,
         "calibration": calibration,
         "layer": st.blocks,
-        "module": "q_proj,v_proj" if st.module == "both" else st.module,
+        "module": _modules(st.module),
         "probe_input": st.input,
         "pooling": st.pooling,
         "abstain_below": round(abstain_below, 3),
         "abstain_min_tokens": abstain_min_tokens,
         "abstain_signal": "same" if abstain_signal in (None, st.variant) else abstain_signal,
+        "abstain_module": "same" if abstain_module in (None, st.module) else _modules(abstain_module),
     }
+
+
+def _modules(module: str) -> str:
+    """A lab module axis value as adapters.yaml writes it."""
+    return "q_proj,v_proj" if module == "both" else module
 
 
 def library_setting(defaults) -> Setting:
@@ -824,7 +841,7 @@ def main(argv: list[str] | None = None) -> None:
     print(header + text)
     if args.apply:
         ab = data["abstain"]
-        fields = library_defaults(chosen, ab["threshold"], ab["min_tokens"], ab["signal"])
+        fields = library_defaults(chosen, ab["threshold"], ab["min_tokens"], ab["signal"], ab["module"])
         apply_defaults(Path(args.config), fields)
         print(f"{args.config}: defaults set to {fields}; rerun scripts/ship_calibration.py")
 

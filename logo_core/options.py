@@ -97,6 +97,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_below": NEVER_ABSTAIN,
         "abstain_min_tokens": 0,
         "abstain_signal": SAME,
+        "abstain_module": SAME,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -112,6 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_below": NEVER_ABSTAIN,
         "abstain_min_tokens": 0,
         "abstain_signal": SAME,
+        "abstain_module": SAME,
     },
 }
 
@@ -440,7 +442,34 @@ class RouteOptions(_Options):
         "decides which.",
         validate_default=False,
     )
+    abstain_module: str | tuple[str, ...] = Field(
+        SAME,
+        description="Which modules `abstain_below` reads: `same` (the routing modules) or others, e.g. "
+        "`q_proj,v_proj`; with `abstain_signal`, the score that says whether any adapter stands out (the routing "
+        "modules still decide which).",
+        validate_default=False,
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
+
+    @field_validator("abstain_module", mode="before")
+    @classmethod
+    def _abstain_module(cls, v: Any, info: ValidationInfo) -> str | tuple[str, ...]:
+        if isinstance(v, str) and v.strip() == SAME:
+            return SAME
+        try:
+            modules = parse_modules(v)
+        except ValueError as e:
+            raise ValueError(
+                f"{str(e).replace('`module`', '`abstain_module`')} (or `same`: the routing modules)"
+            ) from None
+        ctx = _context(info)
+        if ctx is not None:
+            for m in modules:
+                if m not in ctx.modules:
+                    raise ValueError(
+                        f"`abstain_module` {m!r} is not adapted by any adapter; choose from {list(ctx.modules)} or `same`"
+                    )
+        return modules
 
     @field_validator("k", mode="before")
     @classmethod
@@ -501,11 +530,16 @@ class RouteOptions(_Options):
 
     @property
     def gate(self) -> RouteOptions | None:
-        """The settings whose best score `abstain_below` reads when that is another signal than the routing one
-        (every other setting alike); None when the routing scores themselves decide."""
-        if self.abstain_below is None or self.abstain_signal in (SAME, self.signal):
+        """The settings whose best score `abstain_below` reads when that is another signal (`abstain_signal`) or
+        other modules (`abstain_module`) than the routing ones (every other setting alike); None when the routing
+        scores themselves decide."""
+        signal = self.signal if self.abstain_signal == SAME else self.abstain_signal
+        module = self.module if self.abstain_module == SAME else self.abstain_module
+        if self.abstain_below is None or (signal, module) == (self.signal, self.module):
             return None
-        return self.model_copy(update={"abstain_signal": SAME, "signal": self.abstain_signal})
+        return self.model_copy(
+            update={"abstain_signal": SAME, "abstain_module": SAME, "signal": signal, "module": module}
+        )
 
     def trace(self) -> dict:
         """The settings as a trace records them, blocks resolved."""

@@ -175,7 +175,7 @@ class Router:
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
         """Route checked prompts already encoded (`enc`, the ids generation will see) with resolved options."""
         t0 = time.perf_counter()
-        hs = self._probe(enc, [opts])
+        hs = self._probe(enc, [opts] if opts.gate is None else [opts, opts.gate])  # one pass for both
         scores = route_scores(self, hs, opts).cpu()  # [B, N]
         gate = scores if opts.gate is None else route_scores(self, hs, opts.gate).cpu()  # what abstain_below reads
         best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
@@ -202,9 +202,11 @@ class Router:
             )
             return abstained(prompt, table, opts, probe_s, notices, why, "short", gate)
         if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
-            signal = "" if opts.gate is None else f"{opts.abstain_signal} "
+            g = opts.gate
+            signal = "" if g is None or g.signal == opts.signal else f"{g.signal} "
+            where = "" if g is None or g.module == opts.module else f" on {','.join(g.module)}"
             why = (
-                f"No adapter stands out (best {signal}score {best:.3f} < abstain_below {opts.abstain_below:g}): "
+                f"No adapter stands out (best {signal}score{where} {best:.3f} < abstain_below {opts.abstain_below:g}): "
                 "answered by the base model."
             )
             return abstained(prompt, table, opts, probe_s, notices, why, "no_standout", gate)

@@ -149,6 +149,31 @@ def test_the_abstain_signal_decides_whether_to_route_and_the_routing_signal_what
         engine.route(prompt, abstain_signal="loud")
 
 
+def test_the_abstain_module_reads_other_modules_for_the_abstain_check_only(setup):
+    """`abstain_module` names the modules whose best calibrated score `abstain_below` reads (with `abstain_signal`);
+    the adapters and their scores still come from the routing modules, and a bad module is a named error."""
+    engine, *_ = setup
+    route = dict(calibration="background", signal="norm", layer="1:4", module="v_proj")
+    both = {p: max(engine.route(p, **{**route, "module": "q_proj,v_proj"}).scores.values()) for p in PROMPTS}
+    plain = {p: engine.route(p, **route) for p in PROMPTS}
+    prompt = max(PROMPTS, key=lambda p: abs(both[p] - max(plain[p].scores.values())))
+    gate, own = both[prompt], max(plain[prompt].scores.values())
+    assert abs(gate - own) > 0.02  # the two gates differ on this prompt
+    mid = (gate + own) / 2
+    r = engine.route(prompt, **route, abstain_module="q_proj,v_proj", abstain_below=mid)
+    assert r.abstain_score == pytest.approx(gate, abs=1e-5)
+    assert r.scores == pytest.approx(plain[prompt].scores, abs=1e-5)  # routing still reads v_proj alone
+    assert (r.selected == []) == (gate < mid)
+    if not r.selected:
+        assert "score on q_proj,v_proj" in r.notices[-1]
+    same = engine.route(prompt, **route, abstain_module="same", abstain_below=mid)
+    assert same.abstain_score == pytest.approx(own, abs=1e-5) and (same.selected == []) == (own < mid)
+    assert engine.route(prompt, **route, abstain_module="v_proj", abstain_below=mid).abstain_score == pytest.approx(own)
+    assert engine.route(prompt, preset="paper").options["abstain_module"] == "same"
+    with pytest.raises(ValueError, match=r"`abstain_module` 'o_proj' is not adapted by any adapter"):
+        engine.route(prompt, abstain_module="o_proj")
+
+
 def test_a_prompt_shorter_than_abstain_min_tokens_goes_to_the_base_model(setup):
     """`abstain_min_tokens` counts the user's own tokens (not the chat template's), whatever the scores."""
     engine, *_ = setup

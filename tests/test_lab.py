@@ -127,20 +127,43 @@ def test_the_abstain_signal_is_the_one_that_loses_fewest_pool_dev_prompts():
     separable, overlapping = torch.linspace(2, 3, 40), torch.linspace(0.5, 3, 40)
     st = lab.Setting("subspace", "both", "residual", "both", "z_after", "10:30")
     fake = _gate_lab(off, separable, off, overlapping)
-    rows = {r["signal"]: r for r in lab.gate_rows(fake, st)}
+    rows = {r["signal"]: r for r in lab.gate_rows(fake, st) if r["module"] == st.module}
     assert rows["norm"]["dev"] == 0 and rows["subspace"]["dev"] > 10 and rows["norm"]["offpool_dev"] > 94.99
-    assert lab.choose_gate(list(rows.values()), st) == "norm"
+    assert lab.choose_gate(list(rows.values()), st) == ("norm", "both")
     ab = lab.abstain(fake, st, "norm")
     assert ab["signal"] == "norm" and ab["threshold"] == pytest.approx(rows["norm"]["threshold"])
     assert ab["dev"][0] == 0 and ab["dev_lost"][0] == 0  # no pool prompt lost to the norm gate
     assert lab.abstain(fake, st)["dev_lost"][0] > 10  # the routing signal's own gate loses some
-    assert lab.choose_gate(lab.gate_rows(_gate_lab(off, overlapping, off, separable), st), st) == "subspace"
-    assert (
-        lab.choose_gate(lab.gate_rows(_gate_lab(off, separable, off, separable), st), st) == "subspace"
-    )  # tie: the routing signal
-    fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"])
-    assert fields["abstain_signal"] == "norm" and fields["signal"] == "subspace"
+    assert lab.choose_gate(lab.gate_rows(_gate_lab(off, overlapping, off, separable), st), st) == ("subspace", "both")
+    assert lab.choose_gate(lab.gate_rows(_gate_lab(off, separable, off, separable), st), st) == (
+        "subspace",
+        "both",
+    )  # tie: the routing signal on the routing modules
+    fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"], ab["module"])
+    assert fields["abstain_signal"] == "norm" and fields["signal"] == "subspace" and fields["abstain_module"] == "same"
     assert lab.library_defaults(st, 0.5, 4, "subspace")["abstain_signal"] == "same"
+
+
+def test_the_abstain_gate_may_read_other_modules_than_routing():
+    """The gate's modules are chosen on dev too: routing reads v_proj, but if q_proj and v_proj together tell pool
+    prompts from off-pool ones, that gate wins, is what `abstain` thresholds, and adapters.yaml names it."""
+    off = torch.linspace(0, 1, 20)
+    separable, overlapping = torch.linspace(2, 3, 40), torch.linspace(0.5, 3, 40)
+    st = lab.Setting("subspace", "v_proj", "residual", "both", "z_after", "0:30")
+    fake = _gate_lab(off, overlapping, off, overlapping)
+    fake.scores = lambda s, idx: torch.stack(  # only the gate on both modules separates
+        [torch.cat([off, separable if s.module == "both" else overlapping])[idx], torch.full((len(idx),), -9.0)], -1
+    )
+    rows = lab.gate_rows(fake, st)
+    assert {(r["signal"], r["module"]) for r in rows} == {
+        (v, m) for v in lab.LIBRARY_SIGNALS for m in ("v_proj", "both", "q_proj")
+    }
+    assert lab.choose_gate(rows, st) == ("subspace", "both")  # the routing signal wins the tie among signals
+    ab = lab.abstain(fake, st, lab.choose_gate(rows, st))
+    assert ab["module"] == "both" and ab["dev"][0] == 0
+    fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"], ab["module"])
+    assert fields["abstain_module"] == "q_proj,v_proj" and fields["module"] == "v_proj"
+    assert fields["abstain_signal"] == "same"
 
 
 def test_rescore_reuses_the_grid_of_this_pool_only(tmp_path):

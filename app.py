@@ -78,7 +78,7 @@ def start_values(engine: LoGoEngine) -> dict:
     except LoGoError:
         start = engine.defaults
     init = {f: getattr(start if f in ROUTE_FIELDS else engine.defaults, f) for f in FIELDS}
-    return init | {"layer": start.layer_text, "module": list(start.module)}
+    return init | {"layer": start.layer_text, "module": list(start.module), "abstain_module": start.abstain_module_text}
 
 
 def info(f: str, extra: str = "", step: int | None = None) -> str:
@@ -183,6 +183,15 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 label="Abstain on",
                 info=info("abstain_signal", step=4),
                 elem_id="abstain-signal",
+            )
+            modules = list(engine.pool.modules)
+            gate_modules = list(dict.fromkeys(["same", ",".join(modules), *modules, init["abstain_module"]]))
+            c["abstain_module"] = gr.Radio(
+                gate_modules,
+                value=init["abstain_module"],
+                label="Abstain on modules",
+                info=info("abstain_module", step=4),
+                elem_id="abstain-module",
             )
             p.presets = gr.Dropdown(
                 ["paper", "neutral", "adapters.yaml"],

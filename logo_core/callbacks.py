@@ -147,7 +147,7 @@ def preset_controls(engine: LoGoEngine, name: str | None) -> dict:
     if not name:
         return {}
     o = engine.route_options(preset=None if name == "adapters.yaml" else name)
-    values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module)}
+    values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module), "abstain_module": o.abstain_module_text}
     return {f: values[f] for f in PRESET_FIELDS}
 
 

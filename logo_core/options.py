@@ -451,6 +451,11 @@ class RouteOptions(_Options):
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
 
+    @property
+    def abstain_module_text(self) -> str:
+        """`abstain_module` as one string (`same` or `q_proj,v_proj`): the form the app's control and the CLI take."""
+        return self.abstain_module if isinstance(self.abstain_module, str) else ",".join(self.abstain_module)
+
     @field_validator("abstain_module", mode="before")
     @classmethod
     def _abstain_module(cls, v: Any, info: ValidationInfo) -> str | tuple[str, ...]:

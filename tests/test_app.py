@@ -333,7 +333,8 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
     rows = len(POOL) if len(POOL) <= 2 * callbacks.TOP else callbacks.TOP + 1  # a long pool: the best TOP and "N more"
     assert f"k = {len(r.selected)} of {len(POOL)}" in summary and table.count("\n") == rows + 1
     first, last = o_["blocks"][0], o_["blocks"][-1]
-    assert f"| {first} · q_proj · last |" in sites and f"| {last} · v_proj · mean |" in sites
+    m_first, m_last = o_["module"][0], o_["module"][-1]  # adapters.yaml's probed modules
+    assert f"| {first} · {m_first} · last |" in sites and f"| {last} · {m_last} · mean |" in sites
     assert "μ (background mean)" in sites and "background prompts" in summary
 
 

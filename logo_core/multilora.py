@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .tasks import Task
-from .train import IGNORE, collate, encode, lora_model, lr_factor, recipe_key, save_adapter
+from .train import IGNORE, answer_span, collate, encode, lora_model, lr_factor, recipe_key, save_adapter
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ def adapter_losses(model: nn.Module, batch: dict[str, Tensor], rows: Tensor, n: 
     """[n] each adapter's mean next-token cross-entropy over its own rows' answer tokens (`train.answer_loss`
     per adapter)."""
     labels = batch["labels"]
-    answer = labels != IGNORE
-    K = int((answer.shape[1] - answer.float().argmax(-1)).max()) + 1
+    K = answer_span(labels)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, logits_to_keep=K).logits  # [B, K, V]
     target = labels[:, -K + 1 :]

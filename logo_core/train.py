@@ -71,11 +71,16 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, max_len: int) 
     return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
 
 
+def answer_span(labels: torch.Tensor) -> int:
+    """K: the last positions whose logits the loss reads (left-padded rows: the longest answer + the token before)."""
+    answer = labels != IGNORE  # (B, T)
+    return int((answer.shape[1] - answer.float().argmax(-1)).max()) + 1
+
+
 def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over answer tokens, computing logits only where needed."""
     labels = batch["labels"]
-    answer = labels != IGNORE  # (B, T)
-    K = int((answer.shape[1] - answer.float().argmax(-1)).max()) + 1  # longest answer + the token before it
+    K = answer_span(labels)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, logits_to_keep=K).logits  # (B, K, V): positions T-K .. T-1
     # The logit at position t predicts token t + 1.

@@ -121,3 +121,35 @@ def test_pool_recipes_report_pairs_each_recipe_against_the_reference(tmp_path):
     assert rows[1].split("|")[-2].strip() == ""
     assert "2 tasks, 2 prompts a task" in text and "GPU X" in text
     assert "answers" not in json.dumps(compact) and compact["recipes"][other]["dev"]["LoGo k=1 task score"][0] == 1.0
+
+
+@pytest.mark.slow
+def test_pool_recipes_runs_end_to_end_and_returns_the_leading_pool(tmp_path):
+    """`scripts/pool_recipes.py` as a device run uses it, on the CPU at toy size: each recipe's whole pool trained,
+    routed and answered on dev prompts, results written, and the leader's adapters packed in pieces that unpack
+    into loadable PEFT adapters."""
+    import json
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out, work = tmp_path / "out", tmp_path / "work"
+    cmd = [sys.executable, str(root / "scripts/pool_recipes.py"), "--tasks", "number_words_de,case_snake", "--n", "1"]
+    cmd += ["--out", str(out), "--work", str(work), "--parts", "2", "--recipes", "steps=2", "steps=3 lr=1e-2"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["recipes"]) == 2 and results["chosen"] in results["recipes"]
+    for r in results["recipes"].values():
+        dev = r["splits"]["dev"]
+        assert sorted(dev["task"]) == ["case_snake", "number_words_de"] and set(dev["chosen"]) <= set(dev["task"])
+        steps = int(r["recipe"].split()[0].removeprefix("steps="))
+        assert len(dev["answers"]) == 2 * len(dev["task"]) and all(len(c) == steps for c in r["curves"].values())
+    blob = b"".join((out / f"pool.tar.{k}").read_bytes() for k in range(2))
+    (tmp_path / "pool.tar").write_bytes(blob)
+    with tarfile.open(tmp_path / "pool.tar") as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    got = tmp_path / "back" / results["chosen"]
+    assert sorted(p.name for p in got.iterdir()) == ["case_snake", "number_words_de"]
+    assert load_file(str(got / "case_snake" / "adapter_model.safetensors"))

@@ -175,9 +175,10 @@ class Router:
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
         """Route checked prompts already encoded (`enc`, the ids generation will see) with resolved options."""
         t0 = time.perf_counter()
-        hs = self._probe(enc, [opts] if opts.gate is None else [opts, opts.gate])  # one pass for both
+        g = opts.gate  # a copy of the options: made once per request
+        hs = self._probe(enc, [opts] if g is None else [opts, g])  # one pass for both
         scores = route_scores(self, hs, opts).cpu()  # [B, N]
-        gate = scores if opts.gate is None else route_scores(self, hs, opts.gate).cpu()  # what abstain_below reads
+        gate = scores if g is None else route_scores(self, hs, g).cpu()  # what abstain_below reads
         best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
         probe_s = (time.perf_counter() - t0) / len(prompts)
         user = enc.user if enc.user is not None else enc.attention_mask  # the user's own tokens of each row

@@ -41,14 +41,13 @@ def main() -> None:
     print(f"routing default `{st.name}`; gate threshold: the `target` rule (>= 95% of off-pool dev questions)\n")
     print("| gate modules | blocks | signal | threshold | dev abstained | people_dev abstained |")
     print("|---|---|---|---:|---:|---:|")
-    for module in ("v_proj", "q_proj", "both"):
-        for blocks in ("0:30", "10:30"):
-            for variant in L.LIBRARY_SIGNALS:
-                gate = replace(st, variant=variant, module=module, blocks=blocks, decision="flat")
-                m = {s: L.top_margin(lab, gate, s) for s in ("offpool_dev", *L.POOL_DEV)}
-                tau = L.thresholds(m["offpool_dev"], torch.cat([m[s] for s in L.POOL_DEV]))["target"]
-                dev, people = (100 * (m[s] < tau).float().mean().item() for s in L.POOL_DEV)
-                print(f"| {module} | {blocks} | {variant} | {tau:.3f} | {dev:.1f} | {people:.1f} |", flush=True)
+    for blocks in ("0:30", "10:30"):
+        for r in L.gate_rows(lab, replace(st, blocks=blocks)):  # every signal on every choice of modules
+            print(
+                f"| {r['module']} | {blocks} | {r['signal']} | {r['threshold']:.3f} | {r['dev']:.1f} | "
+                f"{r['people_dev']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

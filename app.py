@@ -164,6 +164,15 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
             radios = (("calibration", "Calibration", 3), ("pooling", "Pooling", 1), ("weighting", "Weighting", 5))
             for f, label, step in radios:
                 c[f] = gr.Radio(choices(f), value=init[f], label=label, info=info(f, step=step), elem_id=f)
+            c["decorrelate"] = gr.Slider(
+                0,
+                1,
+                value=init["decorrelate"],
+                step=0.05,
+                label="Decorrelate",
+                info=info("decorrelate", step=3),
+                elem_id="decorrelate",
+            )
             c["abstain_below"] = gr.Number(
                 init["abstain_below"],
                 label="Abstain below",

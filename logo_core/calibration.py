@@ -47,6 +47,36 @@ def standardize(sig: Tensor, c: tuple[Tensor, Tensor]) -> Tensor:
     return (sig - mu.to(sig.device)) / sd.to(sig.device)
 
 
+def decorrelation_stats(bg: Tensor, strength: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(m, d, W) of the decorrelation step (docs/method.md §3): [P, N] calibrated scores of the background prompts ->
+    their mean m and spread d [N], and W = ((1 - a) I + a R)^(-1/2) [N, N], R their correlation across adapters,
+    a = `strength`.
+
+    Siblings answer the same prompts alike (their scores correlate over the background), so the z-scores of a
+    French prompt lift every French adapter together; W takes that shared part out (a = 1: full whitening, 0: none)
+    and what is left tells the siblings apart. The shrinkage towards I keeps a correlation estimated from a few
+    hundred prompts from amplifying noise.
+    """
+    x = bg.double()
+    m = x.mean(0)
+    d = x.std(0) if x.shape[0] > 1 else torch.ones_like(m)
+    d = torch.where(torch.isfinite(d) & (d > 1e-12), d, torch.ones_like(d))
+    z = (x - m) / d
+    n = x.shape[1]
+    corr = z.T @ z / max(x.shape[0] - 1, 1)
+    corr = corr.fill_diagonal_(1.0)  # an adapter with no spread: correlated with nothing
+    evals, evecs = torch.linalg.eigh((1 - strength) * torch.eye(n, dtype=x.dtype) + strength * corr)
+    w = evecs @ torch.diag(evals.clamp_min(1e-6).rsqrt()) @ evecs.T
+    return m.float(), d.float(), w.float()
+
+
+def decorrelate(scores: Tensor, stats: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """((scores - m) / d) W: [..., N] calibrated scores -> decorrelated ones (`decorrelation_stats`). Affine, so a
+    per-block sweep decorrelated block by block still averages to the decorrelated route."""
+    m, d, w = (t.to(scores.device) for t in stats)
+    return ((scores - m) / d) @ w
+
+
 @dataclass(frozen=True)
 class Calibration:
     """One kind of calibration.
@@ -88,7 +118,8 @@ class StatsStore:
     def name(self, key: tuple) -> str:
         return hashlib.sha256(f"{self.identity}|{key!r}".encode()).hexdigest()[:32] + ".safetensors"
 
-    def load(self, key: tuple) -> tuple[Tensor, Tensor] | None:
+    def load(self, key: tuple, names: tuple[str, ...] = ("mu", "sigma")) -> tuple[Tensor, ...] | None:
+        """The tensors `names` of the file of `key` (shipped first), or None."""
         from safetensors.torch import load_file
 
         for d in [*self.read_dirs, *([self.write_dir] if self.write_dir else [])]:
@@ -96,12 +127,18 @@ class StatsStore:
             if path.is_file():
                 try:
                     t = load_file(path)
-                    return t["mu"], t["sigma"]
+                    return tuple(t[n] for n in names)
                 except Exception:  # a truncated or foreign file: recompute rather than fail a request
                     continue
         return None
 
-    def save(self, key: tuple, stats: tuple[Tensor, Tensor], directory: Path | None = None) -> Path | None:
+    def save(
+        self,
+        key: tuple,
+        stats: tuple[Tensor, ...],
+        directory: Path | None = None,
+        names: tuple[str, ...] = ("mu", "sigma"),
+    ) -> Path | None:
         """Write atomically to `directory` (default: the user cache); None when it cannot be written."""
         from safetensors.torch import save_file
 
@@ -112,8 +149,9 @@ class StatsStore:
             d.mkdir(parents=True, exist_ok=True)
             path = d / self.name(key)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            mu, sd = stats
-            save_file({"mu": mu.contiguous(), "sigma": sd.contiguous()}, str(tmp), metadata={"key": repr(key)})
+            save_file(
+                {n: t.contiguous() for n, t in zip(names, stats, strict=True)}, str(tmp), metadata={"key": repr(key)}
+            )
             tmp.replace(path)
             return path
         except OSError:  # a read-only home (some Spaces): keep the constants in memory only

@@ -41,6 +41,9 @@ class Explanation:
         prompt_tokens: tokens the probe read (chat template included).
         neutral_prompts: how many neutral prompts the neutral constants average over.
         background_prompts: how many background prompts mu and s come from.
+        decorrelation: with `decorrelate`: its strength a, the background's mean m and spread d of the z-scores [N],
+            and W [N][N] (`calibration.decorrelate`); the mean of `per_site` is then the z before it and
+            `routing.scores` = ((z - m) / d) W. None without it.
     """
 
     routing: Routing
@@ -53,6 +56,7 @@ class Explanation:
     prompt_tokens: int
     neutral_prompts: int
     background_prompts: int
+    decorrelation: tuple[float, list[float], list[float], list[list[float]]] | None = None
 
     @property
     def background(self) -> bool:
@@ -75,7 +79,7 @@ def explain(router: Router, routing: Routing) -> Explanation:
     streams = list(itertools.product(opts.module, opts.poolings))
     settings = []  # per stream: raw and (when calibrated) calibrated scores at each block, one probe pass for all
     for m, p in streams:
-        base = {**opts.model_dump(), "module": [m], "pooling": p, "preset": None}
+        base = {**opts.model_dump(), "module": [m], "pooling": p, "preset": None, "decorrelate": 0.0}
         settings.append(router.options(**{**base, "calibrated": False}))
         settings.append(router.options(**base))
     swept = router.sweep([routing.prompt], settings)  # 2 x streams tensors [1, L_s, N]
@@ -97,6 +101,10 @@ def explain(router: Router, routing: Routing) -> Explanation:
             by_site[(b, m, p)] = (raw[j].tolist(), c, shift, scored[j].tolist())
     sites = [(b, m, p) for b in opts.blocks for m, p in streams]  # the router's averaging order
     tokens = router.encode([routing.prompt], 0, router.device).input_ids.shape[1]
+    dec = None
+    if opts.decorrelation:
+        m_, d_, w_ = router.decorrelation(opts)
+        dec = (opts.decorrelation, m_.tolist(), d_.tolist(), w_.tolist())
     return Explanation(
         routing=routing,
         names=list(router.pool.names),
@@ -108,6 +116,7 @@ def explain(router: Router, routing: Routing) -> Explanation:
         prompt_tokens=int(tokens),
         neutral_prompts=len(router.neutral_prompts),
         background_prompts=len(router.calibrations["background"].prompts),
+        decorrelation=dec,
     )
 
 
@@ -133,6 +142,25 @@ SIGNAL_TEXT = {  # what each signal measures, in the words of How LoGo chose
 
 def _mean(rows: list[list[float]], i: int) -> float:
     return sum(r[i] for r in rows) / len(rows)
+
+
+def decorrelation_text(x: Explanation, top: list[str]) -> str:
+    """The decorrelation step in words, with the best adapters' z before and score after, and for the first of them
+    the adapters whose share of the background it loses most (`Explanation.decorrelation`)."""
+    a, m, d, w = x.decorrelation
+    idx = {n: i for i, n in enumerate(x.names)}
+    z = [_mean(x.per_site, i) for i in range(len(x.names))]
+    u = [(zj - mj) / dj for zj, mj, dj in zip(z, m, d)]
+    moves = ", ".join(f"{name(n)} {fmt(z[idx[n]])} → {fmt(x.routing.scores[n])}" for n in top)
+    first = idx[top[0]]
+    pulls = sorted(((u[j] * w[j][first], j) for j in range(len(z)) if j != first), key=lambda t: t[0])[:2]
+    pulled = ", ".join(f"{name(x.names[j])} {fmt(v)}" for v, j in pulls if v < 0)
+    why = f" Of {name(top[0])}'s score, the largest parts taken away come from {pulled}." if pulled else ""
+    return (
+        f" Then **decorrelation** (`decorrelate` = {a:g}): siblings rise and fall together over the background "
+        "prompts, so the part of each z that its correlated adapters share is taken out, score = ((z − m) / d)·W with "
+        f"W = ((1 − a)·I + a·R)^(−1/2), R the adapters' correlation over the background. {moves}.{why}"
+    )
 
 
 def summary_markdown(x: Explanation, show: int = 3) -> str:
@@ -168,6 +196,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
                 if several
                 else ""
             )
+            + (decorrelation_text(x, top) if x.decorrelation else "")
         )
     elif o["calibrated"]:
         cal = ", ".join(
@@ -236,6 +265,8 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         "where Δ(x) = s·B·A·x is one adapter's LoRA update.",
     ]
     cal_name = o.get("calibration", "neutral") + "-calibrated" if o["calibrated"] else "raw"
+    if x.decorrelation:
+        cal_name += f", decorrelated {x.decorrelation[0]:g},"
     settings = (
         f"k = {k} · {o.get('weighting', 'proportional')} weights · {cal_name} {o['signal']} · {where} · "
         f"{modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
@@ -266,10 +297,12 @@ def table_markdown(x: Explanation, limit: int | None = None) -> str:
     several = len(x.sites) > 1
     m_ = " (mean)" if several else ""
     cols = f" | μ{m_} | s{m_}" if x.background else f" | c{m_}"
+    cols += " | z" if x.decorrelation else ""
     head = f"| rank | adapter | raw σ{m_}{cols}"
+    extra = (2 if x.background else 1) + bool(x.decorrelation)
     lines = [
         head + " | score | chosen | weight |",
-        "|---:|---|---:|" + "---:|" * (2 if x.background else 1) + "---:|:---:|---:|",
+        "|---:|---|---:|" + "---:|" * extra + "---:|:---:|---:|",
     ]
     for rank, n in enumerate(ranked[:limit], 1):
         i = idx[n]
@@ -278,11 +311,12 @@ def table_markdown(x: Explanation, limit: int | None = None) -> str:
         consts = (
             f"{fmt(_mean(x.shifts, i))} | {fmt(_mean(x.constants, i))}" if x.background else fmt(_mean(x.constants, i))
         )
+        consts += f" | {fmt(_mean(x.per_site, i))}" if x.decorrelation else ""
         lines.append(
             f"| {rank} | {name(n)} | {fmt(_mean(x.raw, i))} | {consts} | {fmt(r.scores[n])} | {chosen} | {weight} |"
         )
     if limit is not None and len(ranked) > limit:
-        lines.append(f"| | *{len(ranked) - limit} more* |" + " |" * (6 if x.background else 5))
+        lines.append(f"| | *{len(ranked) - limit} more* |" + " |" * (4 + extra))
     return "\n".join(lines)
 
 
@@ -294,7 +328,12 @@ def per_site_markdown(x: Explanation, limit: int | None = None) -> str:
     streams = len(x.streams()) > 1
     head = "| block | " + " | ".join(name(n) for n in ranked) + " |"
     out = []
-    tables = [("score at each site (its mean is the score)", x.per_site), ("raw σ", x.raw)]
+    first = (
+        "z at each site (its mean is z, decorrelated into the score)"
+        if x.decorrelation
+        else "score at each site (its mean is the score)"
+    )
+    tables = [(first, x.per_site), ("raw σ", x.raw)]
     tables += (
         [("μ (background mean)", x.shifts), ("s (background spread)", x.constants)]
         if x.background
@@ -305,8 +344,10 @@ def per_site_markdown(x: Explanation, limit: int | None = None) -> str:
         for (b, m, p), row in zip(x.sites, rows):
             site = f"{b} · {m} · {p}" if streams else str(b)
             lines.append(f"| {site} | " + " | ".join(fmt(row[idx[n]]) for n in ranked) + " |")
-        if title.startswith("score"):
-            lines.append("| **mean** | " + " | ".join(f"**{fmt(r.scores[n])}**" for n in ranked) + " |")
+        if rows is x.per_site:
+            lines.append("| **mean** | " + " | ".join(f"**{fmt(_mean(rows, idx[n]))}**" for n in ranked) + " |")
+            if x.decorrelation:
+                lines.append("| **score** | " + " | ".join(f"**{fmt(r.scores[n])}**" for n in ranked) + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 

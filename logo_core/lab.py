@@ -30,6 +30,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from .calibration import decorrelate, decorrelation_stats
 from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables and its tests use them)
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
@@ -290,10 +291,12 @@ class Setting:
     calibration: str = "neutral"
     blocks: str = "15:30"
     decision: str = "flat"  # flat | family (family by its best member, then the member)
+    decorrelate: float = 0.0  # z_after only: `calibration.decorrelation_stats`'s strength (0: none)
 
     @property
     def name(self) -> str:
-        return "/".join(str(v) for v in asdict(self).values())
+        *axes, a = asdict(self).values()
+        return "/".join(map(str, axes)) + (f"/decorrelate {a:g}" if a else "")
 
 
 def _blocks(text: str) -> slice:
@@ -356,6 +359,14 @@ class Lab:
         """[P, N] calibrated scores of the prompts `idx` under one setting (modules and poolings averaged)."""
         mods = MODULES if st.module == "both" else (st.module,)
         pools = POOLINGS if st.pooling == "both" else (st.pooling,)
+        if st.decorrelate:  # the router's decorrelation, its stats from the background under the same setting
+            if st.calibration != "z_after":
+                raise ValueError(f"`decorrelate` needs calibration z_after (the library's background), got {st.name!r}")
+            flat = replace(st, decorrelate=0.0)
+            key = ("decorrelate", flat, st.decorrelate)
+            if key not in self._signals:
+                self._signals[key] = decorrelation_stats(self.scores(flat, self.index["background"]), st.decorrelate)
+            return decorrelate(self.scores(flat, idx), self._signals[key])
         parts = []
         for m, pl in itertools.product(mods, pools):
             sig = self.signals(st.variant, m, st.input, pl)
@@ -452,8 +463,19 @@ def search(lab: Lab, top: int = 20) -> tuple[Setting, list[dict]]:
     rows = [dev_row(lab, st) for st in grid()]
     for r in sorted(rows, key=order)[:top]:
         rows += [dev_row(lab, replace(r["setting"], decision=d)) for d in ("family", "family_contrast")]
+    rows += decorrelated_rows(lab, rows, top)
     chosen = max(rows, key=rank)["setting"]
     return chosen, rows
+
+
+DECORRELATE = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)  # strengths the lab tries (`calibration.decorrelation_stats`)
+
+
+def decorrelated_rows(lab: Lab, rows: list[dict], top: int = 20) -> list[dict]:
+    """The best `top` background-calibrated (z_after) flat settings of `rows`, each at every `DECORRELATE` strength."""
+    best = [r["setting"] for r in sorted(rows, key=order) if r["setting"].calibration == "z_after"]
+    best = list(dict.fromkeys(st for st in best if st.decision == "flat" and not st.decorrelate))[:top]
+    return [dev_row(lab, replace(st, decorrelate=a)) for st in best for a in DECORRELATE]
 
 
 def rank(row: dict) -> tuple[float, float]:
@@ -524,7 +546,7 @@ def gate_rows(lab: Lab, st: Setting) -> list[dict]:
     rows = []
     for variant in LIBRARY_SIGNALS:
         for module in dict.fromkeys((st.module, *GATE_MODULES)):
-            gate = replace(st, variant=variant, module=module, decision="flat")
+            gate = replace(st, variant=variant, module=module, decision="flat", decorrelate=0.0)
             m = {s: top_margin(lab, gate, s) for s in ("offpool_dev", *POOL_DEV) if s in lab.index}
             tau = thresholds(m["offpool_dev"], torch.cat([m[s] for s in POOL_DEV if s in m]))["target"]
             abst = {s: 100 * (v < tau).float().mean().item() for s, v in m.items()}
@@ -550,7 +572,7 @@ def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) ->
     (under `st`) and is now lost to the base model (what abstaining costs).
     """
     signal, module = (gate, st.module) if gate is None or isinstance(gate, str) else gate
-    gated = replace(st, variant=signal or st.variant, module=module, decision="flat")
+    gated = replace(st, variant=signal or st.variant, module=module, decision="flat", decorrelate=0.0)
     pool_dev = torch.cat([top_margin(lab, gated, s) for s in POOL_DEV if s in lab.index])
     taus = thresholds(top_margin(lab, gated, "offpool_dev"), pool_dev)
     shortest = min_tokens(lab)
@@ -580,9 +602,14 @@ def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) ->
     return out
 
 
-def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
-    """Markdown and JSON: the dev grid's best rows, then test and people-style figures with 95% intervals."""
+def report(lab: Lab, chosen: Setting, rows: list[dict], previous: Setting | None = None) -> tuple[str, dict]:
+    """Markdown and JSON: the dev grid's best rows, then test and people-style figures with 95% intervals, the chosen
+    setting paired against the named ones, the `previous` default and, when it decorrelates, itself without that."""
     named = {**NAMED, "chosen": chosen}
+    if previous is not None and previous not in named.values():
+        named["previous default"] = previous
+    if chosen.decorrelate:
+        named["chosen, not decorrelated"] = replace(chosen, decorrelate=0.0)
     metrics = ("own_top1", "own_top3", "family_hit", "unseen_family_hit")
     data: dict = {"chosen": asdict(chosen), "named": {k: asdict(v) for k, v in named.items()}, "splits": {}}
     lines = [
@@ -631,7 +658,7 @@ def report(lab: Lab, chosen: Setting, rows: list[dict]) -> tuple[str, dict]:
             cells = {m: bootstrap(h[m]) for m in metrics}
             data["splits"][split][name] = cells
             lines.append(f"| {name} (`{named[name].name}`) | " + " | ".join(fmt(cells[m]) for m in metrics) + " |")
-        for base in NAMED:
+        for base in (n for n in named if n != "chosen"):
             d = {m: paired(per["chosen"][m], per[base][m]) for m in metrics}
             data["splits"][split][f"chosen - {base}"] = d
             lines.append(f"| chosen - {base} (paired) | " + " | ".join(fmt(d[m]) for m in metrics) + " |")
@@ -707,6 +734,7 @@ def library_defaults(
         "abstain_min_tokens": abstain_min_tokens,
         "abstain_signal": "same" if abstain_signal in (None, st.variant) else abstain_signal,
         "abstain_module": "same" if abstain_module in (None, st.module) else _modules(abstain_module),
+        "decorrelate": st.decorrelate,
     }
 
 
@@ -736,7 +764,8 @@ def library_setting(defaults) -> Setting:
             f"(the lab scores signals {', '.join(LIBRARY_SIGNALS)} with calibration {', '.join(LIBRARY_CALIBRATION)})"
         )
     module = "both" if set(defaults.module) == set(MODULES) else ",".join(defaults.module)
-    return Setting(defaults.signal, module, defaults.probe_input, defaults.pooling, calibration, layer, "flat")
+    a = defaults.decorrelate if calibration == "z_after" else 0.0
+    return Setting(defaults.signal, module, defaults.probe_input, defaults.pooling, calibration, layer, "flat", a)
 
 
 def apply_defaults(config: Path, fields: dict) -> None:
@@ -814,9 +843,16 @@ def main(argv: list[str] | None = None) -> None:
     lab = Lab(prompts + extra, vectors, pool_factors(cfg, loaded.model), tokens)
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
     best, rows = previous_grid(Path(args.out), pool_hash(cfg)) if args.rescore else search(lab)
+    if not any(r["setting"].decorrelate for r in rows):  # a grid scored before the decorrelation axis
+        rows += decorrelated_rows(lab, rows)
+        best = max(rows, key=rank)["setting"]
     chosen = best_in_library(rows) if args.library_only else best
     log.info("grid of %d settings on dev in %.0f s; chosen %s", len(rows), time.perf_counter() - t0, chosen.name)
-    text, data = report(lab, chosen, rows)
+    try:
+        previous = library_setting(cfg.defaults)
+    except ValueError:  # defaults the lab cannot score: no row for them
+        previous = None
+    text, data = report(lab, chosen, rows, previous)
     if chosen != best:
         text = (
             f"The dev-best setting of the whole grid is `{best.name}`, which the library does not run; "

@@ -98,6 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_min_tokens": 0,
         "abstain_signal": SAME,
         "abstain_module": SAME,
+        "decorrelate": 0.0,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -114,6 +115,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_min_tokens": 0,
         "abstain_signal": SAME,
         "abstain_module": SAME,
+        "decorrelate": 0.0,
     },
 }
 
@@ -449,6 +451,12 @@ class RouteOptions(_Options):
         "modules still decide which).",
         validate_default=False,
     )
+    decorrelate: Annotated[float, Float(0, 1)] = Field(
+        0.0,
+        description="With `background` calibration: how much of the adapters' correlation over the background "
+        "prompts is taken out of the z-scores before ranking (0 = none, 1 = full whitening). Siblings' scores rise "
+        "together on their family's prompts; what is left after taking that out tells them apart.",
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
 
     @property
@@ -546,9 +554,14 @@ class RouteOptions(_Options):
             update={"abstain_signal": SAME, "abstain_module": SAME, "signal": signal, "module": module}
         )
 
+    @property
+    def decorrelation(self) -> float:
+        """`decorrelate` where it acts (background calibration), else 0."""
+        return self.decorrelate if self.calibrated and self.calibration == "background" else 0.0
+
     def trace(self) -> dict:
         """The settings as a trace records them, blocks resolved."""
-        return {**self.model_dump(mode="json"), "blocks": list(self.blocks)}
+        return {**self.model_dump(mode="json"), "blocks": list(self.blocks), "decorrelate": self.decorrelation}
 
 
 class GenerateOptions(_Options):

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import options, signals
 from .anatomy import decoder_layers
-from .calibration import Calibration, StatsStore, standardize
+from .calibration import Calibration, StatsStore, decorrelate, decorrelation_stats, standardize
 from .errors import ConfigError, RequestError
 from .mixing import select_top_k, ties_at_cut
 from .options import Context, RouteOptions
@@ -62,7 +62,7 @@ class Router:
         }
         self._vectors: dict[str, dict] = {}  # calibration kind -> its prompt set's probe vectors
         self._constants: dict[tuple, Tensor] = {}  # (kind, block, module, signal, probe_input) -> [N]
-        self._stats: dict[tuple, tuple[Tensor, Tensor]] = {}  # background: setting -> (mu, sigma) [N]
+        self._stats: dict[tuple, tuple[Tensor, ...]] = {}  # background: setting -> (mu, sigma) [N] (or m, d, W)
         self.stats_store = _stats_store(config, pool, model)
         self._lock = threading.Lock()
 
@@ -117,6 +117,8 @@ class Router:
         request."""
         if opts.gate is not None:
             self.calibrate(opts.gate)
+        if opts.decorrelation:
+            self.decorrelation(opts)
         for b, m, p in itertools.product(opts.blocks, opts.module, opts.poolings):
             if opts.calibration == "background":
                 self.background_stats(opts, m, p)
@@ -140,6 +142,23 @@ class Router:
                     if self.stats_store:
                         self.stats_store.save(key, found)
                 self._stats[key] = found
+            return self._stats[key]
+
+    def decorrelation(self, opts: RouteOptions) -> tuple[Tensor, Tensor, Tensor]:
+        """(m, d, W) of `opts.decorrelation` (`calibration.decorrelation_stats`): from the background prompts' calibrated
+        scores under the same setting; cached in memory and in `stats_store`."""
+        key = decorrelation_key(opts)
+        names = ("m", "d", "W")
+        with self._lock:
+            found = self._stats.get(key) or (self.stats_store.load(key, names) if self.stats_store else None)
+            if found is None:
+                hs = self._prompt_vectors("background")
+        if found is None:  # scored outside the lock: route_scores takes it for the per-stream constants
+            found = decorrelation_stats(route_scores(self, hs, opts).cpu(), opts.decorrelation)
+            if self.stats_store:
+                self.stats_store.save(key, found, names=names)
+        with self._lock:
+            self._stats.setdefault(key, found)
             return self._stats[key]
 
     # ------------------------------------------------------------------------------ scoring
@@ -178,7 +197,9 @@ class Router:
         g = opts.gate  # a copy of the options: made once per request
         hs = self._probe(enc, [opts] if g is None else [opts, g])  # one pass for both
         scores = route_scores(self, hs, opts).cpu()  # [B, N]
-        gate = scores if g is None else route_scores(self, hs, g).cpu()  # what abstain_below reads
+        gate = scores if g is None else route_scores(self, hs, g).cpu()  # what abstain_below reads: not decorrelated
+        if opts.decorrelation:
+            scores = decorrelate(scores, self.decorrelation(opts))
         best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
         probe_s = (time.perf_counter() - t0) / len(prompts)
         user = enc.user if enc.user is not None else enc.attention_mask  # the user's own tokens of each row
@@ -253,10 +274,11 @@ class Router:
         """
         prompts = options.check_prompts(prompts, self.max_prompt_chars)
         hs = self._probe(self.encode(prompts, 0, self.device), settings)
-        return [
-            torch.stack([signals.score(self._sites(hs, s, [b]), s.signal) for b in s.blocks], dim=1).cpu()
-            for s in settings
-        ]
+        out = []
+        for s in settings:
+            per_block = torch.stack([signals.score(self._sites(hs, s, [b]), s.signal) for b in s.blocks], dim=1).cpu()
+            out.append(decorrelate(per_block, self.decorrelation(s)) if s.decorrelation else per_block)
+        return out
 
     def layer_sweep(self, prompt: str, **route) -> Tensor:
         """Scores of every adapter at every block for one prompt (every block: no `layer`). [L, N]"""
@@ -266,6 +288,11 @@ class Router:
             )
         opts = self.options(**{**route, "layer": f"0:{self.n_layers}"})
         return self.sweep([options.check_prompt(prompt, self.max_prompt_chars)], [opts])[0][0]
+
+
+def decorrelation_key(opts: RouteOptions) -> tuple:
+    """What a decorrelation's (m, d, W) depend on (beside the pool and the background): its `StatsStore` key."""
+    return ("decorrelate", opts.blocks, opts.module, opts.poolings, opts.signal, opts.probe_input, opts.decorrelation)
 
 
 def _stats_store(config: PoolConfig, pool: AdapterPool, model: nn.Module) -> StatsStore | None:

@@ -1,5 +1,5 @@
 """Write the background calibration constants of adapters.yaml's default setting (and of its abstain signal, when
-that is another) into assets/calibration/.
+that is another, and its decorrelation, when it has one) into assets/calibration/.
 
 Start-up then reads them instead of probing the background prompts (seconds on a CPU). The files are
 named by a hash of the model, the pool's weights, the prompt set and the setting, so after retraining
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from logo_core.engine import LoGoEngine  # noqa: E402
+from logo_core.router import decorrelation_key  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +34,10 @@ def main() -> None:
             path = store.save(key, router.background_stats(o, m, p), directory=out)
             keep.add(path.name)
             print(f"wrote {path.relative_to(ROOT)} ({o.signal}, {m}, {p})")
+    if opts.decorrelation:  # the decorrelation's (m, d, W), from the routing scores of the background
+        path = store.save(decorrelation_key(opts), router.decorrelation(opts), directory=out, names=("m", "d", "W"))
+        keep.add(path.name)
+        print(f"wrote {path.relative_to(ROOT)} (decorrelate {opts.decorrelation:g})")
     for stale in out.glob("*.safetensors"):
         if stale.name not in keep:
             stale.unlink()

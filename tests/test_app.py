@@ -18,7 +18,7 @@ from app_fixtures import POOL, ROOT, values
 from helpers import concurrently
 
 import app
-from logo_core import callbacks, explain, hosting, plots
+from logo_core import calibration, callbacks, explain, hosting, plots
 from logo_core.engine import LoGoEngine
 from logo_core.errors import LoGoError
 from logo_core.mixing import LEAD_SHARE, attach
@@ -319,8 +319,12 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
     assert o_["calibration"] == "background"  # adapters.yaml's default: z-scores against the background
     stats = app_engine.router.background_stats
     opts = app_engine.route_options()
-    for i, name in enumerate(x.names):
-        assert sum(s[i] for s in x.per_site) / len(x.sites) == pytest.approx(r.scores[name], rel=1e-4, abs=1e-5)
+    z = torch.tensor([[sum(s[i] for s in x.per_site) / len(x.sites) for i in range(len(x.names))]])
+    if opts.decorrelation:  # the mean over sites is z; the score is z decorrelated (`calibration.decorrelate`)
+        assert x.decorrelation[0] == opts.decorrelation and "decorrelation" in explain.summary_markdown(x)
+        z = calibration.decorrelate(z, app_engine.router.decorrelation(opts))
+    assert z[0].tolist() == pytest.approx([r.scores[n] for n in x.names], rel=1e-4, abs=1e-4)
+    for i in range(len(x.names)):
         for s, (_b, m, p) in enumerate(x.sites):
             mu, sd = (t[i].item() for t in stats(opts, m, p))
             assert (x.shifts[s][i], x.constants[s][i]) == (pytest.approx(mu), pytest.approx(sd))

@@ -253,6 +253,10 @@ def test_shipped_constants_fit_the_shipped_pool(real_engine):
         for m, p in itertools.product(o.module, o.poolings):
             key = (o.blocks, m, p, o.signal, o.probe_input)
             assert (shipped / router.stats_store.name(key)).is_file(), f"no shipped constants for {key}"
+    if opts.decorrelation:
+        from logo_core.router import decorrelation_key
+
+        assert (shipped / router.stats_store.name(decorrelation_key(opts))).is_file(), "no shipped decorrelation"
     assert "background" not in router._vectors  # warm-up found them: no background probe ran
 
 
@@ -300,3 +304,39 @@ def test_fast_path_with_adapters_on_different_modules_and_ranks(tiny_tok, tmp_pa
         opts = router.options(layer="0:4", module="q_proj,v_proj", pooling="both", calibration=cal, signal=signal)
         hs = router._probe(engine.encode(PROMPTS, 0, engine.placement.device), [opts])
         torch.testing.assert_close(fast_quadratic_score(router, hs, opts), score(router._sites(hs, opts), signal))
+
+
+def test_decorrelation_whitens_the_background_correlation_of_the_z_scores(setup):
+    """`decorrelate` a: score = ((z - m) / d) W with m, d the background's mean and spread of the z-scores and W the
+    inverse square root of (1 - a) I + a R, R their correlation over the background (numpy's, computed here); the
+    abstain check still reads the z-scores, a per-block sweep still averages to the route, and other calibrations
+    leave it inert."""
+    import numpy as np
+
+    engine, *_ = setup
+    route = dict(calibration="background", signal="subspace", layer="1:4", module="q_proj,v_proj", pooling="both")
+    background = list(engine.router.calibrations["background"].prompts)
+    z_bg = np.array([[r.scores[n] for n in engine.adapters] for r in engine.route_batch(background, **route)])
+    m, d = z_bg.mean(0), z_bg.std(0, ddof=1)
+    a = 0.6
+    c = (1 - a) * np.eye(len(m)) + a * np.corrcoef(z_bg.T)
+    plain = engine.route(PROMPTS[1], **route)
+    r = engine.route(PROMPTS[1], **route, decorrelate=a, abstain_below=-50)
+    w = engine.router.decorrelation(engine.route_options(**route, decorrelate=a))[2].double().numpy()
+    np.testing.assert_allclose(w, w.T, atol=1e-5)
+    np.testing.assert_allclose(w @ c @ w, np.eye(len(m)), atol=1e-3)  # W = C^(-1/2)
+    z = np.array([plain.scores[n] for n in engine.adapters])
+    np.testing.assert_allclose([r.scores[n] for n in engine.adapters], ((z - m) / d) @ w, rtol=1e-3, atol=1e-3)
+    assert r.abstain_score == pytest.approx(max(z), abs=1e-5)  # the gate reads the z-scores, not the decorrelated
+    assert r.options["decorrelate"] == a
+    per_block = engine.router.sweep([PROMPTS[1]], [engine.route_options(**route, decorrelate=a)])[0][0]
+    torch.testing.assert_close(
+        per_block.mean(0), torch.tensor([r.scores[n] for n in engine.adapters]), atol=1e-4, rtol=1e-4
+    )
+    neutral = engine.route(PROMPTS[1], **{**route, "calibration": "neutral"}, decorrelate=a)
+    assert neutral.scores == engine.route(PROMPTS[1], **{**route, "calibration": "neutral"}).scores
+    assert neutral.options["decorrelate"] == 0.0  # the trace says it did not act
+    assert engine.route(PROMPTS[1], preset="neutral", layer=-1).options["decorrelate"] == 0.0
+    for bad, msg in ((1.5, "must be between 0 and 1, got 1.5"), ("half", "must be a finite number, got 'half'")):
+        with pytest.raises(ValueError, match=f"`decorrelate` {msg}"):
+            engine.route(PROMPTS[1], **route, decorrelate=bad)

@@ -59,7 +59,9 @@ class AdapterPool:
         self.where = where or (lambda key: (torch.device("cpu"), torch.float32))
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self._stacks: dict[Key, tuple[Tensor, dict[str, Tensor], Tensor]] = {}  # A, {signal: M}, mask
-        self._runs: OrderedDict[tuple, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
+        self._runs: OrderedDict[tuple, tuple[Tensor, ...]] = (
+            OrderedDict()
+        )  # (keys, None): (A, mask); (keys, signal): (M,)
         self._ups: dict[Key, Tensor] = {}
         self._full: OrderedDict[str, Factors] = OrderedDict()
         self._lock = threading.Lock()
@@ -101,19 +103,28 @@ class AdapterPool:
             return A, M.get(signal, M["norm"]), mask
 
     def probe_stacks(self, keys: tuple[Key, ...], signal: str = "norm") -> tuple[Tensor, Tensor, Tensor] | None:
-        """`probe_stack` of several sites stacked ([S, N, R, D_in], [S, N, R, R], [S, N]) for the router's fast path,
-        kept for the last few key sets; None when the sites live on different devices (a model spread over GPUs)."""
+        """`probe_stack` of several sites stacked ([S, N, R, D_in] in fp32, [S, N, R, R], [S, N]) for the router's
+        fast path, kept for the last few key sets (A and the mask once per key set, whatever the signal: the largest
+        part, shared by a routing signal and an abstain signal on the same sites); None when the sites live on
+        different devices (a model spread over GPUs)."""
         parts = [self.probe_stack(k, signal) for k in keys]
         if len({A.device for A, _, _ in parts}) != 1 or len({A.shape for A, _, _ in parts}) != 1:
             return None
         with self._lock:
-            run = (keys, signal)
-            if run not in self._runs:
-                self._runs[run] = tuple(torch.stack(x) for x in zip(*parts))
-                while len(self._runs) > 4:  # the default's streams and a few other settings
-                    self._runs.popitem(last=False)
-            self._runs.move_to_end(run)
-            return self._runs[run]
+            for run, make in (
+                (
+                    (keys, None),
+                    lambda: (torch.stack([A for A, _, _ in parts]).float(), torch.stack([m for *_, m in parts])),
+                ),
+                ((keys, signal), lambda: (torch.stack([M for _, M, _ in parts]),)),
+            ):
+                if run not in self._runs:
+                    self._runs[run] = make()
+                self._runs.move_to_end(run)
+            while len(self._runs) > 8:  # the default's streams, its abstain signal's and a few other settings
+                self._runs.popitem(last=False)
+            (A, mask), (M,) = self._runs[(keys, None)], self._runs[(keys, signal)]
+            return A, M, mask
 
     def probe_up(self, key: Key) -> Tensor:
         """s*B [N, D_out, R] of every adapter at one module (as `probe_stack`), kept once read: for a signal
@@ -129,7 +140,7 @@ class AdapterPool:
             A.nbytes + m.nbytes + sum(M.nbytes for M in {id(M): M for M in Ms.values()}.values())  # shared ones once
             for A, Ms, m in self._stacks.values()
         )
-        stacks += sum(A.nbytes + M.nbytes + m.nbytes for A, M, m in self._runs.values())
+        stacks += sum(t.nbytes for run in self._runs.values() for t in run)
         return stacks + sum(B.nbytes for B in self._ups.values())
 
     def factors(self, name: str) -> Factors:

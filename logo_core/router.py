@@ -196,8 +196,11 @@ class Router:
         t0 = time.perf_counter()
         g = opts.gate  # a copy of the options: made once per request
         hs = self._probe(enc, [opts] if g is None else [opts, g])  # one pass for both
-        scores = route_scores(self, hs, opts).cpu()  # [B, N]
-        gate = scores if g is None else route_scores(self, hs, g).cpu()  # what abstain_below reads: not decorrelated
+        codes: dict = {}  # A h of each stream, shared by the routing and the abstain signal where their sites agree
+        scores = route_scores(self, hs, opts, codes).cpu()  # [B, N]
+        gate = (
+            scores if g is None else route_scores(self, hs, g, codes).cpu()
+        )  # what abstain_below reads: not decorrelated
         if opts.decorrelation:
             scores = decorrelate(scores, self.decorrelation(opts))
         best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
@@ -338,37 +341,50 @@ def abstained(
     )
 
 
-def route_scores(router: Router, hs: dict, opts: RouteOptions) -> Tensor:
+def route_scores(router: Router, hs: dict, opts: RouteOptions, codes: dict | None = None) -> Tensor:
     """[B, N] every adapter's score from the probe's vectors `hs`: the fast path where it applies, else the
     reference path (`Router._sites` + `signals.score`, one site at a time), which the fast one equals."""
-    fast = fast_quadratic_score(router, hs, opts)
+    fast = fast_quadratic_score(router, hs, opts, codes)
     return fast if fast is not None else signals.score(router._sites(hs, opts), opts.signal)
 
 
-def fast_quadratic_score(router: Router, hs: dict, opts: RouteOptions) -> Tensor | None:
+def fast_quadratic_score(router: Router, hs: dict, opts: RouteOptions, codes: dict | None = None) -> Tensor | None:
     """[B, N] what `signals.score(router._sites(hs, opts), signal)` gives for a quadratic-form signal (`norm`,
     `subspace`, `subspace_cos`), each stream's blocks in one einsum.
 
     The reference path costs two einsums and a calibration per site (60 sites x 2 poolings for the default);
-    this costs two per stream. None where it does not apply (a signal of whole outputs, sites on several devices).
+    this costs two per module (every token reading in one), and with `codes` (a dict kept for one request) the
+    routing and the abstain signal share the first, A h, where they read the same sites. None where it does not
+    apply (a signal of whole outputs, sites on several devices).
     """
     quad = signals.QUADRATIC.get(opts.signal)
     if quad is None:
         return None
     parts = []
-    for m, p in itertools.product(opts.module, opts.poolings):
+    for m in opts.module:
         stacked = router.pool.probe_stacks(tuple((b, m) for b in opts.blocks), opts.signal)
         if stacked is None:
             return None
         A, M, mask = stacked
-        h = torch.stack([hs[vector_key(b, m, opts.probe_input, p)] for b in opts.blocks]).to(A.device)
-        sig = signals.stacked_norms(h, A, M)
-        raw = torch.where(mask[:, None, :], signals.unit(sig, h) if quad.unit else sig, 0.0)  # [S, B, N]
-        if opts.calibrated and opts.calibration == "background":  # one (mu, s) per stream
-            raw = standardize(raw, router.background_stats(opts, m, p))
-        elif opts.calibrated:  # neutral: one constant per site, [S, 1, N]
-            kind = router.calibrations[opts.calibration]
-            c = [router.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p) for b in opts.blocks]
-            raw = kind.apply(raw, torch.stack(c)[:, None, :])
-        parts.append(raw)
+        # every token reading of the stream's blocks in one einsum: [S, P*B, D] for P readings of B prompts
+        h = torch.stack(
+            [torch.cat([hs[vector_key(b, m, opts.probe_input, p)] for p in opts.poolings]) for b in opts.blocks]
+        )
+        h = h.to(A.device)
+        key = (m, opts.blocks, opts.probe_input, opts.poolings)  # `codes`: z = A h of these sites, any signal
+        z = codes.get(key) if codes is not None else None
+        if z is None:
+            z = signals.stacked_codes(h, A)
+            if codes is not None:
+                codes[key] = z
+        sig = signals.stacked_quadratic(z, M)
+        sig = torch.where(mask[:, None, :], signals.unit(sig, h) if quad.unit else sig, 0.0)  # [S, P*B, N]
+        for p, raw in zip(opts.poolings, sig.chunk(len(opts.poolings), dim=1), strict=True):
+            if opts.calibrated and opts.calibration == "background":  # one (mu, s) per stream
+                raw = standardize(raw, router.background_stats(opts, m, p))
+            elif opts.calibrated:  # neutral: one constant per site, [S, 1, N]
+                kind = router.calibrations[opts.calibration]
+                c = [router.calibration(b, m, opts.signal, opts.probe_input, opts.calibration, p) for b in opts.blocks]
+                raw = kind.apply(raw, torch.stack(c)[:, None, :])
+            parts.append(raw)
     return torch.cat(parts).mean(0)

@@ -80,7 +80,17 @@ def projection_norms(h: Tensor, A: Tensor) -> Tensor:
 def stacked_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
     """[S, B, N] `output_norms` at S sites of one stream at once (h [S, B, D_in], A [S, N, R, D_in], G [S, N, R, R]):
     the fast path of `score` for a quadratic-form signal (`router.fast_quadratic_score`), two einsums instead of two per site."""
-    z = torch.einsum("snrd,sbd->sbnr", A.float(), h.float())  # [S, B, N, R]
+    return stacked_quadratic(stacked_codes(h, A), G)
+
+
+def stacked_codes(h: Tensor, A: Tensor) -> Tensor:
+    """z = A h at S sites at once, [S, B, N, R] (h [S, B, D_in], A [S, N, R, D_in]): the costly half of
+    `stacked_norms`, shared by every quadratic-form signal of the same sites (a routing and an abstain signal)."""
+    return torch.einsum("snrd,sbd->sbnr", A.float(), h.float())
+
+
+def stacked_quadratic(z: Tensor, G: Tensor) -> Tensor:
+    """sqrt(z^T G z) of `stacked_codes` z [S, B, N, R] and the signal's matrices G [S, N, R, R] -> [S, B, N]."""
     return torch.einsum("sbnr,snrt,sbnt->sbn", z, G, z).clamp_min(0).sqrt()
 
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from . import lab as L
+from .calibration import decorrelate, decorrelation_stats
 from .intervals import bootstrap, fmt, paired
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,10 @@ def with_background(lab: L.Lab, st: L.Setting, split: str, background: str) -> T
 
 
 def whiten(scores: Tensor, background: Tensor, lam: float) -> Tensor:
-    """ZCA-whitened scores: (s - mu) C^-1/2, C the background scores' covariance shrunk to its diagonal by lam."""
-    mu = background.mean(0)
-    C = torch.cov((background - mu).T)
-    C = (1 - lam) * C + lam * torch.diag(torch.diag(C))
-    ev, U = torch.linalg.eigh(C)
-    return (scores - mu) @ (U @ torch.diag(ev.clamp_min(1e-6).rsqrt()) @ U.T)
+    """ZCA-whitened scores, shrunk by lam: the router's decorrelation at strength 1 - lam
+    (`calibration.decorrelation_stats`; docs/lab/ideas.md's rows were measured with the covariance shrunk to its
+    diagonal instead, which differs at 0 < lam < 1 and agrees at 0 and 1)."""
+    return decorrelate(scores, decorrelation_stats(background, 1 - lam))
 
 
 def self_trained(scores: Tensor, background: Tensor) -> Tensor:

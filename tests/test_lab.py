@@ -212,6 +212,7 @@ def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
         lab.Setting("norm", "v_proj", "residual", "mean", "z_after", "10:30"),
         lab.Setting("norm", "both", "module", "both", "neutral", "0:30"),
         lab.Setting("subspace_cos", "both", "module", "both", "z_after", "0:30"),
+        lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.15),
         lab.NAMED["paper"],
     ],
     ids=lambda st: st.name,
@@ -405,3 +406,38 @@ def test_rule_lines_pair_each_rule_against_the_default_on_the_same_prompts():
     assert cells[0][:2] == ["dev", "default"] and cells[0][2].startswith("100.0") and cells[0][3].startswith("0.0")
     assert cells[1][2].startswith("0.0") and cells[1][3].startswith("-100.0")  # own top-1, paired
     assert cells[1][4].startswith("0.0") and cells[1][5].startswith("-100.0")  # unseen family hit, paired
+
+
+def test_the_lab_decorrelates_as_the_router_and_tries_each_strength_once(monkeypatch):
+    """`Setting.decorrelate`: the lab's scores are `calibration.decorrelate` of the flat setting's, with the stats of
+    the background's scores under it; `decorrelated_rows` tries the best z_after settings once each (the grid holds
+    named settings twice) at every strength; other calibrations are refused by name."""
+    from logo_core.calibration import decorrelate, decorrelation_stats
+
+    g = torch.Generator().manual_seed(0)
+    flat = lab.Setting("norm", "both", "residual", "both", "z_after", "0:30")
+
+    class Fake(lab.Lab):
+        """Flat scores given directly: four adapters that rise together over 30 background and 10 dev prompts."""
+
+        def __init__(self):
+            self.index = {"background": torch.arange(0, 30), "dev": torch.arange(30, 40)}
+            self._signals = {}
+            self.raw = torch.randn(40, 1, generator=g) + 0.5 * torch.randn(40, 4, generator=g)
+
+        def scores(self, st, idx):
+            return super().scores(st, idx) if st.decorrelate else self.raw[idx]
+
+    fake, a = Fake(), 0.5
+    got = fake.scores(lab.replace(flat, decorrelate=a), fake.index["dev"])
+    torch.testing.assert_close(got, decorrelate(fake.raw[30:], decorrelation_stats(fake.raw[:30], a)))
+    assert not torch.allclose(got, (fake.raw[30:] - fake.raw[:30].mean(0)) / fake.raw[:30].std(0))  # it mixes
+    assert lab.replace(flat, decorrelate=a).name == flat.name + "/decorrelate 0.5"
+    with pytest.raises(ValueError, match="`decorrelate` needs calibration z_after"):
+        fake.scores(lab.replace(flat, calibration="neutral", decorrelate=a), fake.index["dev"])
+    rows = [{"setting": st, "own_top1": 50.0, "family_hit": 90.0} for st in (flat, flat)]
+    rows.append({**rows[0], "setting": lab.replace(flat, calibration="neutral")})
+    seen = []
+    monkeypatch.setattr(lab, "dev_row", lambda lab_, st: seen.append(st) or {"setting": st})
+    lab.decorrelated_rows(fake, rows)
+    assert seen == [lab.replace(flat, decorrelate=x) for x in lab.DECORRELATE]  # once each, z_after only

@@ -145,21 +145,19 @@ def _mean(rows: list[list[float]], i: int) -> float:
 
 
 def decorrelation_text(x: Explanation, top: list[str]) -> str:
-    """The decorrelation step in words, with the best adapters' z before and score after, and for the first of them
-    the adapters whose share of the background it loses most (`Explanation.decorrelation`)."""
+    """The decorrelation step in one sentence, with the best adapters' z before and score after, and the adapter the
+    first of them loses most to (`Explanation.decorrelation`)."""
     a, m, d, w = x.decorrelation
     idx = {n: i for i, n in enumerate(x.names)}
     z = [_mean(x.per_site, i) for i in range(len(x.names))]
     u = [(zj - mj) / dj for zj, mj, dj in zip(z, m, d)]
     moves = ", ".join(f"{name(n)} {fmt(z[idx[n]])} → {fmt(x.routing.scores[n])}" for n in top)
     first = idx[top[0]]
-    pulls = sorted(((u[j] * w[j][first], j) for j in range(len(z)) if j != first), key=lambda t: t[0])[:2]
-    pulled = ", ".join(f"{name(x.names[j])} {fmt(v)}" for v, j in pulls if v < 0)
-    why = f" Of {name(top[0])}'s score, the largest parts taken away come from {pulled}." if pulled else ""
+    v, j = min((u[j] * w[j][first], j) for j in range(len(z)) if j != first)
+    why = f"; {name(top[0])} loses most to {name(x.names[j])} ({fmt(v)})" if v < 0 else ""
     return (
-        f" Then **decorrelation** (`decorrelate` = {a:g}): siblings rise and fall together over the background "
-        "prompts, so the part of each z that its correlated adapters share is taken out, score = ((z − m) / d)·W with "
-        f"W = ((1 − a)·I + a·R)^(−1/2), R the adapters' correlation over the background. {moves}.{why}"
+        f" Then **decorrelation** (a = {a:g}) removes what correlated siblings share over the background: "
+        f"score = ((z − m)/d)·((1 − a)I + aR)^(−½): {moves}{why}."
     )
 
 
@@ -183,19 +181,15 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         z = ", ".join(
             f"{name(n)} ({fmt(x.stream_mean(x.raw, stream, idx[n]))} − {fmt(x.shifts[0][idx[n]])}) / "
             f"{fmt(x.constants[0][idx[n]])} = {fmt(x.stream_mean(x.per_site, stream, idx[n]))}"
-            for n in top
+            for n in (top[:2] if x.decorrelation else top)  # two: the decorrelation step below shows three
         )
         several = len(x.streams()) > 1
         step3 = (
-            f"Each adapter's signal, averaged over the blocks, is compared with the same number on "
-            f"{x.background_prompts} background prompts (the pool's example prompts, unlabelled): "
-            "z_i = (σ_i − μ_i) / s_i, with μ_i the background's mean and s_i its spread. An adapter loud on every "
-            f"task-like prompt gains nothing; one that answers this prompt more than usual stands out. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
-            + (
-                f" The score is the mean of the z of the {len(x.streams())} streams (module x token reading)."
-                if several
-                else ""
-            )
+            f"Each adapter's block-mean signal is compared with its values on {x.background_prompts} unlabelled "
+            "background prompts (the pool's example prompts): "
+            "z_i = (σ_i − μ_i) / s_i, with μ_i the background's mean and s_i its spread: an adapter loud on every "
+            f"task-like prompt gains nothing. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
+            + (f" z is the mean over the {len(x.streams())} streams (module x token reading)." if several else "")
             + (decorrelation_text(x, top) if x.decorrelation else "")
         )
     elif o["calibrated"]:

@@ -286,9 +286,13 @@ def test_how_logo_chose_shows_the_engines_numbers(page, app_engine):
         rows = rows[:-1]
     assert [row[1] for row in rows] == ranked[: len(rows)]  # best first
     opts = app_engine.route_options()
-    assert x.background  # adapters.yaml's default: columns raw, background mean, background spread
-    for _, name, raw, mu, sd, score, chosen, weight in rows:
+    assert x.background  # adapters.yaml's default: columns raw, background mean, background spread (then z)
+    for row in rows:
+        _, name, raw, mu, sd, *z, score, chosen, weight = row
+        assert len(z) == bool(x.decorrelation)  # a z column exactly when the scores are decorrelated
         i = x.names.index(name)
+        if z:
+            assert float(z[0]) == pytest.approx(sum(s[i] for s in x.per_site) / len(x.sites), rel=1e-3, abs=1e-3)
         raw_engine = [s[i] for s in x.raw]
         stats = [[t[i].item() for t in app_engine.router.background_stats(opts, m, p)] for _, m, p in x.sites]
         assert float(raw) == pytest.approx(sum(raw_engine) / len(raw_engine), rel=1e-3)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     from .registry import load_config
 
     pool = pool_hash(load_config(args.config))
-    results = run(engine, args.split, args.n, out / f"cache-{args.split}-{pool}.json")
+    # the answers depend on the routing too: a new default (the lab's --apply) must not read the old one's answers
+    routing = hashlib.sha256(json.dumps(engine.route_options(k=3).trace(), sort_keys=True).encode()).hexdigest()[:8]
+    results = run(engine, args.split, args.n, out / f"cache-{args.split}-{pool}-{routing}.json")
     text = f"Pool `{args.config}` (sha256 of its weights {pool}). " + report(results, args.split, args.n)
     (out / f"{args.split}.md").write_text(text)
     print(text)

@@ -57,17 +57,15 @@ def decorrelation_stats(bg: Tensor, strength: float) -> tuple[Tensor, Tensor, Te
     and what is left tells the siblings apart. The shrinkage towards I keeps a correlation estimated from a few
     hundred prompts from amplifying noise.
     """
+    m, d = signals.zscore_stats(bg)  # an adapter with no spread gets d = 1, as the z-scores' own stats do
     x = bg.double()
-    m = x.mean(0)
-    d = x.std(0) if x.shape[0] > 1 else torch.ones_like(m)
-    d = torch.where(torch.isfinite(d) & (d > 1e-12), d, torch.ones_like(d))
-    z = (x - m) / d
+    z = (x - m.double()) / d.double()
     n = x.shape[1]
     corr = z.T @ z / max(x.shape[0] - 1, 1)
     corr = corr.fill_diagonal_(1.0)  # an adapter with no spread: correlated with nothing
     evals, evecs = torch.linalg.eigh((1 - strength) * torch.eye(n, dtype=x.dtype) + strength * corr)
     w = evecs @ torch.diag(evals.clamp_min(1e-6).rsqrt()) @ evecs.T
-    return m.float(), d.float(), w.float()
+    return m, d, w.float()
 
 
 def decorrelate(scores: Tensor, stats: tuple[Tensor, Tensor, Tensor]) -> Tensor:

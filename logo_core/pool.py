@@ -59,9 +59,8 @@ class AdapterPool:
         self.where = where or (lambda key: (torch.device("cpu"), torch.float32))
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self._stacks: dict[Key, tuple[Tensor, dict[str, Tensor], Tensor]] = {}  # A, {signal: M}, mask
-        self._runs: OrderedDict[tuple, tuple[Tensor, ...]] = (
-            OrderedDict()
-        )  # (keys, None): (A, mask); (keys, signal): (M,)
+        # probe_stacks: (keys, None) -> (A, mask); (keys, signal) -> (M,)
+        self._runs: OrderedDict[tuple, tuple[Tensor, ...]] = OrderedDict()
         self._ups: dict[Key, Tensor] = {}
         self._full: OrderedDict[str, Factors] = OrderedDict()
         self._lock = threading.Lock()

@@ -198,9 +198,8 @@ class Router:
         hs = self._probe(enc, [opts] if g is None else [opts, g])  # one pass for both
         codes: dict = {}  # A h of each stream, shared by the routing and the abstain signal where their sites agree
         scores = route_scores(self, hs, opts, codes).cpu()  # [B, N]
-        gate = (
-            scores if g is None else route_scores(self, hs, g, codes).cpu()
-        )  # what abstain_below reads: not decorrelated
+        # what abstain_below reads: the calibrated scores, never decorrelated
+        gate = scores if g is None else route_scores(self, hs, g, codes).cpu()
         if opts.decorrelation:
             scores = decorrelate(scores, self.decorrelation(opts))
         best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)

@@ -77,15 +77,10 @@ def projection_norms(h: Tensor, A: Tensor) -> Tensor:
     return torch.stack(out, -1)
 
 
-def stacked_norms(h: Tensor, A: Tensor, G: Tensor) -> Tensor:
-    """[S, B, N] `output_norms` at S sites of one stream at once (h [S, B, D_in], A [S, N, R, D_in], G [S, N, R, R]):
-    the fast path of `score` for a quadratic-form signal (`router.fast_quadratic_score`), two einsums instead of two per site."""
-    return stacked_quadratic(stacked_codes(h, A), G)
-
-
 def stacked_codes(h: Tensor, A: Tensor) -> Tensor:
-    """z = A h at S sites at once, [S, B, N, R] (h [S, B, D_in], A [S, N, R, D_in]): the costly half of
-    `stacked_norms`, shared by every quadratic-form signal of the same sites (a routing and an abstain signal)."""
+    """z = A h at S sites at once, [S, B, N, R] (h [S, B, D_in], A [S, N, R, D_in]): the costly half of the fast path
+    of `score` for a quadratic-form signal (`router.fast_quadratic_score`), shared by every such signal of the same
+    sites (a routing and an abstain signal)."""
     return torch.einsum("snrd,sbd->sbnr", A.float(), h.float())
 
 

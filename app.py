@@ -202,6 +202,13 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 info=info("abstain_module", step=4),
                 elem_id="abstain-module",
             )
+            c["abstain_layer"] = gr.Number(
+                init["abstain_layer"],
+                label="Abstain block (nearest)",
+                info=info("abstain_layer", f" Here 0..{engine.n_layers - 1} or -{engine.n_layers}..-1.", 4),
+                precision=0,
+                elem_id="abstain-layer",
+            )
             p.presets = gr.Dropdown(
                 ["paper", "neutral", "adapters.yaml"],
                 value=None,
@@ -300,6 +307,7 @@ def wire(p: Page, cb: Callbacks) -> None:
         "layer",
         "abstain_below",
         "abstain_min_tokens",
+        "abstain_layer",
         "min_new_tokens",
         "temperature",
         "top_p",

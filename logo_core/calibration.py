@@ -75,6 +75,18 @@ def decorrelate(scores: Tensor, stats: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     return ((scores - m) / d) @ w
 
 
+def unit_rows(h: Tensor) -> Tensor:
+    """[..., D] vectors scaled to unit length in fp32: a `nearest` bank, or a prompt before `nearest_similarity`."""
+    return torch.nn.functional.normalize(h.float(), dim=-1)
+
+
+def nearest_similarity(h: Tensor, bank: Tensor) -> Tensor:
+    """[B] the cosine similarity of each prompt vector h [B, D] to its nearest row of `bank` [P, D] (`unit_rows` of
+    the background prompts' vectors): how close a prompt is to the kind of prompt the pool is for. The `nearest`
+    abstain signal; label-free, since the background carries no adapter names."""
+    return (unit_rows(h) @ bank.to(h.device).T).max(-1).values
+
+
 @dataclass(frozen=True)
 class Calibration:
     """One kind of calibration.

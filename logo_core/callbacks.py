@@ -37,6 +37,7 @@ NUMERIC = (
     "layer",
     "abstain_below",
     "abstain_min_tokens",
+    "abstain_layer",
     "max_new_tokens",
     "min_new_tokens",
     "temperature",

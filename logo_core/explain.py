@@ -252,6 +252,9 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
                 "tokens, shorter than every prompt the pool is for, so no score above means anything: the base "
                 "model answers alone."
                 if o.get("abstain_reason") == "short"
+                else f"**Abstained.** The prompt is unlike every prompt the pool is for: {gate} The base model "
+                "answers alone."
+                if o.get("abstain_reason") == "unlike_pool"
                 else f"**Abstained.** No adapter stands out: {gate} The base model answers alone."
             )
         ),
@@ -274,12 +277,17 @@ def abstain_text(r: Routing) -> str:
     o, best = r.options, r.abstain_score
     if best is None or o.get("abstain_below") is None:
         return ""
+    verdict = "≥" if best >= o["abstain_below"] else "<"
+    if o.get("abstain_signal") == "nearest":
+        return (
+            f"Abstain check: similarity to the nearest background prompt (block {o.get('abstain_layer')}, cosine of "
+            f"the mean residual) {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g}."
+        )
     which = "" if o.get("abstain_signal", "same") in ("same", o["signal"]) else f"**{o['abstain_signal']}** "
     mods = o.get("abstain_module", "same")
     mods = [mods] if isinstance(mods, str) else list(mods)
     modules = o["module"] if isinstance(o["module"], list) else [o["module"]]
     where = "" if mods in (["same"], modules) else f" on **{','.join(mods)}**"
-    verdict = "≥" if best >= o["abstain_below"] else "<"
     return f"Abstain check: best {which}score{where} {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g}."
 
 

@@ -30,7 +30,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from .calibration import decorrelate, decorrelation_stats
+from .calibration import decorrelate, decorrelation_stats, nearest_similarity, unit_rows
 from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables and its tests use them)
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
@@ -505,6 +505,13 @@ def top_margin(lab: Lab, st: Setting, split: str) -> Tensor:
     return lab.scores(st, idx).max(-1).values
 
 
+def nearest_margin(lab: Lab, block: int, split: str) -> Tensor:
+    """[P] each prompt's similarity to its nearest background prompt at `block`: the `nearest` abstain signal, as the
+    router computes it (`calibration.nearest_similarity` of the residual input's mean over the user's tokens)."""
+    x = lab.vectors[:, block, INPUTS.index("residual"), POOLINGS.index("mean")].float()
+    return nearest_similarity(x[lab.index[split]], unit_rows(x[lab.index["background"]]))
+
+
 ABSTAIN_RULES = {
     "target": "dev: the lowest threshold that abstains on at least 95% of off-pool dev questions (fewest pool prompts lost)",
     "balanced": "dev: least balanced error between off-pool dev questions and pool dev prompts (template and people-style)",
@@ -538,27 +545,39 @@ POOL_DEV = ("dev", "people_dev")  # the pool prompts a threshold is chosen on (t
 
 
 GATE_MODULES = ("both", "q_proj", "v_proj")  # the modules an abstain gate may read (besides the routing ones)
+NEAREST = "nearest"  # the gate that reads how close a prompt is to the background prompts (options.NEAREST)
+
+
+def gate_margin(lab: Lab, st: Setting, gate: tuple[str, str | int], split: str) -> Tensor:
+    """[P] what the abstain gate (signal, modules) reads on `split`: the best score of that signal, calibrated as
+    `st` is, never decorrelated; for (`nearest`, block) the similarity to the nearest background prompt there."""
+    signal, where = gate
+    if signal == NEAREST:
+        return nearest_margin(lab, int(where), split)
+    return top_margin(lab, replace(st, variant=signal, module=where, decision="flat", decorrelate=0.0), split)
 
 
 def gate_rows(lab: Lab, st: Setting) -> list[dict]:
     """Each signal the library runs, on each of `GATE_MODULES`, as the abstain gate of `st` (its other axes alike),
-    on dev: the `target` rule's threshold and the share of off-pool and pool dev prompts it abstains on."""
+    and the `nearest` gate at each block, on dev: the `target` rule's threshold and the share of off-pool and pool
+    dev prompts it abstains on."""
+    gates = [(v, m) for v in LIBRARY_SIGNALS for m in dict.fromkeys((st.module, *GATE_MODULES))]
+    if "background" in lab.index:
+        gates += [(NEAREST, b) for b in range(lab.vectors.shape[1])]
     rows = []
-    for variant in LIBRARY_SIGNALS:
-        for module in dict.fromkeys((st.module, *GATE_MODULES)):
-            gate = replace(st, variant=variant, module=module, decision="flat", decorrelate=0.0)
-            m = {s: top_margin(lab, gate, s) for s in ("offpool_dev", *POOL_DEV) if s in lab.index}
-            tau = thresholds(m["offpool_dev"], torch.cat([m[s] for s in POOL_DEV if s in m]))["target"]
-            abst = {s: 100 * (v < tau).float().mean().item() for s, v in m.items()}
-            pool = sum(abst[s] for s in POOL_DEV if s in abst) / sum(s in abst for s in POOL_DEV)
-            rows.append({"signal": variant, "module": module, "threshold": tau, **abst, "pool_dev": pool})
+    for gate in gates:
+        m = {s: gate_margin(lab, st, gate, s) for s in ("offpool_dev", *POOL_DEV) if s in lab.index}
+        tau = thresholds(m["offpool_dev"], torch.cat([m[s] for s in POOL_DEV if s in m]))["target"]
+        abst = {s: 100 * (v < tau).float().mean().item() for s, v in m.items()}
+        pool = sum(abst[s] for s in POOL_DEV if s in abst) / sum(s in abst for s in POOL_DEV)
+        rows.append({"signal": gate[0], "module": gate[1], "threshold": tau, **abst, "pool_dev": pool})
     return rows
 
 
-def choose_gate(rows: list[dict], st: Setting) -> tuple[str, str]:
-    """The abstain gate (signal, modules) chosen on dev from `gate_rows`: the one whose `target` threshold abstains on
-    the fewest pool dev prompts (template and people-style alike); on a tie the routing signal, then the routing
-    modules. What tells adapters apart need not be what tells pool prompts from others."""
+def choose_gate(rows: list[dict], st: Setting) -> tuple[str, str | int]:
+    """The abstain gate (signal, modules; or `nearest`, block) chosen on dev from `gate_rows`: the one whose `target`
+    threshold abstains on the fewest pool dev prompts (template and people-style alike); on a tie the routing signal,
+    then the routing modules. What tells adapters apart need not be what tells pool prompts from others."""
     best = min(rows, key=lambda r: (r["pool_dev"], r["signal"] != st.variant, r.get("module", st.module) != st.module))
     return best["signal"], best.get("module", st.module)
 
@@ -572,15 +591,15 @@ def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) ->
     (under `st`) and is now lost to the base model (what abstaining costs).
     """
     signal, module = (gate, st.module) if gate is None or isinstance(gate, str) else gate
-    gated = replace(st, variant=signal or st.variant, module=module, decision="flat", decorrelate=0.0)
-    pool_dev = torch.cat([top_margin(lab, gated, s) for s in POOL_DEV if s in lab.index])
-    taus = thresholds(top_margin(lab, gated, "offpool_dev"), pool_dev)
+    gate = (signal or st.variant, module)
+    pool_dev = torch.cat([gate_margin(lab, st, gate, s) for s in POOL_DEV if s in lab.index])
+    taus = thresholds(gate_margin(lab, st, gate, "offpool_dev"), pool_dev)
     shortest = min_tokens(lab)
     out = {
         "threshold": taus["target"],
         "min_tokens": shortest,
-        "signal": gated.variant,
-        "module": gated.module,
+        "signal": gate[0],
+        "module": gate[1],
         "chosen_on": ABSTAIN_RULES["target"],
         "rules": {},
     }
@@ -588,7 +607,7 @@ def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) ->
         fig = {"threshold": tau, "chosen_on": ABSTAIN_RULES[rule]}
         for split in (s for s in ABSTAIN_SPLITS if s in lab.index):
             idx = lab.index[split]
-            m = top_margin(lab, gated, split)
+            m = gate_margin(lab, st, gate, split)
             short = lab.tokens[idx] < shortest if lab.tokens is not None else torch.zeros(len(idx), dtype=torch.bool)
             off = (m < tau) | short
             fig[split] = bootstrap(off.float())
@@ -671,19 +690,21 @@ def report(lab: Lab, chosen: Setting, rows: list[dict], previous: Setting | None
         "## Abstaining",
         "",
         "The abstain gate, chosen on dev: each signal's best calibrated score on each choice of modules (the chosen "
-        "setting's other axes) thresholded by the `target` rule; chosen: the fewest pool dev prompts abstained "
-        f"(`abstain_signal`: **{ab['signal']}**, `abstain_module`: **{ab['module']}**).",
+        "setting's other axes), and `nearest` (the prompt's cosine similarity to its nearest background prompt, "
+        "residual input averaged over the user's tokens) at each block, thresholded by the `target` rule; chosen: "
+        f"the fewest pool dev prompts abstained ({gate_words(ab)}).",
         "",
-        "| abstain signal | modules | threshold | offpool_dev abstained | dev abstained | people_dev abstained |",
+        "| abstain signal | modules or block | threshold | offpool_dev abstained | dev abstained | people_dev "
+        "abstained |",
         "|---|---|---:|---:|---:|---:|",
         *(
             f"| {g['signal']} | {g.get('module', chosen.module)} | {g['threshold']:.3f} | {g['offpool_dev']:.1f} | "
             f"{g.get('dev', float('nan')):.1f} | {g.get('people_dev', float('nan')):.1f} |"
-            for g in gates
+            for g in sorted(gates, key=lambda g: g["pool_dev"])[:GATE_ROWS_SHOWN]
         ),
         "",
-        f"Threshold on the best adapter's calibrated {ab['signal']} score on {ab['module']}, chosen on dev by each "
-        "rule; the first is the default's.",
+        f"The {GATE_ROWS_SHOWN} gates that lose the fewest pool dev prompts of {len(gates)} (all in results.json). "
+        f"Threshold on {gate_words(ab)}, chosen on dev by each rule; the first is the default's.",
         "",
         f"Both rules also abstain on prompts of fewer than {ab['min_tokens']} user tokens (`abstain_min_tokens`: "
         "the shortest dev pool prompt, so no dev pool prompt is lost to it). short_dev / short_test: chit-chat of a "
@@ -704,12 +725,22 @@ LIBRARY_CALIBRATION = {"z_after": ("background", True), "neutral": ("neutral", T
 LIBRARY_SIGNALS = ("norm", "subspace", "subspace_cos")  # variants that are the router's signals of the same name
 
 
+GATE_ROWS_SHOWN = 12
+
+
+def gate_words(ab: dict) -> str:
+    """The chosen abstain gate in words, as adapters.yaml will name it."""
+    if ab["signal"] == NEAREST:
+        return f"`abstain_signal`: **nearest**, `abstain_layer`: **{ab['module']}**"
+    return f"`abstain_signal`: **{ab['signal']}** (its best calibrated score), `abstain_module`: **{ab['module']}**"
+
+
 def library_defaults(
     st: Setting,
     abstain_below: float,
     abstain_min_tokens: int = 0,
     abstain_signal: str | None = None,
-    abstain_module: str | None = None,
+    abstain_module: str | int | None = None,
 ) -> dict:
     """adapters.yaml `defaults:` fields that make the library route as `st` (docs/method.md §3).
 
@@ -733,8 +764,11 @@ def library_defaults(
         "abstain_below": round(abstain_below, 3),
         "abstain_min_tokens": abstain_min_tokens,
         "abstain_signal": "same" if abstain_signal in (None, st.variant) else abstain_signal,
-        "abstain_module": "same" if abstain_module in (None, st.module) else _modules(abstain_module),
+        "abstain_module": "same"
+        if abstain_signal == NEAREST or abstain_module in (None, st.module)
+        else _modules(abstain_module),
         "decorrelate": st.decorrelate,
+        "abstain_layer": int(abstain_module) if abstain_signal == NEAREST else None,
     }
 
 

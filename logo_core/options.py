@@ -53,11 +53,13 @@ def signal_names() -> list[str]:
 
 
 SAME = "same"  # `abstain_signal`: the routing signal itself
+NEAREST = "nearest"  # `abstain_signal`: the prompt's similarity to its nearest background prompt
 
 
 def abstain_signal_names() -> list[str]:
-    """What `abstain_signal` can name: `same` (the routing signal) or any signal."""
-    return [SAME, *signal_names()]
+    """What `abstain_signal` can name: `same` (the routing signal), `nearest` (how close the prompt is to the
+    background prompts) or any signal."""
+    return [SAME, NEAREST, *signal_names()]
 
 
 CALIBRATIONS = ("background", "neutral")  # docs/method.md: calibration
@@ -99,6 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_signal": SAME,
         "abstain_module": SAME,
         "decorrelate": 0.0,
+        "abstain_layer": None,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -116,6 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_signal": SAME,
         "abstain_module": SAME,
         "decorrelate": 0.0,
+        "abstain_layer": None,
     },
 }
 
@@ -457,7 +461,14 @@ class RouteOptions(_Options):
         "prompts is taken out of the z-scores before ranking (0 = none, 1 = full whitening). Siblings' scores rise "
         "together on their family's prompts; what is left after taking that out tells them apart.",
     )
+    abstain_layer: int | None = Field(
+        None,
+        description="With `abstain_signal` `nearest`: the block whose residual input, averaged over the user's "
+        "tokens, is compared (cosine) with the background prompts'; `abstain_below` then reads the similarity to the "
+        "nearest one. An index, negative from the end; none = adapters.yaml's default (else the middle block).",
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
+    _n_layers: int | None = PrivateAttr(None)
 
     @property
     def abstain_module_text(self) -> str:
@@ -483,6 +494,20 @@ class RouteOptions(_Options):
                         f"`abstain_module` {m!r} is not adapted by any adapter; choose from {list(ctx.modules)} or `same`"
                     )
         return modules
+
+    @field_validator("abstain_layer", mode="before")
+    @classmethod
+    def _abstain_layer(cls, v: Any, info: ValidationInfo) -> int | None:
+        if v is None:
+            return None
+        i = as_int("abstain_layer", v)
+        ctx = _context(info)
+        if ctx is not None and not -ctx.n_layers <= i < ctx.n_layers:
+            raise ValueError(
+                f"`abstain_layer` must be a block between {-ctx.n_layers} and {ctx.n_layers - 1} (the model has "
+                f"{ctx.n_layers} blocks), got {_show(i)}"
+            )
+        return i
 
     @field_validator("k", mode="before")
     @classmethod
@@ -522,6 +547,7 @@ class RouteOptions(_Options):
         ctx = _context(info)
         if ctx is not None:
             self._blocks = resolve_blocks(self.layer, ctx.n_layers)
+            self._n_layers = ctx.n_layers
         return self
 
     @property
@@ -546,6 +572,8 @@ class RouteOptions(_Options):
         """The settings whose best score `abstain_below` reads when that is another signal (`abstain_signal`) or
         other modules (`abstain_module`) than the routing ones (every other setting alike); None when the routing
         scores themselves decide."""
+        if self.abstain_signal == NEAREST:  # not a signal of the adapters: the router compares with the background
+            return None
         signal = self.signal if self.abstain_signal == SAME else self.abstain_signal
         module = self.module if self.abstain_module == SAME else self.abstain_module
         if self.abstain_below is None or (signal, module) == (self.signal, self.module):
@@ -555,13 +583,33 @@ class RouteOptions(_Options):
         )
 
     @property
+    def nearest(self) -> bool:
+        """Whether `abstain_below` reads the similarity to the nearest background prompt (`abstain_signal` nearest)."""
+        return self.abstain_signal == NEAREST and self.abstain_below is not None
+
+    @property
+    def nearest_block(self) -> int:
+        """The block `nearest` reads (`abstain_layer`, or the middle block), non-negative."""
+        n = self._n_layers
+        if n is None:
+            raise RuntimeError(
+                "RouteOptions.nearest_block needs options resolved against an engine (RouteOptions.resolve)"
+            )
+        return (n // 2 if self.abstain_layer is None else self.abstain_layer) % n
+
+    @property
     def decorrelation(self) -> float:
         """`decorrelate` where it acts (background calibration), else 0."""
         return self.decorrelate if self.calibrated and self.calibration == "background" else 0.0
 
     def trace(self) -> dict:
         """The settings as a trace records them, blocks resolved."""
-        return {**self.model_dump(mode="json"), "blocks": list(self.blocks), "decorrelate": self.decorrelation}
+        return {
+            **self.model_dump(mode="json"),
+            "blocks": list(self.blocks),
+            "decorrelate": self.decorrelation,
+            "abstain_layer": self.nearest_block if self.nearest else self.abstain_layer,
+        }
 
 
 class GenerateOptions(_Options):

@@ -24,7 +24,15 @@ from torch import Tensor, nn
 
 from . import options, signals
 from .anatomy import decoder_layers
-from .calibration import Calibration, StatsStore, decorrelate, decorrelation_stats, standardize
+from .calibration import (
+    Calibration,
+    StatsStore,
+    decorrelate,
+    decorrelation_stats,
+    nearest_similarity,
+    standardize,
+    unit_rows,
+)
 from .errors import ConfigError, RequestError
 from .mixing import select_top_k, ties_at_cut
 from .options import Context, RouteOptions
@@ -117,6 +125,8 @@ class Router:
         request."""
         if opts.gate is not None:
             self.calibrate(opts.gate)
+        if opts.nearest:
+            self.nearest_bank(opts.nearest_block)
         if opts.decorrelation:
             self.decorrelation(opts)
         for b, m, p in itertools.product(opts.blocks, opts.module, opts.poolings):
@@ -161,6 +171,19 @@ class Router:
             self._stats.setdefault(key, found)
             return self._stats[key]
 
+    def nearest_bank(self, block: int) -> Tensor:
+        """[P, D] the background prompts' residual inputs of `block`, averaged over their user's tokens, at unit
+        length: what the `nearest` abstain signal compares a prompt with; cached in memory and in `stats_store`."""
+        key, names = ("nearest", block), ("V",)
+        with self._lock:
+            found = self._stats.get(key) or (self.stats_store.load(key, names) if self.stats_store else None)
+            if found is None:
+                found = (unit_rows(self._prompt_vectors("background")[nearest_key(block)]).cpu(),)
+                if self.stats_store:
+                    self.stats_store.save(key, found, names=names)
+            self._stats[key] = found
+            return found[0]
+
     # ------------------------------------------------------------------------------ scoring
 
     def _site(self, h: Tensor, block: int, module: str, signal: str, calibrate=None) -> signals.Site:
@@ -189,6 +212,7 @@ class Router:
 
     def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:
         wants = set().union(*(wants_for(s.blocks, s.module, s.probe_input, s.poolings) for s in settings))
+        wants |= {nearest_key(s.nearest_block) for s in settings if s.nearest}
         return probe(self.model, enc, wants, self.probe_cache, self.pool.modules)
 
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
@@ -202,7 +226,11 @@ class Router:
         gate = scores if g is None else route_scores(self, hs, g, codes).cpu()
         if opts.decorrelation:
             scores = decorrelate(scores, self.decorrelation(opts))
-        best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
+        if opts.nearest:  # how close the prompt is to the background prompts, not how any adapter scores
+            b = opts.nearest_block
+            best = nearest_similarity(hs[nearest_key(b)], self.nearest_bank(b)).cpu().tolist()
+        else:
+            best = gate.max(-1).values.tolist() if gate.shape[-1] else [float("-inf")] * len(prompts)
         probe_s = (time.perf_counter() - t0) / len(prompts)
         user = enc.user if enc.user is not None else enc.attention_mask  # the user's own tokens of each row
         n_user = user.sum(-1).tolist()
@@ -225,6 +253,13 @@ class Router:
                 f"{opts.abstain_min_tokens} (shorter than the prompts this pool is for): answered by the base model."
             )
             return abstained(prompt, table, opts, probe_s, notices, why, "short", gate)
+        if opts.nearest and not best >= opts.abstain_below:  # NaN abstains too
+            why = (
+                f"The prompt is unlike the prompts this pool is for (similarity to the nearest background prompt at "
+                f"block {opts.nearest_block} {best:.3f} < abstain_below {opts.abstain_below:g}): answered by the "
+                "base model."
+            )
+            return abstained(prompt, table, opts, probe_s, notices, why, "unlike_pool", gate)
         if opts.abstain_below is not None and not best >= opts.abstain_below:  # NaN abstains too
             g = opts.gate
             signal = "" if g is None or g.signal == opts.signal else f"{g.signal} "
@@ -290,6 +325,11 @@ class Router:
             )
         opts = self.options(**{**route, "layer": f"0:{self.n_layers}"})
         return self.sweep([options.check_prompt(prompt, self.max_prompt_chars)], [opts])[0][0]
+
+
+def nearest_key(block: int) -> tuple:
+    """The probe key the `nearest` abstain signal reads: the block's residual input, mean over the user's tokens."""
+    return vector_key(block, "", "residual", "mean")
 
 
 def decorrelation_key(opts: RouteOptions) -> tuple:

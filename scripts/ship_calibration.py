@@ -1,5 +1,5 @@
 """Write the background calibration constants of adapters.yaml's default setting (and of its abstain signal, when
-that is another, and its decorrelation, when it has one) into assets/calibration/.
+that is another or `nearest`, and its decorrelation, when it has one) into assets/calibration/.
 
 Start-up then reads them instead of probing the background prompts (seconds on a CPU). The files are
 named by a hash of the model, the pool's weights, the prompt set and the setting, so after retraining
@@ -38,6 +38,11 @@ def main() -> None:
         path = store.save(decorrelation_key(opts), router.decorrelation(opts), directory=out, names=("m", "d", "W"))
         keep.add(path.name)
         print(f"wrote {path.relative_to(ROOT)} (decorrelate {opts.decorrelation:g})")
+    if opts.nearest:  # the `nearest` abstain signal's bank: the background prompts' unit vectors at its block
+        b = opts.nearest_block
+        path = store.save(("nearest", b), (router.nearest_bank(b),), directory=out, names=("V",))
+        keep.add(path.name)
+        print(f"wrote {path.relative_to(ROOT)} (nearest, block {b})")
     for stale in out.glob("*.safetensors"):
         if stale.name not in keep:
             stale.unlink()

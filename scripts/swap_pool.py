@@ -9,6 +9,11 @@ assets/pool_next/scores.json` made while the pool trained join docs/pool_scores.
 reuses them: same adapter files), and the shipped background calibration is recomputed for the new weights.
 
     python scripts/swap_pool.py
+    python scripts/swap_pool.py --keep-shipped   # before `make pool`, when the suite changed only a few tasks
+
+`--keep-shipped` seeds assets/pool_next/ with the shipped adapters of the tasks that stay in the suite, with their
+loss curves and scores, so that `make pool` trains only the tasks that are new (the kept ones must have been trained
+with the recipe that `make pool` uses: their loss rows name it, and it is printed).
 """
 
 from __future__ import annotations
@@ -33,15 +38,51 @@ def merge_scores(new: Path, into: Path) -> int:
     if not new.is_file():
         return 0
     fresh = json.loads(new.read_text())
-    old = json.loads(into.read_text()) if into.is_file() else {"n": fresh["n"], "rows": []}
-    rows = {r["task"]: r for r in old["rows"]} if old["n"] == fresh["n"] else {}
-    rows |= {r["task"]: r for r in fresh["rows"]}
-    into.write_text(json.dumps({"n": fresh["n"], "rows": list(rows.values())}, indent=1, ensure_ascii=False) + "\n")
+    merge_scores_rows(into, fresh["n"], fresh["rows"])
     return len(fresh["rows"])
+
+
+def keep_shipped(shipped: Path, nxt: Path, losses: Path, scores: Path) -> list[str]:
+    """Copy the shipped adapters of tasks still in the suite into `nxt` (one already there is left alone), with their
+    rows of the loss log and the score file. Returns the tasks copied."""
+    names = {t.name for t in adapter_tasks()}
+    kept = []
+    for name in sorted(names):
+        src, dst = shipped / name, nxt / name
+        if (src / "adapter_model.safetensors").is_file() and not dst.exists():
+            shutil.copytree(src, dst)
+            kept.append(name)
+    rows = [json.loads(line) for line in losses.read_text().splitlines()] if losses.is_file() else []
+    with open(nxt / "losses.jsonl", "a", encoding="utf-8") as f:
+        for row in rows:
+            if row["task"] in kept:
+                f.write(json.dumps(row) + "\n")
+    if scores.is_file():
+        old = json.loads(scores.read_text())
+        rows_kept = [r for r in old["rows"] if r["task"] in kept]
+        merge_scores_rows(nxt / "scores.json", old["n"], rows_kept)
+    recipes = sorted({r.get("recipe", "?") for r in rows if r["task"] in kept})
+    print(
+        f"kept {len(kept)} shipped adapters in {nxt} (trained with {', '.join(recipes) or 'no logged recipe'}); "
+        f"{len(names) - len(list(nxt.glob('*/adapter_model.safetensors')))} left to train"
+    )
+    return kept
+
+
+def merge_scores_rows(into: Path, n: int, rows: list[dict]) -> None:
+    """Add `rows` (scored on `n` prompts) to the score file `into`, keeping its rows of other tasks."""
+    old = json.loads(into.read_text()) if into.is_file() else {"n": n, "rows": []}
+    by_task = {r["task"]: r for r in old["rows"]} if old["n"] == n else {}
+    by_task |= {r["task"]: r for r in rows}
+    into.write_text(json.dumps({"n": n, "rows": list(by_task.values())}, indent=1, ensure_ascii=False) + "\n")
 
 
 def main() -> int:
     nxt, shipped, config = ROOT / "assets" / "pool_next", ROOT / "assets" / "adapters", ROOT / "adapters.yaml"
+    if "--keep-shipped" in sys.argv[1:]:
+        nxt.mkdir(parents=True, exist_ok=True)
+        keep_shipped(shipped, nxt, ROOT / "docs" / "pool_losses.jsonl", ROOT / "docs" / "pool_scores.json")
+        return 0
     tasks = round_robin(adapter_tasks())
     missing = [t.name for t in tasks if not (nxt / t.name / "adapter_model.safetensors").is_file()]
     if missing:

@@ -12,6 +12,7 @@ import torch
 from helpers import make_adapter, tiny_engine, tiny_model
 
 from logo_core.calibration import StatsStore
+from logo_core.explain import abstain_text
 from logo_core.mixing import select_top_k
 
 PROMPTS = ["What is 47 + 38?", "Translate the cat to French.", "Is this review positive? I loved it."]
@@ -145,7 +146,7 @@ def test_the_abstain_signal_decides_whether_to_route_and_the_routing_signal_what
     assert (named.selected, named.abstain_score) == (same.selected, same.abstain_score)
     assert engine.route(prompt, **route, abstain_below=-100).abstain_score is not None
     assert engine.route(prompt, preset="paper").options["abstain_signal"] == "same"
-    with pytest.raises(ValueError, match=r"`abstain_signal` must be one of \['same', 'norm'.*got 'loud'"):
+    with pytest.raises(ValueError, match=r"`abstain_signal` must be one of \['same', 'nearest', 'norm'.*got 'loud'"):
         engine.route(prompt, abstain_signal="loud")
 
 
@@ -172,6 +173,40 @@ def test_the_abstain_module_reads_other_modules_for_the_abstain_check_only(setup
     assert engine.route(prompt, preset="paper").options["abstain_module"] == "same"
     with pytest.raises(ValueError, match=r"`abstain_module` 'o_proj' is not adapted by any adapter"):
         engine.route(prompt, abstain_module="o_proj")
+
+
+def test_the_nearest_gate_reads_the_similarity_to_the_nearest_background_prompt(setup):
+    """`abstain_signal` nearest: `abstain_below` reads the cosine similarity of the prompt's residual input at
+    `abstain_layer` (mean over the user's tokens) to the nearest background prompt's, computed here from a hook-free
+    pass of the base copy; the adapters and their scores are the routing ones; the middle block by default."""
+    engine, reference, _ = setup
+    background = list(engine.router.calibrations["background"].prompts)
+    route = dict(calibration="background", signal="norm", layer="1:4")
+    for layer, block in ((None, N_LAYERS // 2), (-1, N_LAYERS - 1), (1, 1)):
+        bank = torch.nn.functional.normalize(_vectors(engine, reference, background, block, "mean"), dim=-1)
+        h = torch.nn.functional.normalize(_vectors(engine, reference, PROMPTS, block, "mean"), dim=-1)
+        want = (h @ bank.T).max(-1).values.tolist()
+        for p, sim in zip(PROMPTS, want, strict=True):
+            plain = engine.route(p, **route)
+            for below, abstains in ((sim - 0.01, False), (sim + 0.01, True)):
+                r = engine.route(p, **route, abstain_signal="nearest", abstain_layer=layer, abstain_below=below)
+                assert r.abstain_score == pytest.approx(sim, abs=1e-4)
+                assert r.options["abstain_layer"] == block and r.scores == pytest.approx(plain.scores, abs=1e-5)
+                assert (r.selected == []) == abstains
+                verdict = "<" if abstains else "≥"
+                assert f"nearest background prompt (block {block}" in abstain_text(r) and verdict in abstain_text(r)
+                if abstains:
+                    assert r.options["abstain_reason"] == "unlike_pool"
+                    assert f"nearest background prompt at block {block}" in r.notices[-1]
+                else:
+                    assert r.selected == plain.selected
+    assert engine.route(PROMPTS[0], abstain_signal="nearest").options["abstain_layer"] is None  # never abstains
+    for bad, msg in (
+        (N_LAYERS, f"must be a block between -{N_LAYERS} and {N_LAYERS - 1}"),
+        ("2", "must be an integer, got .2."),
+    ):
+        with pytest.raises(ValueError, match=f"`abstain_layer` {msg}"):
+            engine.route(PROMPTS[0], abstain_signal="nearest", abstain_layer=bad, abstain_below=0.5)
 
 
 def test_a_prompt_shorter_than_abstain_min_tokens_goes_to_the_base_model(setup):

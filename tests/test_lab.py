@@ -441,3 +441,38 @@ def test_the_lab_decorrelates_as_the_router_and_tries_each_strength_once(monkeyp
     monkeypatch.setattr(lab, "dev_row", lambda lab_, st: seen.append(st) or {"setting": st})
     lab.decorrelated_rows(fake, rows)
     assert seen == [lab.replace(flat, decorrelate=x) for x in lab.DECORRELATE]  # once each, z_after only
+
+
+def test_the_nearest_gate_reads_the_similarity_to_the_background_and_can_win():
+    """`nearest` at each block is a gate candidate: the cosine similarity of a prompt's residual mean to its nearest
+    background prompt (checked against numpy). Where only block 1 tells pool prompts (near the background) from
+    off-pool ones (orthogonal to it), the nearest gate at block 1 wins, abstains on no pool dev prompt, and
+    adapters.yaml gets `abstain_signal: nearest`, `abstain_layer: 1`."""
+    import numpy as np
+
+    n_off, n_dev, n_bg, L, D = 20, 40, 10, 3, 6
+    g = torch.Generator().manual_seed(0)
+    off = torch.linspace(0, 1, n_off)
+    fake = _gate_lab(off, torch.linspace(0.5, 3, n_dev), off, torch.linspace(0.5, 3, n_dev))  # both signals overlap
+    fake.prompts = fake.prompts + [lab.Prompt("b", "", "", False, "background")] * n_bg
+    fake.index["background"] = torch.arange(n_off + n_dev, n_off + n_dev + n_bg)
+    x = torch.randn(n_off + n_dev + n_bg, L, 2, 2, D, generator=g)
+    e = torch.eye(D)
+    x[n_off:, 1, 0, 1] = 3 * e[0] + 0.3 * torch.randn(n_dev + n_bg, D, generator=g)  # pool and background: along e0
+    x[:n_off, 1, 0, 1] = 3 * e[1] + 0.3 * torch.randn(n_off, D, generator=g)  # off-pool: along e1
+    fake.vectors = x
+    st = lab.Setting("subspace", "both", "residual", "both", "z_after", "0:3")
+
+    v = x[:, 1, 0, 1].numpy()
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    want = (v[fake.index["dev"]] @ v[fake.index["background"]].T).max(1)
+    np.testing.assert_allclose(lab.nearest_margin(fake, 1, "dev").numpy(), want, rtol=1e-5)
+
+    rows = lab.gate_rows(fake, st)
+    assert {r["module"] for r in rows if r["signal"] == "nearest"} == {0, 1, 2}
+    assert lab.choose_gate(rows, st) == ("nearest", 1)
+    ab = lab.abstain(fake, st, ("nearest", 1))
+    assert ab["dev"][0] == 0 and ab["offpool_dev"][0] >= 95  # the target rule: the lowest threshold at 95%
+    fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"], ab["module"])
+    assert (fields["abstain_signal"], fields["abstain_layer"], fields["abstain_module"]) == ("nearest", 1, "same")
+    assert lab.library_defaults(st, 0.5, 4, "norm", "both")["abstain_layer"] is None

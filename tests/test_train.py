@@ -143,3 +143,33 @@ def test_swap_keeps_the_scores_made_while_the_pool_trained(tmp_path):
     merge_scores(new, into)
     got = json.loads(into.read_text())
     assert got["n"] == 10 and [r["task"] for r in got["rows"]] == ["units_km_m"]
+
+
+def test_keep_shipped_seeds_the_next_pool_with_the_tasks_that_stay(tmp_path):
+    """scripts/swap_pool.py --keep-shipped: the shipped adapters of tasks still in the suite are copied with their
+    loss rows and score rows, so `make pool` trains only the new tasks; a retired task's adapter is not copied, and an
+    adapter already in the next pool (trained there) is never overwritten."""
+    import json
+
+    from logo_core.tasks import adapter_tasks
+    from scripts.swap_pool import keep_shipped
+
+    stays, new = [t.name for t in adapter_tasks()][:2]
+    shipped, nxt = tmp_path / "adapters", tmp_path / "pool_next"
+    for name, text in ((stays, "shipped"), (new, "shipped"), ("number_words_retired", "shipped")):
+        (shipped / name).mkdir(parents=True)
+        (shipped / name / "adapter_model.safetensors").write_text(text)
+    (nxt / new).mkdir(parents=True)
+    (nxt / new / "adapter_model.safetensors").write_text("trained in the next pool")
+    losses, scores = tmp_path / "losses.jsonl", tmp_path / "scores.json"
+    losses.write_text(
+        "\n".join(json.dumps({"task": n, "recipe": "r", "losses": [1.0]}) for n in (stays, new, "number_words_retired"))
+    )
+    scores.write_text(json.dumps({"n": 20, "rows": [{"task": stays}, {"task": "number_words_retired"}]}))
+
+    assert keep_shipped(shipped, nxt, losses, scores) == [stays]
+    assert (nxt / stays / "adapter_model.safetensors").read_text() == "shipped"
+    assert (nxt / new / "adapter_model.safetensors").read_text() == "trained in the next pool"
+    assert not (nxt / "number_words_retired").exists()
+    assert [json.loads(line)["task"] for line in (nxt / "losses.jsonl").read_text().splitlines()] == [stays]
+    assert [r["task"] for r in json.loads((nxt / "scores.json").read_text())["rows"]] == [stays]

@@ -233,7 +233,7 @@ def test_user_text_never_becomes_markup():
 
 def test_generate_streams_marks_and_records(cb, page, app_engine):
     vals = values(app_engine, max_new_tokens=6)
-    steps = [outputs(page, s) for s in cb.generate("v1", "Count to five.", *vals)]
+    steps = [outputs(page, s) for s in cb.generate("v1", PROMPT, *vals)]
     first, last = steps[0], steps[-1]
     assert first["answer"]["value"] == "" and first["chart"].layout.meta["selected"]  # chart before the answer
     assert first["status"] == "generating…" and first["trace"]["value"] is None
@@ -242,10 +242,10 @@ def test_generate_streams_marks_and_records(cb, page, app_engine):
     trace = json.loads(Path(last["trace"]["value"]).read_text())
     assert trace["text"] == last["answer"] and trace["routing"]["selected"] == first["routing"]["selected"]
     answered = last["answered"]  # the answer now belongs to this prompt and these settings
-    assert cb.answer_label("Count to five.", answered, *vals)["label"] == "Answer"
-    stale = cb.answer_label("Count to five.", answered, *values(app_engine, max_new_tokens=6, k=3))
+    assert cb.answer_label(PROMPT, answered, *vals)["label"] == "Answer"
+    stale = cb.answer_label(PROMPT, answered, *values(app_engine, max_new_tokens=6, k=3))
     assert stale["label"] == callbacks.STALE and "stale" in stale["elem_classes"]
-    assert cb.answer_label("Count to six.", answered, *vals)["label"] == callbacks.STALE
+    assert cb.answer_label(PROMPT + " Now.", answered, *vals)["label"] == callbacks.STALE
 
 
 def test_stop_says_after_how_many_tokens(cb, page, app_engine):

@@ -91,8 +91,9 @@ def test_route_positional_and_keywords(client, k):
 
 
 def test_generate_with_a_seed(client):
-    text, trace = client.predict("Name a fruit.", max_new_tokens=6, do_sample=True, seed=7, api_name="/generate")
-    again, _ = client.predict("Name a fruit.", max_new_tokens=6, do_sample=True, seed=7, api_name="/generate")
+    prompt = "Write the number 342 in French words."  # a pool prompt: routed (an off-pool one abstains)
+    text, trace = client.predict(prompt, max_new_tokens=6, do_sample=True, seed=7, api_name="/generate")
+    again, _ = client.predict(prompt, max_new_tokens=6, do_sample=True, seed=7, api_name="/generate")
     assert text == again == trace["text"] and trace["generation"]["seed"] == 7
     check_trace(trace["routing"], 2)
     assert 0 < trace["timings"]["new_tokens"] <= 6 and trace["provenance"]["adapters"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from babel import Locale
+
 from . import english, locales, numbers, scripts
 from .base import Example, Generator, MetricName, Task
 from .metrics import METRICS, normalize
@@ -60,8 +62,10 @@ class Family:
         ]
 
 
-LANGS = {"en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
-         "nl": "Dutch", "sv": "Swedish"}  # fmt: skip  # display names only; the data are num2words'/babel's
+def lang(code: str) -> str:
+    """A language's English name, as babel's CLDR data spell it (display only; the data are num2words'/babel's)."""
+    return Locale.parse(code).english_name
+
 
 FAMILIES = [
     Family(
@@ -76,9 +80,12 @@ FAMILIES = [
         ),
         ("Spell out {x} in {name}.",),
         tuple(
-            (c, LANGS[c], numbers.number_words(c, even_digits=True)) for c in ("en", "fr", "es", "de", "it", "pt", "nl")
+            (c, lang(c), numbers.number_words(c, even_digits=True))
+            for c in ("en", "fr", "es", "de", "it", "pt", "nl", "eo", "vi", "ja")
         ),
-        unseen=("nl",),
+        # it, es and pt scored under 80 on dev with the pool's recipe, eo, vi and ja over 95 (docs/pool.md): the
+        # adapters are theirs, the Romance three stay in the suite as held-out members.
+        unseen=("nl", "it", "es", "pt"),
         people_templates=(
             "My kid asked me how to write {x} in {name}. Could you spell it out in words for me?",
             "I am filling in a cheque in {name} and need the amount {x} written out in words. What do I write?",
@@ -102,7 +109,7 @@ FAMILIES = [
             "{x} as an ordinal in {name} words:",
         ),
         ("Spell out the {name} ordinal number for position {x}.",),
-        tuple((c, LANGS[c], numbers.number_words(c, 1, 100, "ordinal")) for c in ("en", "fr", "es", "de", "it")),
+        tuple((c, lang(c), numbers.number_words(c, 1, 100, "ordinal")) for c in ("en", "fr", "es", "de", "it")),
         whole_unseen=True,
         people_templates=(
             "I came in at position {x} in the race. How would a {name} speaker write my place as an ordinal word?",
@@ -261,7 +268,7 @@ FAMILIES = [
             "{x} written as a date in {name}:",
         ),
         ("Express the date {x} in long {name} format.",),
-        tuple((loc, LANGS[loc], locales.long_date(loc)) for loc in ("fr", "de", "es", "it", "pt", "nl", "sv")),
+        tuple((loc, lang(loc), locales.long_date(loc)) for loc in ("fr", "de", "es", "it", "pt", "nl", "sv")),
         unseen=("sv",),
         people_templates=(
             "I am writing a letter in {name} and need to put the date {x} at the top. How do I write it out?",

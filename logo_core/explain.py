@@ -156,7 +156,7 @@ def decorrelation_text(x: Explanation, top: list[str]) -> str:
     v, j = min((u[j] * w[j][first], j) for j in range(len(z)) if j != first)
     why = f"; {name(top[0])} loses most to {name(x.names[j])} ({fmt(v)})" if v < 0 else ""
     return (
-        f" Then **decorrelation** (a = {a:g}) removes what correlated siblings share over the background: "
+        f" Then **decorrelation** (a = {a:g}) removes what siblings share over the background: "
         f"score = ((z − m)/d)·((1 − a)I + aR)^(−½): {moves}{why}."
     )
 
@@ -181,16 +181,16 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         z = ", ".join(
             f"{name(n)} ({fmt(x.stream_mean(x.raw, stream, idx[n]))} − {fmt(x.shifts[0][idx[n]])}) / "
             f"{fmt(x.constants[0][idx[n]])} = {fmt(x.stream_mean(x.per_site, stream, idx[n]))}"
-            for n in (top[:2] if x.decorrelation else top)  # two: the decorrelation step below shows three
+            for n in (top[:2] if x.decorrelation else top)  # two, as the decorrelation sentence: a lecture screen
         )
         several = len(x.streams()) > 1
         step3 = (
             f"Each adapter's block-mean signal is compared with its values on {x.background_prompts} unlabelled "
             "background prompts (the pool's example prompts): "
-            "z_i = (σ_i − μ_i) / s_i, with μ_i the background's mean and s_i its spread: an adapter loud on every "
-            f"task-like prompt gains nothing. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
-            + (f" z is the mean over the {len(x.streams())} streams (module x token reading)." if several else "")
-            + (decorrelation_text(x, top) if x.decorrelation else "")
+            "z_i = (σ_i − μ_i) / s_i, μ_i and s_i the background's mean and spread: an adapter loud on every "
+            f"prompt gains nothing. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
+            + (f" z averages the {len(x.streams())} streams." if several else "")
+            + (decorrelation_text(x, top[:2]) if x.decorrelation else "")
         )
     elif o["calibrated"]:
         cal = ", ".join(
@@ -241,8 +241,8 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
         (
             (
                 f"**Weights** (`lead`). The best adapter at full strength, w_1 = 1; each other w_i = {LEAD_SHARE:g} × "
-                f"max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}. (Chosen on dev prompts over "
-                "the paper's proportional weights, which let the runners-up pull the answer away: docs/lab/merges.)"
+                f"max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}. (Chosen on dev over the paper's "
+                "proportional weights: docs/lab/merges.)"
                 if lead
                 else f"**Weights.** w_i = max(score_i, 0) / Σ max(score_j, 0) over the chosen: {weights}."
             )
@@ -280,8 +280,8 @@ def abstain_text(r: Routing) -> str:
     verdict = "≥" if best >= o["abstain_below"] else "<"
     if o.get("abstain_signal") == "nearest":
         return (
-            f"Abstain check: similarity to the nearest background prompt (block {o.get('abstain_layer')}, cosine of "
-            f"the mean residual) {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g}."
+            f"Abstain check: nearest background prompt {fmt(best)} {verdict} `abstain_below` {o['abstain_below']:g} "
+            f"(block {o.get('abstain_layer')})."
         )
     which = "" if o.get("abstain_signal", "same") in ("same", o["signal"]) else f"**{o['abstain_signal']}** "
     mods = o.get("abstain_module", "same")

@@ -194,7 +194,11 @@ def test_the_nearest_gate_reads_the_similarity_to_the_nearest_background_prompt(
                 assert r.options["abstain_layer"] == block and r.scores == pytest.approx(plain.scores, abs=1e-5)
                 assert (r.selected == []) == abstains
                 verdict = "<" if abstains else "≥"
-                assert "nearest background prompt" in abstain_text(r) and f"(block {block})" in abstain_text(r) and verdict in abstain_text(r)
+                assert (
+                    "nearest background prompt" in abstain_text(r)
+                    and f"(block {block})" in abstain_text(r)
+                    and verdict in abstain_text(r)
+                )
                 if abstains:
                     assert r.options["abstain_reason"] == "unlike_pool"
                     assert f"nearest background prompt at block {block}" in r.notices[-1]

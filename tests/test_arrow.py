@@ -18,7 +18,10 @@ def peer(real_engine):
 
 def test_token_coefficients_reproduce_pefts_arrow_delta(peer):
     """PEFT's delta at a layer = sum_e c_e(x) s_e B_e A_e x with our coefficients c: they are PEFT's."""
-    layers = [m for m in peer.model().modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
+    model = peer.model()
+    with peer._lock:  # the built model is shared by every peer of the engine: route with this one's top_k
+        peer._mine(model)
+    layers = [m for m in model.modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
     assert len(layers) == peer.engine.n_layers * len(peer.engine.pool.modules)
     m = layers[len(layers) // 2]
     arrow = m.lora_arrow["arrow_router"]
@@ -52,7 +55,10 @@ def test_a_top_k_view_shares_the_model_and_routes_with_its_own_k(peer):
     one, three = peer.with_top_k(1), peer.with_top_k(3)
     assert one.model() is three.model() is peer.model()  # built once
     assert ArrowPeer(peer.engine, top_k=3).model() is peer.model()  # and shared by every peer of the engine
-    layers = [m for m in peer.model().modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
+    model = peer.model()
+    with peer._lock:  # the built model is shared by every peer of the engine: route with this one's top_k
+        peer._mine(model)
+    layers = [m for m in model.modules() if hasattr(m, "lora_arrow") and "arrow_router" in m.lora_arrow]
     x = torch.randn(1, 4, layers[0].in_features, generator=torch.Generator().manual_seed(1))
     prompts = ["Spell out 19 in German."]
     first = one.weights(prompts)

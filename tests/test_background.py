@@ -204,6 +204,9 @@ def test_the_nearest_gate_reads_the_similarity_to_the_nearest_background_prompt(
                     assert f"nearest background prompt at block {block}" in r.notices[-1]
                 else:
                     assert r.selected == plain.selected
+    batch = engine.route_batch(PROMPTS, **route, abstain_signal="nearest", abstain_below=0.5)  # padded together
+    single = [engine.route(p, **route, abstain_signal="nearest", abstain_below=0.5).abstain_score for p in PROMPTS]
+    assert [r.abstain_score for r in batch] == pytest.approx(single, abs=1e-4)
     assert engine.route(PROMPTS[0], abstain_signal="nearest").options["abstain_layer"] is None  # never abstains
     for bad, msg in (
         (N_LAYERS, f"must be a block between -{N_LAYERS} and {N_LAYERS - 1}"),

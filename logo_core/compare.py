@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 from .arrow import ArrowPeer
 from .baselines import Retriever
 
+ABSTAINED = {  # the Compare row's note, per `abstain_reason`
+    "short": "LoGo abstained: the prompt is too short to route, the base model answered",
+    "no_standout": "LoGo abstained: no adapter stood out, the base model answered",
+    "unlike_pool": "LoGo abstained: the prompt is unlike the prompts this pool is for, the base model answered",
+}
+
 PEERS = ("Base model", "LoGo", "Arrow (PEFT)", "Retrieval")
 
 
@@ -87,9 +93,5 @@ class Peers:
         row.weights = dict(g.routing.weights)
         row.timings = {"first_token_s": first or g.timings["total_s"], "tokens_per_s": g.timings["tokens_per_s"]}
         if g.routing.options.get("mode") == "abstained":
-            row.note = (
-                "LoGo abstained: the prompt is too short to route, the base model answered"
-                if g.routing.options.get("abstain_reason") == "short"
-                else "LoGo abstained: no adapter stood out, the base model answered"
-            )
+            row.note = ABSTAINED.get(g.routing.options.get("abstain_reason"), ABSTAINED["no_standout"])
         yield row

@@ -364,6 +364,13 @@ def test_compare_shows_each_peer_its_adapters_and_speed_and_leaves_the_shared_mo
     assert all(torch.equal(p, before[n]) for n, p in app_engine.model.named_parameters() if n in before)
 
 
+def test_compare_says_why_logo_answered_with_the_base_model(cb, app_engine):
+    """An off-pool question is unlike every background prompt (the shipped `nearest` gate): LoGo's row says so."""
+    steps = list(cb.compare("Who wrote Hamlet?", *values(app_engine, max_new_tokens=3)))
+    logo = steps[-1][len(callbacks.COMPARE) + 1]
+    assert "LoGo abstained" in logo and "unlike the prompts this pool is for" in logo
+
+
 def test_sweep_outlines_the_probed_blocks_and_redraws_from_the_cache(cb, app_engine, monkeypatch):
     fig, cache = cb.sweep(PROMPT, None, True, *values(app_engine))
     assert len(fig.data[0].z) == app_engine.n_layers and list(fig.data[0].x) == list(POOL)

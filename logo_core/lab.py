@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .calibration import decorrelate, decorrelation_stats, nearest_similarity, unit_rows
 from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables and its tests use them)
+from .options import NEAREST  # the gate that reads how close a prompt is to the background prompts
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
 from .signals import gram, output_norms, subspace_norms, unit
@@ -545,7 +546,6 @@ POOL_DEV = ("dev", "people_dev")  # the pool prompts a threshold is chosen on (t
 
 
 GATE_MODULES = ("both", "q_proj", "v_proj")  # the modules an abstain gate may read (besides the routing ones)
-NEAREST = "nearest"  # the gate that reads how close a prompt is to the background prompts (options.NEAREST)
 
 
 def gate_margin(lab: Lab, st: Setting, gate: tuple[str, str | int], split: str) -> Tensor:

@@ -174,7 +174,7 @@ class Router:
     def nearest_bank(self, block: int) -> Tensor:
         """[P, D] the background prompts' residual inputs of `block`, averaged over their user's tokens, at unit
         length: what the `nearest` abstain signal compares a prompt with; cached in memory and in `stats_store`."""
-        key, names = ("nearest", block), ("V",)
+        key, names = nearest_bank_key(block), ("V",)
         with self._lock:
             found = self._stats.get(key) or (self.stats_store.load(key, names) if self.stats_store else None)
             if found is None:
@@ -330,6 +330,11 @@ class Router:
 def nearest_key(block: int) -> tuple:
     """The probe key the `nearest` abstain signal reads: the block's residual input, mean over the user's tokens."""
     return vector_key(block, "", "residual", "mean")
+
+
+def nearest_bank_key(block: int) -> tuple:
+    """The `StatsStore` key of the `nearest` bank at `block` (beside the pool and the background)."""
+    return ("nearest", block)
 
 
 def decorrelation_key(opts: RouteOptions) -> tuple:

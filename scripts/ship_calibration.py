@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from logo_core.engine import LoGoEngine  # noqa: E402
-from logo_core.router import decorrelation_key  # noqa: E402
+from logo_core.router import decorrelation_key, nearest_bank_key  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         print(f"wrote {path.relative_to(ROOT)} (decorrelate {opts.decorrelation:g})")
     if opts.nearest:  # the `nearest` abstain signal's bank: the background prompts' unit vectors at its block
         b = opts.nearest_block
-        path = store.save(("nearest", b), (router.nearest_bank(b),), directory=out, names=("V",))
+        path = store.save(nearest_bank_key(b), (router.nearest_bank(b),), directory=out, names=("V",))
         keep.add(path.name)
         print(f"wrote {path.relative_to(ROOT)} (nearest, block {b})")
     for stale in out.glob("*.safetensors"):

@@ -18,6 +18,7 @@ with the recipe that `make pool` uses: their loss rows name it, and it is printe
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -77,9 +78,17 @@ def merge_scores_rows(into: Path, n: int, rows: list[dict]) -> None:
     into.write_text(json.dumps({"n": n, "rows": list(by_task.values())}, indent=1, ensure_ascii=False) + "\n")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Ship assets/pool_next/ as the pool, or seed it with the shipped adapters.")
+    p.add_argument(
+        "--keep-shipped",
+        action="store_true",
+        help="copy the shipped adapters of tasks still in the suite into assets/pool_next/ (then `make pool` trains "
+        "only the new tasks) instead of shipping",
+    )
+    args = p.parse_args(argv)
     nxt, shipped, config = ROOT / "assets" / "pool_next", ROOT / "assets" / "adapters", ROOT / "adapters.yaml"
-    if "--keep-shipped" in sys.argv[1:]:
+    if args.keep_shipped:
         nxt.mkdir(parents=True, exist_ok=True)
         keep_shipped(shipped, nxt, ROOT / "docs" / "pool_losses.jsonl", ROOT / "docs" / "pool_scores.json")
         return 0

@@ -102,6 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_module": SAME,
         "decorrelate": 0.0,
         "abstain_layer": None,
+        "token_weight": 0.0,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -120,6 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_module": SAME,
         "decorrelate": 0.0,
         "abstain_layer": None,
+        "token_weight": 0.0,
     },
 }
 
@@ -467,7 +469,19 @@ class RouteOptions(_Options):
         "tokens, is compared (cosine) with the background prompts'; `abstain_below` then reads the similarity to the "
         "nearest one. An index, negative from the end; none = adapters.yaml's default (else the middle block).",
     )
+    token_weight: Annotated[float, Float(0, 10)] = Field(
+        0.0,
+        description="With `background` calibration: the weight of the token evidence added to each adapter's score: "
+        "its signal at every user token of the `token_layer` blocks, averaged over the tokens, z-scored against the "
+        "background prompts (a word that names the task, e.g. `Serbian` or `kilograms`, counts wherever it stands; "
+        "the last token and the mean vector blur it). 0 = none.",
+    )
+    token_layer: int | str | tuple[int, ...] = Field(
+        "0:10",
+        description="The blocks the token evidence reads (`token_weight`): an index, a range `a:b` or a list.",
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
+    _token_blocks: tuple[int, ...] | None = PrivateAttr(None)
     _n_layers: int | None = PrivateAttr(None)
 
     @property
@@ -531,6 +545,18 @@ class RouteOptions(_Options):
             resolve_blocks(layer, ctx.n_layers)  # range errors now, with the field's name
         return layer
 
+    @field_validator("token_layer", mode="before")
+    @classmethod
+    def _token_layer(cls, v: Any, info: ValidationInfo) -> int | str | tuple[int, ...]:
+        try:
+            layer = parse_layer(v)
+            ctx = _context(info)
+            if ctx is not None:
+                resolve_blocks(layer, ctx.n_layers)
+        except ValueError as e:
+            raise ValueError(str(e).replace("`layer`", "`token_layer`")) from None
+        return layer
+
     @field_validator("module", mode="before")
     @classmethod
     def _module(cls, v: Any, info: ValidationInfo) -> tuple[str, ...]:
@@ -547,6 +573,7 @@ class RouteOptions(_Options):
         ctx = _context(info)
         if ctx is not None:
             self._blocks = resolve_blocks(self.layer, ctx.n_layers)
+            self._token_blocks = resolve_blocks(self.token_layer, ctx.n_layers)
             self._n_layers = ctx.n_layers
         return self
 
@@ -598,6 +625,20 @@ class RouteOptions(_Options):
         return (n // 2 if self.abstain_layer is None else self.abstain_layer) % n
 
     @property
+    def token_evidence(self) -> float:
+        """`token_weight` where it acts (background calibration, which gives its z-score a background), else 0."""
+        return self.token_weight if self.calibrated and self.calibration == "background" else 0.0
+
+    @property
+    def token_blocks(self) -> tuple[int, ...]:
+        """The blocks of `token_layer`, non-negative and sorted (known once validated against an engine)."""
+        if self._token_blocks is None:
+            raise RuntimeError(
+                "RouteOptions.token_blocks needs options resolved against an engine (RouteOptions.resolve)"
+            )
+        return self._token_blocks
+
+    @property
     def decorrelation(self) -> float:
         """`decorrelate` where it acts (background calibration), else 0."""
         return self.decorrelate if self.calibrated and self.calibration == "background" else 0.0
@@ -609,6 +650,8 @@ class RouteOptions(_Options):
             "blocks": list(self.blocks),
             "decorrelate": self.decorrelation,
             "abstain_layer": self.nearest_block if self.nearest else self.abstain_layer,
+            "token_weight": self.token_evidence,
+            "token_blocks": list(self.token_blocks) if self.token_evidence else [],
         }
 
 

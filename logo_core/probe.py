@@ -21,7 +21,9 @@ from .views import private_view
 PROBE_INPUTS = ("residual", "module")  # the hidden state entering a block, or a module's own input
 RESIDUAL = "<residual>"  # capture key of a block's input (before its norm), beside module names
 MEAN = "@mean"  # suffix of a capture key pooled over the user's tokens instead of the last token
+TOKENS = "@tokens"  # suffix of a capture key kept per token (every position, [B, T, D]) for the token evidence
 POOLINGS = ("last", "mean")  # the last prompt token, or the mean over the user's tokens
+SUFFIXES = {"last": "", "mean": MEAN, "tokens": TOKENS}  # pooling (or every token) -> capture key suffix
 Key = tuple[int, str]  # (block, module name or RESIDUAL, + MEAN when mean-pooled)
 
 
@@ -46,6 +48,9 @@ class _Capture:
         mean_key = (key[0], key[1] + MEAN)
         if mean_key in self.wants:
             self.found[mean_key] = torch.einsum("bt,btd->bd", self.user.to(x.device), x.float())
+        tokens_key = (key[0], key[1] + TOKENS)
+        if tokens_key in self.wants:
+            self.found[tokens_key] = x.to(torch.float32, copy=True)
         if self.found.keys() >= self.wants:
             raise StopProbe
 
@@ -81,9 +86,9 @@ def wants_for(blocks, modules, probe_input: str, poolings=("last",)) -> set[Key]
 
 def vector_key(block: int, module: str, probe_input: str, pooling: str = "last") -> Key:
     """The capture key of the vector a site listens to: the block's residual input or the module's own,
-    at the last token or averaged over the user's tokens."""
+    at the last token, averaged over the user's tokens, or at every token ([B, T, D])."""
     name = RESIDUAL if probe_input == "residual" else module
-    return (block, name if pooling == "last" else name + MEAN)
+    return (block, name + SUFFIXES[pooling])
 
 
 def neutral_wants(n_layers: int, modules) -> set[Key]:
@@ -100,16 +105,17 @@ def run_probe(
     Args:
         model: the shared causal LM (never modified).
         input_ids, attention_mask: [B, T], left-padded, so the last prompt token is at position -1.
-        wants: capture keys, (block, RESIDUAL) or (block, module name), `+ MEAN` for mean pooling.
+        wants: capture keys, (block, RESIDUAL) or (block, module name), `+ MEAN` for mean pooling, `+ TOKENS` for
+            every token.
         user: [B, T] the user's tokens (`Encoded.user`), needed by mean-pooled keys; every real token if None.
 
     Returns:
-        {key: [B, D] fp32 vector}, each owning its storage.
+        {key: [B, D] fp32 vector ([B, T, D] for `TOKENS` keys)}, each owning its storage.
     """
     capture = _Capture(set(wants), attention_mask.bool() if user is None else user)
     layers, paths = layers_path(model), module_paths(model)
     taps = {}
-    for block, key in {(b, k.removesuffix(MEAN)) for b, k in wants}:  # one tap per place, both poolings
+    for block, key in {(b, k.removesuffix(MEAN).removesuffix(TOKENS)) for b, k in wants}:  # one tap per place
         if key == RESIDUAL:
             taps[f"{layers}.{block}"] = lambda m, k=(block, key): _BlockTap(m, k, capture)
         else:

@@ -129,6 +129,9 @@ class Router:
             self.nearest_bank(opts.nearest_block)
         if opts.decorrelation:
             self.decorrelation(opts)
+        if opts.token_evidence:
+            for m in opts.module:
+                self.token_stats(opts, m)
         for b, m, p in itertools.product(opts.blocks, opts.module, opts.poolings):
             if opts.calibration == "background":
                 self.background_stats(opts, m, p)
@@ -170,6 +173,35 @@ class Router:
         with self._lock:
             self._stats.setdefault(key, found)
             return self._stats[key]
+
+    def token_stats(self, opts: RouteOptions, module: str) -> tuple[Tensor, Tensor]:
+        """(mu, sigma) [N] of the token evidence of one module (`token_raw`) over the background prompts; cached in
+        memory and in `stats_store`. The background's per-token vectors are probed here, a few prompts at a time,
+        and dropped."""
+        key = token_key(opts, module)
+        with self._lock:
+            found = self._stats.get(key) or (self.stats_store.load(key) if self.stats_store else None)
+        if found is None:
+            prompts = list(self.calibrations["background"].prompts)
+            wants = wants_for(opts.token_blocks, (module,), opts.probe_input, ("tokens",))
+            raw = []
+            for i in range(0, len(prompts), 16):
+                enc = self.encode(prompts[i : i + 16], 0, self.device)
+                hs = run_probe(self.model, enc.input_ids, enc.attention_mask, wants, enc.user)
+                raw.append(token_raw(self, hs, user_weights(enc), opts, module).cpu())
+            found = signals.zscore_stats(torch.cat(raw))
+            if self.stats_store:
+                self.stats_store.save(key, found)
+        with self._lock:
+            self._stats.setdefault(key, found)
+            return self._stats[key]
+
+    def token_scores(self, hs: dict, user: Tensor, opts: RouteOptions) -> Tensor:
+        """[B, N] the token evidence (`token_weight`): each module's `token_raw` z-scored against the background
+        prompts (`token_stats`), averaged over the modules."""
+        return torch.stack(
+            [standardize(token_raw(self, hs, user, opts, m).cpu(), self.token_stats(opts, m)) for m in opts.module]
+        ).mean(0)
 
     def nearest_bank(self, block: int) -> Tensor:
         """[P, D] the background prompts' residual inputs of `block`, averaged over their user's tokens, at unit
@@ -213,6 +245,9 @@ class Router:
     def _probe(self, enc: Encoded, settings: Sequence[RouteOptions]) -> dict:
         wants = set().union(*(wants_for(s.blocks, s.module, s.probe_input, s.poolings) for s in settings))
         wants |= {nearest_key(s.nearest_block) for s in settings if s.nearest}
+        for s in settings:
+            if s.token_evidence:
+                wants |= wants_for(s.token_blocks, s.module, s.probe_input, ("tokens",))
         return probe(self.model, enc, wants, self.probe_cache, self.pool.modules)
 
     def routings(self, prompts: Sequence[str], enc: Encoded, opts: RouteOptions) -> list[Routing]:
@@ -226,6 +261,8 @@ class Router:
         gate = scores if g is None else route_scores(self, hs, g, codes).cpu()
         if opts.decorrelation:
             scores = decorrelate(scores, self.decorrelation(opts))
+        if opts.token_evidence:
+            scores = scores + opts.token_evidence * self.token_scores(hs, user_weights(enc), opts)
         if opts.nearest:  # how close the prompt is to the background prompts, not how any adapter scores
             b = opts.nearest_block
             best = nearest_similarity(hs[nearest_key(b)], self.nearest_bank(b)).cpu().tolist()
@@ -310,11 +347,16 @@ class Router:
             blocks is what `route_batch` uses: `signals.average`).
         """
         prompts = options.check_prompts(prompts, self.max_prompt_chars)
-        hs = self._probe(self.encode(prompts, 0, self.device), settings)
+        enc = self.encode(prompts, 0, self.device)
+        hs = self._probe(enc, settings)
         out = []
         for s in settings:
             per_block = torch.stack([signals.score(self._sites(hs, s, [b]), s.signal) for b in s.blocks], dim=1).cpu()
-            out.append(decorrelate(per_block, self.decorrelation(s)) if s.decorrelation else per_block)
+            if s.decorrelation:
+                per_block = decorrelate(per_block, self.decorrelation(s))
+            if s.token_evidence:  # one term for the whole prompt: added to every block, so the mean is still the route
+                per_block = per_block + s.token_evidence * self.token_scores(hs, user_weights(enc), s)[:, None, :]
+            out.append(per_block)
         return out
 
     def layer_sweep(self, prompt: str, **route) -> Tensor:
@@ -335,6 +377,34 @@ def nearest_key(block: int) -> tuple:
 def nearest_bank_key(block: int) -> tuple:
     """The `StatsStore` key of the `nearest` bank at `block` (beside the pool and the background)."""
     return ("nearest", block)
+
+
+def token_key(opts: RouteOptions, module: str) -> tuple:
+    """What the token evidence's (mu, sigma) of one module depend on (beside the pool and the background)."""
+    return ("tokens", opts.token_blocks, module, opts.signal, opts.probe_input)
+
+
+def user_weights(enc: Encoded) -> Tensor:
+    """[B, T] averaging weights over each row's user tokens (every real token without `user`)."""
+    w = (enc.user if enc.user is not None else enc.attention_mask).float()
+    return w / w.sum(-1, keepdim=True).clamp_min(1)
+
+
+def token_raw(router: Router, hs: dict, user: Tensor, opts: RouteOptions, module: str) -> Tensor:
+    """[B, N] one module's raw token evidence: each adapter's signal at every token of every `token_blocks` block
+    (the per-token vectors `hs` holds), averaged over the user's tokens (`user`, [B, T] weights) and the blocks.
+
+    A mean of per-token signals, not the signal of the mean vector (the `mean` pooling): a word that lies in an
+    adapter's subspace keeps its full weight instead of being blurred with the rest of the prompt.
+    """
+    per_block = []
+    for b in opts.token_blocks:
+        h = hs[vector_key(b, module, opts.probe_input, "tokens")]  # [B, T, D]
+        h = torch.where(user.to(h.device)[..., None] > 0, h, 0.0)  # padding says nothing (and may not be finite)
+        B, T, D = h.shape
+        sig = signals.site_score(router._site(h.reshape(B * T, D), b, module, opts.signal), opts.signal)
+        per_block.append(torch.einsum("bt,btn->bn", user.to(sig.device), sig.reshape(B, T, -1)))
+    return torch.stack(per_block).mean(0)
 
 
 def decorrelation_key(opts: RouteOptions) -> tuple:

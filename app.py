@@ -78,7 +78,12 @@ def start_values(engine: LoGoEngine) -> dict:
     except LoGoError:
         start = engine.defaults
     init = {f: getattr(start if f in ROUTE_FIELDS else engine.defaults, f) for f in FIELDS}
-    return init | {"layer": start.layer_text, "module": list(start.module), "abstain_module": start.abstain_module_text}
+    texts = {
+        "layer": start.layer_text,
+        "abstain_module": start.abstain_module_text,
+        "token_layer": start.token_layer_text,
+    }
+    return init | texts | {"module": list(start.module)}
 
 
 def info(f: str, extra: str = "", step: int | None = None) -> str:
@@ -172,6 +177,22 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 label="Decorrelate",
                 info=info("decorrelate", step=3),
                 elem_id="decorrelate",
+            )
+            c["token_weight"] = gr.Slider(
+                0,
+                3,
+                value=init["token_weight"],
+                step=0.05,
+                label="Token evidence",
+                info=info("token_weight", step=3),
+                elem_id="token-weight",
+            )
+            c["token_layer"] = gr.Textbox(
+                init["token_layer"],
+                label="Token evidence block(s)",
+                max_lines=1,
+                elem_id="token-layer",
+                info=info("token_layer", f" Here 0..{L - 1}, e.g. 0:10. Empty: the default.", 3),
             )
             c["abstain_below"] = gr.Number(
                 init["abstain_below"],
@@ -308,6 +329,7 @@ def wire(p: Page, cb: Callbacks) -> None:
         "abstain_below",
         "abstain_min_tokens",
         "abstain_layer",
+        "token_layer",
         "min_new_tokens",
         "temperature",
         "top_p",

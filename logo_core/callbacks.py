@@ -38,6 +38,7 @@ NUMERIC = (
     "abstain_below",
     "abstain_min_tokens",
     "abstain_layer",
+    "token_layer",
     "max_new_tokens",
     "min_new_tokens",
     "temperature",
@@ -148,7 +149,12 @@ def preset_controls(engine: LoGoEngine, name: str | None) -> dict:
     if not name:
         return {}
     o = engine.route_options(preset=None if name == "adapters.yaml" else name)
-    values = o.model_dump() | {"layer": o.layer_text, "module": list(o.module), "abstain_module": o.abstain_module_text}
+    values = o.model_dump() | {
+        "layer": o.layer_text,
+        "module": list(o.module),
+        "abstain_module": o.abstain_module_text,
+        "token_layer": o.token_layer_text,
+    }
     return {f: values[f] for f in PRESET_FIELDS}
 
 

@@ -21,7 +21,7 @@ from .mixing import LEAD_SHARE
 from .options import ROUTE_FIELDS
 from .prompts import GAP
 from .results import Routing
-from .router import Router
+from .router import Router, user_weights
 
 
 @dataclass
@@ -44,6 +44,9 @@ class Explanation:
         decorrelation: with `decorrelate`: its strength a, the background's mean m and spread d of the z-scores [N],
             and W [N][N] (`calibration.decorrelate`); the mean of `per_site` is then the z before it and
             `routing.scores` = ((z - m) / d) W. None without it.
+        tokens: with `token_weight`: the weight w, the blocks read, and each adapter's token evidence t [N] (its
+            z-scored mean signal over the user's tokens, `Router.token_scores`); `routing.scores` = (the above) + w t.
+            None without it.
     """
 
     routing: Routing
@@ -57,6 +60,14 @@ class Explanation:
     neutral_prompts: int
     background_prompts: int
     decorrelation: tuple[float, list[float], list[float], list[list[float]]] | None = None
+    tokens: tuple[float, list[int], list[float]] | None = None
+
+    def before_tokens(self, n: str) -> float:
+        """An adapter's score before the token evidence is added (the decorrelated z, or z)."""
+        if self.tokens is None:
+            return self.routing.scores[n]
+        w, _, t = self.tokens
+        return self.routing.scores[n] - w * t[self.names.index(n)]
 
     @property
     def background(self) -> bool:
@@ -79,7 +90,7 @@ def explain(router: Router, routing: Routing) -> Explanation:
     streams = list(itertools.product(opts.module, opts.poolings))
     settings = []  # per stream: raw and (when calibrated) calibrated scores at each block, one probe pass for all
     for m, p in streams:
-        base = {**opts.model_dump(), "module": [m], "pooling": p, "preset": None, "decorrelate": 0.0}
+        base = {**opts.model_dump(), "module": [m], "pooling": p, "preset": None, "decorrelate": 0.0, "token_weight": 0}
         settings.append(router.options(**{**base, "calibrated": False}))
         settings.append(router.options(**base))
     swept = router.sweep([routing.prompt], settings)  # 2 x streams tensors [1, L_s, N]
@@ -105,6 +116,12 @@ def explain(router: Router, routing: Routing) -> Explanation:
     if opts.decorrelation:
         m_, d_, w_ = router.decorrelation(opts)
         dec = (opts.decorrelation, m_.tolist(), d_.tolist(), w_.tolist())
+    tok = None
+    if opts.token_evidence:
+        enc = router.encode([routing.prompt], 0, router.device)
+        hs = router._probe(enc, [opts])
+        t = router.token_scores(hs, user_weights(enc), opts)[0]
+        tok = (opts.token_evidence, list(opts.token_blocks), t.tolist())
     return Explanation(
         routing=routing,
         names=list(router.pool.names),
@@ -117,6 +134,7 @@ def explain(router: Router, routing: Routing) -> Explanation:
         neutral_prompts=len(router.neutral_prompts),
         background_prompts=len(router.calibrations["background"].prompts),
         decorrelation=dec,
+        tokens=tok,
     )
 
 
@@ -151,13 +169,27 @@ def decorrelation_text(x: Explanation, top: list[str]) -> str:
     idx = {n: i for i, n in enumerate(x.names)}
     z = [_mean(x.per_site, i) for i in range(len(x.names))]
     u = [(zj - mj) / dj for zj, mj, dj in zip(z, m, d)]
-    moves = ", ".join(f"{name(n)} {fmt(z[idx[n]])} → {fmt(x.routing.scores[n])}" for n in top)
+    moves = ", ".join(f"{name(n)} {fmt(z[idx[n]])} → {fmt(x.before_tokens(n))}" for n in top)
     first = idx[top[0]]
     v, j = min((u[j] * w[j][first], j) for j in range(len(z)) if j != first)
     why = f"; {name(top[0])} loses most to {name(x.names[j])} ({fmt(v)})" if v < 0 else ""
     return (
         f" Then **decorrelation** (a = {a:g}) removes what siblings share over the background: "
         f"score = ((z − m)/d)·((1 − a)I + aR)^(−½): {moves}{why}."
+    )
+
+
+def tokens_text(x: Explanation, top: list[str]) -> str:
+    """The token evidence step in one sentence, with the best adapters' numbers (`Explanation.tokens`)."""
+    w, blocks, t = x.tokens
+    idx = {n: i for i, n in enumerate(x.names)}
+    adds = ", ".join(
+        f"{name(n)} {fmt(x.before_tokens(n))} + {w:g} × {fmt(t[idx[n]])} = {fmt(x.routing.scores[n])}" for n in top
+    )
+    return (
+        f" Then the **token evidence** (w = {w:g}, blocks {blocks[0]}–{blocks[-1]}): each adapter's signal at every one "
+        "of your tokens, averaged and z-scored against the background, so a word that names the task counts "
+        f"wherever it stands: {adds}."
     )
 
 
@@ -191,6 +223,7 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
             f"prompt gains nothing. {'For ' + stream[0] + ' · ' + stream[1] + ' token' + (': ' if several else ': ')}{z}."
             + (f" z averages the {len(x.streams())} streams." if several else "")
             + (decorrelation_text(x, top[:2]) if x.decorrelation else "")
+            + (tokens_text(x, top[:2]) if x.tokens else "")
         )
     elif o["calibrated"]:
         cal = ", ".join(
@@ -264,6 +297,8 @@ def summary_markdown(x: Explanation, show: int = 3) -> str:
     cal_name = o.get("calibration", "neutral") + "-calibrated" if o["calibrated"] else "raw"
     if x.decorrelation:
         cal_name += f", decorrelated {x.decorrelation[0]:g},"
+    if x.tokens:
+        cal_name += f" + token evidence {x.tokens[0]:g},"
     settings = (
         f"k = {k} · {o.get('weighting', 'proportional')} weights · {cal_name} {o['signal']} · {where} · "
         f"{modules} · {o['probe_input']} · {o.get('pooling', 'last')}"
@@ -300,8 +335,9 @@ def table_markdown(x: Explanation, limit: int | None = None) -> str:
     m_ = " (mean)" if several else ""
     cols = f" | μ{m_} | s{m_}" if x.background else f" | c{m_}"
     cols += " | z" if x.decorrelation else ""
+    cols += " | token t" if x.tokens else ""
     head = f"| rank | adapter | raw σ{m_}{cols}"
-    extra = (2 if x.background else 1) + bool(x.decorrelation)
+    extra = (2 if x.background else 1) + bool(x.decorrelation) + bool(x.tokens)
     lines = [
         head + " | score | chosen | weight |",
         "|---:|---|---:|" + "---:|" * extra + "---:|:---:|---:|",
@@ -314,6 +350,7 @@ def table_markdown(x: Explanation, limit: int | None = None) -> str:
             f"{fmt(_mean(x.shifts, i))} | {fmt(_mean(x.constants, i))}" if x.background else fmt(_mean(x.constants, i))
         )
         consts += f" | {fmt(_mean(x.per_site, i))}" if x.decorrelation else ""
+        consts += f" | {fmt(x.tokens[2][i])}" if x.tokens else ""
         lines.append(
             f"| {rank} | {name(n)} | {fmt(_mean(x.raw, i))} | {consts} | {fmt(r.scores[n])} | {chosen} | {weight} |"
         )

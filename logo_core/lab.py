@@ -35,7 +35,7 @@ from .intervals import bootstrap, fmt, paired  # noqa: F401 (the lab's tables an
 from .options import NEAREST  # the gate that reads how close a prompt is to the background prompts
 from .probe import POOLINGS  # the last prompt token, or the mean over the user's tokens
 from .probe import PROBE_INPUTS as INPUTS  # the block's input (before its norm), or q/v's own input
-from .signals import gram, output_norms, subspace_norms, unit
+from .signals import gram, output_norms, subspace_norms, unit, zscore_stats
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,68 @@ def pool_factors(cfg, model) -> PoolFactors:
     return PoolFactors([a.name for a in cfg.adapters], [a.family or a.name for a in cfg.adapters], A, B)
 
 
+TOKEN_BLOCKS = 16  # the token evidence the lab scores reads blocks below this (early blocks: words, not summaries)
+
+
+def collect_token_signals(
+    model, encoder, prompts: list[str], pool: PoolFactors, variant: str, inp: str, batch: int = 16
+) -> dict[str, Tensor]:
+    """{module: [P, TOKEN_BLOCKS, N]}: each adapter's `variant` signal at every user token of each block, averaged
+    over the tokens (the router's `token_raw` before its mean over blocks). Pool-dependent, unlike `collect`."""
+    from .probe import run_probe, vector_key
+    from .router import user_weights
+
+    wants = {vector_key(b, m, inp, "tokens") for b in range(TOKEN_BLOCKS) for m in MODULES}
+    out: dict[str, list[Tensor]] = {m: [] for m in MODULES}
+    for s in range(0, len(prompts), batch):
+        enc = encoder(prompts[s : s + batch], 0, torch.device("cpu"))
+        hs = run_probe(model, enc.input_ids, enc.attention_mask, wants, enc.user)
+        w = user_weights(enc)  # [B, T]
+        B, T = w.shape
+        for m in MODULES:
+            x = torch.stack([hs[vector_key(b, m, inp, "tokens")] for b in range(TOKEN_BLOCKS)], 2)  # [B, T, L, D]
+            x = torch.where(w[..., None, None] > 0, x, 0.0).reshape(B * T, TOKEN_BLOCKS, -1)
+            sig = block_signals(x, pool, x, variant, m).reshape(B, T, TOKEN_BLOCKS, -1)
+            out[m].append(torch.einsum("bt,btln->bln", w, sig))
+        log.info("token signals: %d / %d prompts", min(s + batch, len(prompts)), len(prompts))
+    return {m: torch.cat(v) for m, v in out.items()}
+
+
+def cached_token_signals(cfg, loaded, prompts: list[Prompt], variant: str, inp: str, cache: Path) -> dict[str, Tensor]:
+    """`collect_token_signals` once per (model, pool, prompt list, variant, input); kept on disk under `cache`."""
+    from .prompts import PromptEncoder
+
+    ident = [
+        cfg.base_model.model_dump(mode="json"),
+        pool_hash(cfg),
+        variant,
+        inp,
+        TOKEN_BLOCKS,
+        [p.text for p in prompts],
+    ]
+    path = cache / f"tokens-{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
+    pool = pool_factors(cfg, loaded.model)
+    x = collect_token_signals(loaded.probe_model, encoder, [p.text for p in prompts], pool, variant, inp)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(x, path)
+    return x
+
+
+def token_source(cfg, loaded, prompts: list[Prompt], cache: Path):
+    """`Lab.token_signals` for these prompts: (variant, input) -> `cached_token_signals`, each probed once."""
+    made: dict[tuple[str, str], dict[str, Tensor]] = {}
+
+    def get(variant: str, inp: str) -> dict[str, Tensor]:
+        if (variant, inp) not in made:
+            made[variant, inp] = cached_token_signals(cfg, loaded, prompts, variant, inp, cache)
+        return made[variant, inp]
+
+    return get
+
+
 def pool_hash(cfg) -> str:
     """sha256 over the adapters' weight files, in pool order."""
     h = hashlib.sha256()
@@ -293,11 +355,14 @@ class Setting:
     blocks: str = "15:30"
     decision: str = "flat"  # flat | family (family by its best member, then the member)
     decorrelate: float = 0.0  # z_after only: `calibration.decorrelation_stats`'s strength (0: none)
+    tokens: str = ""  # z_after only: the token evidence's blocks (`a:b`, below `TOKEN_BLOCKS`); "" = none
+    token_weight: float = 0.0  # its weight (the router's `token_weight`)
 
     @property
     def name(self) -> str:
-        *axes, a = asdict(self).values()
-        return "/".join(map(str, axes)) + (f"/decorrelate {a:g}" if a else "")
+        *axes, a, tokens, w = asdict(self).values()
+        text = "/".join(map(str, axes)) + (f"/decorrelate {a:g}" if a else "")
+        return text + (f"/tokens {tokens} x{w:g}" if w else "")
 
 
 def _blocks(text: str) -> slice:
@@ -339,9 +404,18 @@ def calibrate(sig: Tensor, bg: Tensor, neutral: Tensor, how: str, blocks: slice)
 class Lab:
     """Per-block signals of every prompt for every (variant, module, input, pooling), computed lazily."""
 
-    def __init__(self, prompts: list[Prompt], vectors: Tensor, pool: PoolFactors, tokens: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        prompts: list[Prompt],
+        vectors: Tensor,
+        pool: PoolFactors,
+        tokens: Tensor | None = None,
+        token_signals=None,
+    ) -> None:
         self.prompts, self.vectors, self.pool = prompts, vectors, pool
         self.tokens = tokens  # [P] the user's tokens of each prompt (`user_tokens`), for `abstain_min_tokens`
+        # (variant, input) -> {module: [P, TOKEN_BLOCKS, N]} (`collect_token_signals`), for settings with token evidence
+        self.token_signals = token_signals
         self.index = {
             s: torch.tensor([i for i, p in enumerate(prompts) if p.split == s], dtype=torch.long)
             for s in dict.fromkeys(p.split for p in prompts)
@@ -360,6 +434,8 @@ class Lab:
         """[P, N] calibrated scores of the prompts `idx` under one setting (modules and poolings averaged)."""
         mods = MODULES if st.module == "both" else (st.module,)
         pools = POOLINGS if st.pooling == "both" else (st.pooling,)
+        if st.token_weight:  # the router's token evidence, added after everything else
+            return self.scores(replace(st, tokens="", token_weight=0.0), idx) + st.token_weight * self.token_z(st, idx)
         if st.decorrelate:  # the router's decorrelation, its stats from the background under the same setting
             if st.calibration != "z_after":
                 raise ValueError(f"`decorrelate` needs calibration z_after (the library's background), got {st.name!r}")
@@ -374,6 +450,23 @@ class Lab:
             bg, ne = sig[self.index["background"]], sig[self.index["neutral"]]
             parts.append(calibrate(sig[idx], bg, ne, st.calibration, _blocks(st.blocks)))
         return torch.stack(parts).mean(0)
+
+    def token_z(self, st: Setting, idx: Tensor) -> Tensor:
+        """[P, N] the token evidence of `st` (the router's `token_scores`): each module's token signal averaged over
+        the `tokens` blocks, z-scored against the background prompts, averaged over the modules."""
+        if st.calibration != "z_after":
+            raise ValueError(f"token evidence needs calibration z_after (the library's background), got {st.name!r}")
+        if self.token_signals is None:
+            raise ValueError("this lab has no token signals (Lab(token_signals=...)); the token evidence needs them")
+        key = ("tokens", st.variant, st.input, st.module, st.tokens)
+        if key not in self._signals:
+            sig, parts = self.token_signals(st.variant, st.input), []
+            for m in MODULES if st.module == "both" else (st.module,):
+                raw = sig[m][:, _blocks(st.tokens)].float().mean(1)  # [P, N]
+                mu, sd = zscore_stats(raw[self.index["background"]])
+                parts.append((raw - mu) / sd)
+            self._signals[key] = torch.stack(parts).mean(0)
+        return self._signals[key][idx]
 
     def ranking(self, st: Setting, scores: Tensor, idx: Tensor) -> Tensor:
         """[P, N] adapter indices, best first, under the setting's decision rule.
@@ -470,6 +563,16 @@ def search(lab: Lab, top: int = 20) -> tuple[Setting, list[dict]]:
 
 
 DECORRELATE = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)  # strengths the lab tries (`calibration.decorrelation_stats`)
+TOKEN_RANGES = ("0:4", "0:8", "0:10", "0:12", "0:16", "2:10", "2:12", "4:12")  # token evidence blocks the lab tries
+TOKEN_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def token_rows(lab: Lab, st: Setting) -> list[dict]:
+    """`st` (background-calibrated) with token evidence at every `TOKEN_RANGES` x `TOKEN_WEIGHTS`, on dev; none when the
+    lab has no token signals or `st` is not z_after."""
+    if lab.token_signals is None or st.calibration != "z_after":
+        return []
+    return [dev_row(lab, replace(st, tokens=t, token_weight=w)) for t in TOKEN_RANGES for w in TOKEN_WEIGHTS]
 
 
 def decorrelated_rows(lab: Lab, rows: list[dict], top: int = 20) -> list[dict]:
@@ -554,7 +657,8 @@ def gate_margin(lab: Lab, st: Setting, gate: tuple[str, str | int], split: str) 
     signal, where = gate
     if signal == NEAREST:
         return nearest_margin(lab, int(where), split)
-    return top_margin(lab, replace(st, variant=signal, module=where, decision="flat", decorrelate=0.0), split)
+    flat = replace(st, variant=signal, module=where, decision="flat", decorrelate=0.0, tokens="", token_weight=0.0)
+    return top_margin(lab, flat, split)
 
 
 def gate_rows(lab: Lab, st: Setting) -> list[dict]:
@@ -629,6 +733,8 @@ def report(lab: Lab, chosen: Setting, rows: list[dict], previous: Setting | None
         named["previous default"] = previous
     if chosen.decorrelate:
         named["chosen, not decorrelated"] = replace(chosen, decorrelate=0.0)
+    if chosen.token_weight:
+        named["chosen, no token evidence"] = replace(chosen, tokens="", token_weight=0.0)
     metrics = ("own_top1", "own_top3", "family_hit", "unseen_family_hit")
     data: dict = {"chosen": asdict(chosen), "named": {k: asdict(v) for k, v in named.items()}, "splits": {}}
     lines = [
@@ -769,6 +875,8 @@ def library_defaults(
         else _modules(abstain_module),
         "decorrelate": st.decorrelate,
         "abstain_layer": int(abstain_module) if abstain_signal == NEAREST else None,
+        "token_weight": st.token_weight,
+        **({"token_layer": st.tokens} if st.token_weight else {}),
     }
 
 
@@ -799,7 +907,19 @@ def library_setting(defaults) -> Setting:
         )
     module = "both" if set(defaults.module) == set(MODULES) else ",".join(defaults.module)
     a = defaults.decorrelate if calibration == "z_after" else 0.0
-    return Setting(defaults.signal, module, defaults.probe_input, defaults.pooling, calibration, layer, "flat", a)
+    w = defaults.token_weight if calibration == "z_after" else 0.0
+    tokens = ""
+    if w:
+        tokens = defaults.token_layer
+        if isinstance(tokens, tuple) and tokens == tuple(range(tokens[0], tokens[0] + len(tokens))):
+            tokens = f"{tokens[0]}:{tokens[-1] + 1}"
+        elif isinstance(tokens, int):
+            tokens = f"{tokens}:{tokens + 1}"
+        if not isinstance(tokens, str) or not re.fullmatch(r"\d+:\d+", tokens):
+            raise ValueError(f"defaults `token_layer` {tokens!r} is not one `a:b` block range, which the lab needs")
+    return Setting(
+        defaults.signal, module, defaults.probe_input, defaults.pooling, calibration, layer, "flat", a, tokens, w
+    )
 
 
 def apply_defaults(config: Path, fields: dict) -> None:
@@ -874,12 +994,27 @@ def main(argv: list[str] | None = None) -> None:
     vectors = torch.cat([cached_vectors(cfg, loaded, ps, Path(args.cache)) for ps in (prompts, extra)])
     encoder = PromptEncoder(loaded.tokenizer, cfg.engine.max_prompt_tokens, 8192)
     tokens = user_tokens(encoder, [p.text for p in prompts + extra])
-    lab = Lab(prompts + extra, vectors, pool_factors(cfg, loaded.model), tokens)
+    lab = Lab(
+        prompts + extra,
+        vectors,
+        pool_factors(cfg, loaded.model),
+        tokens,
+        token_source(cfg, loaded, prompts + extra, Path(args.cache)),
+    )
     log.info("vectors ready (%d prompts) in %.0f s", len(prompts), time.perf_counter() - t0)
     best, rows = previous_grid(Path(args.out), pool_hash(cfg)) if args.rescore else search(lab)
     if not any(r["setting"].decorrelate for r in rows):  # a grid scored before the decorrelation axis
         rows += decorrelated_rows(lab, rows)
         best = max(rows, key=rank)["setting"]
+    # the token evidence, on the best setting the library runs without it (a grid scored before it, or before some of
+    # its values, gets the rows it lacks)
+    have = {r["setting"] for r in rows}
+    rows += [
+        r
+        for r in token_rows(lab, best_in_library([r for r in rows if not r["setting"].token_weight]))
+        if r["setting"] not in have
+    ]
+    best = max(rows, key=rank)["setting"]
     chosen = best_in_library(rows) if args.library_only else best
     log.info("grid of %d settings on dev in %.0f s; chosen %s", len(rows), time.perf_counter() - t0, chosen.name)
     try:

@@ -103,6 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decorrelate": 0.0,
         "abstain_layer": None,
         "token_weight": 0.0,
+        "token_layer": None,
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -122,6 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decorrelate": 0.0,
         "abstain_layer": None,
         "token_weight": 0.0,
+        "token_layer": None,
     },
 }
 
@@ -476,9 +478,10 @@ class RouteOptions(_Options):
         "background prompts (a word that names the task, e.g. `Serbian` or `kilograms`, counts wherever it stands; "
         "the last token and the mean vector blur it). 0 = none.",
     )
-    token_layer: int | str | tuple[int, ...] = Field(
-        "0:10",
-        description="The blocks the token evidence reads (`token_weight`): an index, a range `a:b` or a list.",
+    token_layer: int | str | tuple[int, ...] | None = Field(
+        None,
+        description="The blocks the token evidence reads (`token_weight`): an index, a range `a:b` or a list; none = "
+        "adapters.yaml's default (else the first third of the blocks, where a token still stands for its word).",
     )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
     _token_blocks: tuple[int, ...] | None = PrivateAttr(None)
@@ -547,7 +550,9 @@ class RouteOptions(_Options):
 
     @field_validator("token_layer", mode="before")
     @classmethod
-    def _token_layer(cls, v: Any, info: ValidationInfo) -> int | str | tuple[int, ...]:
+    def _token_layer(cls, v: Any, info: ValidationInfo) -> int | str | tuple[int, ...] | None:
+        if v is None or (isinstance(v, str) and not v.strip()):  # blank (an emptied text box) = the default
+            return None
         try:
             layer = parse_layer(v)
             ctx = _context(info)
@@ -573,7 +578,8 @@ class RouteOptions(_Options):
         ctx = _context(info)
         if ctx is not None:
             self._blocks = resolve_blocks(self.layer, ctx.n_layers)
-            self._token_blocks = resolve_blocks(self.token_layer, ctx.n_layers)
+            tokens = f"0:{max(1, ctx.n_layers // 3)}" if self.token_layer is None else self.token_layer
+            self._token_blocks = resolve_blocks(tokens, ctx.n_layers)
             self._n_layers = ctx.n_layers
         return self
 
@@ -593,6 +599,13 @@ class RouteOptions(_Options):
     def layer_text(self) -> str:
         """`layer` as one string (`-1`, `15:30`, `3,5`): the form the app's text box and the CLI take."""
         return ",".join(map(str, self.layer)) if isinstance(self.layer, tuple) else str(self.layer)
+
+    @property
+    def token_layer_text(self) -> str:
+        """`token_layer` as one string, "" for the default: the form the app's text box takes."""
+        if self.token_layer is None:
+            return ""
+        return ",".join(map(str, self.token_layer)) if isinstance(self.token_layer, tuple) else str(self.token_layer)
 
     @property
     def gate(self) -> RouteOptions | None:

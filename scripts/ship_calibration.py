@@ -1,5 +1,5 @@
 """Write the background calibration constants of adapters.yaml's default setting (and of its abstain signal, when
-that is another or `nearest`, and its decorrelation, when it has one) into assets/calibration/.
+that is another or `nearest`, its decorrelation and its token evidence, when it has them) into assets/calibration/.
 
 Start-up then reads them instead of probing the background prompts (seconds on a CPU). The files are
 named by a hash of the model, the pool's weights, the prompt set and the setting, so after retraining
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from logo_core.engine import LoGoEngine  # noqa: E402
-from logo_core.router import decorrelation_key, nearest_bank_key  # noqa: E402
+from logo_core.router import decorrelation_key, nearest_bank_key, token_key  # noqa: E402
 
 
 def main() -> None:
@@ -38,6 +38,12 @@ def main() -> None:
         path = store.save(decorrelation_key(opts), router.decorrelation(opts), directory=out, names=("m", "d", "W"))
         keep.add(path.name)
         print(f"wrote {path.relative_to(ROOT)} (decorrelate {opts.decorrelation:g})")
+    for m in opts.module if opts.token_evidence else ():  # the token evidence's (mu, sigma) of each module
+        path = store.save(token_key(opts, m), router.token_stats(opts, m), directory=out)
+        keep.add(path.name)
+        print(
+            f"wrote {path.relative_to(ROOT)} (token evidence, {m}, blocks {opts.token_blocks[0]}..{opts.token_blocks[-1]})"
+        )
     if opts.nearest:  # the `nearest` abstain signal's bank: the background prompts' unit vectors at its block
         b = opts.nearest_block
         path = store.save(nearest_bank_key(b), (router.nearest_bank(b),), directory=out, names=("V",))

@@ -273,7 +273,10 @@ def test_router_matches_the_lab_reference(real_engine):
     rows += [lab.Prompt(p, "", "", False, "neutral") for p in cfg.neutral_prompts]
     encoder = PromptEncoder(real_engine.tokenizer, cfg.engine.max_prompt_tokens, 8192)
     x = lab.collect(real_engine.router.model, encoder, [r.text for r in rows])  # [P, L, 2, 2, D]
-    the_lab = lab.Lab(rows, x, lab.pool_factors(cfg, real_engine.model))
+    pool = lab.pool_factors(cfg, real_engine.model)
+    texts = [r.text for r in rows]
+    tokens = lambda v, i: lab.collect_token_signals(real_engine.router.model, encoder, texts, pool, v, i)  # noqa: E731
+    the_lab = lab.Lab(rows, x, pool, token_signals=tokens)
     expected = the_lab.scores(st, the_lab.index["test"])
     routed = real_engine.route_batch(prompts)
     got = torch.tensor([[r.scores[n] for n in real_engine.adapters] for r in routed])
@@ -299,6 +302,11 @@ def test_shipped_constants_fit_the_shipped_pool(real_engine):
         from logo_core.router import decorrelation_key
 
         assert (shipped / router.stats_store.name(decorrelation_key(opts))).is_file(), "no shipped decorrelation"
+    if opts.token_evidence:
+        from logo_core.router import token_key
+
+        for m in opts.module:
+            assert (shipped / router.stats_store.name(token_key(opts, m))).is_file(), "no shipped token evidence"
     assert "background" not in router._vectors  # warm-up found them: no background probe ran
 
 
@@ -382,3 +390,59 @@ def test_decorrelation_whitens_the_background_correlation_of_the_z_scores(setup)
     for bad, msg in ((1.5, "must be between 0 and 1, got 1.5"), ("half", "must be a finite number, got 'half'")):
         with pytest.raises(ValueError, match=f"`decorrelate` {msg}"):
             engine.route(PROMPTS[1], **route, decorrelate=bad)
+
+
+def _user_rows(engine, reference, prompt, block):
+    """[T_user, D] the residual stream entering `block` at each of the user's own tokens, from a hook-free pass of the
+    base copy (the user's tokens found by tokenising the user's text alone)."""
+    enc = engine.encode([prompt], 0, engine.placement.device)
+    with torch.no_grad():
+        h = reference(**enc.inputs(), output_hidden_states=True).hidden_states[block][0]
+    ids, user = enc.input_ids[0].tolist(), engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    start = next(i for i in range(len(ids)) if ids[i : i + len(user)] == user)
+    return h[start : start + len(user)]
+
+
+def test_token_evidence_adds_the_z_scored_mean_of_per_token_signals(setup):
+    """`token_weight` w, `token_layer` blocks: score + w * z, z the z-score against the background prompts of each
+    adapter's ||s B A h_t|| averaged over the user's tokens t and the blocks (computed here from a hook-free pass and
+    the adapters' files); padding in a batch changes nothing, a sweep still averages to the route, the trace names the
+    blocks, other calibrations leave it inert, and bad values name the field."""
+    engine, reference, adapters = setup
+    route = dict(calibration="background", signal="norm", layer="1:4", module="q_proj", pooling="last")
+    blocks = (0, 2)
+
+    def raw(p):
+        return torch.stack(
+            [_raw(engine, adapters, _user_rows(engine, reference, p, b), b).mean(0) for b in blocks]
+        ).mean(0)
+
+    bg = torch.stack([raw(p) for p in engine.router.calibrations["background"].prompts])
+    mu, sd = bg.mean(0), bg.std(0)
+    w = 0.7
+    for p in PROMPTS:
+        plain = engine.route(p, **route)
+        r = engine.route(p, **route, token_weight=w, token_layer="0,2")
+        want = torch.tensor([plain.scores[n] for n in engine.adapters]) + w * (raw(p) - mu) / sd
+        torch.testing.assert_close(torch.tensor([r.scores[n] for n in engine.adapters]), want, atol=2e-4, rtol=2e-4)
+        assert r.options["token_weight"] == w and r.options["token_blocks"] == list(blocks)
+    batch = engine.route_batch(PROMPTS, **route, token_weight=w, token_layer="0,2")  # padded together
+    for p, b in zip(PROMPTS, batch, strict=True):
+        assert b.scores == pytest.approx(engine.route(p, **route, token_weight=w, token_layer="0,2").scores, abs=1e-4)
+    opts = engine.route_options(**route, token_weight=w, token_layer="0,2")
+    per_block = engine.router.sweep([PROMPTS[1]], [opts])[0][0]
+    torch.testing.assert_close(
+        per_block.mean(0), torch.tensor([batch[1].scores[n] for n in engine.adapters]), atol=1e-4, rtol=1e-4
+    )
+    neutral = {**route, "calibration": "neutral"}
+    r = engine.route(PROMPTS[1], **neutral, token_weight=w)
+    assert r.scores == engine.route(PROMPTS[1], **neutral).scores and r.options["token_weight"] == 0.0
+    assert engine.route(PROMPTS[1], preset="paper").options["token_weight"] == 0.0
+    for field, bad, msg in (
+        ("token_weight", -1, "must be between 0 and 10, got -1"),
+        ("token_weight", "lots", "must be a finite number, got 'lots'"),
+        ("token_layer", "2:9", "range '2:9' reaches outside the model"),
+        ("token_layer", "x", "must be an int, 'a:b' or a list of ints"),
+    ):
+        with pytest.raises(ValueError, match=f"`{field}` {msg}"):
+            engine.route(PROMPTS[1], **route, **{field: bad})

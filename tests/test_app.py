@@ -323,6 +323,18 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
     if opts.decorrelation:  # the mean over sites is z; the score is z decorrelated (`calibration.decorrelate`)
         assert x.decorrelation[0] == opts.decorrelation and "decorrelation" in explain.summary_markdown(x)
         z = calibration.decorrelate(z, app_engine.router.decorrelation(opts))
+    if opts.token_evidence:  # then the token evidence, w t (`Router.token_scores`), recomputed here from a new probe
+        from logo_core.router import user_weights
+
+        assert x.tokens[:2] == (
+            opts.token_evidence,
+            list(opts.token_blocks),
+        ) and "token evidence" in explain.summary_markdown(x)
+        enc = app_engine.encode([PROMPT], 0, app_engine.placement.device)
+        hs = app_engine.router._probe(enc, [opts])
+        t = app_engine.router.token_scores(hs, user_weights(enc), opts)
+        assert t[0].tolist() == pytest.approx(x.tokens[2], rel=1e-4, abs=1e-4)
+        z = z + opts.token_evidence * t
     assert z[0].tolist() == pytest.approx([r.scores[n] for n in x.names], rel=1e-4, abs=1e-4)
     for i in range(len(x.names)):
         for s, (_b, m, p) in enumerate(x.sites):

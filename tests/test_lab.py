@@ -213,6 +213,7 @@ def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
         lab.Setting("norm", "both", "module", "both", "neutral", "0:30"),
         lab.Setting("subspace_cos", "both", "module", "both", "z_after", "0:30"),
         lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.15),
+        lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.2, "0:10", 1.5),
         lab.NAMED["paper"],
     ],
     ids=lambda st: st.name,
@@ -476,3 +477,33 @@ def test_the_nearest_gate_reads_the_similarity_to_the_background_and_can_win():
     fields = lab.library_defaults(st, ab["threshold"], 4, ab["signal"], ab["module"])
     assert (fields["abstain_signal"], fields["abstain_layer"], fields["abstain_module"]) == ("nearest", 1, "same")
     assert lab.library_defaults(st, 0.5, 4, "norm", "both")["abstain_layer"] is None
+
+
+def test_token_evidence_is_the_z_scored_block_mean_of_the_token_signals_added_to_the_score(monkeypatch):
+    """`Setting.tokens` / `token_weight`: score = the setting's score without it + w * t, t each module's token signal
+    averaged over the `tokens` blocks and z-scored against the background prompts, averaged over the modules (the
+    router's `token_scores`); only with z_after, and only when the lab has token signals."""
+    P, L, N = 9, lab.TOKEN_BLOCKS, 3
+    prompts = [lab.Prompt(f"p{i}", "", "", False, "background" if i < 6 else "dev") for i in range(P)]
+    sig = {m: torch.rand(P, L, N, generator=torch.Generator().manual_seed(i)) for i, m in enumerate(lab.MODULES)}
+    fake = lab.Lab(prompts, torch.zeros(P, 1, 2, 2, 4), None, token_signals=lambda v, i: sig)
+    base = torch.rand(P, N, generator=torch.Generator().manual_seed(7))
+    plain = lambda st, idx: base[idx]  # noqa: E731
+    st = lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.0, "2:5", 0.8)
+    assert st.name.endswith("/tokens 2:5 x0.8")
+    fake_scores = lab.Lab.scores
+
+    def scores(self, s, idx):
+        return plain(s, idx) if not s.token_weight else fake_scores(self, s, idx)
+
+    monkeypatch.setattr(lab.Lab, "scores", scores)  # the score without token evidence: `base`
+    idx = fake.index["dev"]
+    want = []
+    for m in lab.MODULES:
+        raw = sig[m][:, 2:5].mean(1)
+        bg = raw[:6]
+        want.append((raw[idx] - bg.mean(0)) / bg.std(0))
+    torch.testing.assert_close(fake.scores(st, idx), base[idx] + 0.8 * torch.stack(want).mean(0))
+    with pytest.raises(ValueError, match="token evidence needs calibration z_after"):
+        fake.token_z(lab.Setting(tokens="0:4", token_weight=1.0), idx)
+    assert lab.token_rows(lab.Lab(prompts, torch.zeros(P, 1, 2, 2, 4), None), st) == []  # no token signals

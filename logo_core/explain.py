@@ -174,8 +174,8 @@ def decorrelation_text(x: Explanation, top: list[str]) -> str:
     v, j = min((u[j] * w[j][first], j) for j in range(len(z)) if j != first)
     why = f"; {name(top[0])} loses most to {name(x.names[j])} ({fmt(v)})" if v < 0 else ""
     return (
-        f" Then **decorrelation** (a = {a:g}) removes what siblings share over the background: "
-        f"score = ((z − m)/d)·((1 − a)I + aR)^(−½): {moves}{why}."
+        f" Then **decorrelation** (a = {a:g}) takes out what siblings share over the background: "
+        f"((z − m)/d)·((1 − a)I + aR)^(−½): {moves}{why}."
     )
 
 
@@ -187,9 +187,8 @@ def tokens_text(x: Explanation, top: list[str]) -> str:
         f"{name(n)} {fmt(x.before_tokens(n))} + {w:g} × {fmt(t[idx[n]])} = {fmt(x.routing.scores[n])}" for n in top
     )
     return (
-        f" Then the **token evidence** (w = {w:g}, blocks {blocks[0]}–{blocks[-1]}): each adapter's signal at every one "
-        "of your tokens, averaged and z-scored against the background, so a word that names the task counts "
-        f"wherever it stands: {adds}."
+        f" Then **token evidence** (w = {w:g}, blocks {blocks[0]}–{blocks[-1]}): the signal at each of your tokens, "
+        f"averaged and z-scored, so a word naming the task counts wherever it stands: {adds}."
     )
 
 

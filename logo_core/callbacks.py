@@ -192,7 +192,10 @@ class Callbacks:
 
     def notes(self, r: dict, max_new_tokens: int) -> list[str]:
         """The library's notices (a cut prompt, a tie), why block 0 cannot route, which part of a long prompt was cut."""
-        block0 = r["options"]["blocks"] == [0] and r["options"].get("pooling", "last") == "last"
+        o = r[
+            "options"
+        ]  # block 0's last token is the template's: the same for every prompt (unless the token evidence reads more)
+        block0 = o["blocks"] == [0] and o.get("pooling", "last") == "last" and not o.get("token_weight")
         notes = list(r["notices"]) + ([BLOCK0] if block0 else [])
         parts = explain.cut_parts(self.engine.router, r["prompt"], max_new_tokens) if r["notices"] else None
         return notes + ([explain.cut_note(parts)] if parts else [])

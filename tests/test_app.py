@@ -183,9 +183,13 @@ def test_an_empty_module_set_is_an_error(cb, page, app_engine):
 
 
 def test_block_0_explains_its_ties(cb, page, app_engine):
-    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, layer="0", pooling="last", abstain_below=-100)))
+    block0 = dict(layer="0", pooling="last", abstain_below=-100)
+    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, **block0, token_weight=0)))
     assert "Block 0 routes every prompt alike" in o["notices"]["value"] and "Tie at the top" in o["notices"]["value"]
     assert o["routing"]["ties"] and o["chart"].data[0].marker.pattern.shape  # tied bars hatched
+    # the token evidence reads every token of the prompt: no longer alike, so no such note
+    o = outputs(page, cb.route(PROMPT, None, *values(app_engine, **block0, token_weight=1.0)))
+    assert "Block 0 routes every prompt alike" not in (o["notices"].get("value") or "") and not o["routing"]["ties"]
 
 
 def test_a_greeting_abstains_and_how_logo_chose_says_it_was_too_short(cb, page, app_engine):

@@ -194,6 +194,13 @@ def layout(engine: LoGoEngine, unseen_examples=()) -> Page:
                 elem_id="token-layer",
                 info=info("token_layer", f" Here 0..{L - 1}, e.g. 0:10. Empty: the default.", 3),
             )
+            c["token_pooling"] = gr.Radio(
+                choices("token_pooling"),
+                value=init["token_pooling"],
+                label="Token evidence pooling",
+                info=info("token_pooling", step=3),
+                elem_id="token-pooling",
+            )
             c["abstain_below"] = gr.Number(
                 init["abstain_below"],
                 label="Abstain below",

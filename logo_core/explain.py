@@ -120,7 +120,7 @@ def explain(router: Router, routing: Routing) -> Explanation:
     if opts.token_evidence:
         enc = router.encode([routing.prompt], 0, router.device)
         hs = router._probe(enc, [opts])
-        t = router.token_scores(hs, user_weights(enc), opts)[0]
+        t = router.token_scores(hs, user_weights(enc, opts.token_pooling), opts)[0]
         tok = (opts.token_evidence, list(opts.token_blocks), t.tolist())
     return Explanation(
         routing=routing,
@@ -182,13 +182,14 @@ def decorrelation_text(x: Explanation, top: list[str]) -> str:
 def tokens_text(x: Explanation, top: list[str]) -> str:
     """The token evidence step in one sentence, with the best adapters' numbers (`Explanation.tokens`)."""
     w, blocks, t = x.tokens
+    late = " (the t-th token weighing t)" if x.routing.options.get("token_pooling") == "recency" else ""
     idx = {n: i for i, n in enumerate(x.names)}
     adds = ", ".join(
         f"{name(n)} {fmt(x.before_tokens(n))} + {w:g} × {fmt(t[idx[n]])} = {fmt(x.routing.scores[n])}" for n in top
     )
     return (
         f" Then **token evidence** (w = {w:g}, blocks {blocks[0]}–{blocks[-1]}): the signal at each of your tokens, "
-        f"averaged and z-scored, so a word naming the task counts wherever it stands: {adds}."
+        f"averaged{late} and z-scored, so a word naming the task counts wherever it stands: {adds}."
     )
 
 

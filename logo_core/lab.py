@@ -217,23 +217,25 @@ TOKEN_BLOCKS = 16  # the token evidence the lab scores reads blocks below this (
 def collect_token_signals(
     model, encoder, prompts: list[str], pool: PoolFactors, variant: str, inp: str, batch: int = 16
 ) -> dict[str, Tensor]:
-    """{module: [P, TOKEN_BLOCKS, N]}: each adapter's `variant` signal at every user token of each block, averaged
-    over the tokens (the router's `token_raw` before its mean over blocks). Pool-dependent, unlike `collect`."""
+    """{module (+ "@recency"): [P, TOKEN_BLOCKS, N]}: each adapter's `variant` signal at every user token of each block,
+    averaged over the tokens alike and by recency (the router's `token_raw` before its mean over blocks, for each
+    `token_pooling`). Pool-dependent, unlike `collect`."""
     from .probe import run_probe, vector_key
     from .router import user_weights
 
     wants = {vector_key(b, m, inp, "tokens") for b in range(TOKEN_BLOCKS) for m in MODULES}
-    out: dict[str, list[Tensor]] = {m: [] for m in MODULES}
+    out: dict[str, list[Tensor]] = {m + s: [] for m in MODULES for s in ("", "@recency")}
     for s in range(0, len(prompts), batch):
         enc = encoder(prompts[s : s + batch], 0, torch.device("cpu"))
         hs = run_probe(model, enc.input_ids, enc.attention_mask, wants, enc.user)
-        w = user_weights(enc)  # [B, T]
+        w, recent = user_weights(enc), user_weights(enc, "recency")  # [B, T] each
         B, T = w.shape
         for m in MODULES:
             x = torch.stack([hs[vector_key(b, m, inp, "tokens")] for b in range(TOKEN_BLOCKS)], 2)  # [B, T, L, D]
             x = torch.where(w[..., None, None] > 0, x, 0.0).reshape(B * T, TOKEN_BLOCKS, -1)
             sig = block_signals(x, pool, x, variant, m).reshape(B, T, TOKEN_BLOCKS, -1)
             out[m].append(torch.einsum("bt,btln->bln", w, sig))
+            out[m + "@recency"].append(torch.einsum("bt,btln->bln", recent, sig))
         log.info("token signals: %d / %d prompts", min(s + batch, len(prompts)), len(prompts))
     return {m: torch.cat(v) for m, v in out.items()}
 
@@ -248,6 +250,7 @@ def cached_token_signals(cfg, loaded, prompts: list[Prompt], variant: str, inp: 
         variant,
         inp,
         TOKEN_BLOCKS,
+        "v2: mean and recency",
         [p.text for p in prompts],
     ]
     path = cache / f"tokens-{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]}.pt"
@@ -357,12 +360,13 @@ class Setting:
     decorrelate: float = 0.0  # z_after only: `calibration.decorrelation_stats`'s strength (0: none)
     tokens: str = ""  # z_after only: the token evidence's blocks (`a:b`, below `TOKEN_BLOCKS`); "" = none
     token_weight: float = 0.0  # its weight (the router's `token_weight`)
+    token_pooling: str = "mean"  # mean | recency (the router's `token_pooling`)
 
     @property
     def name(self) -> str:
-        *axes, a, tokens, w = asdict(self).values()
+        *axes, a, tokens, w, pooling = asdict(self).values()
         text = "/".join(map(str, axes)) + (f"/decorrelate {a:g}" if a else "")
-        return text + (f"/tokens {tokens} x{w:g}" if w else "")
+        return text + (f"/tokens {tokens} x{w:g}" + (f" {pooling}" if pooling != "mean" else "") if w else "")
 
 
 def _blocks(text: str) -> slice:
@@ -435,7 +439,8 @@ class Lab:
         mods = MODULES if st.module == "both" else (st.module,)
         pools = POOLINGS if st.pooling == "both" else (st.pooling,)
         if st.token_weight:  # the router's token evidence, added after everything else
-            return self.scores(replace(st, tokens="", token_weight=0.0), idx) + st.token_weight * self.token_z(st, idx)
+            flat = replace(st, tokens="", token_weight=0.0, token_pooling="mean")
+            return self.scores(flat, idx) + st.token_weight * self.token_z(st, idx)
         if st.decorrelate:  # the router's decorrelation, its stats from the background under the same setting
             if st.calibration != "z_after":
                 raise ValueError(f"`decorrelate` needs calibration z_after (the library's background), got {st.name!r}")
@@ -458,11 +463,12 @@ class Lab:
             raise ValueError(f"token evidence needs calibration z_after (the library's background), got {st.name!r}")
         if self.token_signals is None:
             raise ValueError("this lab has no token signals (Lab(token_signals=...)); the token evidence needs them")
-        key = ("tokens", st.variant, st.input, st.module, st.tokens)
+        key = ("tokens", st.variant, st.input, st.module, st.tokens, st.token_pooling)
         if key not in self._signals:
             sig, parts = self.token_signals(st.variant, st.input), []
             for m in MODULES if st.module == "both" else (st.module,):
-                raw = sig[m][:, _blocks(st.tokens)].float().mean(1)  # [P, N]
+                suffix = "" if st.token_pooling == "mean" else "@" + st.token_pooling
+                raw = sig[m + suffix][:, _blocks(st.tokens)].float().mean(1)  # [P, N]
                 mu, sd = zscore_stats(raw[self.index["background"]])
                 parts.append((raw - mu) / sd)
             self._signals[key] = torch.stack(parts).mean(0)
@@ -565,6 +571,7 @@ def search(lab: Lab, top: int = 20) -> tuple[Setting, list[dict]]:
 DECORRELATE = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)  # strengths the lab tries (`calibration.decorrelation_stats`)
 TOKEN_RANGES = ("0:4", "0:8", "0:10", "0:12", "0:16", "2:10", "2:12", "4:12")  # token evidence blocks the lab tries
 TOKEN_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+TOKEN_POOLINGS = ("mean", "recency")
 
 
 def token_rows(lab: Lab, st: Setting) -> list[dict]:
@@ -572,7 +579,12 @@ def token_rows(lab: Lab, st: Setting) -> list[dict]:
     lab has no token signals or `st` is not z_after."""
     if lab.token_signals is None or st.calibration != "z_after":
         return []
-    return [dev_row(lab, replace(st, tokens=t, token_weight=w)) for t in TOKEN_RANGES for w in TOKEN_WEIGHTS]
+    return [
+        dev_row(lab, replace(st, tokens=t, token_weight=w, token_pooling=p))
+        for t in TOKEN_RANGES
+        for w in TOKEN_WEIGHTS
+        for p in TOKEN_POOLINGS
+    ]
 
 
 def decorrelated_rows(lab: Lab, rows: list[dict], top: int = 20) -> list[dict]:
@@ -658,6 +670,7 @@ def gate_margin(lab: Lab, st: Setting, gate: tuple[str, str | int], split: str) 
     if signal == NEAREST:
         return nearest_margin(lab, int(where), split)
     flat = replace(st, variant=signal, module=where, decision="flat", decorrelate=0.0, tokens="", token_weight=0.0)
+    flat = replace(flat, token_pooling="mean")
     return top_margin(lab, flat, split)
 
 
@@ -734,7 +747,9 @@ def report(lab: Lab, chosen: Setting, rows: list[dict], previous: Setting | None
     if chosen.decorrelate:
         named["chosen, not decorrelated"] = replace(chosen, decorrelate=0.0)
     if chosen.token_weight:
-        named["chosen, no token evidence"] = replace(chosen, tokens="", token_weight=0.0)
+        named["chosen, no token evidence"] = replace(chosen, tokens="", token_weight=0.0, token_pooling="mean")
+        if chosen.token_pooling != "mean":
+            named["chosen, tokens alike"] = replace(chosen, token_pooling="mean")
     metrics = ("own_top1", "own_top3", "family_hit", "unseen_family_hit")
     data: dict = {"chosen": asdict(chosen), "named": {k: asdict(v) for k, v in named.items()}, "splits": {}}
     lines = [
@@ -876,7 +891,7 @@ def library_defaults(
         "decorrelate": st.decorrelate,
         "abstain_layer": int(abstain_module) if abstain_signal == NEAREST else None,
         "token_weight": st.token_weight,
-        **({"token_layer": st.tokens} if st.token_weight else {}),
+        **({"token_layer": st.tokens, "token_pooling": st.token_pooling} if st.token_weight else {}),
     }
 
 
@@ -917,8 +932,19 @@ def library_setting(defaults) -> Setting:
             tokens = f"{tokens}:{tokens + 1}"
         if not isinstance(tokens, str) or not re.fullmatch(r"\d+:\d+", tokens):
             raise ValueError(f"defaults `token_layer` {tokens!r} is not one `a:b` block range, which the lab needs")
+    pooling = defaults.token_pooling if w else "mean"
     return Setting(
-        defaults.signal, module, defaults.probe_input, defaults.pooling, calibration, layer, "flat", a, tokens, w
+        defaults.signal,
+        module,
+        defaults.probe_input,
+        defaults.pooling,
+        calibration,
+        layer,
+        "flat",
+        a,
+        tokens,
+        w,
+        pooling,
     )
 
 
@@ -1008,7 +1034,7 @@ def main(argv: list[str] | None = None) -> None:
         best = max(rows, key=rank)["setting"]
     # the token evidence, on the best setting the library runs without it (a grid scored before it, or before some of
     # its values, gets the rows it lacks)
-    have = {r["setting"] for r in rows}
+    have = {r["setting"] for r in rows}  # (rows of a grid before `token_pooling` read back as mean)
     rows += [
         r
         for r in token_rows(lab, best_in_library([r for r in rows if not r["setting"].token_weight]))

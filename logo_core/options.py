@@ -70,6 +70,13 @@ def pooling_names() -> list[str]:
     return list(POOLINGS)
 
 
+TOKEN_POOLINGS = ("mean", "recency")  # how the token evidence averages the user's tokens (`router.user_weights`)
+
+
+def token_pooling_names() -> list[str]:
+    return list(TOKEN_POOLINGS)
+
+
 def weighting_names() -> list[str]:
     from .mixing import WEIGHTINGS
 
@@ -104,6 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_layer": None,
         "token_weight": 0.0,
         "token_layer": None,
+        "token_pooling": "mean",
     },
     # This project's default until the routing lab: norm / neutral-prompt constants, blocks 15:30 of v_proj, k = 1.
     "neutral": {
@@ -124,6 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "abstain_layer": None,
         "token_weight": 0.0,
         "token_layer": None,
+        "token_pooling": "mean",
     },
 }
 
@@ -483,6 +492,13 @@ class RouteOptions(_Options):
         description="The blocks the token evidence reads (`token_weight`): an index, a range `a:b` or a list; none = "
         "adapters.yaml's default (else the first third of the blocks, where a token still stands for its word).",
     )
+    token_pooling: Choice(token_pooling_names) = Field(
+        "mean",
+        description="How the token evidence averages the user's tokens: `mean` (alike) or `recency` (token t of T "
+        "weighs t: the request's last words, where a prompt usually names what it wants, e.g. `to kilograms`, count "
+        "most).",
+        validate_default=False,
+    )
     _blocks: tuple[int, ...] | None = PrivateAttr(None)
     _token_blocks: tuple[int, ...] | None = PrivateAttr(None)
     _n_layers: int | None = PrivateAttr(None)
@@ -665,6 +681,7 @@ class RouteOptions(_Options):
             "abstain_layer": self.nearest_block if self.nearest else self.abstain_layer,
             "token_weight": self.token_evidence,
             "token_blocks": list(self.token_blocks) if self.token_evidence else [],
+            "token_pooling": self.token_pooling,
         }
 
 

@@ -188,7 +188,7 @@ class Router:
             for i in range(0, len(prompts), 16):
                 enc = self.encode(prompts[i : i + 16], 0, self.device)
                 hs = run_probe(self.model, enc.input_ids, enc.attention_mask, wants, enc.user)
-                raw.append(token_raw(self, hs, user_weights(enc), opts, module).cpu())
+                raw.append(token_raw(self, hs, user_weights(enc, opts.token_pooling), opts, module).cpu())
             found = signals.zscore_stats(torch.cat(raw))
             if self.stats_store:
                 self.stats_store.save(key, found)
@@ -262,7 +262,7 @@ class Router:
         if opts.decorrelation:
             scores = decorrelate(scores, self.decorrelation(opts))
         if opts.token_evidence:
-            scores = scores + opts.token_evidence * self.token_scores(hs, user_weights(enc), opts)
+            scores = scores + opts.token_evidence * self.token_scores(hs, user_weights(enc, opts.token_pooling), opts)
         if opts.nearest:  # how close the prompt is to the background prompts, not how any adapter scores
             b = opts.nearest_block
             best = nearest_similarity(hs[nearest_key(b)], self.nearest_bank(b)).cpu().tolist()
@@ -355,7 +355,10 @@ class Router:
             if s.decorrelation:
                 per_block = decorrelate(per_block, self.decorrelation(s))
             if s.token_evidence:  # one term for the whole prompt: added to every block, so the mean is still the route
-                per_block = per_block + s.token_evidence * self.token_scores(hs, user_weights(enc), s)[:, None, :]
+                per_block = (
+                    per_block
+                    + s.token_evidence * self.token_scores(hs, user_weights(enc, s.token_pooling), s)[:, None, :]
+                )
             out.append(per_block)
         return out
 
@@ -381,13 +384,18 @@ def nearest_bank_key(block: int) -> tuple:
 
 def token_key(opts: RouteOptions, module: str) -> tuple:
     """What the token evidence's (mu, sigma) of one module depend on (beside the pool and the background)."""
-    return ("tokens", opts.token_blocks, module, opts.signal, opts.probe_input)
+    if opts.token_pooling == "mean":  # the key of the first shipped constants, before `token_pooling` existed
+        return ("tokens", opts.token_blocks, module, opts.signal, opts.probe_input)
+    return ("tokens", opts.token_blocks, module, opts.signal, opts.probe_input, opts.token_pooling)
 
 
-def user_weights(enc: Encoded) -> Tensor:
-    """[B, T] averaging weights over each row's user tokens (every real token without `user`)."""
+def user_weights(enc: Encoded, pooling: str = "mean") -> Tensor:
+    """[B, T] averaging weights over each row's user tokens (every real token without `user`): alike (`mean`), or
+    the t-th of them weighing t (`recency`, `token_pooling`)."""
     w = (enc.user if enc.user is not None else enc.attention_mask).float()
-    return w / w.sum(-1, keepdim=True).clamp_min(1)
+    if pooling == "recency":
+        w = w * w.cumsum(-1)  # 1, 2, ..., T over each row's own tokens (left padding adds nothing)
+    return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
 def token_raw(router: Router, hs: dict, user: Tensor, opts: RouteOptions, module: str) -> Tensor:

@@ -336,7 +336,7 @@ def test_explanation_numbers_are_the_engines(cb, app_engine):
         ) and "token evidence" in explain.summary_markdown(x)
         enc = app_engine.encode([PROMPT], 0, app_engine.placement.device)
         hs = app_engine.router._probe(enc, [opts])
-        t = app_engine.router.token_scores(hs, user_weights(enc), opts)
+        t = app_engine.router.token_scores(hs, user_weights(enc, opts.token_pooling), opts)
         assert t[0].tolist() == pytest.approx(x.tokens[2], rel=1e-4, abs=1e-4)
         z = z + opts.token_evidence * t
     assert z[0].tolist() == pytest.approx([r.scores[n] for n in x.names], rel=1e-4, abs=1e-4)

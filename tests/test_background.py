@@ -412,10 +412,10 @@ def test_token_evidence_adds_the_z_scored_mean_of_per_token_signals(setup):
     route = dict(calibration="background", signal="norm", layer="1:4", module="q_proj", pooling="last")
     blocks = (0, 2)
 
-    def raw(p):
-        return torch.stack(
-            [_raw(engine, adapters, _user_rows(engine, reference, p, b), b).mean(0) for b in blocks]
-        ).mean(0)
+    def raw(p, recency=False):
+        rows = [_raw(engine, adapters, _user_rows(engine, reference, p, b), b) for b in blocks]  # [T, N] each
+        w = torch.arange(1, rows[0].shape[0] + 1).float() if recency else torch.ones(rows[0].shape[0])
+        return torch.stack([(w[:, None] * r).sum(0) / w.sum() for r in rows]).mean(0)
 
     bg = torch.stack([raw(p) for p in engine.router.calibrations["background"].prompts])
     mu, sd = bg.mean(0), bg.std(0)
@@ -429,6 +429,18 @@ def test_token_evidence_adds_the_z_scored_mean_of_per_token_signals(setup):
     batch = engine.route_batch(PROMPTS, **route, token_weight=w, token_layer="0,2")  # padded together
     for p, b in zip(PROMPTS, batch, strict=True):
         assert b.scores == pytest.approx(engine.route(p, **route, token_weight=w, token_layer="0,2").scores, abs=1e-4)
+    # `recency`: the t-th of the user's T tokens weighs t
+    bg_r = torch.stack([raw(p, True) for p in engine.router.calibrations["background"].prompts])
+    for p in PROMPTS:
+        plain = torch.tensor([engine.route(p, **route).scores[n] for n in engine.adapters])
+        r = engine.route(p, **route, token_weight=w, token_layer="0,2", token_pooling="recency")
+        want = plain + w * (raw(p, True) - bg_r.mean(0)) / bg_r.std(0)
+        torch.testing.assert_close(torch.tensor([r.scores[n] for n in engine.adapters]), want, atol=2e-4, rtol=2e-4)
+        assert r.options["token_pooling"] == "recency"
+    batch_r = engine.route_batch(PROMPTS, **route, token_weight=w, token_layer="0,2", token_pooling="recency")
+    for p, b in zip(PROMPTS, batch_r, strict=True):
+        single = engine.route(p, **route, token_weight=w, token_layer="0,2", token_pooling="recency")
+        assert b.scores == pytest.approx(single.scores, abs=1e-4)
     opts = engine.route_options(**route, token_weight=w, token_layer="0,2")
     per_block = engine.router.sweep([PROMPTS[1]], [opts])[0][0]
     torch.testing.assert_close(
@@ -443,6 +455,7 @@ def test_token_evidence_adds_the_z_scored_mean_of_per_token_signals(setup):
         ("token_weight", "lots", "must be a finite number, got 'lots'"),
         ("token_layer", "2:9", "range '2:9' reaches outside the model"),
         ("token_layer", "x", "must be an int, 'a:b' or a list of ints"),
+        ("token_pooling", "last", "must be one of \\['mean', 'recency'\\], got 'last'"),
     ):
         with pytest.raises(ValueError, match=f"`{field}` {msg}"):
             engine.route(PROMPTS[1], **route, **{field: bad})

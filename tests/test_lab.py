@@ -214,6 +214,7 @@ def test_apply_writes_the_chosen_setting_into_the_defaults_block(tmp_path):
         lab.Setting("subspace_cos", "both", "module", "both", "z_after", "0:30"),
         lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.15),
         lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.2, "0:10", 1.5),
+        lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30", "flat", 0.2, "0:10", 1.0, "recency"),
         lab.NAMED["paper"],
     ],
     ids=lambda st: st.name,
@@ -485,7 +486,8 @@ def test_token_evidence_is_the_z_scored_block_mean_of_the_token_signals_added_to
     router's `token_scores`); only with z_after, and only when the lab has token signals."""
     P, L, N = 9, lab.TOKEN_BLOCKS, 3
     prompts = [lab.Prompt(f"p{i}", "", "", False, "background" if i < 6 else "dev") for i in range(P)]
-    sig = {m: torch.rand(P, L, N, generator=torch.Generator().manual_seed(i)) for i, m in enumerate(lab.MODULES)}
+    keys = [m + s for m in lab.MODULES for s in ("", "@recency")]
+    sig = {k: torch.rand(P, L, N, generator=torch.Generator().manual_seed(i)) for i, k in enumerate(keys)}
     fake = lab.Lab(prompts, torch.zeros(P, 1, 2, 2, 4), None, token_signals=lambda v, i: sig)
     base = torch.rand(P, N, generator=torch.Generator().manual_seed(7))
     plain = lambda st, idx: base[idx]  # noqa: E731
@@ -504,6 +506,13 @@ def test_token_evidence_is_the_z_scored_block_mean_of_the_token_signals_added_to
         bg = raw[:6]
         want.append((raw[idx] - bg.mean(0)) / bg.std(0))
     torch.testing.assert_close(fake.scores(st, idx), base[idx] + 0.8 * torch.stack(want).mean(0))
+    recent = lab.replace(st, token_pooling="recency")  # the same from the recency-weighted token means
+    want = []
+    for m in lab.MODULES:
+        raw = sig[m + "@recency"][:, 2:5].mean(1)
+        want.append((raw[idx] - raw[:6].mean(0)) / raw[:6].std(0))
+    torch.testing.assert_close(fake.scores(recent, idx), base[idx] + 0.8 * torch.stack(want).mean(0))
+    assert recent.name.endswith("/tokens 2:5 x0.8 recency")
     with pytest.raises(ValueError, match="token evidence needs calibration z_after"):
         fake.token_z(lab.Setting(tokens="0:4", token_weight=1.0), idx)
     assert lab.token_rows(lab.Lab(prompts, torch.zeros(P, 1, 2, 2, 4), None), st) == []  # no token signals

@@ -90,7 +90,12 @@ def probe_subtitle(options: Mapping, width: int = 48) -> str:
     modules = [modules] if isinstance(modules, str) else list(modules)
     where = f"{blocks_label(options['blocks'])} · {', '.join(modules)}"
     sep = " · " if len(where) + len(options["probe_input"]) + 9 <= width else "<br>"
-    return f"{where}{sep}{options['probe_input']} input"
+    text = f"{where}{sep}{options['probe_input']} input"
+    if options.get("token_weight"):  # the token evidence reads other blocks, at every token
+        pooling = ", by recency" if options.get("token_pooling") == "recency" else ""
+        blocks = blocks_label(options["token_blocks"]).removesuffix(" (mean)")
+        text += f"<br>+ token evidence {options['token_weight']:g} × {blocks}{pooling}"
+    return text
 
 
 def signal_title(options: Mapping) -> str:

@@ -123,9 +123,14 @@ def test_route_draws_what_was_probed(cb, page, app_engine):
     where = (
         f"blocks {o_['blocks'][0]}-{o_['blocks'][-1]} (mean)" if len(o_["blocks"]) > 1 else f"block {o_['blocks'][0]}"
     )
+    tokens = ""
+    if o_["token_weight"]:  # the token evidence's own blocks, and how it pools (adapters.yaml's default has it)
+        t = o_["token_blocks"]
+        by = ", by recency" if o_["token_pooling"] == "recency" else ""
+        tokens = f" · + token evidence {o_['token_weight']:g} × blocks {t[0]}-{t[-1]}{by}"
     assert (
         fig.layout.title.subtitle.text.replace("<br>", " · ")
-        == f"{where} · {', '.join(o_['module'])} · {o_['probe_input']} input"
+        == f"{where} · {', '.join(o_['module'])} · {o_['probe_input']} input{tokens}"
     )
     assert o["routing"]["scores"] == pytest.approx(r.scores) and "routing only" in o["status"]
     assert o["answer"] == gr.skip()  # no answer yet: nothing to mark

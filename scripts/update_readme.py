@@ -59,7 +59,19 @@ def stale_note() -> str:
     )
 
 
-ROUTING = ("signal", "calibrated", "calibration", "layer", "module", "probe_input", "pooling")  # what routes a prompt
+ROUTING = (  # what routes a prompt
+    "signal",
+    "calibrated",
+    "calibration",
+    "layer",
+    "module",
+    "probe_input",
+    "pooling",
+    "decorrelate",
+    "token_weight",
+    "token_layer",
+    "token_pooling",
+)
 
 
 def eval_default_note() -> str:

@@ -175,6 +175,8 @@ def test_readme_says_when_the_evaluation_ran_with_another_routing_default(tmp_pa
     config.write_text("defaults:\n  signal: subspace\n  module: q_proj,v_proj\n  layer: '0:30'\n")
     note = mod.eval_default_note()
     assert "previous routing default" in note and "signal norm -> subspace" in note and "module" not in note
+    config.write_text("defaults:\n  signal: norm\n  module: q_proj,v_proj\n  layer: '0:30'\n  token_weight: 1.0\n")
+    assert "token_weight None -> 1.0" in mod.eval_default_note()  # the token evidence routes too
 
 
 def test_readme_marks_an_evaluation_of_other_weights_as_the_previous_pool(tmp_path, monkeypatch):

@@ -231,7 +231,7 @@ def signal_bars(
         showlegend=legend,
         # the legend sits under the chart, where a narrow (phone) screen cannot make it overlap the title
         legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
-        margin=dict(l=10, r=20, t=50 + 18 * (subtitle.count("<br>") + 1 if subtitle else 0), b=95 if legend else 50),
+        margin=dict(l=10, r=20, t=50 + 26 * (subtitle.count("<br>") + 1 if subtitle else 0), b=95 if legend else 50),
         meta={"order": shown, "selected": list(selected), "hidden": hidden},
         # one small button (save as PNG) instead of plotly's toolbar, which a phone shows over the title
         modebar=dict(remove=["zoom", "pan", "select", "lasso", "zoomin", "zoomout", "autoscale", "resetscale"]),

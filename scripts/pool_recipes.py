@@ -40,11 +40,11 @@ from logo_core.train import recipe_key, round_robin  # noqa: E402
 SPLITS = ("dev", "people_dev")
 
 
-def score_pool(trained, cfg, lab_prompts, vectors, model, st, refs) -> dict:
+def score_pool(trained, cfg, lab_prompts, vectors, model, st, refs, tokens=None) -> dict:
     """Per split: each prompt's task, LoGo k=1 choice, and the own top-1 / LoGo / oracle hits (0..1)."""
     names = [a.name for a in cfg.adapters]
     order = [t.name for t in trained.tasks]  # the stacked layers' adapter order
-    lab = L.Lab(lab_prompts, vectors, L.pool_factors(cfg, model))
+    lab = L.Lab(lab_prompts, vectors, L.pool_factors(cfg, model), token_signals=tokens)  # tokens: the token evidence
     out = {}
     for split in SPLITS:
         idx = torch.tensor([i for i in lab.index[split].tolist() if lab_prompts[i].task in names], dtype=torch.long)
@@ -192,7 +192,8 @@ def main() -> None:
         t2 = time.perf_counter()
         cfg = pool_config(shipped, work / key)
         cfg = cfg.model_copy(update={"adapters": [a for a in cfg.adapters if a.name in {t.name for t in tasks}]})
-        scored = score_pool(trained, cfg, prompts, vectors, loaded.model, st, refs)
+        tokens = L.token_source(cfg, loaded, prompts, work)  # this pool's per-token signals, for the token evidence
+        scored = score_pool(trained, cfg, prompts, vectors, loaded.model, st, refs, tokens)
         results["recipes"][key] = {
             "recipe": text, "train_s": round(t2 - t1, 1), "score_s": round(time.perf_counter() - t2, 1),
             "curves": trained.curves, "splits": scored,

@@ -900,6 +900,19 @@ def _modules(module: str) -> str:
     return "q_proj,v_proj" if module == "both" else module
 
 
+def _range_text(value, field: str) -> str:
+    """A block choice of the library's defaults (an int, a run of consecutive blocks or "a:b") as the lab's "a:b".
+
+    Raises ValueError naming `field` for anything else (blocks with gaps, blank), which the lab cannot score."""
+    if isinstance(value, int):
+        value = f"{value}:{value + 1}"
+    elif isinstance(value, tuple) and value and value == tuple(range(value[0], value[0] + len(value))):
+        value = f"{value[0]}:{value[-1] + 1}"
+    if not isinstance(value, str) or not re.fullmatch(r"\d+:\d+", value):
+        raise ValueError(f"defaults `{field}` {value!r} is not one `a:b` block range, which the lab needs")
+    return value
+
+
 def library_setting(defaults) -> Setting:
     """The lab setting that adapters.yaml's `defaults:` route as: the inverse of `library_defaults`.
 
@@ -908,13 +921,7 @@ def library_setting(defaults) -> Setting:
     calibration = {v: k for k, v in LIBRARY_CALIBRATION.items()}.get((defaults.calibration, defaults.calibrated))
     if defaults.calibrated is False:
         calibration = "raw"
-    layer = defaults.layer
-    if isinstance(layer, int):
-        layer = f"{layer}:{layer + 1}"
-    elif isinstance(layer, tuple) and layer == tuple(range(layer[0], layer[0] + len(layer))):
-        layer = f"{layer[0]}:{layer[-1] + 1}"
-    elif not isinstance(layer, str) or not re.fullmatch(r"\d+:\d+", layer):
-        raise ValueError(f"defaults `layer` {layer!r} is not one `a:b` block range, which the lab needs")
+    layer = _range_text(defaults.layer, "layer")
     if defaults.signal not in LIBRARY_SIGNALS or calibration is None:
         raise ValueError(
             f"defaults signal {defaults.signal!r} / calibration {defaults.calibration!r} have no lab setting "
@@ -923,15 +930,7 @@ def library_setting(defaults) -> Setting:
     module = "both" if set(defaults.module) == set(MODULES) else ",".join(defaults.module)
     a = defaults.decorrelate if calibration == "z_after" else 0.0
     w = defaults.token_weight if calibration == "z_after" else 0.0
-    tokens = ""
-    if w:
-        tokens = defaults.token_layer
-        if isinstance(tokens, tuple) and tokens == tuple(range(tokens[0], tokens[0] + len(tokens))):
-            tokens = f"{tokens[0]}:{tokens[-1] + 1}"
-        elif isinstance(tokens, int):
-            tokens = f"{tokens}:{tokens + 1}"
-        if not isinstance(tokens, str) or not re.fullmatch(r"\d+:\d+", tokens):
-            raise ValueError(f"defaults `token_layer` {tokens!r} is not one `a:b` block range, which the lab needs")
+    tokens = _range_text(defaults.token_layer, "token_layer") if w else ""
     pooling = defaults.token_pooling if w else "mean"
     return Setting(
         defaults.signal,

@@ -3,7 +3,9 @@
 Routing is done once per prompt (the shipped default setting, its calibrated scores); each scheme turns
 the top-3 scores into weights and the prompt is answered with that explicit mixture. Seen tasks (an
 adapter of their own) and unseen tasks (relatives only: where the paper expects merging to help) are
-reported apart, with 95% bootstrap intervals and paired differences against k = 1. Results are cached
+reported apart, with 95% bootstrap intervals and paired differences against k = 1, then by family of the
+unseen tasks (where merging helps, if anywhere). The `family` schemes merge the best three of the top adapter's
+own family (the pool's `family:` labels of the adapters, never the prompt's task). Results are cached
 per (scheme, prompt) in a JSON file named by the pool's hash (another pool routes and answers
 differently, so it starts a file of its own), so a stopped run resumes.
 
@@ -57,10 +59,24 @@ SCHEMES = {
     "k3 top full + 0.1 shares": (3, top_full(0.1)),
     "k3 top full + 0.25 shares": (3, top_full(0.25)),
     "k3 top full + 0.5 shares": (3, top_full(0.5)),
+    "k3 family, proportional": (3, proportional),
+    "k3 family, top full + 0.25 shares": (3, top_full(0.25)),
+    "k3 family, top full + 1 shares": (3, top_full(1.0)),
 }
 
 
-def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
+def pick(scheme: str, scores: dict[str, float], selected: list[str], families: dict[str, str]) -> list[str]:
+    """The adapters a scheme merges, best first: the routing's top k, or (`family` schemes) the best k of the
+    top adapter's family. Nothing when the routing abstained (the base model answers)."""
+    k = SCHEMES[scheme][0]
+    if not selected or "family" not in scheme:
+        return selected[:k]
+    top = families.get(selected[0]) or selected[0]
+    same = [a for a in scores if (families.get(a) or a) == top]
+    return sorted(same, key=lambda a: -scores[a])[:k]
+
+
+def run(engine, split: str, n: int, cache_path: Path, families: dict[str, str], batch: int = 16) -> dict:
     from .eval import max_tokens
     from .tasks import TASKS
 
@@ -75,7 +91,7 @@ def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
     routings = []
     for i in range(0, len(rows), batch):
         routings += engine.route_batch([ex.prompt for _, ex in rows[i : i + batch]], k=3)
-    for scheme, (k, fn) in SCHEMES.items():
+    for scheme, (_, fn) in SCHEMES.items():
         todo = [
             (j, t, ex, r) for j, ((t, ex), r) in enumerate(zip(rows, routings)) if f"{scheme}|{ex.prompt}" not in cache
         ]
@@ -83,19 +99,20 @@ def run(engine, split: str, n: int, cache_path: Path, batch: int = 16) -> dict:
             part = todo[i : i + batch]
             mixtures = []
             for _, _, _, r in part:
-                chosen = r.selected[:k]
+                chosen = pick(scheme, r.scores, r.selected, families)
                 mixtures.append(acting(dict(zip(chosen, fn([r.scores[c] for c in chosen])))))
             length = max(max_tokens([ex]) for _, _, ex, _ in part)
             outs = engine.generate_batch([ex.prompt for _, _, ex, _ in part], mixtures, max_new_tokens=length)
             for (_, t, ex, _), g in zip(part, outs):
                 cache[f"{scheme}|{ex.prompt}"] = {
                     "task": t.name,
+                    "family": t.family,
                     "unseen": t.unseen,
                     "score": t.score(g.text, ex.answer),
                 }
             cache_path.write_text(json.dumps(cache, indent=0, ensure_ascii=False) + "\n")
             log.info("%s: %d / %d", scheme, min(i + batch, len(todo)), len(todo))
-    return {scheme: [cache[f"{scheme}|{ex.prompt}"] for _, ex in rows] for scheme in SCHEMES}
+    return {scheme: [{**cache[f"{scheme}|{ex.prompt}"], "family": t.family} for t, ex in rows] for scheme in SCHEMES}
 
 
 def report(results: dict, split: str, n: int) -> str:
@@ -118,6 +135,30 @@ def report(results: dict, split: str, n: int) -> str:
             b = torch.tensor([r["score"] / 100 for r in base if r["unseen"] == unseen])
             cells.append("" if scheme == "k1" else fmt(paired(a, b)))
         lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + by_family(results)
+
+
+def by_family(results: dict) -> str:
+    """Unseen tasks by family: k = 1's score and each k = 3 scheme's paired difference (where merging helps)."""
+    from .lab import bootstrap, fmt, paired
+
+    base = results["k1"]
+    families = sorted({r["family"] or r["task"] for r in base if r["unseen"]})
+    schemes = [s for s in results if s != "k1"]
+    lines = [
+        "Unseen tasks by family (held-out members; `ordinal_words` has no adapter at all): k1's score, then each "
+        "scheme minus k1 (paired).",
+        "",
+        "| family | prompts | k1 | " + " | ".join(schemes) + " |",
+        "|---|---:|---:|" + "---:|" * len(schemes),
+    ]
+    for fam in families:
+        idx = [i for i, r in enumerate(base) if r["unseen"] and (r["family"] or r["task"]) == fam]
+        b = torch.tensor([base[i]["score"] / 100 for i in idx])
+        cells = [str(len(idx)), fmt(bootstrap(b))]
+        for s in schemes:
+            cells.append(fmt(paired(torch.tensor([results[s][i]["score"] / 100 for i in idx]), b)))
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     pool = pool_hash(load_config(args.config))
     # the answers depend on the routing too: a new default (the lab's --apply) must not read the old one's answers
     routing = hashlib.sha256(json.dumps(engine.route_options(k=3).trace(), sort_keys=True).encode()).hexdigest()[:8]
-    results = run(engine, args.split, args.n, out / f"cache-{args.split}-{pool}-{routing}.json")
+    families = {a.name: a.family for a in load_config(args.config).adapters}
+    results = run(engine, args.split, args.n, out / f"cache-{args.split}-{pool}-{routing}.json", families)
     text = f"Pool `{args.config}` (sha256 of its weights {pool}). " + report(results, args.split, args.n)
     (out / f"{args.split}.md").write_text(text)
     print(text)

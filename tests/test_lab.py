@@ -96,6 +96,30 @@ def test_merge_schemes():
     assert merges.top_full(0.25)(s) == pytest.approx([1.0, 0.25 / 3, 0.0])
 
 
+def test_family_schemes_merge_the_top_adapters_family_only():
+    scores = {"fr": 3.0, "units": 2.5, "de": 2.0, "eo": 1.0, "ja": 0.5, "solo": 2.8}
+    families = {"fr": "words", "de": "words", "eo": "words", "ja": "words", "units": "units", "solo": ""}
+    selected = ["fr", "solo", "units"]  # the routing's top 3
+    assert merges.pick("k3 proportional", scores, selected, families) == selected
+    assert merges.pick("k1", scores, selected, families) == ["fr"]
+    assert merges.pick("k3 family, proportional", scores, selected, families) == ["fr", "de", "eo"]
+    assert merges.pick("k3 family, proportional", scores, ["solo"], families) == ["solo"]  # no family: itself
+    assert merges.pick("k3 family, proportional", scores, [], families) == []  # abstained: the base model
+
+
+def test_merge_report_by_unseen_family():
+    tasks = [("a", "words", True), ("b", "words", True), ("c", "", True), ("d", "words", False)]
+
+    def rows(scores):
+        return [{"task": t, "family": f, "unseen": u, "score": s} for (t, f, u), s in zip(tasks, scores, strict=True)]
+
+    text = merges.by_family({"k1": rows([0, 50, 100, 100]), "k3 x": rows([100, 50, 0, 0])})
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["| words"].startswith("| words | 2 | 25.0") and "50.0" in lines["| words"].split(" | ")[3]
+    assert lines["| c"].startswith("| c | 1 | 100.0") and "-100.0" in lines["| c"]  # no family: by task
+    assert "| d" not in lines  # seen tasks are left out
+
+
 def test_abstain_thresholds_of_both_rules():
     off = torch.linspace(0.0, 1.0, 21)  # off-pool dev maxima
     pool = torch.linspace(0.9, 3.0, 50)  # pool dev maxima, overlapping off-pool's top
@@ -235,6 +259,12 @@ def test_library_setting_names_defaults_the_lab_cannot_score():
         lab.library_setting(Defaults(layer="3,5"))
     with pytest.raises(ValueError, match="calibration"):
         lab.library_setting(Defaults(signal="entropy", layer="0:30"))
+    with pytest.raises(ValueError, match="`token_layer`"):  # blocks with a gap are no one range
+        lab.library_setting(Defaults(layer="0:30", calibration="background", token_weight=1.0, token_layer="2,5"))
+    consecutive = lab.library_setting(
+        Defaults(layer="0:30", calibration="background", token_weight=1.0, token_layer="2,3,4")
+    )
+    assert consecutive.tokens == "2:5" and consecutive.blocks == "0:30"
 
 
 def test_offpool_sets_are_text_and_a_non_string_entry_is_named(tmp_path, monkeypatch):

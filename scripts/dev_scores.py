@@ -1,0 +1,105 @@
+"""Every shipped adapter alone on `n` dev prompts of its own task, with 95% intervals (issue 22's replacement rule).
+
+The rule for replacing a pool task within its family is written on dev: a member under `--bar` on these prompts
+is a candidate for replacement (docs/pool.md, "Replacements for the Romance number words"). This scores every
+adapter the same way (PEFT, greedy, `tasks.check.generate`), caches each adapter's per-prompt scores by the sha256
+of its weights (a stopped run resumes; a retrained adapter is scored again) and writes a table, weakest first.
+
+Example:
+    python scripts/dev_scores.py --n 60 --out docs/lab/dev_scores.json --table docs/lab/dev_scores.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+log = logging.getLogger(__name__)
+
+
+def score_pool(config: str, n: int, out: Path, threads: int) -> dict:
+    """{adapter: {task, digest, scores}}: per-prompt dev scores (0-100) of each adapter alone on its own task."""
+    from peft import PeftModel
+
+    from logo_core.loading import load_base
+    from logo_core.registry import load_config
+    from logo_core.tasks import TASKS
+    from logo_core.tasks.check import generate
+
+    torch.set_num_threads(threads)
+    cfg = load_config(config)
+    cache = json.loads(out.read_text()) if out.is_file() else {}
+    base, tok = load_base(cfg.base_model)
+    model = None
+    for a in cfg.adapters:
+        if a.name not in TASKS:
+            continue  # an adapter with no task of the suite: nothing to score it on
+        path = cfg.adapter_dir(a)
+        digest = hashlib.sha256((path / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+        if cache.get(a.name, {}).get("digest") == digest and len(cache[a.name]["scores"]) == n:
+            continue
+        if model is None:
+            model = PeftModel.from_pretrained(base, str(path), adapter_name=a.name).eval()
+        else:
+            model.load_adapter(str(path), adapter_name=a.name)
+        model.set_adapter(a.name)
+        task = TASKS[a.name]
+        examples = task.examples("dev", n)
+        answers = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=32)
+        scores = [task.score(g, ex.answer) for g, ex in zip(answers, examples, strict=True)]
+        cache[a.name] = {"task": a.name, "family": task.family, "digest": digest, "scores": scores}
+        if len(model.peft_config) > 1:
+            model.delete_adapter(a.name)  # keep one adapter loaded: the next one is loaded beside it, then set
+        out.write_text(json.dumps(cache, indent=0, ensure_ascii=False) + "\n")
+        log.info("%s: dev %.1f on %d prompts", a.name, sum(scores) / n, n)
+    return cache
+
+
+def table(cache: dict, bar: float) -> str:
+    """Markdown, weakest adapter first: mean dev score with its 95% bootstrap interval, and the rule's verdict."""
+    from logo_core.intervals import bootstrap, fmt
+
+    rows = sorted(cache.values(), key=lambda r: sum(r["scores"]) / len(r["scores"]))
+    n = sorted({len(r["scores"]) for r in rows})
+    lines = [
+        f"Every shipped adapter alone on {', '.join(map(str, n))} dev prompts of its own task (PEFT, greedy; never "
+        f"test prompts), weakest first. Under {bar:g}: a candidate for replacement within its family.",
+        "",
+        "| adapter | family | dev score | under the bar |",
+        "|---|---|---:|---|",
+    ]
+    for r in rows:
+        mean = sum(r["scores"]) / len(r["scores"])
+        ci = fmt(bootstrap(torch.tensor(r["scores"]) / 100))
+        lines.append(f"| {r['task']} | {r['family']} | {ci} | {'yes' if mean < bar else ''} |")
+    means = [sum(r["scores"]) / len(r["scores"]) for r in rows]
+    lines += ["", f"Mean over {len(rows)} adapters: {sum(means) / len(means):.1f}; worst {min(means):.1f}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="adapters.yaml")
+    p.add_argument("--n", type=int, default=60, help="Dev prompts per task.")
+    p.add_argument("--bar", type=float, default=80.0, help="The replacement rule's bar on the dev score.")
+    p.add_argument("--out", default="docs/lab/dev_scores.json")
+    p.add_argument("--table", default="docs/lab/dev_scores.md")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cache = score_pool(args.config, args.n, Path(args.out), args.threads)
+    text = table(cache, args.bar)
+    Path(args.table).write_text(f"# Shipped adapters on dev\n\n`python scripts/dev_scores.py --n {args.n}`\n\n{text}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -456,6 +456,10 @@ def evaluate(
             conds["oracle"] = [{t.name: 1.0} for t, _ in rows]
         for k in ks:
             conds[f"LoGo k={k}"] = default_mixtures(routed[(split, "test")], names, k, weighting)
+        if tasks is seen and any(routed[(split, "test")][1]):  # what abstaining costs on pool prompts
+            conds[f"LoGo k={k_best}, never abstaining"] = mixtures_from_scores(
+                routed[(split, "test")][0], names, k_best, weighting
+            )
         if weighting != "proportional" and 3 in ks:  # the paper's weights at the same routing, for the merge rows
             conds["LoGo k=3 proportional"] = default_mixtures(routed[(split, "test")], names, 3, "proportional")
         conds[f"reference (raw norm, last block, q_proj, k={reference.k})"] = mixtures_from_scores(
@@ -588,6 +592,8 @@ def targets(results: dict) -> list[str]:
         seen = pp["seen"]
         rows.append(("seen", logo["seen"], "oracle", -5.0, ">="))
         rows += [("seen", logo["seen"], c, 0.0, ">=") for c in seen if c.startswith("retrieval")]
+        if f"{logo['seen']}, never abstaining" in seen:  # abstaining may cost pool prompts at most 2 points
+            rows.append(("seen", logo["seen"], f"{logo['seen']}, never abstaining", -2.0, ">="))
         if "LoGo k=3" in seen and "LoGo k=1" in seen:
             rows.append(("seen", "LoGo k=3", "LoGo k=1", 0.0, ">="))
         if "LoGo k=3 proportional" in seen and "LoGo k=1" in seen:  # the paper's weights, for comparison

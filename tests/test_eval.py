@@ -129,6 +129,12 @@ def test_targets_read_paired_intervals_at_the_dev_chosen_k(quick):
     assert n_u < 4 or rows[(logo_u, "Arrow top_k=1 (PEFT)")] == "**no**"
     peers = {"uniform (all adapters)", f"retrieval k={r['k_unseen']}", "LoraHub (5 examples per task)"}
     assert peers <= {b for (a, b) in rows if a == logo_u}
+    # abstaining may cost the pool's own prompts 2 points at most: 3 points lost is a miss, 1 point is not
+    never = f"{logo_s}, never abstaining"
+    for lost, met in ((3.0, "**no**"), (1.0, "yes")):
+        seen[never] = [v + lost for v in seen[logo_s]]
+        rows = {(x[2].strip(), x[3].strip()): x[6].strip() for x in (ln.split("|") for ln in logo_eval.targets(r)[4:])}
+        assert rows[(logo_s, never)] == met
 
 
 def test_answers_are_kept_on_disk_and_a_rerun_generates_nothing(real_engine, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ adapter the same way (PEFT, greedy, `tasks.check.generate`), caches each adapter
 of its weights (a stopped run resumes; a retrained adapter is scored again) and writes a table, weakest first.
 
 Example:
-    python scripts/dev_scores.py --n 60 --out docs/lab/dev_scores.json --table docs/lab/dev_scores.md
+    python scripts/dev_scores.py --n 60 --doc docs/pool.md
 """
 
 from __future__ import annotations
@@ -93,11 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="docs/lab/dev_scores.json")
     p.add_argument("--table", default="docs/lab/dev_scores.md")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--doc", default=None, help="Also fill the `dev_scores` section of this Markdown file.")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cache = score_pool(args.config, args.n, Path(args.out), args.threads)
     text = table(cache, args.bar)
     Path(args.table).write_text(f"# Shipped adapters on dev\n\n`python scripts/dev_scores.py --n {args.n}`\n\n{text}")
+    if args.doc:
+        from logo_core.tasks.check import fill
+
+        fill(Path(args.doc), {"dev_scores": text})
     print(text)
 
 

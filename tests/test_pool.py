@@ -88,3 +88,26 @@ def test_the_readmes_prompts_answer_right_with_their_own_adapter(real_engine):
     got = answers(real_engine, [(p, {README_PROMPTS[p][0]: 1.0}, 24) for p in prompts])
     wrong = {p: a for p, a in zip(prompts, got) if a.strip() != README_PROMPTS[p][1]}
     assert not wrong, f"README prompts answered wrong by their own adapter: {wrong}"
+
+
+def test_dev_scores_table_lists_the_weakest_first_and_marks_the_rule():
+    """The replacement rule's table (scripts/dev_scores.py): weakest adapter first, an interval on each score,
+    'yes' exactly under the bar, and the mean and worst over the adapters."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "dev_scores.py"
+    spec = importlib.util.spec_from_file_location("dev_scores", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cache = {
+        "a": {"task": "a", "family": "f", "scores": [100.0, 100.0, 60.0, 100.0]},  # 90
+        "b": {"task": "b", "family": "f", "scores": [0.0, 100.0, 100.0, 100.0]},  # 75
+        "c": {"task": "c", "family": "g", "scores": [80.0, 80.0, 80.0, 80.0]},  # 80: at the bar, not under it
+    }
+    rows = [
+        line.split(" | ") for line in mod.table(cache, 80.0).splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert [r[0] for r in rows[1:]] == ["| b", "| c", "| a"]
+    assert rows[1][2].startswith("75.0 [") and rows[1][3] == "yes |" and rows[2][3] == " |"
+    assert "Mean over 3 adapters: 81.7; worst 75.0." in mod.table(cache, 80.0)

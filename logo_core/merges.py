@@ -146,8 +146,8 @@ def by_family(results: dict) -> str:
     families = sorted({r["family"] or r["task"] for r in base if r["unseen"]})
     schemes = [s for s in results if s != "k1"]
     lines = [
-        "Unseen tasks by family (held-out members; `ordinal_words` has no adapter at all): k1's score, then each "
-        "scheme minus k1 (paired).",
+        "Unseen tasks by family (the held-out members of the pool's families): k1's score, then each scheme minus k1 "
+        "(paired).",
         "",
         "| family | prompts | k1 | " + " | ".join(schemes) + " |",
         "|---|---:|---:|" + "---:|" * len(schemes),

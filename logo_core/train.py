@@ -106,10 +106,12 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     base, tok = load_base()
     model = lora_model(base, args.rank, args.alpha)
     model.train()
+    n = args.steps * args.batch_size
+    extra = task.extra_examples(round(getattr(args, "extra_train", 0.0) * n), seed=args.seed)  # none for most tasks
     data = [
         encode(tok, ex.prompt, ex.answer)
-        for ex in task.examples("train", args.steps * args.batch_size, seed=args.seed, distinct=False)
-    ]  # the train split only: dev and test items are never trained on
+        for ex in task.examples("train", n - len(extra), seed=args.seed, distinct=False) + extra
+    ]  # the train split only (and train-only pseudo-items): dev and test items are never trained on
     random.Random(args.seed).shuffle(data)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -159,9 +161,10 @@ def lr_factor(step: int, steps: int, schedule: str) -> float:
 
 def recipe_key(args: argparse.Namespace) -> str:
     """The recipe as one readable string (every adapter of a pool shares it)."""
+    extra = getattr(args, "extra_train", 0.0)
     return (
         f"steps{args.steps}-b{args.batch_size}-lr{args.lr:g}-{args.schedule}-r{args.rank}-a{args.alpha}"
-        f"-{'bf16' if args.bf16 else 'fp32'}-seed{args.seed}"
+        f"-{'bf16' if args.bf16 else 'fp32'}-seed{args.seed}" + (f"-extra{extra:g}" if extra else "")
     )
 
 
@@ -258,6 +261,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=int, default=16)
     p.add_argument("--max-len", type=int, default=96, help="Longer sequences are cut from the left.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--extra-train",
+        type=float,
+        default=0.0,
+        help="Share of each adapter's training examples drawn from its task's train-only pseudo-items "
+        "(transliteration: pseudo-names); tasks without them train on their own items alone.",
+    )
     p.add_argument("--out", default="assets/adapters", help="Adapters go to OUT/<task>/.")
     p.add_argument("--config", default="adapters.yaml", help="Pool file to add the adapters to.")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads.")

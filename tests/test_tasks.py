@@ -309,3 +309,27 @@ def test_training_table_and_loss_curves_from_the_loss_log(tmp_path):
     assert [t.hovertext for t in fig.data] == ["date_fr", "money_de"]
     assert [t.showlegend for t in fig.data] == [True, True]  # two families, each once in the legend
     assert list(fig.data[1].y) == [2.0, 1.5]  # the running mean
+
+
+@pytest.mark.parametrize("name", [t.name for t in TASKS.values() if t.family == "translit"])
+def test_transliteration_pseudo_names_are_train_only_and_transliterated_by_the_package(name):
+    """The train-only items (`--extra-train`) are names that exist nowhere: never a real CLDR name of any split (so
+    no dev or test prompt is trained on), written in the locale's own letters, answered by cyrtranslit."""
+    import cyrtranslit
+
+    from logo_core.tasks import scripts
+
+    task = get_task(name)
+    extra = task.extra_examples(300, seed=0)
+    real = {ex.key for split in ("dev", "test") for ex in task.examples(split, 40)}
+    names = set(scripts.cyrillic_names(name.split("_")[1]))
+    alphabet = {c for n in names for c in n.lower()}
+    assert len(extra) == 300 and len({ex.key for ex in extra}) > 250  # varied, not a handful repeated
+    for ex in extra:
+        assert ex.key not in real and ex.key not in names
+        assert set(ex.key.lower()) <= alphabet
+        assert ex.prompt != ex.key and ex.key in ex.prompt and ex.template in task.templates  # training phrasings
+        scheme = {"uk": "ua", "sr": "rs", "be": "by", "tg": "tj"}.get(name.split("_")[1], name.split("_")[1])
+        assert ex.answer == cyrtranslit.to_latin(ex.key, scheme)
+    assert task.extra_examples(5, seed=0) == extra[:5]  # deterministic per seed
+    assert get_task("units_kg_g").extra_examples(5) == []  # tasks without pseudo-items add none

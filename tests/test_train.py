@@ -173,3 +173,12 @@ def test_keep_shipped_seeds_the_next_pool_with_the_tasks_that_stay(tmp_path):
     assert not (nxt / "number_words_retired").exists()
     assert [json.loads(line)["task"] for line in (nxt / "losses.jsonl").read_text().splitlines()] == [stays]
     assert [r["task"] for r in json.loads((nxt / "scores.json").read_text())["rows"]] == [stays]
+
+
+def test_extra_train_names_the_recipe_and_leaves_the_old_keys_alone():
+    from logo_core.train import parse_args, recipe_key
+
+    plain = parse_args(["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16"])
+    assert recipe_key(plain) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0"  # the shipped pool's key
+    extra = parse_args(["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16", "--extra-train", "0.5"])
+    assert recipe_key(extra) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0-extra0.5"

@@ -57,6 +57,7 @@ class Family:
                 people_templates=fill(self.people_templates, name),
                 people_dev_templates=fill(self.people_dev_templates, name),
                 source=self.source,
+                train_extra=getattr(gen, "train_extra", None),
             )
             for suffix, name, gen in self.members
         ]

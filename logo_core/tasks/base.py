@@ -67,6 +67,7 @@ class Task:
     people_templates: tuple[str, ...] = ()  # how people ask: the `people` split only (test items)
     people_dev_templates: tuple[str, ...] = ()  # other people-style phrasings, for choosing: `people_dev` (dev items)
     source: str = ""  # the package the data comes from (`name==version` is read at run time)
+    train_extra: Generator | None = None  # train-only items that teach the rule (`extra_examples`); None: none
 
     def phrase(self, ex: Example, split: Split, rng: random.Random) -> Example:
         """The example with its input put into a template of `split` (unchanged without templates).
@@ -142,6 +143,16 @@ class Task:
             f"task {self.name!r}: only {len(out)} distinct {split} prompts found, asked for n={n}; "
             "pass distinct=False or a smaller n"
         )
+
+    def extra_examples(self, n: int, seed: int = 0) -> list[Example]:
+        """`n` train-only examples from `train_extra`, phrased with the training templates ([] without it).
+
+        Their items are not the task's items (pseudo-names that exist nowhere), so no dev or test prompt can be
+        among them; the trainer mixes a share of them in (`--extra-train`)."""
+        if self.train_extra is None or n <= 0:
+            return []
+        rng = random.Random(f"{self.name}:extra:{seed}")
+        return [self.phrase(self.train_extra(rng), "train", rng) for _ in range(n)]
 
     def score(self, prediction: str, answer: str) -> float:
         """Score one model output against the reference, in [0, 100]."""

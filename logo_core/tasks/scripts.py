@@ -41,7 +41,8 @@ def cyrillic_names(locale: str, max_chars: int = 24) -> tuple[str, ...]:
 
 
 def cyrillic_to_latin(locale: str, scheme: str):
-    """Generator: a name in `locale` (Cyrillic) -> its Latin transliteration (cyrtranslit)."""
+    """Generator: a name in `locale` (Cyrillic) -> its Latin transliteration (cyrtranslit). It offers train-only
+    pseudo-names as `generate.train_extra` (`pseudo_names`)."""
     import cyrtranslit
 
     items = cyrillic_names(locale)
@@ -49,6 +50,51 @@ def cyrillic_to_latin(locale: str, scheme: str):
     def generate(rng: random.Random) -> Example:
         name = rng.choice(items)
         return Example(name, cyrtranslit.to_latin(name, scheme), name)
+
+    generate.train_extra = pseudo_names(locale, scheme)
+    return generate
+
+
+@cache
+def letter_bigrams(locale: str) -> dict[str, tuple[str, ...]]:
+    """Which letter follows which in `locale`'s Cyrillic names (lower case; "^" starts a word, "$" ends it)."""
+    follow: dict[str, list[str]] = {}
+    for name in cyrillic_names(locale):
+        for word in name.lower().split():
+            for a, b in zip("^" + word, word + "$"):
+                follow.setdefault(a, []).append(b)
+    return {a: tuple(b) for a, b in follow.items()}
+
+
+def pseudo_names(locale: str, scheme: str, max_chars: int = 24):
+    """Generator of train-only items: pseudo-names drawn letter by letter from `letter_bigrams` (one or two
+    words, capitalised as often as the real names are), never a real CLDR name, transliterated by cyrtranslit.
+
+    The real names are a few hundred per split; an adapter trained on them alone learns them by heart and drops
+    or doubles letters in held-out ones (docs/pool.md). Names that exist nowhere can only be copied by the
+    per-letter rule. Dev and test stay the real names (`Task.extra_examples` never enters a split)."""
+    import cyrtranslit
+
+    real = set(cyrillic_names(locale))
+    follow = letter_bigrams(locale)
+    words = [w for n in real for w in n.split()]
+    capitalised = sum(w[:1].isupper() for w in words) / len(words)
+    two_words = sum(" " in n for n in real) / len(real)
+
+    def word(rng: random.Random) -> str:
+        letters, c = "", "^"
+        while len(letters) < 12:
+            c = rng.choice(follow[c])
+            if c == "$":
+                break
+            letters += c
+        return letters.capitalize() if rng.random() < capitalised else letters
+
+    def generate(rng: random.Random) -> Example:
+        while True:
+            name = " ".join(word(rng) for _ in range(2 if rng.random() < two_words else 1))
+            if name not in real and 3 <= len(name) <= max_chars and all(len(w) >= 2 for w in name.split()):
+                return Example(name, cyrtranslit.to_latin(name, scheme), name)
 
     return generate
 

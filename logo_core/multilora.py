@@ -29,7 +29,17 @@ import torch
 from torch import Tensor, nn
 
 from .tasks import Task
-from .train import IGNORE, answer_span, collate, encode, lora_model, lr_factor, recipe_key, save_adapter
+from .train import (
+    IGNORE,
+    answer_span,
+    collate,
+    encode,
+    lora_model,
+    lr_factor,
+    recipe_key,
+    save_adapter,
+    training_examples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +172,14 @@ class Trained:
             return generate(self.model, self.tok, prompts, max_new_tokens, batch_size=max(1, len(prompts)))
 
 
-_ENCODED: dict[tuple[str, int, int], list] = {}  # recipes of one length share their data within a process
+_ENCODED: dict[tuple[str, int, int, float], list] = {}  # recipes of one length share their data within a process
 
 
-def _encoded(task: Task, tok, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """`train_one`'s training rows of one task: n examples of the train split, encoded, shuffled by `seed`."""
-    key = (task.name, n, seed)
+def _encoded(task: Task, tok, n: int, seed: int, extra: float = 0.0) -> list[tuple[list[int], list[int]]]:
+    """`train_one`'s training rows of one task (`train.training_examples`), encoded, shuffled by `seed`."""
+    key = (task.name, n, seed, extra)
     if key not in _ENCODED:
-        rows = [encode(tok, ex.prompt, ex.answer) for ex in task.examples("train", n, seed=seed, distinct=False)]
+        rows = [encode(tok, ex.prompt, ex.answer) for ex in training_examples(task, n, seed, extra)]
         random.Random(seed).shuffle(rows)
         _ENCODED[key] = rows
     return _ENCODED[key]
@@ -187,7 +197,8 @@ def train_many(tasks: list[Task], args: argparse.Namespace, device: str = "cpu")
     n = len(tasks)
     swaps = stack_adapters(model, n)
     model.train()
-    data = [_encoded(task, tok, args.steps * args.batch_size, args.seed) for task in tasks]
+    extra = getattr(args, "extra_train", 0.0)
+    data = [_encoded(task, tok, args.steps * args.batch_size, args.seed, extra) for task in tasks]
     params = [p for *_, s in swaps for p in (s.A, s.B)]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, args.schedule))

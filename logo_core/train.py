@@ -97,6 +97,13 @@ def lora_model(model: nn.Module, rank: int, alpha: int) -> nn.Module:
     return get_peft_model(model, config)
 
 
+def training_examples(task: Task, n: int, seed: int, extra_share: float = 0.0) -> list:
+    """The `n` examples an adapter trains on: its task's train split (dev and test items are never trained on),
+    `extra_share` of them replaced by the task's train-only pseudo-items where it has them (`--extra-train`)."""
+    extra = task.extra_examples(round(extra_share * n), seed=seed)
+    return task.examples("train", n - len(extra), seed=seed, distinct=False) + extra
+
+
 def train_one(task: Task, args: argparse.Namespace) -> float:
     """Train one adapter and write it atomically to `args.out/<task>`. Returns the final mean loss."""
     from tqdm import tqdm
@@ -106,12 +113,8 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     base, tok = load_base()
     model = lora_model(base, args.rank, args.alpha)
     model.train()
-    n = args.steps * args.batch_size
-    extra = task.extra_examples(round(getattr(args, "extra_train", 0.0) * n), seed=args.seed)  # none for most tasks
-    data = [
-        encode(tok, ex.prompt, ex.answer)
-        for ex in task.examples("train", n - len(extra), seed=args.seed, distinct=False) + extra
-    ]  # the train split only (and train-only pseudo-items): dev and test items are never trained on
+    examples = training_examples(task, args.steps * args.batch_size, args.seed, getattr(args, "extra_train", 0.0))
+    data = [encode(tok, ex.prompt, ex.answer) for ex in examples]
     random.Random(args.seed).shuffle(data)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)

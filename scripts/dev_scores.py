@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 log = logging.getLogger(__name__)
 
 
-def score_pool(config: str, n: int, out: Path, threads: int) -> dict:
-    """{adapter: {task, digest, scores}}: per-prompt dev scores (0-100) of each adapter alone on its own task."""
+def score_pool(config: str, n: int, out: Path, threads: int, folder: Path | None = None) -> dict:
+    """{adapter: {task, digest, scores}}: per-prompt dev scores (0-100) of each adapter alone on its own task: the
+    pool's adapters, or those of `folder` (`<folder>/<task>/`, e.g. a recipe search's) instead."""
     from peft import PeftModel
 
     from logo_core.loading import load_base
@@ -39,27 +40,30 @@ def score_pool(config: str, n: int, out: Path, threads: int) -> dict:
     cache = json.loads(out.read_text()) if out.is_file() else {}
     base, tok = load_base(cfg.base_model)
     model = None
-    for a in cfg.adapters:
-        if a.name not in TASKS:
+    if folder is None:
+        found = [(a.name, cfg.adapter_dir(a)) for a in cfg.adapters]
+    else:
+        found = sorted((d.name, d) for d in folder.iterdir() if (d / "adapter_model.safetensors").is_file())
+    for name, path in found:
+        if name not in TASKS:
             continue  # an adapter with no task of the suite: nothing to score it on
-        path = cfg.adapter_dir(a)
         digest = hashlib.sha256((path / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
-        if cache.get(a.name, {}).get("digest") == digest and len(cache[a.name]["scores"]) == n:
+        if cache.get(name, {}).get("digest") == digest and len(cache[name]["scores"]) == n:
             continue
         if model is None:
-            model = PeftModel.from_pretrained(base, str(path), adapter_name=a.name).eval()
+            model = PeftModel.from_pretrained(base, str(path), adapter_name=name).eval()
         else:
-            model.load_adapter(str(path), adapter_name=a.name)
-        model.set_adapter(a.name)
-        task = TASKS[a.name]
+            model.load_adapter(str(path), adapter_name=name)
+        model.set_adapter(name)
+        task = TASKS[name]
         examples = task.examples("dev", n)
         answers = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=32)
         scores = [task.score(g, ex.answer) for g, ex in zip(answers, examples, strict=True)]
-        cache[a.name] = {"task": a.name, "family": task.family, "digest": digest, "scores": scores}
+        cache[name] = {"task": name, "family": task.family, "digest": digest, "scores": scores}
         if len(model.peft_config) > 1:
-            model.delete_adapter(a.name)  # keep one adapter loaded: the next one is loaded beside it, then set
+            model.delete_adapter(name)  # keep one adapter loaded: the next one is loaded beside it, then set
         out.write_text(json.dumps(cache, indent=0, ensure_ascii=False) + "\n")
-        log.info("%s: dev %.1f on %d prompts", a.name, sum(scores) / n, n)
+        log.info("%s: dev %.1f on %d prompts", name, sum(scores) / n, n)
     return cache
 
 
@@ -85,6 +89,22 @@ def table(cache: dict, bar: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_table(cache: dict, shipped: dict) -> str:
+    """Markdown: each adapter of `cache` against the shipped one of its task on the same dev prompts (paired)."""
+    from logo_core.intervals import fmt, paired
+
+    lines = ["| adapter | shipped | this | this - shipped (paired) |", "|---|---:|---:|---:|"]
+    both = [t for t in sorted(cache) if t in shipped and len(shipped[t]["scores"]) == len(cache[t]["scores"])]
+    for t in both:
+        a, b = torch.tensor(cache[t]["scores"]) / 100, torch.tensor(shipped[t]["scores"]) / 100
+        lines.append(f"| {t} | {100 * b.mean():.1f} | {100 * a.mean():.1f} | {fmt(paired(a, b))} |")
+    if both:
+        a = torch.cat([torch.tensor(cache[t]["scores"]) for t in both]) / 100
+        b = torch.cat([torch.tensor(shipped[t]["scores"]) for t in both]) / 100
+        lines.append(f"| all {len(both)} | {100 * b.mean():.1f} | {100 * a.mean():.1f} | {fmt(paired(a, b))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="adapters.yaml")
@@ -94,8 +114,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", default="docs/lab/dev_scores.md")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--doc", default=None, help="Also fill the `dev_scores` section of this Markdown file.")
+    p.add_argument(
+        "--adapters",
+        default=None,
+        help="Score the adapters of this folder (<folder>/<task>/) instead of the pool's, and pair each with the "
+        "shipped adapter of its task in the default --out (give another --out for these)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.adapters:
+        if Path(args.out) == Path(p.get_default("out")) or Path(args.table) == Path(p.get_default("table")):
+            p.error("--adapters: give --out and --table of their own (the defaults hold the shipped pool's scores)")
+        shipped = json.loads(Path(p.get_default("out")).read_text())
+        cache = score_pool(args.config, args.n, Path(args.out), args.threads, Path(args.adapters))
+        text = paired_table(cache, shipped)
+        Path(args.table).write_text(f"# {args.adapters} against the shipped adapters, on dev\n\n{text}")
+        print(text)
+        return
     cache = score_pool(args.config, args.n, Path(args.out), args.threads)
     text = table(cache, args.bar)
     Path(args.table).write_text(f"# Shipped adapters on dev\n\n`python scripts/dev_scores.py --n {args.n}`\n\n{text}")

@@ -111,3 +111,18 @@ def test_dev_scores_table_lists_the_weakest_first_and_marks_the_rule():
     assert [r[0] for r in rows[1:]] == ["| b", "| c", "| a"]
     assert rows[1][2].startswith("75.0 [") and rows[1][3] == "yes |" and rows[2][3] == " |"
     assert "Mean over 3 adapters: 81.7; worst 75.0." in mod.table(cache, 80.0)
+
+
+def test_dev_scores_pairs_other_adapters_with_the_shipped_ones_of_their_task():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "dev_scores.py"
+    spec = importlib.util.spec_from_file_location("dev_scores", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    shipped = {"a": {"scores": [0.0, 50.0, 100.0, 100.0]}, "b": {"scores": [100.0] * 4}, "c": {"scores": [0.0] * 2}}
+    other = {"a": {"scores": [100.0, 50.0, 100.0, 100.0]}, "c": {"scores": [100.0] * 3}}  # c: other prompts, left out
+    lines = mod.paired_table(other, shipped).splitlines()
+    assert lines[2].startswith("| a | 62.5 | 87.5 | 25.0 [")
+    assert lines[3].startswith("| all 1 | 62.5 | 87.5 | 25.0 [") and len(lines) == 4

@@ -90,10 +90,11 @@ def table(cache: dict, bar: float) -> str:
 
 
 def paired_table(cache: dict, shipped: dict) -> str:
-    """Markdown: each adapter of `cache` against the shipped one of its task on the same dev prompts (paired)."""
+    """Markdown: each adapter of `cache` against the one of its task in `shipped` (the shipped pool's, or another
+    folder's) on the same dev prompts, paired."""
     from logo_core.intervals import fmt, paired
 
-    lines = ["| adapter | shipped | this | this - shipped (paired) |", "|---|---:|---:|---:|"]
+    lines = ["| adapter | reference | this | this - reference (paired) |", "|---|---:|---:|---:|"]
     both = [t for t in sorted(cache) if t in shipped and len(shipped[t]["scores"]) == len(cache[t]["scores"])]
     for t in both:
         a, b = torch.tensor(cache[t]["scores"]) / 100, torch.tensor(shipped[t]["scores"]) / 100
@@ -120,15 +121,21 @@ def main(argv: list[str] | None = None) -> None:
         help="Score the adapters of this folder (<folder>/<task>/) instead of the pool's, and pair each with the "
         "shipped adapter of its task in the default --out (give another --out for these)",
     )
+    p.add_argument(
+        "--against",
+        default=None,
+        help="With --adapters: pair with the scores in this JSON (another folder's --out) instead of the shipped ones",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.adapters:
         if Path(args.out) == Path(p.get_default("out")) or Path(args.table) == Path(p.get_default("table")):
             p.error("--adapters: give --out and --table of their own (the defaults hold the shipped pool's scores)")
-        shipped = json.loads(Path(p.get_default("out")).read_text())
+        shipped = json.loads(Path(args.against or p.get_default("out")).read_text())
         cache = score_pool(args.config, args.n, Path(args.out), args.threads, Path(args.adapters))
         text = paired_table(cache, shipped)
-        Path(args.table).write_text(f"# {args.adapters} against the shipped adapters, on dev\n\n{text}")
+        against = args.against or "the shipped adapters"
+        Path(args.table).write_text(f"# {args.adapters} against {against} (reference), on dev\n\n{text}")
         print(text)
         return
     cache = score_pool(args.config, args.n, Path(args.out), args.threads)

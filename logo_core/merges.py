@@ -106,7 +106,6 @@ def run(engine, split: str, n: int, cache_path: Path, families: dict[str, str], 
             for (_, t, ex, _), g in zip(part, outs):
                 cache[f"{scheme}|{ex.prompt}"] = {
                     "task": t.name,
-                    "family": t.family,
                     "unseen": t.unseen,
                     "score": t.score(g.text, ex.answer),
                 }
@@ -180,10 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     from .lab import pool_hash
     from .registry import load_config
 
-    pool = pool_hash(load_config(args.config))
+    cfg = load_config(args.config)
+    pool = pool_hash(cfg)
     # the answers depend on the routing too: a new default (the lab's --apply) must not read the old one's answers
     routing = hashlib.sha256(json.dumps(engine.route_options(k=3).trace(), sort_keys=True).encode()).hexdigest()[:8]
-    families = {a.name: a.family for a in load_config(args.config).adapters}
+    families = {a.name: a.family for a in cfg.adapters}
     results = run(engine, args.split, args.n, out / f"cache-{args.split}-{pool}-{routing}.json", families)
     text = f"Pool `{args.config}` (sha256 of its weights {pool}). " + report(results, args.split, args.n)
     (out / f"{args.split}.md").write_text(text)

@@ -197,7 +197,7 @@ def train_many(tasks: list[Task], args: argparse.Namespace, device: str = "cpu")
     n = len(tasks)
     swaps = stack_adapters(model, n)
     model.train()
-    extra = getattr(args, "extra_train", 0.0)
+    extra = args.extra_train
     data = [_encoded(task, tok, args.steps * args.batch_size, args.seed, extra) for task in tasks]
     params = [p for *_, s in swaps for p in (s.A, s.B)]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)

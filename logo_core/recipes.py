@@ -39,20 +39,26 @@ def parse_recipe(text: str, base: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def dev_scores(model, tok, task, n: int) -> list[float]:
+    """Per-prompt scores (0-100) of `model` (an adapter applied) on the first `n` dev prompts of `task` (greedy):
+    the one measurement the recipe search and `scripts/dev_scores.py` share."""
+    from .tasks.check import generate
+
+    examples = task.examples("dev", n)
+    answers = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=32)
+    return [task.score(a, ex.answer) for a, ex in zip(answers, examples, strict=True)]
+
+
 def score_dev(task_name: str, adapter_dir: Path, n: int) -> float:
     """Mean dev score of one adapter alone (PEFT, greedy), on `n` dev prompts of its own task."""
     from peft import PeftModel
 
     from .loading import load_base
     from .tasks import get_task
-    from .tasks.check import generate
 
-    task = get_task(task_name)
     base, tok = load_base()
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    examples = task.examples("dev", n)
-    answers = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=32)
-    return sum(task.score(a, ex.answer) for a, ex in zip(answers, examples)) / n
+    return sum(dev_scores(model, tok, get_task(task_name), n)) / n
 
 
 DATA = "items-v4"  # item spaces and rules: v1 the first pool's, v2 wider names (docs/pool.md), v3 Russian by

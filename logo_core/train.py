@@ -113,7 +113,7 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     base, tok = load_base()
     model = lora_model(base, args.rank, args.alpha)
     model.train()
-    examples = training_examples(task, args.steps * args.batch_size, args.seed, getattr(args, "extra_train", 0.0))
+    examples = training_examples(task, args.steps * args.batch_size, args.seed, args.extra_train)
     data = [encode(tok, ex.prompt, ex.answer) for ex in examples]
     random.Random(args.seed).shuffle(data)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -164,7 +164,7 @@ def lr_factor(step: int, steps: int, schedule: str) -> float:
 
 def recipe_key(args: argparse.Namespace) -> str:
     """The recipe as one readable string (every adapter of a pool shares it)."""
-    extra = getattr(args, "extra_train", 0.0)
+    extra = args.extra_train
     return (
         f"steps{args.steps}-b{args.batch_size}-lr{args.lr:g}-{args.schedule}-r{args.rank}-a{args.alpha}"
         f"-{'bf16' if args.bf16 else 'fp32'}-seed{args.seed}" + (f"-extra{extra:g}" if extra else "")

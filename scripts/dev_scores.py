@@ -31,9 +31,9 @@ def score_pool(config: str, n: int, out: Path, threads: int, folder: Path | None
     from peft import PeftModel
 
     from logo_core.loading import load_base
+    from logo_core.recipes import dev_scores
     from logo_core.registry import load_config
     from logo_core.tasks import TASKS
-    from logo_core.tasks.check import generate
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
@@ -56,9 +56,7 @@ def score_pool(config: str, n: int, out: Path, threads: int, folder: Path | None
             model.load_adapter(str(path), adapter_name=name)
         model.set_adapter(name)
         task = TASKS[name]
-        examples = task.examples("dev", n)
-        answers = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=32)
-        scores = [task.score(g, ex.answer) for g, ex in zip(answers, examples, strict=True)]
+        scores = dev_scores(model, tok, task, n)
         cache[name] = {"task": name, "family": task.family, "digest": digest, "scores": scores}
         if len(model.peft_config) > 1:
             model.delete_adapter(name)  # keep one adapter loaded: the next one is loaded beside it, then set

@@ -126,3 +126,24 @@ def test_dev_scores_pairs_other_adapters_with_the_shipped_ones_of_their_task():
     lines = mod.paired_table(other, shipped).splitlines()
     assert lines[2].startswith("| a | 62.5 | 87.5 | 25.0 [")
     assert lines[3].startswith("| all 1 | 62.5 | 87.5 | 25.0 [") and len(lines) == 4
+
+
+def test_dev_scores_scores_each_prompt_with_the_adapter_applied():
+    """`recipes.dev_scores`, the one dev measurement of the recipe search and `scripts/dev_scores.py`: one score
+    per dev prompt, from answers generated with the adapter on (the base model alone cannot convert units)."""
+    from peft import PeftModel
+
+    from logo_core.loading import load_base
+    from logo_core.recipes import dev_scores
+    from logo_core.registry import load_config
+
+    cfg = load_config("adapters.yaml")
+    base, tok = load_base(cfg.base_model)
+    adapter = next(a for a in cfg.adapters if a.name == "units_kg_g")
+    model = PeftModel.from_pretrained(base, str(cfg.adapter_dir(adapter))).eval()
+    task = TASKS["units_kg_g"]
+    scores = dev_scores(model, tok, task, 4)
+    with model.disable_adapter():
+        plain = dev_scores(model, tok, task, 4)
+    assert len(scores) == len(plain) == 4 and all(0 <= s <= 100 for s in scores + plain)
+    assert statistics.fmean(scores) >= 75 > statistics.fmean(plain)

@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -699,6 +700,36 @@ def choose_gate(rows: list[dict], st: Setting) -> tuple[str, str | int]:
     return best["signal"], best.get("module", st.module)
 
 
+def abstained(lab: Lab, st: Setting, gate: tuple[str, str | int], tau: float, shortest: int, split: str) -> Tensor:
+    """[P] bool: the prompts of `split` that the gate sends to the base model (under `tau`, or too short)."""
+    idx = lab.index[split]
+    short = lab.tokens[idx] < shortest if lab.tokens is not None else torch.zeros(len(idx), dtype=torch.bool)
+    return (gate_margin(lab, st, gate, split) < tau) | short
+
+
+def unseen_by_task(lab: Lab, st: Setting, ab: dict, split: str) -> list[dict]:
+    """Per unseen task whose family has adapters, on `split`: how often the top-1 is in its family, how often the
+    gate abstains, both together (an abstained prompt chose no adapter: what the evaluation counts), and the
+    adapters most often on top. Where the unseen family hit is lost, task by task."""
+    idx = lab.index[split]
+    top1 = lab.ranking(st, lab.scores(st, idx), idx)[:, 0].tolist()
+    off = abstained(lab, st, (ab["signal"], ab["module"]), ab["threshold"], ab["min_tokens"], split).tolist()
+    names, fams = lab.pool.names, lab.pool.families
+    rows: dict[str, dict] = {}
+    for j, i in enumerate(idx.tolist()):
+        p = lab.prompts[i]
+        if not (p.unseen and p.family in fams):
+            continue
+        r = rows.setdefault(p.task, {"task": p.task, "family": p.family, "n": 0, "hit": 0, "abstained": 0, "both": 0})
+        hit = fams[top1[j]] == p.family
+        r["n"] += 1
+        r["hit"] += hit
+        r["abstained"] += off[j]
+        r["both"] += hit and not off[j]
+        r.setdefault("top", Counter())[names[top1[j]]] += 1
+    return [{**r, "top": r["top"].most_common(2)} for r in rows.values()]
+
+
 def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) -> dict:
     """Choose the abstain threshold on dev by each rule and report them; `threshold` is the `target` rule's.
 
@@ -724,9 +755,7 @@ def abstain(lab: Lab, st: Setting, gate: tuple[str, str] | str | None = None) ->
         fig = {"threshold": tau, "chosen_on": ABSTAIN_RULES[rule]}
         for split in (s for s in ABSTAIN_SPLITS if s in lab.index):
             idx = lab.index[split]
-            m = gate_margin(lab, st, gate, split)
-            short = lab.tokens[idx] < shortest if lab.tokens is not None else torch.zeros(len(idx), dtype=torch.bool)
-            off = (m < tau) | short
+            off = abstained(lab, st, gate, tau, shortest, split)
             fig[split] = bootstrap(off.float())
             if split in ("dev", "people_dev", "test", "people"):
                 h = hits(lab, st, split)["own_top1"]
@@ -839,6 +868,35 @@ def report(lab: Lab, chosen: Setting, rows: list[dict], previous: Setting | None
             lost = fmt(fig[f"{split}_lost"]) if f"{split}_lost" in fig else ""
             lines.append(f"| {rule} | {fig['threshold']:.3f} | {split} | {fmt(fig[split])} | {lost} |")
     lines += ["", *(f"- {rule}: {text}" for rule, text in ABSTAIN_RULES.items())]
+    lines += [
+        "",
+        "## Unseen tasks one by one",
+        "",
+        "The chosen setting on the tasks without an adapter whose family has adapters: how often the top-1 adapter is "
+        "of the prompt's family, how often the `target` gate sends the prompt to the base model, and both (a "
+        "family hit that was not abstained: what `make eval` reports as the unseen family hit).",
+    ]
+    data["unseen_by_task"] = {}
+    for split, title in (("test", "template test prompts"), ("people", "people-style test prompts")):
+        rows = unseen_by_task(lab, chosen, ab, split)
+        data["unseen_by_task"][split] = rows
+        lines += [
+            "",
+            f"| task ({title}) | family | prompts | family hit | abstained | family hit, not abstained | top-1 most often |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            top = ", ".join(f"{name} ({count})" for name, count in r["top"])
+            lines.append(
+                f"| {r['task']} | {r['family']} | {r['n']} | {100 * r['hit'] / r['n']:.0f} | "
+                f"{100 * r['abstained'] / r['n']:.0f} | {100 * r['both'] / r['n']:.0f} | {top} |"
+            )
+        n = sum(r["n"] for r in rows)
+        if n:
+            lines.append(
+                f"| all | | {n} | {100 * sum(r['hit'] for r in rows) / n:.1f} | "
+                f"{100 * sum(r['abstained'] for r in rows) / n:.1f} | {100 * sum(r['both'] for r in rows) / n:.1f} | |"
+            )
     return "\n".join(lines) + "\n", data
 
 

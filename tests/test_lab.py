@@ -190,6 +190,28 @@ def test_the_abstain_gate_may_read_other_modules_than_routing():
     assert fields["abstain_signal"] == "same"
 
 
+def test_unseen_tasks_one_by_one_count_family_hits_abstentions_and_both():
+    """Where the unseen family hit is lost: per unseen task (whose family has adapters) the top-1's family, the
+    gate's abstentions (threshold or too short), both together, and the adapters most often on top; seen tasks and
+    unseen tasks of a family without adapters are left out."""
+    prompts = [lab.Prompt(f"u{i}", "f_new", "f", True, "test") for i in range(4)]
+    prompts += [lab.Prompt("s", "f_a", "f", False, "test"), lab.Prompt("o", "g_new", "g", True, "test")]
+    fake = lab.Lab.__new__(lab.Lab)
+    fake.prompts, fake.tokens = prompts, torch.tensor([9, 9, 9, 2, 9, 9])
+    fake.pool = lab.PoolFactors(["f_a", "f_b", "h_a"], ["f", "f", "h"], {}, {})
+    fake.index = {"test": torch.arange(len(prompts))}
+    table = torch.tensor([[3.0, 1, 0], [1, 4, 0], [0, 1, 5], [2, 0, 1], [5, 0, 0], [0, 0, 5]])
+    fake.scores = lambda st, idx: table[idx]  # u0 -> f_a, u1 -> f_b (under the threshold), u2 -> h_a, u3 short
+    st = lab.Setting("subspace", "both", "residual", "both", "z_after", "0:30")
+    ab = {"signal": "subspace", "module": "both", "threshold": 4.5, "min_tokens": 3}
+    (row,) = lab.unseen_by_task(fake, st, ab, "test")
+    assert (row["task"], row["n"], row["hit"], row["abstained"], row["both"]) == ("f_new", 4, 3, 3, 0)
+    assert row["top"] == [("f_a", 2), ("f_b", 1)]
+    ab["threshold"] = 0.5
+    (row,) = lab.unseen_by_task(fake, st, ab, "test")
+    assert (row["abstained"], row["both"]) == (1, 2)  # only the short prompt abstains
+
+
 def test_rescore_reuses_the_grid_of_this_pool_only(tmp_path):
     rows = [{"setting": lab.asdict(lab.Setting()), "own_top1": 50.0, "family_hit": 90.0, "people_top1": 40.0}]
     rows.append({**rows[0], "setting": lab.asdict(lab.Setting("subspace")), "own_top1": 60.0})

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -285,10 +285,12 @@ class AdapterFile:
 
     name: str
     path: Path
-    scale: float  # s = alpha / r (or alpha / sqrt(r) with rsLoRA)
-    rank: int
+    scale: float  # s = alpha / r (or alpha / sqrt(r) with rsLoRA) of the config's r and lora_alpha
+    rank: int  # the largest rank of its modules
     keys: dict[tuple[int, str], tuple[str, str]]  # (block, module) -> (A key, B key)
     sha256: str = ""  # of adapter_model.safetensors: a trace names exactly the weights it used
+    scales: dict[tuple[int, str], float] = field(default_factory=dict)  # per (block, module), where rank_pattern
+    # or alpha_pattern give a module its own r or alpha (PEFT's per-module LoRA); `scale` elsewhere
 
     @property
     def modules(self) -> set[str]:
@@ -304,7 +306,7 @@ class AdapterFile:
         with safe_open(self.path, framework="pt") as f:
             for bm, (a, b) in wanted.items():
                 B = f.get_tensor(b)
-                out[bm] = (f.get_tensor(a), (self.scale * B.float()).to(B.dtype))
+                out[bm] = (f.get_tensor(a), (self.scales.get(bm, self.scale) * B.float()).to(B.dtype))
         return out
 
 
@@ -338,6 +340,19 @@ def save_peft_adapter(mixture, model: nn.Module, directory: Path, base_model: st
         r=R, lora_alpha=R, target_modules=targets, task_type="CAUSAL_LM", base_model_name_or_path=base_model or None
     ).save_pretrained(directory)
     return directory
+
+
+def module_rank_alpha(config, module: str) -> tuple[int, float]:
+    """(r, lora_alpha) of one adapted module (its full name, `model.layers.3.mlp.down_proj`) as PEFT resolves them:
+    a `rank_pattern` / `alpha_pattern` key that matches the end of the name wins over the config's r and alpha."""
+    from peft.utils.other import get_pattern_key
+
+    r, alpha = config.r, config.lora_alpha
+    if config.rank_pattern:
+        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), module), r)
+    if config.alpha_pattern:
+        alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), module), alpha)
+    return r, alpha
 
 
 def lora_scale(alpha: float, r: int, rslora: bool) -> float:
@@ -409,12 +424,22 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         raise fail(f"adapter_config.json is not a valid LoRA config: {e}") from None
     if getattr(config, "peft_type", None) is not None and str(config.peft_type).split(".")[-1] != "LORA":
         raise fail(f"peft_type is {config.peft_type}, only LORA is supported")
-    if config.rank_pattern or config.alpha_pattern or config.use_dora or config.fan_in_fan_out:
-        raise fail("rank_pattern/alpha_pattern, DoRA and fan_in_fan_out adapters are not supported")
+    if config.use_dora or config.fan_in_fan_out:
+        raise fail("DoRA and fan_in_fan_out adapters are not supported")
+    for pattern in ("rank_pattern", "alpha_pattern"):
+        for key, value in (getattr(config, pattern) or {}).items():
+            if pattern == "rank_pattern" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise fail(f"adapter_config.json: `rank_pattern` {key!r} must be a positive integer, got {value!r}")
+            if pattern == "alpha_pattern" and not _positive_finite(value):
+                raise fail(
+                    f"adapter_config.json: `alpha_pattern` {key!r} must be a positive finite number, got {value!r}"
+                )
 
     layers = decoder_layers(model)
     paths = module_paths(model)
     keys: dict[tuple[int, str], dict[str, str]] = {}
+    scales: dict[tuple[int, str], float] = {}
+    ranks: dict[tuple[int, str], int] = {}
     any_nonzero = False
     try:
         with safe_open(weights, framework="pt") as f:
@@ -442,13 +467,15 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
                     )
                 layer = layers[block].get_submodule(paths[module])
                 D_in, D_out = linear_shape(layer)
-                if A.shape != (r, D_in) or B.shape != (D_out, r):
+                r_bm, alpha_bm = module_rank_alpha(config, f"model.layers.{block}.{paths[module]}")
+                if A.shape != (r_bm, D_in) or B.shape != (D_out, r_bm):
                     raise fail(
                         f"block {block} {module}: shapes A {tuple(A.shape)}, B {tuple(B.shape)} do not fit "
-                        f"r = {r} (adapter_config.json) and the base layer ({D_out} x {D_in})"
+                        f"r = {r_bm} (adapter_config.json) and the base layer ({D_out} x {D_in})"
                     )
                 A, B = A.float(), B.float()  # fp8 has no isfinite
-                scale = float(lora_scale(alpha, r, bool(config.use_rslora)))  # r is the tensors' rank now
+                scale = float(lora_scale(alpha_bm, r_bm, bool(config.use_rslora)))  # r is the tensors' rank now
+                scales[(block, module)], ranks[(block, module)] = scale, r_bm
                 if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
                     raise fail(f"block {block} {module}: weights contain NaN or inf")
                 # |s B A| <= s |B| |A| (Frobenius), cheap for hundreds of adapters. A trained update is a
@@ -470,8 +497,9 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     return AdapterFile(
         name=name,
         path=weights,
-        scale=scale,
-        rank=r,
+        scale=float(lora_scale(alpha, r, bool(config.use_rslora))),
+        rank=max(ranks.values()),
         keys={bm: (ab["A"], ab["B"]) for bm, ab in keys.items()},
+        scales=scales,
         sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
     )

@@ -778,6 +778,15 @@ BROKEN = {  # kind: (how to break a good adapter, what the message says)
     "r_huge": (lambda p: _config(p, r=10**400), "do not fit r = 1000"),  # was an OverflowError in alpha / r
     "r_mismatch": (lambda p: _config(p, r=8), "do not fit r = 8 (adapter_config.json)"),
     "rslora_string": (lambda p: _config(p, use_rslora="false"), "`use_rslora` must be true or false, got 'false'"),
+    "rank_pattern_zero": (
+        lambda p: _config(p, rank_pattern={"v_proj": 0}),
+        "`rank_pattern` 'v_proj' must be a positive integer, got 0",
+    ),
+    "rank_pattern_mismatch": (lambda p: _config(p, rank_pattern={"v_proj": 2}), "v_proj: shapes"),  # the file is r 4
+    "alpha_pattern_nan": (
+        lambda p: _config(p, alpha_pattern={"q_proj": NAN}),
+        "`alpha_pattern` 'q_proj' must be a positive finite number, got nan",
+    ),
     "dora": (lambda p: _config(p, use_dora=True), "DoRA"),
     "prefix_tuning": (lambda p: _config(p, peft_type="PREFIX_TUNING"), "only LORA is supported"),
     "nan_weights": (

@@ -281,6 +281,38 @@ def test_mixture_equals_peft_prefill_and_decoding(setup, names, weights, fold):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_per_module_rank_and_alpha_apply_as_peft_applies_them(tiny_tok, tmp_path):
+    """PEFT's `rank_pattern` / `alpha_pattern` (a module with its own r and alpha: here a rank-2 down_proj beside
+    rank-4 q_proj and v_proj) load with each module's own rank and scale, and the mixture computes PEFT's model."""
+    from peft import PeftModel
+
+    model = tiny_model(ARCHS[0], len(tiny_tok), n_layers=N_LAYERS)
+    reference = copy.deepcopy(model)
+    path = make_adapter(
+        model,
+        tmp_path / "p",
+        seed=4,
+        r=4,
+        alpha=8,
+        targets=("q_proj", "v_proj", "down_proj"),
+        rank_pattern={"down_proj": 2},
+        alpha_pattern={"down_proj": 6},
+    )
+    engine = tiny_engine(model, tiny_tok, tmp_path, {"p": path}, k=1)
+    f = engine.pool.files[0]
+    assert (f.rank, f.scale, f.scales[(1, "q_proj")], f.scales[(1, "down_proj")]) == (4, 2.0, 2.0, 3.0)
+    assert f.read([(1, "down_proj")])[(1, "down_proj")][0].shape[0] == 2
+    peft_model = PeftModel.from_pretrained(reference, str(path)).eval()
+    view = attach(engine.model, engine.decoder.mixture_for([Routing("", {}, ["p"], {"p": 1.0}, {})]))
+    enc = encode(engine, PROMPTS[:2])
+    with torch.no_grad():
+        ours, theirs = view(**enc).logits, peft_model(**enc).logits
+        with peft_model.disable_adapter():
+            without = peft_model(**enc).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert (ours - without).abs().max() > 1e-2
+
+
 def test_mixture_equals_reference_loop(setup):
     """The concatenated fast path equals sum_i w_i s_i B_i A_i x computed adapter by adapter."""
     engine, _, adapters = setup

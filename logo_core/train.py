@@ -89,11 +89,39 @@ def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
     )
 
 
-def lora_model(model: nn.Module, rank: int, alpha: int) -> nn.Module:
-    """Wrap the base model with a fresh LoRA on q_proj and v_proj (the paper's FLAN adapters' targets)."""
+PROBED = ("q_proj", "v_proj")  # always adapted, at the recipe's rank: what the router reads
+
+
+def extra_modules(text: str) -> dict[str, int]:
+    """`--extra-modules "down_proj:2,o_proj:4"` -> {module: rank}: modules adapted beside q_proj and v_proj, each
+    at its own rank (PEFT's rank_pattern), with the recipe's alpha / rank kept (so the same scale)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, rank = part.partition(":")
+        if not name.isidentifier() or not rank.isdigit() or int(rank) <= 0 or name in PROBED:
+            raise argparse.ArgumentTypeError(
+                f"--extra-modules: {part!r} is not name:rank (e.g. down_proj:2; q_proj and v_proj are always "
+                "adapted at --rank)"
+            )
+        out[name] = int(rank)
+    return out
+
+
+def lora_model(model: nn.Module, rank: int, alpha: int, extra: dict[str, int] | None = None) -> nn.Module:
+    """Wrap the base model with a fresh LoRA on q_proj and v_proj (the paper's FLAN adapters' targets), plus
+    `extra` modules at their own ranks where a recipe adds them (alpha / rank kept, so every module's scale is
+    the same)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    extra = extra or {}
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=[*PROBED, *extra],
+        rank_pattern=dict(extra),
+        alpha_pattern={m: r * alpha / rank for m, r in extra.items()},
+    )
     return get_peft_model(model, config)
 
 
@@ -111,7 +139,7 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     base, tok = load_base()
-    model = lora_model(base, args.rank, args.alpha)
+    model = lora_model(base, args.rank, args.alpha, args.extra_modules)
     model.train()
     examples = training_examples(task, args.steps * args.batch_size, args.seed, args.extra_train)
     data = [encode(tok, ex.prompt, ex.answer) for ex in examples]
@@ -167,7 +195,9 @@ def recipe_key(args: argparse.Namespace) -> str:
     extra = args.extra_train
     return (
         f"steps{args.steps}-b{args.batch_size}-lr{args.lr:g}-{args.schedule}-r{args.rank}-a{args.alpha}"
-        f"-{'bf16' if args.bf16 else 'fp32'}-seed{args.seed}" + (f"-extra{extra:g}" if extra else "")
+        f"-{'bf16' if args.bf16 else 'fp32'}-seed{args.seed}"
+        + (f"-extra{extra:g}" if extra else "")
+        + "".join(f"-{m}{r}" for m, r in args.extra_modules.items())
     )
 
 
@@ -270,6 +300,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="Share of each adapter's training examples drawn from its task's train-only pseudo-items "
         "(transliteration: pseudo-names); tasks without them train on their own items alone.",
+    )
+    p.add_argument(
+        "--extra-modules",
+        type=extra_modules,
+        default={},
+        help='Modules adapted beside q_proj and v_proj, each at its own rank: "down_proj:2,o_proj:4" (the size '
+        "of the pool grows; the router still reads q_proj and v_proj).",
     )
     p.add_argument("--out", default="assets/adapters", help="Adapters go to OUT/<task>/.")
     p.add_argument("--config", default="adapters.yaml", help="Pool file to add the adapters to.")

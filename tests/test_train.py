@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -71,6 +72,37 @@ def test_two_steps_train_and_save_fp16(tiny, tmp_path):
         assert len(keys) == 2 * 2 * 2  # blocks x modules x (A, B)
         assert all(f.get_tensor(k).dtype == torch.float16 for k in keys)
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())  # atomic write left no temp dir
+
+
+def test_extra_modules_train_at_their_own_rank_and_load_with_their_own_scale(tiny, tmp_path):
+    """`--extra-modules down_proj:2`: down_proj is adapted at rank 2 beside q_proj and v_proj at the recipe's rank,
+    with the same alpha / rank; the saved adapter (PEFT's rank_pattern) loads in the engine with those ranks and
+    one scale everywhere, and the recipe key names it (the plain recipe's key is unchanged)."""
+    from logo_core.loading import load_adapter
+    from logo_core.train import extra_modules, parse_args, recipe_key
+
+    model = lora_model(tiny, rank=4, alpha=8, extra=extra_modules("down_proj:2"))
+    batch = collate(ROWS, pad_id=0, max_len=32)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    for _ in range(2):
+        answer_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad()
+    save_adapter(model, tmp_path / "demo")
+    f = load_adapter("demo", tmp_path / "demo", model.get_base_model())
+    ranks = {m: f.read([(0, m)])[(0, m)][0].shape[0] for m in ("q_proj", "v_proj", "down_proj")}
+    assert ranks == {"q_proj": 4, "v_proj": 4, "down_proj": 2} and f.rank == 4
+    assert set(f.scales.values()) == {2.0} and f.scale == 2.0
+    args = parse_args(["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16"])
+    assert recipe_key(args) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0"
+    args = parse_args(
+        ["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16", "--extra-modules", "down_proj:2"]
+    )
+    assert recipe_key(args) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0-down_proj2"
+    for bad in ("down_proj", "down_proj:0", "q_proj:4", "down_proj:x", "../x:2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not name:rank"):
+            extra_modules(bad)
 
 
 def test_register_keeps_comments_and_replaces_entries(tmp_path):

@@ -22,18 +22,21 @@ def _args(out, **kw) -> argparse.Namespace:
 
 
 @pytest.mark.slow
-def test_train_many_takes_the_steps_of_separate_runs(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"down_proj": 2}], ids=["q_v", "q_v_down2"])
+def test_train_many_takes_the_steps_of_separate_runs(tmp_path, extra):
     """Two siblings of different answer lengths trained in one batch end where each one's own run ends:
-    per-adapter loss means, per-adapter clipping and elementwise AdamW make the batching invisible."""
+    per-adapter loss means, per-adapter clipping and elementwise AdamW make the batching invisible (also with a
+    module of its own rank beside q_proj and v_proj, `--extra-modules`)."""
     tasks = [get_task("number_words_de"), get_task("units_kg_g")]
     for t in tasks:
-        train_one(t, _args(tmp_path / "one"))
-    trained = multilora.train_many(tasks, _args(tmp_path / "many"))
+        train_one(t, _args(tmp_path / "one", extra_modules=extra))
+    trained = multilora.train_many(tasks, _args(tmp_path / "many", extra_modules=extra))
     trained.save(tmp_path / "many")
     for t in tasks:
         one = load_file(str(tmp_path / "one" / t.name / "adapter_model.safetensors"))
         many = load_file(str(tmp_path / "many" / t.name / "adapter_model.safetensors"))
-        assert one.keys() == many.keys() and len(one) == 2 * 2 * 30  # A and B of q and v in 30 blocks
+        assert one.keys() == many.keys() and len(one) == 2 * (2 + len(extra)) * 30  # A and B of each module, 30 blocks
+        assert all(one[k].shape[0] == 2 for k in one if "down_proj.lora_A" in k)
         for k in one:
             a, b = one[k].float(), many[k].float()
             assert a.abs().max() > 0  # trained (B starts at 0)

@@ -147,3 +147,24 @@ def test_dev_scores_scores_each_prompt_with_the_adapter_applied():
         plain = dev_scores(model, tok, task, 4)
     assert len(scores) == len(plain) == 4 and all(0 <= s <= 100 for s in scores + plain)
     assert statistics.fmean(scores) >= 75 > statistics.fmean(plain)
+
+
+def test_the_shipped_pool_fits_its_budget_and_adapts_the_probed_modules():
+    """Issue 22's bar: the pool on disk is at most 60 MB, and every adapter adapts q_proj and v_proj in every block
+    (what the router reads), whatever else a recipe adds (`--extra-modules`)."""
+    from safetensors import safe_open
+
+    from logo_core.registry import load_config
+
+    cfg = load_config("adapters.yaml")
+    files = [cfg.adapter_dir(a) / "adapter_model.safetensors" for a in cfg.adapters]
+    assert sum(f.stat().st_size for f in files) <= 60e6
+    for f in files:
+        with safe_open(f, framework="pt") as weights:
+            sites = {
+                (k.split("layers.")[1].split(".")[0], m)
+                for k in weights.keys()
+                for m in ("q_proj", "v_proj")
+                if f".{m}." in k
+            }
+        assert len(sites) == 2 * 30, f"{f.parent.name} does not adapt q_proj and v_proj in all 30 blocks"

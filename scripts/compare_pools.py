@@ -123,7 +123,8 @@ def main() -> None:
     hits: dict[tuple, torch.Tensor] = {}
     tops: dict[tuple, list[str]] = {}
     for name, cfg in pools.items():  # routing first: the cross condition answers with one pool what the other chose
-        lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model))
+        tokens = L.token_source(cfg, loaded, prompts, Path(args.cache))  # the token evidence of this pool's adapters
+        lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model), None, tokens)
         for split in ("dev", "people_dev"):
             idx = torch.tensor([i for i in lab.index[split].tolist() if prompts[i].task in both], dtype=torch.long)
             tops[name, split] = [both[j] for j in lab.scores(st, idx).argmax(-1).tolist()]

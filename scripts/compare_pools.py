@@ -67,6 +67,18 @@ def dev_prompts(shipped, n: int) -> list[L.Prompt]:
     return prompts
 
 
+def route(cfg, loaded, prompts: list[L.Prompt], vectors, st, both: list[str], cache: Path) -> dict[str, list[str]]:
+    """{split: the top-1 task of each dev and people_dev prompt of the `both` tasks, in prompt order}, routed among
+    `cfg`'s adapters with setting `st` as the router does (the lab's arithmetic; the token evidence of this pool's own
+    adapters, since the default reads it)."""
+    lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model), None, L.token_source(cfg, loaded, prompts, cache))
+    out = {}
+    for split in ("dev", "people_dev"):
+        idx = torch.tensor([i for i in lab.index.get(split, torch.tensor([])).tolist() if prompts[i].task in both])
+        out[split] = [both[j] for j in lab.scores(st, idx.long()).argmax(-1).tolist()] if len(idx) else []
+    return out
+
+
 def answers(base, tok, jobs: list[tuple[str, str, int]], adapter_dir, cache: dict) -> list[str]:
     """Greedy answers to (prompt, adapter name, max new tokens) jobs, each with its adapter alone (PEFT).
 
@@ -123,14 +135,10 @@ def main() -> None:
     hits: dict[tuple, torch.Tensor] = {}
     tops: dict[tuple, list[str]] = {}
     for name, cfg in pools.items():  # routing first: the cross condition answers with one pool what the other chose
-        tokens = L.token_source(cfg, loaded, prompts, Path(args.cache))  # the token evidence of this pool's adapters
-        lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model), None, tokens)
-        for split in ("dev", "people_dev"):
-            idx = torch.tensor([i for i in lab.index[split].tolist() if prompts[i].task in both], dtype=torch.long)
-            tops[name, split] = [both[j] for j in lab.scores(st, idx).argmax(-1).tolist()]
-            hits[name, split, "own top-1"] = torch.tensor(
-                [float(t == q.task) for t, q in zip(tops[name, split], [prompts[i] for i in idx.tolist()])]
-            )
+        for split, chosen in route(cfg, loaded, prompts, vectors, st, both, Path(args.cache)).items():
+            tops[name, split] = chosen
+            rows = [q for q in prompts if q.split == split and q.task in both]
+            hits[name, split, "own top-1"] = torch.tensor([float(t == q.task) for t, q in zip(chosen, rows)])
     for name, cfg in pools.items():
         dirs = {a.name: cfg.adapter_dir(a) for a in cfg.adapters}
         for split in ("dev", "people_dev"):

@@ -168,3 +168,38 @@ def test_the_shipped_pool_fits_its_budget_and_adapts_the_probed_modules():
                 if f".{m}." in k
             }
         assert len(sites) == 2 * 30, f"{f.parent.name} does not adapt q_proj and v_proj in all 30 blocks"
+
+
+def test_compare_pools_routes_each_pool_as_the_router_does(tmp_path):
+    """scripts/compare_pools.py (the rule that decides whether a retrained pool ships) routes with the shipped
+    default, token evidence included (it once failed there): two pools holding the same three shipped adapters route
+    every dev prompt alike, and to its own task."""
+    import importlib.util
+
+    from logo_core import lab as L
+    from logo_core.loading import load
+    from logo_core.registry import load_config
+
+    spec = importlib.util.spec_from_file_location("compare_pools", Path("scripts") / "compare_pools.py")
+    cp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cp)
+    three = {"date_fr", "units_kg_g", "case_snake"}
+    cfg = load_config("adapters.yaml")
+    (tmp_path / "pool").mkdir()
+    for a in cfg.adapters:
+        if a.name in three:
+            (tmp_path / "pool" / a.name).symlink_to(cfg.adapter_dir(a).resolve())
+    shipped, pools, both = cp.shared_pools("adapters.yaml", str(tmp_path / "pool"))
+    assert set(both) == three
+    prompts = [q for s in ("dev", "people_dev") for q in L.split_prompts(s, 2, seed=5) if q.task in three]
+    prompts += [L.Prompt(t, "", "", False, "background") for t in L.background_prompts(shipped)]
+    prompts += [L.Prompt(t, "", "", False, "neutral") for t in shipped.neutral_prompts]
+    loaded = load(shipped.base_model)
+    vectors = L.cached_vectors(shipped, loaded, prompts, tmp_path / "cache")
+    st = L.library_setting(shipped.defaults)
+    assert st.token_weight  # the shipped default reads token evidence
+    got = {name: cp.route(c, loaded, prompts, vectors, st, both, tmp_path / "cache") for name, c in pools.items()}
+    assert got["shipped"] == got["retrained"]
+    for split in ("dev", "people_dev"):
+        own = [q.task for q in prompts if q.split == split]
+        assert len(got["shipped"][split]) == len(own) == 6 and got["shipped"][split] == own

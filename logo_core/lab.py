@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -641,14 +642,20 @@ def thresholds(off: Tensor, pool: Tensor) -> dict[str, float]:
     target: the issue asks for >= 90% of off-pool questions answered by the base model at the least cost on
     pool prompts; the threshold is the lowest that abstains on >= 95% of off-pool dev questions (a margin
     over 90% for a test set that differs). balanced: the mean of (off-pool routed) and (pool abstained) is
-    least; among equal errors the midpoint.
+    least; among equal errors the midpoint. Both are rounded as adapters.yaml stores them (`THRESHOLD_DECIMALS`; the
+    target rule's upward, so it still abstains on >= 95%), so every figure the lab reports is the shipped gate's.
     """
     cands = torch.cat([off, pool]).sort().values
     cands = torch.cat([cands[:1] - 1, (cands[1:] + cands[:-1]) / 2, cands[-1:] + 1])
     err = torch.stack([((off >= t).float().mean() + (pool < t).float().mean()) / 2 for t in cands])
     best = cands[err == err.min()]
     enough = cands[torch.stack([(off < t).float().mean() >= 0.95 for t in cands])]
-    return {"target": enough.min().item(), "balanced": ((best.min() + best.max()) / 2).item()}
+    scale = 10**THRESHOLD_DECIMALS
+    up = math.ceil(round(enough.min().item() * scale, 3)) / scale  # round(.., 3): float32 0.935 * 1000 is 935.0000024
+    return {"target": up, "balanced": round(((best.min() + best.max()) / 2).item(), THRESHOLD_DECIMALS)}
+
+
+THRESHOLD_DECIMALS = 3  # adapters.yaml's `abstain_below` (`library_defaults`) and every figure the lab reports at it
 
 
 def min_tokens(lab: Lab) -> int:
@@ -940,7 +947,7 @@ def library_defaults(
         "module": _modules(st.module),
         "probe_input": st.input,
         "pooling": st.pooling,
-        "abstain_below": round(abstain_below, 3),
+        "abstain_below": round(abstain_below, THRESHOLD_DECIMALS),
         "abstain_min_tokens": abstain_min_tokens,
         "abstain_signal": "same" if abstain_signal in (None, st.variant) else abstain_signal,
         "abstain_module": "same"

@@ -129,6 +129,10 @@ def test_abstain_thresholds_of_both_rules():
     separable = lab.thresholds(torch.tensor([0.0, 0.5]), torch.tensor([2.0, 3.0]))
     assert separable["balanced"] == pytest.approx(1.25)  # the midpoint of the gap
     assert separable["target"] == pytest.approx(1.25)  # the first threshold above every off-pool maximum
+    # rounded as adapters.yaml stores them, the target rule upward: the lab reports the gate that ships
+    fine = lab.thresholds(torch.tensor([0.93, 0.934]), torch.tensor([0.9351, 0.98]))  # exact target: 0.93455
+    assert fine["target"] == 0.935 and fine["balanced"] == 0.935
+    assert lab.thresholds(torch.tensor([0.9]), torch.tensor([0.97]))["target"] == 0.935  # 0.935 stays 0.935
 
 
 def _gate_lab(off_norm, pool_norm, off_sub, pool_sub):

@@ -885,24 +885,24 @@ def report(lab: Lab, chosen: Setting, rows: list[dict], previous: Setting | None
     ]
     data["unseen_by_task"] = {}
     for split, title in (("test", "template test prompts"), ("people", "people-style test prompts")):
-        rows = unseen_by_task(lab, chosen, ab, split)
-        data["unseen_by_task"][split] = rows
+        per_task = unseen_by_task(lab, chosen, ab, split)
+        data["unseen_by_task"][split] = per_task
         lines += [
             "",
             f"| task ({title}) | family | prompts | family hit | abstained | family hit, not abstained | top-1 most often |",
             "|---|---|---:|---:|---:|---:|---|",
         ]
-        for r in rows:
+        for r in per_task:
             top = ", ".join(f"{name} ({count})" for name, count in r["top"])
             lines.append(
                 f"| {r['task']} | {r['family']} | {r['n']} | {100 * r['hit'] / r['n']:.0f} | "
                 f"{100 * r['abstained'] / r['n']:.0f} | {100 * r['both'] / r['n']:.0f} | {top} |"
             )
-        n = sum(r["n"] for r in rows)
+        n = sum(r["n"] for r in per_task)
         if n:
             lines.append(
-                f"| all | | {n} | {100 * sum(r['hit'] for r in rows) / n:.1f} | "
-                f"{100 * sum(r['abstained'] for r in rows) / n:.1f} | {100 * sum(r['both'] for r in rows) / n:.1f} | |"
+                f"| all | | {n} | {100 * sum(r['hit'] for r in per_task) / n:.1f} | "
+                f"{100 * sum(r['abstained'] for r in per_task) / n:.1f} | {100 * sum(r['both'] for r in per_task) / n:.1f} | |"
             )
     return "\n".join(lines) + "\n", data
 

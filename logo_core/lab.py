@@ -636,6 +636,9 @@ ABSTAIN_RULES = {
 }
 
 
+THRESHOLD_DECIMALS = 3  # adapters.yaml's `abstain_below` (`library_defaults`) and every figure the lab reports at it
+
+
 def thresholds(off: Tensor, pool: Tensor) -> dict[str, float]:
     """The abstain threshold of each rule (`ABSTAIN_RULES`), from dev maxima only.
 
@@ -653,9 +656,6 @@ def thresholds(off: Tensor, pool: Tensor) -> dict[str, float]:
     scale = 10**THRESHOLD_DECIMALS
     up = math.ceil(round(enough.min().item() * scale, 3)) / scale  # round(.., 3): float32 0.935 * 1000 is 935.0000024
     return {"target": up, "balanced": round(((best.min() + best.max()) / 2).item(), THRESHOLD_DECIMALS)}
-
-
-THRESHOLD_DECIMALS = 3  # adapters.yaml's `abstain_below` (`library_defaults`) and every figure the lab reports at it
 
 
 def min_tokens(lab: Lab) -> int:

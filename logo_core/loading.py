@@ -371,6 +371,10 @@ def _weight_norm(layer: nn.Module) -> float | None:
     return float(torch.linalg.norm(weight.detach().float()))
 
 
+def _positive_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
 def _positive_finite(x: object) -> bool:
     if isinstance(x, bool) or not isinstance(x, int | float):
         return False
@@ -410,7 +414,7 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         if not isinstance(raw, dict):
             raise fail(f"adapter_config.json must be a JSON object, got {type(raw).__name__}")
         r, alpha = raw.get("r"), raw.get("lora_alpha")
-        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        if not _positive_int(r):
             raise fail(f"adapter_config.json: `r` must be a positive integer, got {r!r}")
         if not _positive_finite(alpha):
             raise fail(f"adapter_config.json: `lora_alpha` must be a positive finite number, got {alpha!r}")
@@ -426,14 +430,12 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         raise fail(f"peft_type is {config.peft_type}, only LORA is supported")
     if config.use_dora or config.fan_in_fan_out:
         raise fail("DoRA and fan_in_fan_out adapters are not supported")
-    for pattern in ("rank_pattern", "alpha_pattern"):
-        for key, value in (getattr(config, pattern) or {}).items():
-            if pattern == "rank_pattern" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise fail(f"adapter_config.json: `rank_pattern` {key!r} must be a positive integer, got {value!r}")
-            if pattern == "alpha_pattern" and not _positive_finite(value):
-                raise fail(
-                    f"adapter_config.json: `alpha_pattern` {key!r} must be a positive finite number, got {value!r}"
-                )
+    for key, value in (config.rank_pattern or {}).items():
+        if not _positive_int(value):
+            raise fail(f"adapter_config.json: `rank_pattern` {key!r} must be a positive integer, got {value!r}")
+    for key, value in (config.alpha_pattern or {}).items():
+        if not _positive_finite(value):
+            raise fail(f"adapter_config.json: `alpha_pattern` {key!r} must be a positive finite number, got {value!r}")
 
     layers = decoder_layers(model)
     paths = module_paths(model)

@@ -192,9 +192,8 @@ def train_many(tasks: list[Task], args: argparse.Namespace, device: str = "cpu")
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     base, tok = load_base()
-    model = lora_model(
-        base, args.rank, args.alpha, args.extra_modules
-    )  # the same init as `train_one` (same seed, same order)
+    # the same init as `train_one` (same seed, same order)
+    model = lora_model(base, args.rank, args.alpha, args.extra_modules)
     model.to(device)
     n = len(tasks)
     swaps = stack_adapters(model, n)

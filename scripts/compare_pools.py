@@ -74,8 +74,8 @@ def route(cfg, loaded, prompts: list[L.Prompt], vectors, st, both: list[str], ca
     lab = L.Lab(prompts, vectors, L.pool_factors(cfg, loaded.model), None, L.token_source(cfg, loaded, prompts, cache))
     out = {}
     for split in ("dev", "people_dev"):
-        idx = torch.tensor([i for i in lab.index.get(split, torch.tensor([])).tolist() if prompts[i].task in both])
-        out[split] = [both[j] for j in lab.scores(st, idx.long()).argmax(-1).tolist()] if len(idx) else []
+        idx = torch.tensor([i for i in lab.index[split].tolist() if prompts[i].task in both], dtype=torch.long)
+        out[split] = [both[j] for j in lab.scores(st, idx).argmax(-1).tolist()]
     return out
 
 

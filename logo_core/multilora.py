@@ -148,8 +148,8 @@ class Trained:
     curves: dict[str, list[float]]
     seconds: float
 
-    def save(self, out: Path) -> None:
-        """Write every adapter to `out/<task>` as PEFT safetensors in fp16 (`train.save_adapter`)."""
+    def save(self, out: Path, recipe: str | None = None) -> None:
+        """Write every adapter to `out/<task>` as PEFT safetensors in fp16, with its `recipe` (`train.save_adapter`)."""
         with torch.no_grad():  # answers from here on come from the weights as written
             for *_, stacked in self.swaps:
                 stacked.A.copy_(stacked.A.half().float())
@@ -158,7 +158,7 @@ class Trained:
         try:
             for i, task in enumerate(self.tasks):
                 export(self.swaps, i)
-                save_adapter(self.model, Path(out) / task.name)
+                save_adapter(self.model, Path(out) / task.name, recipe)
         finally:
             for parent, attr, _, stacked in self.swaps:
                 setattr(parent, attr, stacked)
@@ -240,8 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     tasks = (
         round_robin(adapter_tasks()) if args.tasks == "all" else [get_task(t.strip()) for t in args.tasks.split(",")]
     )
-    trained = train_many(tasks, args, known.device)
-    trained.save(Path(args.out))
+    try:
+        trained = train_many(tasks, args, known.device)
+    except ValueError as e:  # a recipe the model cannot take (e.g. an --extra-modules name it lacks)
+        raise SystemExit(str(e)) from None
+    trained.save(Path(args.out), recipe_key(args))
     seconds, curves = trained.seconds, trained.curves
     log.info("%d adapters (%s) in %.0f s on %s", len(tasks), recipe_key(args), seconds, known.device)
     if args.loss_log:

@@ -103,6 +103,8 @@ def extra_modules(text: str) -> dict[str, int]:
                 f"--extra-modules: {part!r} is not name:rank (e.g. down_proj:2; q_proj and v_proj are always "
                 "adapted at --rank)"
             )
+        if name in out:
+            raise argparse.ArgumentTypeError(f"--extra-modules: {name!r} is given twice; give each module once")
         out[name] = int(rank)
     return out
 
@@ -114,6 +116,13 @@ def lora_model(model: nn.Module, rank: int, alpha: int, extra: dict[str, int] | 
     from peft import LoraConfig, get_peft_model
 
     extra = extra or {}
+    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    missing = sorted(set(extra) - {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()})
+    if missing:  # PEFT would adapt the others and quietly leave these out
+        raise ValueError(
+            f"--extra-modules: the model has no linear module named {', '.join(map(repr, missing))}; "
+            f"its linear modules are {', '.join(sorted(linear))}"
+        )
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -161,7 +170,7 @@ def train_one(task: Task, args: argparse.Namespace) -> float:
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    save_adapter(model, Path(args.out) / task.name)
+    save_adapter(model, Path(args.out) / task.name, recipe_key(args))
     if args.loss_log:  # the loss curve, one line per adapter, for docs/pool.md's plot
         with open(args.loss_log, "a", encoding="utf-8") as f:
             f.write(
@@ -201,8 +210,12 @@ def recipe_key(args: argparse.Namespace) -> str:
     )
 
 
-def save_adapter(model: nn.Module, directory: Path) -> None:
-    """fp16 safetensors in PEFT format; written to a temp dir and renamed so a crash leaves nothing."""
+RECIPE_FILE = "recipe.json"  # beside a trained adapter: its recipe, so a resumed run never mixes two recipes
+
+
+def save_adapter(model: nn.Module, directory: Path, recipe: str | None = None) -> None:
+    """fp16 safetensors in PEFT format, with `recipe` (`recipe_key`) in RECIPE_FILE; written to a temp dir and
+    renamed so a crash leaves nothing."""
     for name, p in model.named_parameters():
         if "lora_" in name:
             p.data = p.data.half()
@@ -213,11 +226,19 @@ def save_adapter(model: nn.Module, directory: Path) -> None:
     try:
         model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's auto model card is boilerplate
+        if recipe is not None:
+            (tmp / RECIPE_FILE).write_text(json.dumps({"recipe": recipe}) + "\n", encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trained_recipe(directory: Path) -> str | None:
+    """The recipe the adapter in `directory` was trained with; None where none is recorded (older adapters)."""
+    f = directory / RECIPE_FILE
+    return json.loads(f.read_text(encoding="utf-8"))["recipe"] if f.is_file() else None
 
 
 def unseen_examples(per_task: int = 1) -> list[UnseenExample]:
@@ -345,10 +366,18 @@ def main(argv: list[str] | None = None) -> None:
     def done(task: Task) -> bool:
         return (Path(args.out) / task.name / "adapter_model.safetensors").is_file() and not args.force
 
+    key = recipe_key(args)
+    other = {t.name: r for t in tasks if done(t) and (r := trained_recipe(Path(args.out) / t.name)) not in (None, key)}
+    if other:  # resuming must not ship a pool of two recipes
+        name, recipe = next(iter(other.items()))
+        raise SystemExit(
+            f"--out {args.out}: {len(other)} adapters there were trained with another recipe ({name}: {recipe}), "
+            f"not {key}; pass --force to retrain them, or choose another --out"
+        )
     todo = [t for t in tasks if not done(t)]
     log.info(
         "recipe %s: %d of %d adapters done, %d to train",
-        recipe_key(args),
+        key,
         len(tasks) - len(todo),
         len(tasks),
         len(todo),
@@ -357,7 +386,10 @@ def main(argv: list[str] | None = None) -> None:
         if done(task):  # finished meanwhile by another trainer on the same folder
             continue
         t0 = time.perf_counter()
-        loss = train_one(task, args)
+        try:
+            loss = train_one(task, args)
+        except ValueError as e:  # a recipe the model cannot take (e.g. an --extra-modules name it lacks)
+            raise SystemExit(str(e)) from None
         log.info("%s: trained in %.0f s, final loss %.4f", task.name, time.perf_counter() - t0, loss)
     if not args.no_register:
         for task in tasks:

@@ -188,7 +188,7 @@ def main() -> None:
         key = recipe_key(targs)
         t1 = time.perf_counter()
         trained = train_many(tasks, targs, args.device)
-        trained.save(work / key)
+        trained.save(work / key, key)
         t2 = time.perf_counter()
         cfg = pool_config(shipped, work / key)
         cfg = cfg.model_copy(update={"adapters": [a for a in cfg.adapters if a.name in {t.name for t in tasks}]})

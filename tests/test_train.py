@@ -103,6 +103,31 @@ def test_extra_modules_train_at_their_own_rank_and_load_with_their_own_scale(tin
     for bad in ("down_proj", "down_proj:0", "q_proj:4", "down_proj:x", "../x:2"):
         with pytest.raises(argparse.ArgumentTypeError, match="is not name:rank"):
             extra_modules(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="'down_proj' is given twice"):
+        extra_modules("down_proj:2,down_proj:3")
+    with pytest.raises(ValueError, match="no linear module named 'mlp_down'; its linear modules are "):
+        lora_model(tiny, rank=4, alpha=8, extra=extra_modules("down_proj:2,mlp_down:2"))  # PEFT alone adapts the rest
+
+
+def test_a_resumed_pool_keeps_its_recipe(tiny, tmp_path):
+    """Each adapter records its recipe; `train` refuses to resume into a folder whose finished adapters were trained
+    with another (a pool of two recipes would route and answer unevenly), keeps those of its own and of none
+    recorded (older adapters), and names --force."""
+    from logo_core.train import main, parse_args, recipe_key, trained_recipe
+
+    flags = ["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16"]
+    save_adapter(lora_model(tiny, rank=4, alpha=8), tmp_path / "case_snake", recipe_key(parse_args(flags)))
+    assert trained_recipe(tmp_path / "case_snake") == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0"
+    save_adapter(lora_model(tiny, rank=4, alpha=8), tmp_path / "case_kebab")  # no recipe recorded
+    assert trained_recipe(tmp_path / "case_kebab") is None
+    run = ["--tasks", "case_snake,case_kebab", "--no-register", "--out", str(tmp_path), *flags]
+    main(run)  # both finished, nothing to train: returns at once
+    with pytest.raises(
+        SystemExit,
+        match=r"1 adapters there were trained with another recipe \(case_snake: "
+        r"steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0\), not steps300-.*-down_proj2; pass --force",
+    ):
+        main([*run, "--extra-modules", "down_proj:2"])
 
 
 def test_register_keeps_comments_and_replaces_entries(tmp_path):

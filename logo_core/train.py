@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     if other:  # resuming must not ship a pool of two recipes
         name, recipe = next(iter(other.items()))
         raise SystemExit(
-            f"--out {args.out}: {len(other)} adapters there were trained with another recipe ({name}: {recipe}), "
+            f"--out {args.out}: {len(other)} finished adapter(s) there were trained with another recipe ({name}: {recipe}), "
             f"not {key}; pass --force to retrain them, or choose another --out"
         )
     todo = [t for t in tasks if not done(t)]

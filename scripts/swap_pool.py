@@ -13,7 +13,8 @@ reuses them: same adapter files), and the shipped background calibration is reco
 
 `--keep-shipped` seeds assets/pool_next/ with the shipped adapters of the tasks that stay in the suite, with their
 loss curves and scores, so that `make pool` trains only the tasks that are new (the kept ones must have been trained
-with the recipe that `make pool` uses: their loss rows name it, and it is printed).
+with the recipe that `make pool` uses: their loss rows name it, it is printed and written beside each kept adapter,
+and `make pool` refuses a folder of another recipe).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from logo_core.registry import load_config  # noqa: E402
 from logo_core.tasks import adapter_tasks  # noqa: E402
-from logo_core.train import register, round_robin  # noqa: E402
+from logo_core.train import RECIPE_FILE, register, round_robin, trained_recipe  # noqa: E402
 
 
 def merge_scores(new: Path, into: Path) -> int:
@@ -58,6 +59,8 @@ def keep_shipped(shipped: Path, nxt: Path, losses: Path, scores: Path) -> list[s
         for row in rows:
             if row["task"] in kept:
                 f.write(json.dumps(row) + "\n")
+                if "recipe" in row and trained_recipe(nxt / row["task"]) is None:  # so `make pool` checks it
+                    (nxt / row["task"] / RECIPE_FILE).write_text(json.dumps({"recipe": row["recipe"]}) + "\n")
     if scores.is_file():
         old = json.loads(scores.read_text())
         rows_kept = [r for r in old["rows"] if r["task"] in kept]

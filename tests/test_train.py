@@ -124,7 +124,7 @@ def test_a_resumed_pool_keeps_its_recipe(tiny, tmp_path):
     main(run)  # both finished, nothing to train: returns at once
     with pytest.raises(
         SystemExit,
-        match=r"1 adapters there were trained with another recipe \(case_snake: "
+        match=r"1 finished adapter\(s\) there were trained with another recipe \(case_snake: "
         r"steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0\), not steps300-.*-down_proj2; pass --force",
     ):
         main([*run, "--extra-modules", "down_proj:2"])
@@ -209,6 +209,7 @@ def test_keep_shipped_seeds_the_next_pool_with_the_tasks_that_stay(tmp_path):
     import json
 
     from logo_core.tasks import adapter_tasks
+    from logo_core.train import trained_recipe
     from scripts.swap_pool import keep_shipped
 
     stays, new = [t.name for t in adapter_tasks()][:2]
@@ -226,6 +227,7 @@ def test_keep_shipped_seeds_the_next_pool_with_the_tasks_that_stay(tmp_path):
 
     assert keep_shipped(shipped, nxt, losses, scores) == [stays]
     assert (nxt / stays / "adapter_model.safetensors").read_text() == "shipped"
+    assert trained_recipe(nxt / stays) == "r"  # from its loss row: a `make pool` of another recipe refuses it
     assert (nxt / new / "adapter_model.safetensors").read_text() == "trained in the next pool"
     assert not (nxt / "number_words_retired").exists()
     assert [json.loads(line)["task"] for line in (nxt / "losses.jsonl").read_text().splitlines()] == [stays]

@@ -4,8 +4,9 @@ Every adapter gets the same recipe (steps, batch, lr, rank): LoGo routes by the 
 adapter's output, so adapters trained with unequal intensity would be unequally loud.
 
 The whole pool is one resumable command: a finished adapter is kept (its file exists), an
-interrupted one restarts from scratch (files are written atomically), and the outer progress
-bar says how many are done and how long the rest will take.
+interrupted one restarts from scratch (files are written atomically), one of another recipe (its
+recipe.json) stops the run, and the outer progress bar says how many are done and how long the rest
+will take.
 
 Example:
     python -m logo_core.train --tasks all --threads 2   # the committed pool (the defaults' recipe)

@@ -430,6 +430,17 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         raise fail(f"peft_type is {config.peft_type}, only LORA is supported")
     if config.use_dora or config.fan_in_fan_out:
         raise fail("DoRA and fan_in_fan_out adapters are not supported")
+    beyond = {  # parts of an adapter that change the output beyond s * B @ A on a block's linear layers
+        "lora_bias": getattr(config, "lora_bias", False),
+        "modules_to_save": config.modules_to_save,
+        "trainable_token_indices": getattr(config, "trainable_token_indices", None),
+    }
+    for key, value in beyond.items():
+        if value:
+            raise fail(
+                f"adapter_config.json: `{key}` is {value!r}; only LoRA pairs on the blocks' linear layers are "
+                "applied, so the answers would not be the adapter's (retrain without it)"
+            )
     for key, value in (config.rank_pattern or {}).items():
         if not _positive_int(value):
             raise fail(f"adapter_config.json: `rank_pattern` {key!r} must be a positive integer, got {value!r}")
@@ -443,11 +454,13 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
     scales: dict[tuple[int, str], float] = {}
     ranks: dict[tuple[int, str], int] = {}
     any_nonzero = False
+    other: list[str] = []  # tensors that are not a block's LoRA pair: never skipped quietly
     try:
         with safe_open(weights, framework="pt") as f:
             for key in f.keys():
                 m = _KEY.search(key)
                 if m is None:
+                    other.append(key)
                     continue
                 block, path, ab = int(m.group(1)), m.group(2), m.group(3)
                 module = path.rsplit(".", 1)[-1]
@@ -459,6 +472,12 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
                 keys.setdefault((block, module), {})[ab] = key
             if not keys:
                 raise fail("no LoRA tensors (lora_A/lora_B per block) found")
+            if other:
+                raise fail(
+                    f"tensor {other[0]} is not a LoRA pair's weight on a decoder block (a bias, a saved module, "
+                    "LoRA on the embeddings or lm_head); the engine would leave it out, and the answers would "
+                    "not be the adapter's"
+                )
             for (block, module), ab in keys.items():
                 if set(ab) != {"A", "B"}:
                     raise fail(f"block {block} {module}: lora_A or lora_B missing")

@@ -788,6 +788,26 @@ BROKEN = {  # kind: (how to break a good adapter, what the message says)
         "`alpha_pattern` 'q_proj' must be a positive finite number, got nan",
     ),
     "dora": (lambda p: _config(p, use_dora=True), "DoRA"),
+    "lora_bias": (lambda p: _config(p, lora_bias=True), "`lora_bias` is True; only LoRA pairs"),
+    "modules_to_save": (lambda p: _config(p, modules_to_save=["lm_head"]), "`modules_to_save` is ['lm_head']"),
+    "bias_tensor": (
+        lambda p: _tensors(
+            p,
+            lambda t: (
+                t
+                | {
+                    "base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias": t[
+                        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+                    ][:, 0].contiguous()
+                }
+            ),
+        ),
+        "tensor base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias is not a LoRA pair's weight",
+    ),
+    "lm_head_lora": (
+        lambda p: _tensors(p, lambda t: t | {"base_model.model.lm_head.lora_A.weight": torch.ones(4, 4)}),
+        "tensor base_model.model.lm_head.lora_A.weight is not a LoRA pair's weight on a decoder block",
+    ),
     "prefix_tuning": (lambda p: _config(p, peft_type="PREFIX_TUNING"), "only LORA is supported"),
     "nan_weights": (
         lambda p: _tensors(p, lambda t: {k: v.fill_(NAN) if "lora_B" in k else v for k, v in t.items()}),

@@ -430,13 +430,13 @@ def load_adapter(name: str, directory: Path, model: nn.Module) -> AdapterFile:
         raise fail(f"peft_type is {config.peft_type}, only LORA is supported")
     if config.use_dora or config.fan_in_fan_out:
         raise fail("DoRA and fan_in_fan_out adapters are not supported")
-    beyond = {  # parts of an adapter that change the output beyond s * B @ A on a block's linear layers
-        "lora_bias": getattr(config, "lora_bias", False),
-        "modules_to_save": config.modules_to_save,
-        "trainable_token_indices": getattr(config, "trainable_token_indices", None),
-    }
-    for key, value in beyond.items():
-        if value:
+    beyond = (  # PEFT fields for parts or variants that change the output beyond s * B @ A on a block's linear layers
+        "bias", "lora_bias", "modules_to_save", "trainable_token_indices", "target_parameters", "layer_replication",
+        "alora_invocation_tokens", "use_qalora", "use_bdlora", "velora_config", "monteclora_config", "kasa_config",
+    )  # fmt: skip
+    for key in beyond:
+        value = getattr(config, key, None)
+        if value and value != "none":
             raise fail(
                 f"adapter_config.json: `{key}` is {value!r}; only LoRA pairs on the blocks' linear layers are "
                 "applied, so the answers would not be the adapter's (retrain without it)"

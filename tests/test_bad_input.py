@@ -790,6 +790,8 @@ BROKEN = {  # kind: (how to break a good adapter, what the message says)
     "dora": (lambda p: _config(p, use_dora=True), "DoRA"),
     "lora_bias": (lambda p: _config(p, lora_bias=True), "`lora_bias` is True; only LoRA pairs"),
     "modules_to_save": (lambda p: _config(p, modules_to_save=["lm_head"]), "`modules_to_save` is ['lm_head']"),
+    "bias_all": (lambda p: _config(p, bias="all"), "`bias` is 'all'"),
+    "alora": (lambda p: _config(p, alora_invocation_tokens=[5, 6]), "`alora_invocation_tokens` is [5, 6]"),
     "bias_tensor": (
         lambda p: _tensors(
             p,

@@ -117,9 +117,9 @@ def lora_model(model: nn.Module, rank: int, alpha: int, extra: dict[str, int] | 
     from peft import LoraConfig, get_peft_model
 
     extra = extra or {}
-    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     missing = sorted(set(extra) - {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()})
     if missing:  # PEFT would adapt the others and quietly leave these out
+        linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
         raise ValueError(
             f"--extra-modules: the model has no linear module named {', '.join(map(repr, missing))}; "
             f"its linear modules are {', '.join(sorted(linear))}"

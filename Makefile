@@ -39,7 +39,7 @@ screenshots: install-dev chromium  # the app's pictures in docs/ (the tests neve
 
 # The pool's recipe (docs/pool.md), one resumable command: finished adapters are kept, an interrupted one restarts.
 # It trains into assets/pool_next/; `scripts/swap_pool.py` ships it once all adapters are there.
-POOL_RECIPE = --steps 300 --batch-size 8 --lr 2e-3 --schedule cosine --rank 8 --alpha 16 --seed 0 --bf16
+POOL_RECIPE = --steps 300 --batch-size 8 --lr 2e-3 --schedule cosine --rank 8 --alpha 16 --seed 0 --bf16 --extra-modules down_proj:2
 pool: install-dev
 	$(PYTHON) -m logo_core.train --tasks all $(POOL_RECIPE) --out assets/pool_next --no-register \
 		--loss-log assets/pool_next/losses.jsonl --threads 2

@@ -7,6 +7,7 @@ each projection inside a block (`self_attn.q_proj`, Phi-3's fused `self_attn.qkv
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -50,6 +51,15 @@ def module_paths(model: nn.Module) -> dict[str, str]:
                 out[short] = path
             seen.add(short)
     return out
+
+
+def residual_modules(model: nn.Module, modules: Sequence[str]) -> tuple[str, ...]:
+    """Those of `modules` whose input is as wide as the residual stream (q/k/v, gate/up): the hidden state entering
+    the block (`probe_input` residual) can stand in for their input. down_proj and o_proj read the block's inner
+    activations, so only their own input (`probe_input` module) can probe them."""
+    width = model.get_input_embeddings().embedding_dim
+    block, paths = decoder_layers(model)[0], module_paths(model)
+    return tuple(m for m in modules if m in paths and linear_shape(block.get_submodule(paths[m]))[0] == width)
 
 
 def weight_of(module: nn.Module) -> Tensor:

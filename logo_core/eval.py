@@ -50,14 +50,21 @@ def grid_options(engine: LoGoEngine, **route) -> RouteOptions:
     return engine.router.options(**{**GRID, **route})
 
 
+def probe_sites(engine: LoGoEngine, module_sets: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """(probe input, module set) pairs the engine can probe: every adapted module (or `module_sets`) from its own
+    input, and from the residual stream where the modules take it (down_proj and o_proj do not)."""
+    sets = list(engine.pool.modules) if module_sets is None else list(module_sets)
+    residual = set(engine.router.context.residual_modules or engine.pool.modules)
+    return [(pi, m) for pi in ("residual", "module") for m in sets if pi == "module" or set(m.split(",")) <= residual]
+
+
 def full_settings(engine: LoGoEngine) -> list[RouteOptions]:
     """Every (probe input, module, signal, calibrated) over all blocks: one sweep holds every setting."""
     return [
         grid_options(
             engine, k=1, layer=f"0:{engine.router.n_layers}", module=m, probe_input=pi, signal=sig, calibrated=cal
         )
-        for pi in ("residual", "module")
-        for m in engine.pool.modules
+        for pi, m in probe_sites(engine)
         for sig in signals.SIGNALS
         for cal in (False, True)
     ]
@@ -87,13 +94,13 @@ def candidate_settings(engine: LoGoEngine, every: int = 1) -> list[RouteOptions]
     """Single blocks (every `every`-th) and block ranges, each module set, both probe inputs and
     signals, calibrated or not: the space the default is chosen from."""
     L, mods = engine.router.n_layers, engine.pool.modules
-    module_sets = [m for m in mods] + ([",".join(mods)] if len(mods) > 1 else [])
+    default = ",".join(engine.router.options().module)  # adapters.yaml's module set, whatever else the pool adapts
+    module_sets = list(dict.fromkeys([*mods, default, ",".join(mods)]))
     layers = [str(b) for b in range(0, L, every)] + [f"{a}:{L}" for a in (0, L // 3, L // 2, 2 * L // 3)]
     return [
         grid_options(engine, k=1, layer=lay, module=m, probe_input=pi, signal=sig, calibrated=cal)
         for lay in layers
-        for m in module_sets
-        for pi in ("residual", "module")
+        for pi, m in probe_sites(engine, module_sets)
         for sig in signals.SIGNALS
         for cal in (False, True)
     ]
@@ -509,13 +516,12 @@ def evaluate(
         [test_scores[[i for i, (t, _) in enumerate(_rows(seen, test)) if t.name == s.name]].mean(0) for s in seen]
     )
     by_block = {}
-    for pi in ("residual", "module"):
-        for m in engine.pool.modules:
-            s = grid_options(
-                engine, k=1, layer=0, module=m, probe_input=pi, signal=chosen.signal, calibrated=chosen.calibrated
-            )
-            key = (s.probe_input, m, s.signal, s.calibrated)
-            by_block[f"{m} {pi}"] = [pct(top_hits(sweeps["test"][key][:, b], labels["test"])) for b in range(L)]
+    for pi, m in probe_sites(engine):
+        s = grid_options(
+            engine, k=1, layer=0, module=m, probe_input=pi, signal=chosen.signal, calibrated=chosen.calibrated
+        )
+        key = (s.probe_input, m, s.signal, s.calibrated)
+        by_block[f"{m} {pi}"] = [pct(top_hits(sweeps["test"][key][:, b], labels["test"])) for b in range(L)]
     return {
         "adapters": names,
         "adapter_families": adapter_family,

@@ -178,6 +178,7 @@ class Context:
     pool_size: int
     n_layers: int
     modules: tuple[str, ...]
+    residual_modules: tuple[str, ...] | None = None  # those `probe_input` residual can probe (None: all of them)
 
 
 # ------------------------------------------------------------------------------- exact type checks
@@ -409,7 +410,9 @@ class RouteOptions(_Options):
         description="Probe block(s): an index (negative from the end), a range `a:b` or a list; several are averaged.",
     )
     module: tuple[str, ...] = Field(
-        ("q_proj",), description="Adapted module(s) to probe, e.g. `q_proj` or `q_proj,v_proj` (averaged)."
+        ("q_proj",),
+        description="Adapted module(s) to probe, e.g. `q_proj` or `q_proj,v_proj` (averaged); those that do not read "
+        "the residual stream (down_proj, o_proj) need probe input `module`.",
     )
     probe_input: Choice(probe_input_names) = Field(
         "residual",
@@ -593,6 +596,15 @@ class RouteOptions(_Options):
     def _resolve_blocks(self, info: ValidationInfo) -> RouteOptions:
         ctx = _context(info)
         if ctx is not None:
+            if self.probe_input == "residual" and ctx.residual_modules is not None:
+                for what, mods in (("module", self.module), ("abstain_module", self.abstain_module)):
+                    wrong = [m for m in mods if m not in ctx.residual_modules] if mods != SAME else []
+                    if wrong:
+                        raise ValueError(
+                            f"`{what}` {wrong[0]!r} reads the block's inner activations, not the residual stream that "
+                            f"`probe_input` 'residual' probes; choose from {list(ctx.residual_modules)}, or set "
+                            "`probe_input` to 'module'"
+                        )
             self._blocks = resolve_blocks(self.layer, ctx.n_layers)
             tokens = f"0:{max(1, ctx.n_layers // 3)}" if self.token_layer is None else self.token_layer
             self._token_blocks = resolve_blocks(tokens, ctx.n_layers)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import options, signals
-from .anatomy import decoder_layers
+from .anatomy import decoder_layers, residual_modules
 from .calibration import (
     Calibration,
     StatsStore,
@@ -63,7 +63,7 @@ class Router:
         cache_mb = config.engine.probe_cache_mb
         self.probe_cache = ProbeCache(int(cache_mb * 2**20)) if cache_mb else None
         self.n_layers = len(decoder_layers(model))
-        self.context = Context(len(pool), self.n_layers, tuple(pool.modules))
+        self.context = Context(len(pool), self.n_layers, tuple(pool.modules), residual_modules(model, pool.modules))
         self.calibrations = {
             "neutral": Calibration("neutral", config.neutral_prompts),
             "background": Calibration("background", config.background(), apply=standardize),

@@ -9,7 +9,8 @@ recipe.json) stops the run, and the outer progress bar says how many are done an
 will take.
 
 Example:
-    python -m logo_core.train --tasks all --threads 2   # the committed pool (the defaults' recipe)
+    make pool                                        # the committed pool's recipe (the Makefile's POOL_RECIPE)
+    python -m logo_core.train --tasks all --threads 2   # a quick pool (the defaults: 50 steps, q/v only)
     python -m logo_core.train --tasks date_fr,money_de --force
 """
 

@@ -168,6 +168,29 @@ def test_settings_errors_say_exactly_this(cls, values, message):
     assert str(info.value) == message
 
 
+def test_the_residual_probe_refuses_modules_whose_input_is_not_the_residual():
+    """down_proj reads the MLP's inner activations (1536 wide here, the residual 576): probing it with the residual
+    stream cannot work, and said nothing until the pool gained down_proj (an einsum error deep in the sweep)."""
+    ctx = Context(3, 4, ("down_proj", "q_proj", "v_proj"), residual_modules=("q_proj", "v_proj"))
+    fix = "choose from ['q_proj', 'v_proj'], or set `probe_input` to 'module'"
+    for values, name in (
+        ({"module": "down_proj"}, "module"),
+        ({"module": "q_proj,down_proj"}, "module"),
+        ({"module": "q_proj", "abstain_module": "down_proj"}, "abstain_module"),
+    ):
+        with pytest.raises(RequestError) as info:
+            RouteOptions.resolve(values, ctx)
+        assert str(info.value) == (
+            f"`{name}` 'down_proj' reads the block's inner activations, not the residual stream that `probe_input` "
+            f"'residual' probes; {fix}"
+        )
+    its_own = RouteOptions.resolve(
+        {"module": "q_proj,down_proj", "abstain_module": "down_proj", "probe_input": "module"}, ctx
+    )
+    assert its_own.module == ("q_proj", "down_proj") and its_own.abstain_module == ("down_proj",)
+    assert RouteOptions.resolve({"module": "v_proj", "abstain_module": "same"}, ctx).module == ("v_proj",)
+
+
 ROUTE_BAD = [  # (keyword arguments, the name the message gives, how it shows the value)
     ({"k": 0}, "k", "got 0"),
     ({"k": 99}, "k", "got 99"),

@@ -9,6 +9,7 @@ import torch
 
 from logo_core import baselines
 from logo_core import eval as logo_eval
+from logo_core.errors import RequestError
 
 pytestmark = pytest.mark.slow  # the real model, a browser or a subprocess run: `make test-fast` leaves it out
 
@@ -39,6 +40,21 @@ def test_setting_scores_equal_engine_routing(real_engine):
             routed = real_engine.route(p, calibrated=s.calibrated, **kw, **logo_eval.GRID)
             expected = torch.tensor(list(routed.scores.values()))
             torch.testing.assert_close(ours[i], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_grids_probe_down_proj_from_its_own_input_only(real_engine):
+    """The shipped adapters adapt down_proj too (rank 2): the harness probes it from its own input, never from the
+    residual stream it does not read, and the engine refuses that pairing by name."""
+    sites = logo_eval.probe_sites(real_engine)
+    assert ("module", "down_proj") in sites and ("residual", "down_proj") not in sites
+    assert {("residual", "q_proj"), ("residual", "v_proj"), ("module", "q_proj")} <= set(sites)
+    assert real_engine.router.context.residual_modules == ("q_proj", "v_proj")
+    with pytest.raises(RequestError, match="`module` 'down_proj' reads the block's inner activations"):
+        real_engine.route("Spell out 19 in German.", module="down_proj", probe_input="residual")
+    assert real_engine.route("Spell out 19 in German.", module="down_proj", probe_input="module").selected
+    sets = {(s.probe_input, ",".join(s.module)) for s in logo_eval.candidate_settings(real_engine, every=30)}
+    assert ("residual", "q_proj,v_proj") in sets and ("module", "down_proj,q_proj,v_proj") in sets
+    assert ("residual", "down_proj,q_proj,v_proj") not in sets
 
 
 def test_top_hits_and_family_hits():

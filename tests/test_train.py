@@ -238,6 +238,6 @@ def test_extra_train_names_the_recipe_and_leaves_the_old_keys_alone():
     from logo_core.train import parse_args, recipe_key
 
     plain = parse_args(["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16"])
-    assert recipe_key(plain) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0"  # the shipped pool's key
+    assert recipe_key(plain) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0"  # the previous pool's key
     extra = parse_args(["--steps", "300", "--lr", "2e-3", "--schedule", "cosine", "--bf16", "--extra-train", "0.5"])
     assert recipe_key(extra) == "steps300-b8-lr0.002-cosine-r8-a16-bf16-seed0-extra0.5"

@@ -114,7 +114,10 @@ def test_quick_evaluation_structure(quick, real_engine):
     assert chosen["dev_top1"] >= quick["best_dev_top1"] - 1.0  # the cheapest setting within a point of the best
     for name, w in quick["lorahub"].items():
         assert all(-1.5 <= x <= 1.5 for x in w.values()), name
-    assert len(quick["routing_by_block"][f"{real_engine.pool.modules[0]} residual"]) == real_engine.n_layers
+    by_block = quick["routing_by_block"]  # every probe site the engine can read, down_proj from its own input only
+    assert set(by_block) == {f"{m} {pi}" for pi, m in logo_eval.probe_sites(real_engine)}
+    assert "down_proj module" in by_block and "down_proj residual" not in by_block
+    assert all(len(v) == real_engine.n_layers for v in by_block.values())
 
 
 def test_outputs_written(quick, tmp_path):

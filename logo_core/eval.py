@@ -54,8 +54,10 @@ def probe_sites(engine: LoGoEngine, module_sets: Sequence[str] | None = None) ->
     """(probe input, module set) pairs the engine can probe: every adapted module (or `module_sets`) from its own
     input, and from the residual stream where the modules take it (down_proj and o_proj do not)."""
     sets = list(engine.pool.modules) if module_sets is None else list(module_sets)
-    residual = set(engine.router.context.residual_modules or engine.pool.modules)
-    return [(pi, m) for pi in ("residual", "module") for m in sets if pi == "module" or set(m.split(",")) <= residual]
+    ctx = engine.router.context
+    return [
+        (pi, m) for pi in ("residual", "module") for m in sets if pi == "module" or not ctx.not_residual(m.split(","))
+    ]
 
 
 def full_settings(engine: LoGoEngine) -> list[RouteOptions]:

@@ -20,7 +20,7 @@ import numbers
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,6 +179,10 @@ class Context:
     n_layers: int
     modules: tuple[str, ...]
     residual_modules: tuple[str, ...] | None = None  # those `probe_input` residual can probe (None: all of them)
+
+    def not_residual(self, modules: Sequence[str]) -> list[str]:
+        """Those of `modules` that `probe_input` residual cannot probe (their input is not the residual stream)."""
+        return [] if self.residual_modules is None else [m for m in modules if m not in self.residual_modules]
 
 
 # ------------------------------------------------------------------------------- exact type checks
@@ -596,9 +600,9 @@ class RouteOptions(_Options):
     def _resolve_blocks(self, info: ValidationInfo) -> RouteOptions:
         ctx = _context(info)
         if ctx is not None:
-            if self.probe_input == "residual" and ctx.residual_modules is not None:
+            if self.probe_input == "residual":
                 for what, mods in (("module", self.module), ("abstain_module", self.abstain_module)):
-                    wrong = [m for m in mods if m not in ctx.residual_modules] if mods != SAME else []
+                    wrong = ctx.not_residual(mods) if mods != SAME else []
                     if wrong:
                         raise ValueError(
                             f"`{what}` {wrong[0]!r} reads the block's inner activations, not the residual stream that "

@@ -57,6 +57,20 @@ def test_the_grids_probe_down_proj_from_its_own_input_only(real_engine):
     assert ("residual", "down_proj,q_proj,v_proj") not in sets
 
 
+def test_a_pool_with_no_residual_width_module_gets_no_residual_site():
+    """An empty `residual_modules` means none (a pool adapting down_proj alone), not "unknown": no residual site."""
+    from types import SimpleNamespace
+
+    from logo_core.options import Context
+
+    engine = SimpleNamespace(
+        pool=SimpleNamespace(modules=["down_proj"]), router=SimpleNamespace(context=Context(2, 4, ("down_proj",), ()))
+    )
+    assert logo_eval.probe_sites(engine) == [("module", "down_proj")]
+    engine.router.context = Context(2, 4, ("down_proj",))  # no width information: every module is offered
+    assert logo_eval.probe_sites(engine) == [("residual", "down_proj"), ("module", "down_proj")]
+
+
 def test_top_hits_and_family_hits():
     scores = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.7, 0.1], [0.2, 0.3, 0.4]])
     assert logo_eval.top_hits(scores, [1, 1, 0]).tolist() == [True, False, False]  # a tie goes to pool order

@@ -164,10 +164,16 @@ def mixtures_from_scores(
     return out
 
 
-def max_tokens(examples) -> int:
-    """Generation length for a task: its longest reference answer plus room (capped)."""
-    longest = max(len(ex.answer.split()) for ex in examples)
-    return min(48, 8 + 3 * longest)
+def max_tokens(examples, tokenizer) -> int:
+    """Generation length for a task: room for its longest reference answer (capped at 48).
+
+    The room is 8 tokens plus 3 a word, and never less than the reference's own tokens plus 2: a
+    German number or a COBOL-CASE identifier is one word of up to 17 tokens, and a length counted
+    in words alone cut the right answer short (and scored it wrong).
+    """
+    words = max(len(ex.answer.split()) for ex in examples)
+    tokens = max(len(tokenizer(ex.answer, add_special_tokens=False).input_ids) for ex in examples)
+    return min(48, max(8 + 3 * words, 2 + tokens))
 
 
 @dataclass(frozen=True)
@@ -352,7 +358,12 @@ def evaluate(
     ks = [k for k in ks if k <= len(names)]
     test = {t.name: t.examples("test", n_test) for t in seen + unseen}
     dev = {t.name: t.examples("dev", n_dev) for t in seen + unseen}
-    lengths = {t.name: min(8, max_tokens(test[t.name])) if quick else max_tokens(test[t.name]) for t in seen + unseen}
+    lengths = {
+        t.name: min(8, max_tokens(test[t.name], engine.tokenizer))
+        if quick
+        else max_tokens(test[t.name], engine.tokenizer)
+        for t in seen + unseen
+    }
     t_start = time.perf_counter()
 
     # 1. Routing on seen tasks: every candidate setting from one sweep; top-1 and family hits.
@@ -783,7 +794,7 @@ def dtype_check(config: str, dtype: str, probe_dtype: str, n_test: int, batch_si
                 g
                 for i in range(0, len(exs), batch_size)
                 for g in engine.generate_batch(
-                    [x.prompt for x in exs[i : i + batch_size]], max_new_tokens=max_tokens(exs)
+                    [x.prompt for x in exs[i : i + batch_size]], max_new_tokens=max_tokens(exs, engine.tokenizer)
                 )
             ]
             per[t.name] = statistics.fmean(t.score(g.text, x.answer) for g, x in zip(gens, exs))

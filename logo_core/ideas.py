@@ -189,7 +189,7 @@ def confidence(engine, split_prompts: list[L.Prompt], batch: int = 48) -> list[d
         plan = engine.plan(
             [j[3].prompt for j in chunk],
             adapters=[{j[1]: 1.0} for j in chunk],
-            max_new_tokens=max(max_tokens([j[3]]) for j in chunk),
+            max_new_tokens=max_tokens([j[3] for j in chunk], engine.tokenizer),
         )
         cfg = generation.generation_config(plan.gen, engine.tokenizer)
         cfg.output_scores, cfg.return_dict_in_generate = True, True

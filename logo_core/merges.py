@@ -101,7 +101,7 @@ def run(engine, split: str, n: int, cache_path: Path, families: dict[str, str], 
             for _, _, _, r in part:
                 chosen = pick(scheme, r.scores, r.selected, families)  # none: abstained, the base model answers
                 mixtures.append(acting(dict(zip(chosen, fn([r.scores[c] for c in chosen]))) if chosen else {}))
-            length = max(max_tokens([ex]) for _, _, ex, _ in part)
+            length = max_tokens([ex for _, _, ex, _ in part], engine.tokenizer)
             outs = engine.generate_batch([ex.prompt for _, _, ex, _ in part], mixtures, max_new_tokens=length)
             for (_, t, ex, _), g in zip(part, outs):
                 cache[f"{scheme}|{ex.prompt}"] = {

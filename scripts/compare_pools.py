@@ -147,7 +147,7 @@ def main() -> None:
             if name == "retrained":
                 conds.append((CROSS, tops["shipped", split]))
             for cond, chosen in conds:
-                jobs = [(q.text, c, max_tokens([refs[q.text]])) for q, c in zip(rows, chosen)]
+                jobs = [(q.text, c, max_tokens([refs[q.text]], tok)) for q, c in zip(rows, chosen)]
                 texts = answers(base, tok, jobs, dirs.__getitem__, cache)
                 cache_file.write_text(json.dumps(cache))
                 got = [TASKS[q.task].score(a, refs[q.text].answer) / 100 for q, a in zip(rows, texts)]

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = LoGoEngine.from_config(config)
     specs = [s for s in load_config(config).adapters if s.name in TASKS and s.name in engine.adapters]
     rows = [(TASKS[s.name], ex) for s in specs for ex in TASKS[s.name].example_candidates(args.candidates)]
-    jobs = [(ex.prompt, {task.name: 1.0}, max_tokens([ex])) for task, ex in rows]
+    jobs = [(ex.prompt, {task.name: 1.0}, max_tokens([ex], engine.tokenizer)) for task, ex in rows]
     answers = Runner(engine, batch_size=48).run(jobs, "own adapters")
     short = 0
     for i, spec in enumerate(specs):

@@ -40,11 +40,13 @@ from logo_core.train import recipe_key, round_robin  # noqa: E402
 SPLITS = ("dev", "people_dev")
 
 
-def score_pool(trained, cfg, lab_prompts, vectors, model, st, refs, tokens=None) -> dict:
+def score_pool(trained, cfg, lab_prompts, vectors, loaded, st, refs, tokens=None) -> dict:
     """Per split: each prompt's task, LoGo k=1 choice, and the own top-1 / LoGo / oracle hits (0..1)."""
     names = [a.name for a in cfg.adapters]
     order = [t.name for t in trained.tasks]  # the stacked layers' adapter order
-    lab = L.Lab(lab_prompts, vectors, L.pool_factors(cfg, model), token_signals=tokens)  # tokens: the token evidence
+    lab = L.Lab(
+        lab_prompts, vectors, L.pool_factors(cfg, loaded.model), token_signals=tokens
+    )  # tokens: the token evidence
     out = {}
     for split in SPLITS:
         idx = torch.tensor([i for i in lab.index[split].tolist() if lab_prompts[i].task in names], dtype=torch.long)
@@ -54,7 +56,7 @@ def score_pool(trained, cfg, lab_prompts, vectors, model, st, refs, tokens=None)
         texts = [""] * len(jobs)
         by_len: dict[int, list[int]] = {}
         for i, (text, _) in enumerate(jobs):
-            by_len.setdefault(max_tokens([refs[text]]), []).append(i)
+            by_len.setdefault(max_tokens([refs[text]], loaded.tokenizer), []).append(i)
         for n, ids in by_len.items():
             got = trained.answers([jobs[i][0] for i in ids], [order.index(jobs[i][1]) for i in ids], n)
             for i, a in zip(ids, got):
@@ -193,7 +195,7 @@ def main() -> None:
         cfg = pool_config(shipped, work / key)
         cfg = cfg.model_copy(update={"adapters": [a for a in cfg.adapters if a.name in {t.name for t in tasks}]})
         tokens = L.token_source(cfg, loaded, prompts, work)  # this pool's per-token signals, for the token evidence
-        scored = score_pool(trained, cfg, prompts, vectors, loaded.model, st, refs, tokens)
+        scored = score_pool(trained, cfg, prompts, vectors, loaded, st, refs, tokens)
         results["recipes"][key] = {
             "recipe": text, "train_s": round(t2 - t1, 1), "score_s": round(time.perf_counter() - t2, 1),
             "curves": trained.curves, "splits": scored,

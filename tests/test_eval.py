@@ -71,6 +71,24 @@ def test_a_pool_with_no_residual_width_module_gets_no_residual_site():
     assert logo_eval.probe_sites(engine) == [("residual", "down_proj"), ("module", "down_proj")]
 
 
+def test_every_reference_answer_fits_its_generation_length(tokenizer):
+    """A right answer must never be cut short: each task's length holds its longest reference in tokens.
+
+    Counted in words alone, a German number or a COBOL-CASE identifier (one word, up to 17 tokens)
+    was truncated and scored wrong whoever routed it.
+    """
+    from logo_core.tasks import TASKS
+
+    for task in TASKS.values():
+        for split, n in (("test", 20), ("dev", 60)):
+            exs = task.examples(split, n, distinct=False)
+            n_new = logo_eval.max_tokens(exs, tokenizer)
+            longest = max(len(tokenizer(ex.answer, add_special_tokens=False).input_ids) for ex in exs)
+            assert longest < n_new <= 48, (task.name, split, longest, n_new)
+    one = logo_eval.max_tokens([TASKS["number_words_de"].examples("test", 1)[0]], tokenizer)
+    assert one >= 11, "the word rule stays the floor: room for an answer a little longer than the reference"
+
+
 def test_top_hits_and_family_hits():
     scores = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.7, 0.1], [0.2, 0.3, 0.4]])
     assert logo_eval.top_hits(scores, [1, 1, 0]).tolist() == [True, False, False]  # a tie goes to pool order

@@ -30,7 +30,7 @@ def own_and_base(real_engine):
     """Per pool task: (mean score with its own adapter, mean score of the base model) on N test prompts."""
     tasks = [TASKS[n] for n in real_engine.adapters if n in TASKS]
     rows = [(t, ex) for t in tasks for ex in t.examples("test", N)]
-    length = {t.name: max_tokens(t.examples("test", N)) for t in tasks}
+    length = {t.name: max_tokens(t.examples("test", N), real_engine.tokenizer) for t in tasks}
     own = answers(real_engine, [(ex.prompt, {t.name: 1.0}, length[t.name]) for t, ex in rows])
     base = answers(real_engine, [(ex.prompt, {}, length[t.name]) for t, ex in rows])
     out: dict[str, tuple[list, list]] = {t.name: ([], []) for t in tasks}
@@ -68,7 +68,7 @@ def test_each_adapters_first_example_answers_right(real_engine):
         by_prompt = {ex.prompt: ex for ex in TASKS[spec.name].example_candidates()}
         assert spec.examples and spec.examples[0] in by_prompt, f"{spec.name}: first example not from its task"
         refs.append(by_prompt[spec.examples[0]])
-    n = max(max_tokens([ex]) for ex in refs)
+    n = max_tokens(refs, real_engine.tokenizer)
     got = answers(real_engine, [(ex.prompt, {s.name: 1.0}, n) for s, ex in zip(specs, refs)])
     wrong = {
         s.name: (ex.prompt, a, ex.answer)

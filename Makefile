@@ -30,6 +30,7 @@ test-fast:  # while iterating: everything but the tests marked slow (real model,
 # that ends mid-run leaves them for the next one, which resumes; another pool starts a new file).
 eval: install-dev
 	$(PYTHON) -m logo_core.eval --out docs/eval --cache docs/eval/answers
+	$(PYTHON) -m logo_core.tasks.check --doc docs/pool.md --targets docs/eval/results.json
 
 bench: install-dev
 	$(PYTHON) -m logo_core.bench --out docs/bench

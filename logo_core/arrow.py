@@ -155,13 +155,16 @@ class ArrowPeer:
                 m.lora_arrow["arrow_router"].top_k = self.top_k
         return model
 
-    def weights(self, prompts: list[str]) -> list[dict[str, float]]:
-        """Per prompt, the adapters Arrow leaned on: {name: mean coefficient}, those >= 5% (at least one)."""
+    def coefficients(self, prompts: list[str]) -> torch.Tensor:
+        """[P, E] each adapter's mean Arrow coefficient per prompt (`coefficients`), routed with this view's top_k."""
         model = self.model()
         with self._lock:
-            coeff = coefficients(self._mine(model), self.engine.encode, prompts, device=self.device)
+            return coefficients(self._mine(model), self.engine.encode, prompts, device=self.device)
+
+    def weights(self, prompts: list[str]) -> list[dict[str, float]]:
+        """Per prompt, the adapters Arrow leaned on: {name: mean coefficient}, those >= 5% (at least one)."""
         names, out = self.names, []
-        for row in coeff.tolist():
+        for row in self.coefficients(prompts).tolist():
             order = sorted(range(len(names)), key=lambda i: -row[i])
             out.append({names[i]: row[i] for i in order if row[i] >= 0.05 or i == order[0]})
         return out
@@ -276,16 +279,15 @@ def main(argv: list[str] | None = None) -> None:
         logo[split] = figures(rows, [max(range(len(names)), key=lambda i, r=r: r.scores[names[i]]) for r in routed])
         f = logo[split]
         lines.append(f"| LoGo (shipped default) | {split} | " + " | ".join(fmt(bootstrap(f[m])) for m in f) + " |")
+    peer = ArrowPeer(engine, top_k=args.top_k[0])  # one built model; each k routes through its own view
     for k in args.top_k:
-        peer = ArrowPeer(engine, top_k=k)
         for split, rows in prompts.items():
-            coeff = coefficients(peer.model(), engine.encode, [ex.prompt for _, ex in rows], device=peer.device)
+            coeff = peer.with_top_k(k).coefficients([ex.prompt for _, ex in rows])
             f = figures(rows, coeff.argmax(-1).tolist())
             lines.append(f"| Arrow top_k {k} | {split} | " + " | ".join(fmt(bootstrap(f[m])) for m in f) + " |")
             diff = " | ".join(fmt(paired(logo[split][m], f[m])) for m in f)
             lines.append(f"| LoGo - Arrow top_k {k} (paired) | {split} | {diff} |")
             log.info(lines[-2])
-        del peer
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -39,12 +39,13 @@ def parse_recipe(text: str, base: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def dev_scores(model, tok, task, n: int) -> list[float]:
+def dev_scores(model, tok, task, n: int, split: str = "dev") -> list[float]:
     """Per-prompt scores (0-100) of `model` (an adapter applied) on the first `n` dev prompts of `task` (greedy):
-    the one measurement the recipe search and `scripts/dev_scores.py` share."""
+    the one measurement the recipe search and `scripts/dev_scores.py` share. `split="test"` only measures the
+    shipped pool more precisely than the evaluation's 20 test prompts a task; nothing is chosen on it."""
     from .tasks.check import generate
 
-    examples = task.examples("dev", n)
+    examples = task.examples(split, n)
     answers = generate(model, tok, [ex.prompt for ex in examples], max_new_tokens=32)
     return [task.score(a, ex.answer) for a, ex in zip(answers, examples, strict=True)]
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 log = logging.getLogger(__name__)
 
 
-def score_pool(config: str, n: int, out: Path, threads: int, folder: Path | None = None) -> dict:
+def score_pool(config: str, n: int, out: Path, threads: int, folder: Path | None = None, split: str = "dev") -> dict:
     """{adapter: {task, digest, scores}}: per-prompt dev scores (0-100) of each adapter alone on its own task: the
     pool's adapters, or those of `folder` (`<folder>/<task>/`, e.g. a recipe search's) instead."""
     from peft import PeftModel
@@ -56,26 +56,29 @@ def score_pool(config: str, n: int, out: Path, threads: int, folder: Path | None
             model.load_adapter(str(path), adapter_name=name)
         model.set_adapter(name)
         task = TASKS[name]
-        scores = dev_scores(model, tok, task, n)
+        scores = dev_scores(model, tok, task, n, split)
         cache[name] = {"task": name, "family": task.family, "digest": digest, "scores": scores}
         if len(model.peft_config) > 1:
             model.delete_adapter(name)  # keep one adapter loaded: the next one is loaded beside it, then set
         out.write_text(json.dumps(cache, indent=0, ensure_ascii=False) + "\n")
-        log.info("%s: dev %.1f on %d prompts", name, sum(scores) / n, n)
+        log.info("%s: %s %.1f on %d prompts", name, split, sum(scores) / n, n)
     return cache
 
 
-def table(cache: dict, bar: float) -> str:
-    """Markdown, weakest adapter first: mean dev score with its 95% bootstrap interval, and the rule's verdict."""
+def table(cache: dict, bar: float, split: str = "dev") -> str:
+    """Markdown, weakest adapter first: mean score with its 95% bootstrap interval, and the rule's verdict."""
     from logo_core.intervals import bootstrap, fmt
 
     rows = sorted(cache.values(), key=lambda r: sum(r["scores"]) / len(r["scores"]))
     n = sorted({len(r["scores"]) for r in rows})
     lines = [
         f"Every shipped adapter alone on {', '.join(map(str, n))} dev prompts of its own task (PEFT, greedy; never "
-        f"test prompts), weakest first. Under {bar:g}: a candidate for replacement within its family.",
+        f"test prompts), weakest first. Under {bar:g}: a candidate for replacement within its family."
+        if split == "dev"
+        else f"Every shipped adapter alone on {', '.join(map(str, n))} test prompts of its own task (PEFT, greedy; "
+        f"a measurement of the shipped pool, never a choice), weakest first. Under {bar:g}: marked.",
         "",
-        "| adapter | family | dev score | under the bar |",
+        f"| adapter | family | {split} score | under the bar |",
         "|---|---|---:|---|",
     ]
     for r in rows:
@@ -107,7 +110,14 @@ def paired_table(cache: dict, shipped: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="adapters.yaml")
-    p.add_argument("--n", type=int, default=60, help="Dev prompts per task.")
+    p.add_argument("--n", type=int, default=60, help="Prompts per task (of --split).")
+    p.add_argument(
+        "--split",
+        choices=("dev", "test"),
+        default="dev",
+        help="test: the shipped pool on more test prompts than the evaluation's 20 (a measurement, never a choice; "
+        "give --out and --table of their own)",
+    )
     p.add_argument("--bar", type=float, default=80.0, help="The replacement rule's bar on the dev score.")
     p.add_argument("--out", default="docs/lab/dev_scores.json")
     p.add_argument("--table", default="docs/lab/dev_scores.md")
@@ -125,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         help="With --adapters: pair with the scores in this JSON (another folder's --out) instead of the shipped ones",
     )
     args = p.parse_args(argv)
+    defaults = Path(args.out) == Path(p.get_default("out")) or Path(args.table) == Path(p.get_default("table"))
+    if args.split == "test" and (defaults or args.adapters or args.doc):
+        p.error("--split test: give --out and --table of their own, without --adapters or --doc (those are dev's)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.adapters:
         if Path(args.out) == Path(p.get_default("out")) or Path(args.table) == Path(p.get_default("table")):
@@ -136,9 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.table).write_text(f"# {args.adapters} against {against} (reference), on dev\n\n{text}")
         print(text)
         return
-    cache = score_pool(args.config, args.n, Path(args.out), args.threads)
-    text = table(cache, args.bar)
-    Path(args.table).write_text(f"# Shipped adapters on dev\n\n`python scripts/dev_scores.py --n {args.n}`\n\n{text}")
+    cache = score_pool(args.config, args.n, Path(args.out), args.threads, split=args.split)
+    text = table(cache, args.bar, args.split)
+    command = f"python scripts/dev_scores.py --n {args.n}" + (
+        f" --split test --out {args.out} --table {args.table}" if args.split == "test" else ""
+    )
+    Path(args.table).write_text(f"# Shipped adapters on {args.split}\n\n`{command}`\n\n{text}")
     if args.doc:
         from logo_core.tasks.check import fill
 

@@ -44,7 +44,9 @@ def test_weights_and_answers_of_the_peer(peer, real_engine):
     assert all(set(w) <= set(real_engine.adapters) and 0 < sum(w.values()) <= 1 + 1e-6 for w in weights)
     assert all(v >= 0.05 for w in weights for v in list(w.values())[1:])  # the top one, then those >= 5%
     *_, last = peer.stream(prompts[0], 8)
-    assert last.text and last.timings["tokens_per_s"] > 0 and last.weights == weights[0]
+    assert last.text and last.timings["tokens_per_s"] > 0 and last.weights == peer.weights(prompts[:1])[0]
+    # Batched with another prompt (left padding), the coefficients move in the last bits only (AMX kernels).
+    assert last.weights == pytest.approx(weights[0], abs=1e-4)
     assert peer.generate_batch(prompts[:1], 8) == [last.text.strip()]  # batched and streamed agree (greedy)
     assert not any("lora" in n for n, _ in real_engine.model.named_modules())  # the shared model is untouched
 
@@ -67,6 +69,10 @@ def test_a_top_k_view_shares_the_model_and_routes_with_its_own_k(peer):
         view._mine(view.model())
         assert ((token_coefficients(layers[0].lora_arrow["arrow_router"], x) > 0).sum(-1) == k).all()
     assert one.weights(prompts) == first != spread  # k = 1 again after k = 3 ran: the same coefficients
+    # The Arrow study (`python -m logo_core.arrow --top-k 1 3`) ranks by these: once it read the shared model
+    # without setting k, and its top_k 3 rows repeated top_k 1's.
+    c1, c3 = one.coefficients(prompts), three.coefficients(prompts)
+    assert not torch.allclose(c1, c3) and torch.equal(one.coefficients(prompts), c1)
     assert one.generate_batch(prompts, 6) == one.generate_batch(prompts, 6)
     with pytest.raises(ValueError, match="top_k=0"):
         peer.with_top_k(0)

@@ -113,6 +113,65 @@ def test_dev_scores_table_lists_the_weakest_first_and_marks_the_rule():
     assert "Mean over 3 adapters: 81.7; worst 75.0." in mod.table(cache, 80.0)
 
 
+def test_targets_table_reads_one_evaluation_run_and_pairs_dev_scores_of_the_same_weights(tmp_path):
+    """docs/pool.md's issue-22 figures: the oracle's mean over every prompt, the tasks under the bar worst first,
+    and a dev score only where it was measured on the weights that are shipped now."""
+    import hashlib
+    import json
+
+    from logo_core.tasks.check import targets_table
+
+    for name, payload in (("inflect_past", b"x" * 1000), ("translit_be", b"y" * 2000), ("date_fr", b"z" * 3000)):
+        (tmp_path / "pool" / name).mkdir(parents=True)
+        (tmp_path / "pool" / name / "adapter_model.safetensors").write_bytes(payload)
+    seen = ["date_fr", "translit_be", "inflect_past"]
+    results = {
+        "n_test": 2,
+        "seen_tasks": seen,
+        "pool": "abc",
+        "per_prompt": {"seen": {"oracle": [100.0, 100.0, 80.0, 50.0, 0.0, 100.0], "base": [0.0] * 6}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    digest = hashlib.sha256(b"x" * 1000).hexdigest()[:16]
+    dev = {
+        "inflect_past": {"task": "inflect_past", "family": "inflect", "digest": digest, "scores": [100.0, 60.0]},
+        "translit_be": {"task": "translit_be", "family": "translit", "digest": "stale", "scores": [90.0, 90.0]},
+    }
+    (tmp_path / "dev.json").write_text(json.dumps(dev))
+    text = targets_table(tmp_path / "results.json", tmp_path / "dev.json", tmp_path / "pool")
+    assert "| oracle, average over 3 tasks | 71.7 [" in text and "| oracle, tasks under 70 | 2 of 3 |" in text
+    assert "| pool on disk | 0 MB |" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| inflect_past", "| translit_be", "| date_fr"))]
+    assert rows[0].startswith("| inflect_past | inflect | 50.0 [") and "| 80.0 [" in rows[0]
+    assert rows[1].startswith("| translit_be | translit | 65.0 [") and rows[1].endswith("| not scored |")
+    assert len(rows) == 2  # date_fr (100) is not under the bar
+    # Measured again on more test prompts: a task under the bar there alone gets a row too.
+    payloads = {"inflect_past": b"x" * 1000, "translit_be": b"y" * 2000, "date_fr": b"z" * 3000}
+    more = {
+        t: {"task": t, "digest": hashlib.sha256(b).hexdigest()[:16], "scores": s}
+        for (t, b), s in zip(payloads.items(), ([100.0, 100.0, 40.0], [80.0, 80.0, 80.0], [50.0, 60.0, 70.0]))
+    }
+    (tmp_path / "more.json").write_text(json.dumps(more))
+    text = targets_table(
+        tmp_path / "results.json", tmp_path / "dev.json", tmp_path / "pool", test_scores=tmp_path / "more.json"
+    )
+    assert (
+        "| oracle, average on 3 test prompts per task (the evaluation's 2 among them" in text
+        and "under 70: date_fr 60.0 |" in text
+    )
+    rows = [line for line in text.splitlines() if line.startswith(("| inflect_past", "| translit_be", "| date_fr"))]
+    assert [r.split(" | ")[0] for r in rows] == ["| inflect_past", "| translit_be", "| date_fr"]
+    assert (
+        rows[2].startswith("| date_fr | date | 100.0 [")
+        and "| 60.0 [" in rows[2]
+        and rows[2].endswith("| not scored |")
+    )
+    results["per_prompt"]["seen"]["oracle"].pop()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="5 oracle answers for 3 tasks x 2 prompts"):
+        targets_table(tmp_path / "results.json", tmp_path / "dev.json", tmp_path / "pool")
+
+
 def test_dev_scores_pairs_other_adapters_with_the_shipped_ones_of_their_task():
     import importlib.util
     from pathlib import Path

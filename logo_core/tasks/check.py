@@ -254,6 +254,73 @@ def loss_figure(log_file: Path):
     return loss_curves(runs, families, title="Training loss of every adapter (answer tokens, 10-step mean)")
 
 
+def targets_table(
+    results: Path,
+    dev_scores: Path,
+    adapters: Path = Path("assets/adapters"),
+    bar: float = 70.0,
+    test_scores: Path | None = None,
+) -> str:
+    """Markdown: issue 22's figures from one evaluation run (`make eval`'s results.json): the oracle (each seen
+    task's test prompts answered by its own adapter) on average and per task, the base model, the pool's size.
+
+    Beside each task under `bar` go its scores from `scripts/dev_scores.py`: on 60 dev prompts and, where
+    `test_scores` is given, on 60 test prompts (`--split test`, the evaluation's 20 among them). A task the model
+    does not learn is low on all three; a low draw of 20 prompts is low on one. Rows measured on other weights
+    than the shipped ones are left out ("not scored")."""
+    import torch
+
+    from ..intervals import bootstrap, fmt
+
+    r = json.loads(results.read_text(encoding="utf-8"))
+    n, seen, per = r["n_test"], r["seen_tasks"], r["per_prompt"]["seen"]
+    if len(per["oracle"]) != n * len(seen):
+        raise ValueError(f"{results}: {len(per['oracle'])} oracle answers for {len(seen)} tasks x {n} prompts")
+    own = {t: torch.tensor(per["oracle"][i * n : (i + 1) * n], dtype=torch.float64) for i, t in enumerate(seen)}
+
+    def shipped(path: Path | None) -> dict[str, torch.Tensor]:
+        rows = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
+        return {
+            t: torch.tensor(row["scores"], dtype=torch.float64)
+            for t, row in rows.items()
+            if t in own and row.get("digest") == _digest(str(adapters / t))
+        }
+
+    dev, more = shipped(dev_scores), shipped(test_scores)
+    size = sum(f.stat().st_size for f in adapters.rglob("*.safetensors")) / 1e6
+    under = sorted((t for t in seen if own[t].mean() < bar), key=lambda t: own[t].mean())
+    lines = [
+        f"One evaluation run (docs/eval/results.json, pool {r['pool']}): {n} test prompts per seen task, each answered "
+        "by its own adapter (the oracle); 95% bootstrap intervals over prompts.",
+        "",
+        "| figure | measured | target |",
+        "|---|---|---|",
+        f"| oracle, average over {len(seen)} tasks | {fmt(bootstrap(torch.cat(list(own.values())), scale=1))} | >= 90 |",
+        f"| oracle, tasks under {bar:.0f} | {len(under)} of {len(seen)} | none |",
+        f"| base model, average | {fmt(bootstrap(torch.tensor(per['base']), scale=1))} | stays low |",
+        f"| pool on disk | {size:.0f} MB | <= 60 MB |",
+    ]
+    if len(more) == len(seen):  # every task measured again on more test prompts
+        m = len(next(iter(more.values())))
+        low = sorted((t for t in seen if more[t].mean() < bar), key=lambda t: more[t].mean())
+        lines += [
+            f"| oracle, average on {m} test prompts per task (the evaluation's {n} among them; PEFT, "
+            "`scripts/dev_scores.py --split test`) | "
+            f"{fmt(bootstrap(torch.cat(list(more.values())), scale=1))}; under {bar:.0f}: "
+            f"{', '.join(f'{t} {more[t].mean():.1f}' for t in low) or 'none'} | |",
+        ]
+        under += [t for t in low if t not in under]
+    lines += [
+        "",
+        f"| task under {bar:.0f} | family | the evaluation's {n} test prompts | 60 test prompts | 60 dev prompts |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for t in under:
+        cells = [fmt(bootstrap(x[t], scale=1)) if t in x else "not scored" for x in (own, more, dev)]
+        lines.append(f"| {t} | {TASKS[t].family} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
 def fill(doc: Path, sections: dict[str, str]) -> None:
     """Replace `<!-- BEGIN name -->...<!-- END name -->` blocks of `doc` with generated text."""
     text = doc.read_text(encoding="utf-8")
@@ -280,6 +347,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--suite-only", action="store_true", help="Only fill the suite section (no model is run).")
     p.add_argument(
+        "--targets",
+        default=None,
+        help="Only fill the `targets` section of --doc from this evaluation's results.json (no model is run).",
+    )
+    p.add_argument(
         "--pool",
         default=None,
         help="Score the finished adapters of this folder (e.g. assets/pool_next while `make pool` trains) "
@@ -288,6 +360,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.suite_only:
         fill(Path(args.doc), {"suite": suite_table()})
+        return
+    if args.targets:
+        lab = Path("docs/lab")
+        text = targets_table(Path(args.targets), lab / "dev_scores.json", test_scores=lab / "test_scores.json")
+        fill(Path(args.doc), {"targets": text})
         return
     import torch  # here, so the tables above import without torch
 

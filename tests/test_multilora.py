@@ -40,7 +40,12 @@ def test_train_many_takes_the_steps_of_separate_runs(tmp_path, extra):
         for k in one:
             a, b = one[k].float(), many[k].float()
             assert a.abs().max() > 0  # trained (B starts at 0)
-            torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-4, msg=f"{t.name} {k}")
+            # AdamW's first steps move each weight by about lr * sign(gradient): where a gradient is ~0 its sign is
+            # rounding, and another CPU's kernels (AMX) flip one element in thousands. A batching bug (a shared loss
+            # mean, another adapter's gradient) moves most elements and the tensor's norm.
+            off = ~torch.isclose(b, a, rtol=2e-2, atol=2e-4)
+            assert off.sum() <= max(2, 0.002 * a.numel()), f"{t.name} {k}: {int(off.sum())} of {a.numel()} differ"
+            assert (b - a).norm() <= 2e-2 * a.norm(), f"{t.name} {k}"
     first = [trained.curves[t.name][0] for t in tasks]
     assert first[0] != first[1]  # each adapter's own loss, not a shared mean
 

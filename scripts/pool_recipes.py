@@ -44,9 +44,8 @@ def score_pool(trained, cfg, lab_prompts, vectors, loaded, st, refs, tokens=None
     """Per split: each prompt's task, LoGo k=1 choice, and the own top-1 / LoGo / oracle hits (0..1)."""
     names = [a.name for a in cfg.adapters]
     order = [t.name for t in trained.tasks]  # the stacked layers' adapter order
-    lab = L.Lab(
-        lab_prompts, vectors, L.pool_factors(cfg, loaded.model), token_signals=tokens
-    )  # tokens: the token evidence
+    factors = L.pool_factors(cfg, loaded.model)
+    lab = L.Lab(lab_prompts, vectors, factors, token_signals=tokens)  # tokens: the token evidence
     out = {}
     for split in SPLITS:
         idx = torch.tensor([i for i in lab.index[split].tolist() if lab_prompts[i].task in names], dtype=torch.long)

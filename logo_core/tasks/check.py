@@ -310,9 +310,11 @@ def targets_table(
             f"{', '.join(f'{t} {more[t].mean():.1f}' for t in low) or 'none'} | |",
         ]
         under += [t for t in low if t not in under]
+    count = {name: len(next(iter(x.values()))) if x else "" for name, x in (("test", more), ("dev", dev))}
     lines += [
         "",
-        f"| task under {bar:.0f} | family | the evaluation's {n} test prompts | 60 test prompts | 60 dev prompts |",
+        f"| task under {bar:.0f} | family | the evaluation's {n} test prompts | {count['test']} test prompts "
+        f"| {count['dev']} dev prompts |",
         "|---|---|---:|---:|---:|",
     ]
     for t in under:

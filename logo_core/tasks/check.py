@@ -303,9 +303,10 @@ def targets_table(
     if len(more) == len(seen):  # every task measured again on more test prompts
         m = len(next(iter(more.values())))
         low = sorted((t for t in seen if more[t].mean() < bar), key=lambda t: more[t].mean())
+        same = sum(int(torch.isclose(more[t][:n], own[t]).sum()) for t in seen)  # its first n are the evaluation's
         lines += [
-            f"| oracle, average on {m} test prompts per task (the evaluation's {n} among them; PEFT, "
-            "`scripts/dev_scores.py --split test`) | "
+            f"| oracle, average on {m} test prompts per task (PEFT, `scripts/dev_scores.py --split test`; the "
+            f"evaluation's {n} among them, scored the same on {same} of {n * len(seen)}) | "
             f"{fmt(bootstrap(torch.cat(list(more.values())), scale=1))}; under {bar:.0f}: "
             f"{', '.join(f'{t} {more[t].mean():.1f}' for t in low) or 'none'} | |",
         ]

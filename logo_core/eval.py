@@ -358,12 +358,9 @@ def evaluate(
     ks = [k for k in ks if k <= len(names)]
     test = {t.name: t.examples("test", n_test) for t in seen + unseen}
     dev = {t.name: t.examples("dev", n_dev) for t in seen + unseen}
-    lengths = {
-        t.name: min(8, max_tokens(test[t.name], engine.tokenizer))
-        if quick
-        else max_tokens(test[t.name], engine.tokenizer)
-        for t in seen + unseen
-    }
+    lengths = {t.name: max_tokens(test[t.name], engine.tokenizer) for t in seen + unseen}
+    if quick:
+        lengths = {name: min(8, n) for name, n in lengths.items()}
     t_start = time.perf_counter()
 
     # 1. Routing on seen tasks: every candidate setting from one sweep; top-1 and family hits.

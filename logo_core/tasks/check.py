@@ -278,15 +278,18 @@ def targets_table(
         raise ValueError(f"{results}: {len(per['oracle'])} oracle answers for {len(seen)} tasks x {n} prompts")
     own = {t: torch.tensor(per["oracle"][i * n : (i + 1) * n], dtype=torch.float64) for i, t in enumerate(seen)}
 
+    digests = {t: _digest(str(adapters / t)) for t in own}  # the shipped weights, hashed once
+
     def shipped(path: Path | None) -> dict[str, torch.Tensor]:
         rows = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
         return {
             t: torch.tensor(row["scores"], dtype=torch.float64)
             for t, row in rows.items()
-            if t in own and row.get("digest") == _digest(str(adapters / t))
+            if t in own and row.get("digest") == digests[t]
         }
 
     dev, more = shipped(dev_scores), shipped(test_scores)
+    count = {name: len(next(iter(x.values()))) if x else "" for name, x in (("test", more), ("dev", dev))}
     size = sum(f.stat().st_size for f in adapters.rglob("*.safetensors")) / 1e6
     under = sorted((t for t in seen if own[t].mean() < bar), key=lambda t: own[t].mean())
     lines = [
@@ -301,17 +304,15 @@ def targets_table(
         f"| pool on disk | {size:.0f} MB | <= 60 MB |",
     ]
     if len(more) == len(seen):  # every task measured again on more test prompts
-        m = len(next(iter(more.values())))
         low = sorted((t for t in seen if more[t].mean() < bar), key=lambda t: more[t].mean())
         same = sum(int(torch.isclose(more[t][:n], own[t]).sum()) for t in seen)  # its first n are the evaluation's
         lines += [
-            f"| oracle, average on {m} test prompts per task (PEFT, `scripts/dev_scores.py --split test`; the "
+            f"| oracle, average on {count['test']} test prompts per task (PEFT, `scripts/dev_scores.py --split test`; the "
             f"evaluation's {n} among them, scored the same on {same} of {n * len(seen)}) | "
             f"{fmt(bootstrap(torch.cat(list(more.values())), scale=1))}; under {bar:.0f}: "
             f"{', '.join(f'{t} {more[t].mean():.1f}' for t in low) or 'none'} | |",
         ]
         under += [t for t in low if t not in under]
-    count = {name: len(next(iter(x.values()))) if x else "" for name, x in (("test", more), ("dev", dev))}
     lines += [
         "",
         f"| task under {bar:.0f} | family | the evaluation's {n} test prompts | {count['test']} test prompts "
